@@ -1,0 +1,80 @@
+"""Envelope helpers and the exception handlers that keep every response in the seed's shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from schemas.envelope import Envelope, ErrorEnvelope, ErrorInfo
+
+log = logging.getLogger(__name__)
+
+# Litestar's exception class -> our stable error code, by status.
+_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "UNPROCESSABLE",
+    429: "TOO_MANY_REQUESTS",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ApiError(HTTPException):
+    """Raise from a handler or service to answer with a specific error code and details."""
+
+    def __init__(self, status_code: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(detail=message, status_code=status_code)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def ok(data: Any = None, message: str = "OK", status_code: int = 200) -> Response[Envelope[Any]]:
+    return Response(Envelope(data=data, message=message), status_code=status_code)
+
+
+def error_response(status_code: int, code: str, message: str, details: Any = None) -> Response[ErrorEnvelope]:
+    return Response(
+        ErrorEnvelope(message=message, error=ErrorInfo(code=code, message=message, details=details)),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+    )
+
+
+def http_exception_handler(request: Request, exc: HTTPException) -> Response[ErrorEnvelope]:
+    status = exc.status_code
+    if isinstance(exc, ApiError):
+        return error_response(status, exc.code, exc.message, exc.details)
+    if isinstance(exc, ValidationException):
+        # Litestar puts msgspec's field errors in ``extra``: [{"message", "key", "source"}].
+        return error_response(400, "VALIDATION_ERROR", _first_line(exc.detail) or "Invalid request", exc.extra or None)
+    code = _CODES.get(status, "HTTP_ERROR" if status < 500 else "SERVER_ERROR")
+    details = exc.extra or None
+    if status == 405:
+        details = {"method": request.method, "path": request.url.path}
+    elif status == 404:
+        details = {"path": request.url.path}
+    return error_response(status, code, _first_line(exc.detail), details)
+
+
+def internal_error_handler(request: Request, exc: Exception) -> Response[ErrorEnvelope]:
+    # Logged with the stack trace here; the client never sees it.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal server error")
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if text and text.strip() else ""
+
+
+EXCEPTION_HANDLERS = {HTTPException: http_exception_handler, Exception: internal_error_handler}

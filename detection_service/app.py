@@ -1,0 +1,70 @@
+"""Litestar application factory. Long-lived resources are opened in the lifespan and kept on
+``app.state``; controllers reach them from there (or through dependencies built on it)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from detection_service.api.objects import ObjectController
+from detection_service.api.responses import EXCEPTION_HANDLERS
+from detection_service.api.settings import SettingsController
+from detection_service.api.system import SystemController
+from detection_service.config import Settings
+from detection_service.database import make_engine, make_session_factory
+from detection_service.orchestrator import DagsterClient
+from detection_service.services.health import package_version
+from detection_service.services.settings import SettingsService
+from detection_service.storage import StorageError, make_object_store
+
+log = logging.getLogger(__name__)
+
+ROUTE_HANDLERS = [SystemController, SettingsController, ObjectController]
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url)
+        store = make_object_store(settings)
+        try:
+            store.ensure_bucket()
+        except StorageError as exc:
+            # Keep serving: health reports storage down and writers retry later.
+            log.warning("object store not ready at start-up: %s", exc)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        app.state.object_store = store
+        app.state.dagster = DagsterClient(settings.dagster_url)
+        app.state.settings_service = SettingsService(app.state.session_factory)
+        app.state.started_at = time.time()
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    return Litestar(
+        route_handlers=ROUTE_HANDLERS,
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=settings.max_upload_mb * 1024 * 1024,
+        cors_config=CORSConfig(allow_origins=[settings.public_url]),
+        openapi_config=OpenAPIConfig(
+            title="ai-door-system detection service",
+            version=package_version(),
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=False,
+    )

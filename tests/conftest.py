@@ -1,0 +1,46 @@
+"""Shared fixtures. The database is SQLite by default; set AIDOOR_TEST_DATABASE_URL to run the
+whole suite against MySQL/MariaDB (CI runs it both ways)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+pytest_plugins = ["tests.fixtures.seaweedfs"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("AIDOOR_TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'aidoor-test.db'}"
+
+
+def drop_everything(url: str) -> None:
+    """Drop every table in the test database (it is dedicated to tests), FKs included."""
+    engine = sa.create_engine(url)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(engine)
+        with engine.begin() as conn:
+            if engine.dialect.name == "mysql":
+                conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
+            for table in reversed(meta.sorted_tables):
+                table.drop(conn)
+            if engine.dialect.name == "mysql":
+                conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def clean_database_url(database_url: str) -> str:
+    drop_everything(database_url)
+    return database_url
