@@ -44,3 +44,43 @@ def drop_everything(url: str) -> None:
 def clean_database_url(database_url: str) -> str:
     drop_everything(database_url)
     return database_url
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def migrated_database_url(clean_database_url: str) -> str:
+    from detection_service.database import upgrade
+
+    upgrade(clean_database_url)
+    return clean_database_url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, migrated_database_url: str):
+    """Service settings on a fresh migrated database and a local store in tmp_path. Dagster
+    points at a closed port unless a test starts one."""
+    from detection_service.config import Settings
+
+    return Settings.from_env(
+        environ={},
+        data_dir=tmp_path / "data",
+        database_url=migrated_database_url,
+        dagster_port=free_port(),
+    )
+
+
+@pytest.fixture
+def client(settings):
+    from litestar.testing import TestClient
+
+    from detection_service.app import create_app
+
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from schemas.envelope import Envelope, ErrorEnvelope, ErrorInfo
@@ -58,6 +58,12 @@ def http_exception_handler(request: Request, exc: HTTPException) -> Response[Err
     if isinstance(exc, ValidationException):
         # Litestar puts msgspec's field errors in ``extra``: [{"message", "key", "source"}].
         return error_response(400, "VALIDATION_ERROR", _first_line(exc.detail) or "Invalid request", exc.extra or None)
+    if isinstance(exc.__cause__, SerializationException):
+        # The body could not be decoded at all (e.g. broken JSON): say where, not just "bad".
+        return error_response(
+            400, "MALFORMED_BODY", "Request body could not be decoded",
+            {"reason": str(exc.__cause__), "content_type": request.headers.get("content-type")},
+        )
     code = _CODES.get(status, "HTTP_ERROR" if status < 500 else "SERVER_ERROR")
     details = exc.extra or None
     if status == 405:

@@ -1,0 +1,129 @@
+"""`aidoor run`: the detection service and Dagster (webserver + daemon) as one supervised unit.
+
+Each child runs in its own session so a terminal's Ctrl-C reaches only us; we then stop every
+child's whole process group (Dagster's code servers included), so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from detection_service.config import Settings
+from detection_service.database import upgrade
+from orchestration.instance import ensure_local_instance
+
+log = logging.getLogger("aidoor.run")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STOP_GRACE_S = 20.0
+READY_TIMEOUT_S = 120.0
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = str(settings.dagster_home)
+    env["AIDOOR_DATA_DIR"] = str(settings.data_dir)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _stop(name: str, proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop within %.0f s; killing it", name, STOP_GRACE_S)
+        proc.wait()
+    finally:
+        # Grandchildren (Dagster code servers) share the group: make sure none survive.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_ready(url: str, stop: threading.Event) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        stop.wait(0.5)
+    return False
+
+
+def run_all(settings: Settings, with_dagster: bool = True) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"==> migrating database {settings.database_url.split('@')[-1]}", flush=True)
+    upgrade(settings.database_url)
+    env = _child_env(settings)
+
+    commands: dict[str, list[str]] = {
+        "api": [sys.executable, "-m", "detection_service.cli", "serve", "--no-migrate"],
+    }
+    if with_dagster:
+        ensure_local_instance(settings.dagster_home)
+        workspace = str(REPO_ROOT / "workspace.yaml")
+        commands["dagster-webserver"] = [
+            _bin("dagster-webserver"), "-w", workspace,
+            "-h", settings.dagster_host, "-p", str(settings.dagster_port),
+        ]
+        commands["dagster-daemon"] = [_bin("dagster-daemon"), "run", "-w", workspace]
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"\n==> {signal.Signals(signum).name}: stopping", flush=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    exit_code = 0
+    try:
+        for name, command in commands.items():
+            children[name] = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)
+        urls = {"api": f"{settings.public_url}/api/system/health"}
+        if with_dagster:
+            urls["dagster"] = settings.dagster_url + "/server_info"
+        for name, url in urls.items():
+            if not _wait_ready(url, stop) and not stop.is_set():
+                print(f"==> {name} did not become ready at {url}", flush=True)
+        if not stop.is_set():
+            print(f"==> detection service: {settings.public_url}  (API docs {settings.public_url}/schema)", flush=True)
+            if with_dagster:
+                print(f"==> Dagster UI:        {settings.dagster_url}", flush=True)
+            print("==> Ctrl-C stops everything", flush=True)
+        while not stop.is_set():
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    print(f"==> {name} exited with code {proc.returncode}; stopping the rest", flush=True)
+                    exit_code = 1
+                    stop.set()
+            stop.wait(1.0)
+    finally:
+        for name, proc in reversed(list(children.items())):
+            _stop(name, proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("==> stopped", flush=True)
+    return exit_code

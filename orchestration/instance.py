@@ -1,0 +1,36 @@
+"""The local Dagster instance (DAGSTER_HOME) that `aidoor run` uses. Production uses
+infra/dagster.yaml (run/event/schedule storage in MySQL via dagster-mysql)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LOCAL_INSTANCE_YAML = """\
+# Written by ai-door-system (orchestration/instance.py) for the local `make run` instance.
+# Storage is SQLite under this folder; for production see infra/dagster.yaml (MySQL).
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+    # Training and evaluation take both CPU cores: one at a time, others queue behind.
+    tag_concurrency_limits:
+      - key: aidoor/heavy
+        value: "true"
+        limit: 1
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+"""
+
+
+def ensure_local_instance(dagster_home: Path) -> Path:
+    """Create DAGSTER_HOME with our dagster.yaml; rewrite it only if we wrote it before."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists() or config.read_text().startswith("# Written by ai-door-system"):
+        if not config.exists() or config.read_text() != LOCAL_INSTANCE_YAML:
+            config.write_text(LOCAL_INSTANCE_YAML)
+    return config

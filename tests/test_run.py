@@ -1,0 +1,69 @@
+"""`aidoor run` as a user runs it: both services answer, SIGTERM stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.conftest import REPO_ROOT, free_port
+
+
+def _wait_for(url: str, timeout_s: float, proc: subprocess.Popen) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"aidoor run exited early with {proc.returncode}"
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code == 200:
+                return response
+        except httpx.HTTPError as exc:
+            last_error = exc
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout_s} s: {last_error}")
+
+
+def test_run_starts_service_and_dagster_and_stops_cleanly(tmp_path: Path, migrated_database_url: str):
+    api_port, dagster_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "AIDOOR_DATA_DIR": str(tmp_path / "data"),
+        "AIDOOR_DATABASE_URL": migrated_database_url,
+        "AIDOOR_PORT": str(api_port),
+        "AIDOOR_DAGSTER_PORT": str(dagster_port),
+    }
+    env.pop("DAGSTER_HOME", None)
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "aidoor"), "run"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{dagster_port}/server_info", 180, proc)
+        health = _wait_for(f"http://127.0.0.1:{api_port}/api/system/health", 60, proc).json()
+        assert health["success"] is True
+        components = health["data"]["components"]
+        assert components["database"]["status"] == "ok"
+        assert components["storage"]["status"] == "ok"
+        assert components["dagster"]["status"] == "ok"
+        assert health["data"]["status"] == "ok"
+        assert (tmp_path / "data" / "dagster" / "dagster.yaml").exists()
+
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert len(descendants) >= 3  # api, webserver, daemon (+ code servers)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        assert not alive, f"orphans left: {[p.pid for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+        output = (tmp_path / "run.log").read_text(errors="replace")
+        print(output[-4000:])
