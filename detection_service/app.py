@@ -13,6 +13,9 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
+from detection_service.api.data_yaml import DataYamlController
+from detection_service.api.datasets import DatasetController
+from detection_service.api.models import ModelController
 from detection_service.api.objects import ObjectController
 from detection_service.api.responses import EXCEPTION_HANDLERS
 from detection_service.api.settings import SettingsController
@@ -20,13 +23,18 @@ from detection_service.api.system import SystemController
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
 from detection_service.orchestrator import DagsterClient
+from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.services.health import package_version
+from detection_service.services.jobs import JobService
+from detection_service.services.models import ModelService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import StorageError, make_object_store
 
 log = logging.getLogger(__name__)
 
-ROUTE_HANDLERS = [SystemController, SettingsController, ObjectController]
+ROUTE_HANDLERS = [
+    SystemController, SettingsController, ObjectController, DatasetController, DataYamlController, ModelController
+]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -35,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        configure_offline(settings.data_dir)  # before anything imports ultralytics
         engine = make_engine(settings.database_url)
         store = make_object_store(settings)
         try:
@@ -48,6 +57,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.object_store = store
         app.state.dagster = DagsterClient(settings.dagster_url)
         app.state.settings_service = SettingsService(app.state.session_factory)
+        app.state.jobs = JobService(app.state.session_factory)
+        app.state.model_service = ModelService(
+            app.state.session_factory, store, app.state.jobs, app.state.dagster, settings.data_dir / "cache"
+        )
         app.state.started_at = time.time()
         try:
             yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from detection_service.config import ConfigError, Settings
 
@@ -30,7 +31,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from detection_service.runner import run_all
 
-    return run_all(settings, with_dagster=not args.no_dagster)
+    return run_all(settings, with_dagster=not args.no_dagster, bootstrap=not args.no_bootstrap)
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,6 +56,70 @@ def _dagster_home(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
+    from detection_service.bootstrap import bootstrap_export, run_bootstrap
+    from detection_service.database import upgrade
+
+    export_dir = Path(args.export or bootstrap_export())
+    if not (export_dir / "data.yaml").exists():
+        print(f"aidoor: {export_dir} is not a YOLO export (no data.yaml)", file=sys.stderr)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    model_id = run_bootstrap(settings, export_dir, profile=args.profile, epochs=args.epochs)
+    print(f"==> deployed model {model_id}")
+    return 0
+
+
+def _model_service(settings: Settings):
+    from detection_service.database import make_engine, make_session_factory, upgrade
+    from detection_service.ml.ultralytics_env import configure_offline
+    from detection_service.orchestrator import DagsterClient
+    from detection_service.services.jobs import JobService
+    from detection_service.services.models import ModelService
+    from detection_service.storage import make_object_store
+
+    configure_offline(settings.data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    session_factory = make_session_factory(make_engine(settings.database_url))
+    store = make_object_store(settings)
+    store.ensure_bucket()
+    return ModelService(session_factory, store, JobService(session_factory), DagsterClient(settings.dagster_url),
+                        settings.data_dir / "cache")
+
+
+def _model(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    from detection_service.services.models import ModelError
+
+    service = _model_service(settings)
+    try:
+        if args.model_command == "register":
+            info = service.register_file(Path(args.file), args.name)
+            print(f"registered {info.model_id} ({info.model_size} bytes); deploy with "
+                  f"`curl -X POST {settings.public_url}/api/models/{info.model_id}/deploy`")
+        elif args.model_command == "pull":
+            print(service.pull(args.model, Path(args.file)))
+        else:
+            for info in service.versions():
+                print(msgspec.json.encode({k: getattr(info, k) for k in
+                      ("model_id", "status", "is_current", "accuracy", "map50_95", "inference_ms")}).decode())
+    except ModelError as exc:
+        print(f"aidoor: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.bench_command == "train":
+        from detection_service.bench.train import main as bench_train
+
+        return bench_train(args.rest)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aidoor", description="ai-door-system command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="migrate, then run the service and Dagster (webserver + daemon) together")
     run.add_argument("--no-dagster", action="store_true", help="run the detection service only")
+    run.add_argument("--no-bootstrap", action="store_true",
+                     help="do not train a starter model when none exists")
     run.set_defaults(func=_run)
 
     migrate = sub.add_parser("migrate", help="apply database migrations (default: to head)")
@@ -74,6 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
     migrate.add_argument("--check", action="store_true", help="fail if the models and the schema differ")
     migrate.set_defaults(func=_migrate)
+
+    boot = sub.add_parser("bootstrap-model", help="import a starter dataset, train, evaluate and deploy a model")
+    boot.add_argument("export", nargs="?", help="a YOLO export folder (default: AIDOOR_BOOTSTRAP_DATASET or "
+                      "../shared/datasets/doorbell-camera-alert-v4)")
+    boot.add_argument("--profile", default="default", choices=["default", "tiny"])
+    boot.add_argument("--epochs", type=int, help="override the profile's epochs")
+    boot.set_defaults(func=_bootstrap)
+
+    model = sub.add_parser("model", help="registered models: list, register a weights file, pull weights")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_sub.add_parser("list", help="registered models, newest first")
+    register = model_sub.add_parser("register", help="register an Ultralytics .pt trained elsewhere (e.g. yolo11n.pt)")
+    register.add_argument("file")
+    register.add_argument("--name")
+    pull = model_sub.add_parser("pull", help="write a model's weights file (`current` or a model id)")
+    pull.add_argument("model")
+    pull.add_argument("file")
+    model.set_defaults(func=_model)
+
+    bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
+    bench.add_argument("bench_command", choices=["train"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
+    bench.set_defaults(func=_bench)
 
     home = sub.add_parser("dagster-home", help="write the local Dagster instance config and print DAGSTER_HOME")
     home.set_defaults(func=_dagster_home)
@@ -88,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aidoor: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
     return args.func(args, settings)
 
 

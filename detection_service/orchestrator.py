@@ -22,3 +22,21 @@ class DagsterClient:
             return response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise DagsterUnavailable(f"Dagster webserver at {self.base_url} is not reachable: {exc}") from exc
+
+    def terminate_run(self, run_id: str) -> None:
+        """Ask Dagster to terminate a run (training cancel). Raises DagsterUnavailable."""
+        from urllib.parse import urlparse
+
+        from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+        url = urlparse(self.base_url)
+        client = DagsterGraphQLClient(url.hostname or "127.0.0.1", port_number=url.port, timeout=int(self._timeout) + 3)
+        try:
+            client.terminate_run(run_id)
+        except DagsterGraphQLClientError as exc:
+            # Already finished or unknown runs are not an error for a cancel.
+            if "not found" in str(exc).lower() or "not in a" in str(exc).lower():
+                return
+            raise DagsterUnavailable(str(exc)) from exc
+        except Exception as exc:  # transport errors of gql/requests
+            raise DagsterUnavailable(f"Dagster at {self.base_url}: {exc}") from exc

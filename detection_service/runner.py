@@ -72,7 +72,10 @@ def _wait_ready(url: str, stop: threading.Event) -> bool:
     return False
 
 
-def run_all(settings: Settings, with_dagster: bool = True) -> int:
+MAX_RESTARTS = 5
+
+
+def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = True) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     print(f"==> migrating database {settings.database_url.split('@')[-1]}", flush=True)
     upgrade(settings.database_url)
@@ -98,10 +101,15 @@ def run_all(settings: Settings, with_dagster: bool = True) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     children: dict[str, subprocess.Popen[bytes]] = {}
+    restarts: dict[str, int] = {name: 0 for name in commands}
     exit_code = 0
+
+    def start(name: str) -> None:
+        children[name] = subprocess.Popen(commands[name], cwd=REPO_ROOT, env=env, start_new_session=True)
+
     try:
-        for name, command in commands.items():
-            children[name] = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)
+        for name in commands:
+            start(name)
         urls = {"api": f"{settings.public_url}/api/system/health"}
         if with_dagster:
             urls["dagster"] = settings.dagster_url + "/server_info"
@@ -113,12 +121,29 @@ def run_all(settings: Settings, with_dagster: bool = True) -> int:
             if with_dagster:
                 print(f"==> Dagster UI:        {settings.dagster_url}", flush=True)
             print("==> Ctrl-C stops everything", flush=True)
+        if with_dagster and bootstrap and not stop.is_set():
+            from detection_service.bootstrap import queue_bootstrap_if_needed
+
+            job_id = queue_bootstrap_if_needed(settings)
+            if job_id is not None:
+                print(f"==> no model yet: training a starter model (batch job {job_id}); follow it in the "
+                      f"Dagster UI or GET {settings.public_url}/api/models/train/status", flush=True)
         while not stop.is_set():
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"==> {name} exited with code {proc.returncode}; stopping the rest", flush=True)
+            for name, proc in list(children.items()):
+                if proc.poll() is None or stop.is_set():
+                    continue
+                _stop(name, proc)  # reap whatever it left in its process group
+                if restarts[name] >= MAX_RESTARTS:
+                    print(f"==> {name} exited with code {proc.returncode} {MAX_RESTARTS} times; stopping", flush=True)
                     exit_code = 1
                     stop.set()
+                    break
+                restarts[name] += 1
+                delay = min(30.0, 2.0**restarts[name])
+                print(f"==> {name} exited with code {proc.returncode}; restarting in {delay:.0f} s "
+                      f"({restarts[name]}/{MAX_RESTARTS})", flush=True)
+                if not stop.wait(delay):
+                    start(name)
             stop.wait(1.0)
     finally:
         for name, proc in reversed(list(children.items())):

@@ -8,6 +8,7 @@ real S3 server) instead of two.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
@@ -77,6 +78,22 @@ class ObjectStoreResource(dg.ConfigurableResource):
         )
 
 
+class LocalPathsResource(dg.ConfigurableResource):
+    """Local working folders: the dataset/model cache and scratch space for training runs."""
+
+    data_dir: str
+
+    def cache_dir(self) -> Path:
+        path = Path(self.data_dir) / "cache"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def work_dir(self, name: str) -> Path:
+        path = Path(self.data_dir) / "work" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
 def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Resources configured from the same ``AIDOOR_*`` variables the service reads. Secrets stay
     ``EnvVar`` references so the Dagster UI never shows them."""
@@ -97,4 +114,8 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             public_url=settings.public_url,
             signing_key=settings.signing_key().decode(),
         )
-    return {"database": DatabaseResource(url=settings.database_url), "object_store": store}
+    return {
+        "database": DatabaseResource(url=settings.database_url),
+        "object_store": store,
+        "paths": LocalPathsResource(data_dir=str(settings.data_dir)),
+    }

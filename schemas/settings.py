@@ -65,13 +65,30 @@ class NotificationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     ] = msgspec.field(default_factory=lambda: list(ALL_OBJECT_TYPE_CODES))
 
 
-SettingsStruct = CameraSettings | StorageSettings | DetectionSettings | NotificationSettings
+class TrainingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    auto_retrain: Annotated[
+        bool, msgspec.Meta(description="Retrain automatically when enough new verified labels arrived")
+    ] = True
+    retrain_min_new_labels: Annotated[
+        int, msgspec.Meta(ge=1, le=100000, description="Verified labels since the last training that trigger a retrain")
+    ] = 50
+    auto_collect_dataset_id: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+                          description="Dataset that receives auto-collected (relabelled) event images")
+    ] = "auto-collected"
+    profile: Annotated[
+        Literal["default", "tiny"], msgspec.Meta(description="Training profile of automatic retraining")
+    ] = "default"
+
+
+SettingsStruct = CameraSettings | StorageSettings | DetectionSettings | NotificationSettings | TrainingSettings
 
 SETTINGS_CATEGORIES: Final[dict[str, type[Any]]] = {
     "camera": CameraSettings,
     "storage": StorageSettings,
     "detection": DetectionSettings,
     "notification": NotificationSettings,
+    "training": TrainingSettings,
 }
 
 

@@ -4,6 +4,7 @@ whole suite against MySQL/MariaDB (CI runs it both ways)."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,32 @@ SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_url(tmp_path_factory: pytest.TempPathFactory):
     url = os.environ.get("AIDOOR_TEST_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'aidoor-test.db'}"
+    if not url:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'aidoor-test.db'}"
+        return
+    if not url.startswith("mysql"):
+        yield url
+        return
+    # Each test session gets its own database on the server, so two runs (CI and a developer,
+    # or parallel sessions) never drop each other's tables. Without CREATE rights: the URL's own.
+    server = sa.make_url(url)
+    name = f"aidoor_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(server.set(database=server.database or "mysql"))
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    except sa.exc.DBAPIError:
+        admin.dispose()
+        yield url
+        return
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.dispose()
 
 
 def drop_everything(url: str) -> None:

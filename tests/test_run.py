@@ -42,7 +42,7 @@ def test_run_starts_service_and_dagster_and_stops_cleanly(tmp_path: Path, migrat
     env.pop("DAGSTER_HOME", None)
     log = open(tmp_path / "run.log", "wb")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "aidoor"), "run"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         _wait_for(f"http://127.0.0.1:{dagster_port}/server_info", 180, proc)

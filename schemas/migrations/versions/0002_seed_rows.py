@@ -56,6 +56,10 @@ SYSTEM_SETTINGS = (
     ("notification", "enabled", "true", "boolean", "Send Telegram alerts"),
     ("notification", "sensitivity", "medium", "string", "Alert sensitivity"),
     ("notification", "types", '["person","package","delivery_food","mail","unclassified"]', "json", "Object types that trigger an alert"),
+    ("training", "auto_retrain", "true", "boolean", "Retrain automatically when enough new verified labels arrived"),
+    ("training", "retrain_min_new_labels", "50", "integer", "Verified labels since the last training that trigger a retrain"),
+    ("training", "auto_collect_dataset_id", "auto-collected", "string", "Dataset that receives auto-collected (relabelled) event images"),
+    ("training", "profile", "default", "string", "Training profile of automatic retraining"),
 )
 
 object_types = sa.table(

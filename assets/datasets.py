@@ -1,0 +1,158 @@
+"""Dataset assets, one partition per stored dataset version ("<dataset_id>@<version>"), and the op
+job that creates new versions (Roboflow sync, auto-collection, an export folder on disk)."""
+
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import sqlalchemy as sa
+
+from assets.partitions import dataset_versions, split_partition_key
+from detection_service.database import make_session_factory
+from detection_service.ml.registry import dataset_prefix
+from detection_service.services.data_yaml import DataYamlService
+from detection_service.services.jobs import queue_dataset_materialize
+from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
+from schemas.db import BatchJob, Dataset, DatasetVersion, utcnow
+from schemas.enums import JobStatus
+
+
+def _distribution_md(distribution: dict) -> str:
+    lines = ["| class | images | instances |", "|---|---:|---:|"]
+    for name, counts in sorted((distribution or {}).items()):
+        if isinstance(counts, dict):
+            lines.append(f"| {name} | {counts.get('images', '')} | {counts.get('instances', '')} |")
+        else:
+            lines.append(f"| {name} | | {counts} |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=dataset_versions,
+    group_name="datasets",
+    kinds={"s3"},
+    description="One stored dataset version (images + YOLO labels remapped to our classes) under "
+    "datasets/<dataset_id>/<version>/ in the object store, with its statistics.",
+)
+def dataset_version(
+    context: dg.AssetExecutionContext, database: DatabaseResource, object_store: ObjectStoreResource
+) -> dg.MaterializeResult:
+    dataset_id, version = split_partition_key(context.partition_key)
+    store = object_store.store()
+    with make_session_factory(database.engine())() as session:
+        dataset = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == dataset_id))
+        if dataset is None:
+            raise dg.Failure(f"dataset {dataset_id} is not registered")
+        row = session.scalar(
+            sa.select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version)
+        )
+        if row is None:
+            raise dg.Failure(f"dataset {dataset_id} has no version {version}")
+        image_count, changes = row.image_count, row.changes
+        distribution = dataset.class_distribution if dataset.version == version else None
+    prefix = dataset_prefix(dataset_id, version)
+    splits: dict[str, dict[str, int]] = {}
+    total_bytes = 0
+    for info in store.list(prefix):
+        parts = info.key[len(prefix):].split("/")
+        total_bytes += info.size
+        if len(parts) == 3 and parts[1] in ("images", "labels"):
+            splits.setdefault(parts[0], {"images": 0, "labels": 0})[parts[1]] += 1
+    stored_images = sum(s["images"] for s in splits.values())
+    if stored_images != image_count:
+        raise dg.Failure(f"{prefix}: {stored_images} images stored but the database records {image_count}")
+    return dg.MaterializeResult(
+        metadata={
+            "dataset_id": dataset_id,
+            "version": version,
+            "images": dg.MetadataValue.int(stored_images),
+            "splits": dg.MetadataValue.json(splits),
+            "bytes": dg.MetadataValue.int(total_bytes),
+            "store_prefix": prefix,
+            "class_distribution": dg.MetadataValue.md(_distribution_md(distribution or {})),
+            "changes": (changes or "")[:2000],
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=dataset_versions,
+    deps=[dataset_version],
+    group_name="datasets",
+    description="The data.yaml of a dataset version, recorded in data_yaml (validated, versioned, active).",
+)
+def data_yaml(
+    context: dg.AssetExecutionContext, database: DatabaseResource, object_store: ObjectStoreResource
+) -> dg.MaterializeResult:
+    dataset_id, version = split_partition_key(context.partition_key)
+    service = DataYamlService(make_session_factory(database.engine()), object_store.store())
+    info, created = service.ensure_generated(dataset_id, version)
+    return dg.MaterializeResult(
+        metadata={
+            "yaml_id": info.id,
+            "yaml_version": info.yaml_version or "",
+            "nc": info.nc,
+            "names": dg.MetadataValue.json(list(info.names)),
+            "is_active": bool(info.is_active),
+            "file_hash": info.file_hash or "",
+            "created": created,
+        }
+    )
+
+
+class DatasetUpdateConfig(dg.Config):
+    batch_job_id: int
+
+
+@dg.op(description="Creates a dataset version from the batch job's source: roboflow, auto_collect or path.")
+def dataset_update(
+    context: dg.OpExecutionContext,
+    config: DatasetUpdateConfig,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+    paths: LocalPathsResource,
+) -> dict:
+    from detection_service.datasets import run_dataset_update
+    from detection_service.datasets.importer import NothingToCollect
+
+    session_factory = make_session_factory(database.engine())
+    with session_factory.begin() as session:
+        job = session.get(BatchJob, config.batch_job_id)
+        if job is None:
+            raise dg.Failure(f"batch job {config.batch_job_id} not found")
+        if JobStatus(job.status).is_finished:
+            raise dg.Failure(f"batch job {job.id} is already {job.status}")
+        params = dict(job.parameters or {})
+        job.status, job.started_at, job.dagster_run_id = JobStatus.RUNNING, utcnow(), context.run_id
+        job.current_step = f"importing ({params.get('source')})"
+    store = object_store.store()
+    try:
+        result = run_dataset_update(session_factory, store, params, paths.work_dir(f"dataset-{context.run_id}"))
+    except NothingToCollect as exc:
+        with session_factory.begin() as session:
+            job = session.get(BatchJob, config.batch_job_id)
+            job.status, job.completed_at, job.current_step = JobStatus.COMPLETED, utcnow(), "nothing new"
+            job.result = {"nothing_new": str(exc)}
+        context.log.info(f"nothing to collect: {exc}")
+        return {"nothing_new": True}
+    except Exception as exc:
+        with session_factory.begin() as session:
+            job = session.get(BatchJob, config.batch_job_id)
+            job.status, job.completed_at, job.error_message = JobStatus.FAILED, utcnow(), f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    summary = {"dataset_id": result.dataset_id, "version": result.version, "total_images": result.total_images,
+               "total_labels": result.total_labels}
+    follow_up = queue_dataset_materialize(session_factory, result.dataset_id, result.version, params.get("train"))
+    with session_factory.begin() as session:
+        job = session.get(BatchJob, config.batch_job_id)
+        job.status, job.completed_at, job.progress_percentage = JobStatus.COMPLETED, utcnow(), 100
+        job.current_step, job.result = "done", {**summary, "follow_up_batch_job_id": follow_up}
+    context.log.info(f"dataset version {result.dataset_id}@{result.version}: {result.total_images} images; "
+                     f"materialization queued as batch job {follow_up}")
+    return summary
+
+
+@dg.job(description="Create a dataset version (Roboflow sync, auto-collection, export folder); "
+        "its assets are materialized by a follow-up run.")
+def dataset_update_job():
+    dataset_update()

@@ -1,0 +1,231 @@
+"""Model assets, partitioned by dataset version: trained_model -> model_evaluation -> deployed_model."""
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import msgspec
+import sqlalchemy as sa
+
+from assets.partitions import dataset_versions, split_partition_key
+from detection_service.database import make_session_factory
+from detection_service.ml.gate import judge
+from detection_service.ml.progress import TrainingProgress
+from detection_service.ml.registry import fetch_dataset_version, fetch_model, register_model, set_current_model
+from detection_service.ml.ultralytics_env import configure_offline
+from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
+from schemas.db import Model
+
+HEAVY = {"aidoor/heavy": "true"}
+
+
+class TrainModelConfig(dg.Config):
+    """One training run. Unset fields take the profile's values (see docs/training.md)."""
+
+    training_id: Optional[int] = None  # model_training row that receives live progress
+    batch_job_id: Optional[int] = None
+    profile: str = "default"
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    imgsz: Optional[int] = None
+    base_model_id: Optional[str] = None  # fine-tune one of our models instead of random init
+    confidence_threshold: float = 0.5
+    sensitivity: str = "medium"
+
+
+class DeployConfig(dg.Config):
+    force: bool = False  # deploy even if the gate says the challenger is not better
+
+
+def _md_table(per_class: list) -> str:
+    lines = ["| class | images | instances | P | R | mAP50 | mAP50-95 |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in per_class:
+        name, images, instances, p, r, m50, m5095 = row
+        lines.append(f"| {name} | {images} | {instances} | {p:.3f} | {r:.3f} | {m50:.3f} | {m5095:.3f} |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=dataset_versions,
+    deps=[dg.AssetKey("data_yaml")],
+    group_name="models",
+    kinds={"pytorch"},
+    op_tags=HEAVY,
+    check_specs=[dg.AssetCheckSpec("metrics_sane", asset="trained_model")],
+    description="A YOLO model trained offline on one dataset version (random init from the model "
+    "YAML, or fine-tuned from one of our earlier models). Weights + ONNX go to models/<model_id>/.",
+)
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: TrainModelConfig,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+    paths: LocalPathsResource,
+):
+    from detection_service.ml.training import TrainingCancelled, TrainParams, evaluate, export_onnx, train
+
+    configure_offline(Path(paths.data_dir))
+    dataset_id, version = split_partition_key(context.partition_key)
+    store = object_store.store()
+    session_factory = make_session_factory(database.engine())
+    progress = TrainingProgress(session_factory, config.training_id, config.batch_job_id)
+    progress.started(context.run_id)
+    work_dir = paths.work_dir(f"train-{context.run_id}")
+    try:
+        data_yaml = fetch_dataset_version(store, dataset_id, version, paths.cache_dir())
+        source = "yolo11n.yaml"
+        if config.base_model_id:
+            with session_factory() as session:
+                base = session.scalar(sa.select(Model).where(Model.model_id == config.base_model_id))
+            if base is None:
+                raise dg.Failure(f"base model {config.base_model_id} is not registered")
+            source = str(fetch_model(store, base.model_id, base.model_path, paths.cache_dir()))
+        params = TrainParams(
+            profile=config.profile, model=source, epochs=config.epochs, batch_size=config.batch_size,
+            imgsz=config.imgsz, confidence_threshold=config.confidence_threshold, sensitivity=config.sensitivity,
+        )
+
+        def on_epoch(epoch) -> None:
+            progress.on_epoch(epoch)
+            losses = " ".join(f"{k}={v:.3f}" for k, v in epoch.losses.items())
+            context.log.info(f"epoch {epoch.epoch}/{epoch.epochs} ({epoch.progress_pct:.0f}%) {losses} {epoch.metrics or ''}")
+
+        result = train(data_yaml, work_dir, params, on_epoch=on_epoch, should_cancel=progress.should_cancel)
+        progress.step("evaluating on the valid split", 96)
+        evaluation = evaluate(result.best_weights, data_yaml, "val", params.imgsz)
+        progress.step("exporting ONNX", 98)
+        onnx = export_onnx(result.best_weights, params.imgsz)
+        metrics = {
+            **evaluation.metrics,
+            "per_class": [list(row) for row in evaluation.per_class],
+            "inference_ms": round(evaluation.inference_ms, 2),
+            "epochs_run": result.epochs_run,
+            "train_wall_s": round(result.wall_s, 1),
+            "dataset": {"dataset_id": dataset_id, "version": version, "split": "val"},
+            "training_params": msgspec.to_builtins(params),
+            "dagster_run_id": context.run_id,
+        }
+        row = register_model(
+            session_factory, store, result.best_weights, model_name=f"{dataset_id} {version} ({params.profile})",
+            metrics=metrics, inference_ms=evaluation.inference_ms, onnx=onnx,
+        )
+        progress.finished(row.id, metrics, result.wall_s, {"model_id": row.model_id})
+    except TrainingCancelled:
+        progress.failed("cancelled by request", cancelled=True)
+        raise dg.Failure("training cancelled by request")
+    except Exception as exc:
+        progress.failed(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    m = evaluation.metrics
+    yield dg.Output(
+        row.model_id,
+        metadata={
+            "model_id": row.model_id,
+            "mAP50": dg.MetadataValue.float(m["map50"]),
+            "mAP50-95": dg.MetadataValue.float(m["map50_95"]),
+            "precision": dg.MetadataValue.float(m["precision"]),
+            "recall": dg.MetadataValue.float(m["recall"]),
+            "per_class": dg.MetadataValue.md(_md_table(metrics["per_class"])),
+            "inference_ms_per_image": dg.MetadataValue.float(round(evaluation.inference_ms, 2)),
+            "model_size_bytes": dg.MetadataValue.int(row.model_size or 0),
+            "epochs_run": result.epochs_run,
+            "imgsz": params.imgsz,
+            "weights": row.model_path,
+            "train_wall_s": dg.MetadataValue.float(round(result.wall_s, 1)),
+        },
+    )
+    values = [m.get(k) for k in ("map50", "map50_95", "precision", "recall")]
+    sane = all(v is not None and 0.0 <= v <= 1.0 for v in values) and m["map50_95"] <= m["map50"] + 1e-6
+    yield dg.AssetCheckResult(
+        check_name="metrics_sane", passed=sane, asset_key="trained_model",
+        metadata={"map50": m.get("map50"), "map50_95": m.get("map50_95")},
+    )
+
+
+@dg.asset(
+    partitions_def=dataset_versions,
+    group_name="models",
+    op_tags=HEAVY,
+    check_specs=[dg.AssetCheckSpec("beats_champion", asset="model_evaluation")],
+    description="The challenger and the deployed champion evaluated on the same split (the challenger's "
+    "dataset version, valid split): the champion/challenger gate.",
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    trained_model: str,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+    paths: LocalPathsResource,
+):
+    from detection_service.ml.training import evaluate
+
+    configure_offline(Path(paths.data_dir))
+    dataset_id, version = split_partition_key(context.partition_key)
+    store = object_store.store()
+    session_factory = make_session_factory(database.engine())
+    with session_factory() as session:
+        challenger = session.scalar(sa.select(Model).where(Model.model_id == trained_model))
+        champion = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
+    if challenger is None:
+        raise dg.Failure(f"model {trained_model} is not registered")
+    data_yaml = fetch_dataset_version(store, dataset_id, version, paths.cache_dir())
+    imgsz = int((challenger.metrics or {}).get("training_params", {}).get("imgsz", 320))
+    stored = challenger.metrics or {}
+    if stored.get("dataset", {}).get("version") == version and stored.get("dataset", {}).get("dataset_id") == dataset_id:
+        # trained_model already evaluated the challenger on exactly this split.
+        challenger_metrics = {k: float(stored[k]) for k in ("map50", "map50_95", "precision", "recall")}
+    else:
+        weights = fetch_model(store, challenger.model_id, challenger.model_path, paths.cache_dir())
+        challenger_metrics = evaluate(weights, data_yaml, "val", imgsz).metrics
+    champion_metrics = None
+    if champion is not None and champion.model_id != challenger.model_id:
+        champion_imgsz = int((champion.metrics or {}).get("training_params", {}).get("imgsz", imgsz))
+        champion_eval = evaluate(fetch_model(store, champion.model_id, champion.model_path, paths.cache_dir()),
+                                 data_yaml, "val", champion_imgsz)
+        champion_metrics = champion_eval.metrics
+    verdict = judge(challenger.model_id, challenger_metrics,
+                    champion.model_id if champion else None, champion_metrics, f"{dataset_id}@{version}/val")
+    with session_factory.begin() as session:
+        row = session.get(Model, challenger.id)
+        row.metrics = {**(row.metrics or {}), "gate": msgspec.to_builtins(verdict)}
+    context.log.info(f"gate: {verdict.reason}")
+    yield dg.Output(
+        msgspec.to_builtins(verdict),
+        metadata={
+            "challenger": verdict.challenger_id,
+            "champion": verdict.champion_id or "none",
+            "challenger_mAP50": challenger_metrics["map50"],
+            "challenger_mAP50-95": challenger_metrics["map50_95"],
+            "champion_mAP50": (champion_metrics or {}).get("map50", 0.0),
+            "champion_mAP50-95": (champion_metrics or {}).get("map50_95", 0.0),
+            "verdict": verdict.reason,
+        },
+    )
+    yield dg.AssetCheckResult(check_name="beats_champion", passed=verdict.passed, asset_key="model_evaluation",
+                              metadata={"reason": verdict.reason})
+
+
+@dg.asset(
+    partitions_def=dataset_versions,
+    group_name="models",
+    output_required=False,
+    description="Makes the evaluated model current when it passed the gate (or when forced). The detection "
+    "service notices within seconds and swaps its detector without a restart.",
+)
+def deployed_model(
+    context: dg.AssetExecutionContext, config: DeployConfig, model_evaluation: dict, database: DatabaseResource
+):
+    model_id = model_evaluation["challenger_id"]
+    if not (model_evaluation["passed"] or config.force):
+        context.log.warning(f"{model_id} not deployed: {model_evaluation['reason']}")
+        return
+    session_factory = make_session_factory(database.engine())
+    with session_factory() as session:
+        pk = session.scalar(sa.select(Model.id).where(Model.model_id == model_id))
+    set_current_model(session_factory, pk, actor=f"dagster:{context.run_id[:8]}")
+    yield dg.Output(model_id, metadata={"model_id": model_id, "forced": config.force and not model_evaluation["passed"],
+                                        "gate": model_evaluation["reason"]})

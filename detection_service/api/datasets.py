@@ -1,0 +1,323 @@
+"""Dataset API (``/api/datasets``): list, detail, create, new version from an export, auto-collect
+and Roboflow sync (the last two as background jobs). See docs/datasets.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import msgspec
+import sqlalchemy as sa
+from litestar import Controller, Request, Response, get, post, put
+from litestar.datastructures import UploadFile
+from sqlalchemy.orm import Session, sessionmaker
+
+from detection_service.api.responses import ApiError, ok
+from detection_service.datasets.export_reader import ExportError
+from detection_service.datasets.importer import (
+    DatasetError,
+    create_dataset,
+    import_dataset,
+    parse_changes,
+    slugify,
+    validate_dataset_id,
+    version_prefix,
+)
+from detection_service.datasets.roboflow_sync import RoboflowNotConfigured, roboflow_credentials
+from detection_service.services.jobs import BatchJobView, JobService
+from detection_service.storage import StorageError
+from schemas.datasets import (
+    AutoCollectRequest,
+    CreateDatasetRequest,
+    DatasetDetail,
+    DatasetVersionView,
+    DatasetView,
+    ImportResult,
+    RoboflowSyncRequest,
+    UpdateDatasetRequest,
+)
+from schemas.db import Dataset, DatasetVersion
+from schemas.enums import BatchJobType
+from schemas.envelope import Envelope
+
+T = TypeVar("T")
+
+IMPORT_DIRS_ENV = "AIDOOR_DATASET_IMPORT_DIRS"
+
+
+def _state(request: Request[Any, Any, Any]) -> Any:
+    return request.app.state
+
+
+async def _in_thread(fn: Callable[[], T]) -> T:
+    """Database and store work off the event loop; dataset errors become enveloped answers."""
+    try:
+        return await anyio.to_thread.run_sync(fn)
+    except (ExportError, DatasetError) as exc:
+        raise ApiError(getattr(exc, "status_code", 400), exc.code, exc.message, exc.details) from None
+    except StorageError as exc:
+        raise ApiError(503, "STORAGE_UNAVAILABLE", f"object store error: {exc}") from None
+
+
+# --------------------------------------------------------------------------------- views
+
+
+def _view(dataset: Dataset, version_count: int) -> DatasetView:
+    return DatasetView(**_view_fields(dataset, version_count))
+
+
+def _view_fields(dataset: Dataset, version_count: int) -> dict[str, Any]:
+    return {
+        "id": dataset.id, "dataset_id": dataset.dataset_id, "name": dataset.name, "description": dataset.description,
+        "version": dataset.version or None, "storage_path": dataset.storage_path, "yaml_path": dataset.yaml_path or None,
+        "total_images": dataset.total_images, "total_labels": dataset.total_labels,
+        "class_distribution": dataset.class_distribution, "roboflow_project": dataset.roboflow_project,
+        "roboflow_version": dataset.roboflow_version, "last_sync_at": dataset.last_sync_at,
+        "is_active": dataset.is_active, "created_at": dataset.created_at, "updated_at": dataset.updated_at,
+        "version_count": version_count,
+    }
+
+
+def _version_view(dataset: Dataset, row: DatasetVersion) -> DatasetVersionView:
+    changes = parse_changes(row.changes)
+    if changes is not None and isinstance(changes.get("events_collected"), list):
+        changes = {**changes, "events_collected": len(changes["events_collected"])}  # a count, not the ids
+    return DatasetVersionView(
+        version=row.version, image_count=row.image_count, created_at=row.created_at,
+        yaml_path=version_prefix(dataset.dataset_id, row.version) + "data.yaml", changes=changes,
+    )
+
+
+def _find(session: Session, ident: str) -> Dataset | None:
+    """By numeric id when ``ident`` is all digits (dataset_ids never are), else by dataset_id."""
+    if ident.isdigit():
+        return session.get(Dataset, int(ident))
+    return session.scalar(sa.select(Dataset).where(Dataset.dataset_id == ident))
+
+
+def _not_found(ident: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"no dataset {ident!r}", {"id": ident})
+
+
+def _list(session_factory: sessionmaker[Session]) -> list[DatasetView]:
+    with session_factory() as session:
+        counts = dict(session.execute(
+            sa.select(DatasetVersion.dataset_id, sa.func.count(DatasetVersion.id)).group_by(DatasetVersion.dataset_id)
+        ).tuples().all())
+        datasets = session.scalars(sa.select(Dataset).order_by(Dataset.id)).all()
+        return [_view(d, counts.get(d.id, 0)) for d in datasets]
+
+
+def _detail(session_factory: sessionmaker[Session], ident: str) -> DatasetDetail:
+    with session_factory() as session:
+        dataset = _find(session, ident)
+        if dataset is None:
+            raise _not_found(ident)
+        rows = session.scalars(
+            sa.select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id).order_by(DatasetVersion.id)
+        ).all()
+        return DatasetDetail(**_view_fields(dataset, len(rows)), versions=[_version_view(dataset, r) for r in rows])
+
+
+def _require(session_factory: sessionmaker[Session], ident: str) -> str:
+    with session_factory() as session:
+        dataset = _find(session, ident)
+        if dataset is None:
+            raise _not_found(ident)
+        return dataset.dataset_id
+
+
+# --------------------------------------------------------------------------------- uploads
+
+
+def import_dirs(data_dir: Path) -> list[Path]:
+    """Folders a JSON ``source_path`` may point into: AIDOOR_DATASET_IMPORT_DIRS (os.pathsep
+    separated), default ``<data dir>/imports``. The API has no login, so it must not read any
+    file of the server it is asked to."""
+    raw = os.environ.get(IMPORT_DIRS_ENV, "")
+    dirs = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()] or [data_dir / "imports"]
+    return [p.resolve() for p in dirs]
+
+
+def _allowed_source(path_text: str, data_dir: Path) -> Path:
+    allowed = import_dirs(data_dir)
+    path = Path(path_text).expanduser()
+    if not path.is_absolute():
+        path = allowed[0] / path
+    resolved = path.resolve()
+    if not any(resolved == root or resolved.is_relative_to(root) for root in allowed):
+        raise ApiError(
+            403, "SOURCE_PATH_NOT_ALLOWED",
+            f"source_path must be inside one of the import folders ({IMPORT_DIRS_ENV})",
+            {"source_path": path_text, "import_dirs": [str(p) for p in allowed]},
+        )
+    return resolved
+
+
+def _form_bool(value: Any, name: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ApiError(400, "VALIDATION_ERROR", f"{name} must be true or false", {"field": name, "value": str(value)})
+
+
+def _form_mapping(value: Any) -> dict[str, str | None] | None:
+    if value in (None, ""):
+        return None
+    try:
+        mapping = json.loads(str(value))
+    except ValueError:
+        mapping = None
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in mapping.items()):
+        raise ApiError(400, "VALIDATION_ERROR", 'class_mapping must be a JSON object {"name": "model class" or null}')
+    return mapping
+
+
+def _save_upload(upload: UploadFile, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="upload-", dir=directory)) / "export.zip"
+    upload.file.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+    return path
+
+
+# --------------------------------------------------------------------------------- controller
+
+
+class DatasetController(Controller):
+    path = "/api/datasets"
+    tags = ["Datasets"]
+
+    @get("/", summary="All datasets")
+    async def list_datasets(self, request: Request[Any, Any, Any]) -> Response[Envelope[list[DatasetView]]]:
+        factory = _state(request).session_factory
+        return ok(await _in_thread(partial(_list, factory)))
+
+    @get("/{dataset_ref:str}", summary="One dataset (numeric id or dataset_id) with its versions")
+    async def get_dataset(self, request: Request[Any, Any, Any], dataset_ref: str) -> Response[Envelope[DatasetDetail]]:
+        return ok(await _in_thread(partial(_detail, _state(request).session_factory, dataset_ref)))
+
+    @post("/create", summary="A new, empty dataset", status_code=201)
+    async def create(self, request: Request[Any, Any, Any], data: CreateDatasetRequest) -> Response[Envelope[DatasetView]]:
+        factory = _state(request).session_factory
+        dataset = await _in_thread(partial(create_dataset, factory, data.name, data.description, data.dataset_id))
+        return ok(_view(dataset, 0), message=f"dataset {dataset.dataset_id} created", status_code=201)
+
+    @put(
+        "/{dataset_ref:str}/update",
+        summary="New version from a Roboflow YOLO export: multipart zip upload, or JSON {source_path}",
+    )
+    async def update(self, request: Request[Any, Any, Any], dataset_ref: str) -> Response[Envelope[ImportResult]]:
+        state = _state(request)
+        factory, store, settings = state.session_factory, state.object_store, state.settings
+        dataset_id = await _in_thread(partial(_require, factory, dataset_ref))
+        work_dir = settings.data_dir / "tmp" / "dataset-imports"
+        media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        upload_path: Path | None = None
+        try:
+            if media_type == "multipart/form-data":
+                form = await request.form()
+                upload = form.get("file") or form.get("images")
+                if not isinstance(upload, UploadFile):
+                    raise ApiError(400, "MISSING_FILE", "send the export zip in the form field 'file' (or 'images')")
+                options = {
+                    "version": (str(form.get("version")).strip() or None) if form.get("version") is not None else None,
+                    "strict": _form_bool(form.get("strict", ""), "strict"),
+                    "merge": _form_bool(form.get("merge", ""), "merge"),
+                    "class_mapping": _form_mapping(form.get("class_mapping")),
+                }
+                upload_path = await anyio.to_thread.run_sync(partial(_save_upload, upload, work_dir))
+                source, kind, name = upload_path, "upload", upload.filename or "upload.zip"
+            elif media_type == "application/json":
+                try:
+                    body = msgspec.json.decode(await request.body(), type=UpdateDatasetRequest)
+                except msgspec.ValidationError as exc:
+                    raise ApiError(400, "VALIDATION_ERROR", str(exc)) from None
+                except msgspec.DecodeError as exc:
+                    raise ApiError(400, "MALFORMED_BODY", "Request body could not be decoded", {"reason": str(exc)}) from None
+                source = _allowed_source(body.source_path, settings.data_dir)
+                kind, name = "path", source.name
+                options = {
+                    "version": body.version, "strict": body.strict, "merge": body.merge, "class_mapping": body.class_mapping,
+                }
+            else:
+                raise ApiError(
+                    415, "UNSUPPORTED_MEDIA_TYPE",
+                    "send multipart/form-data with a zip in 'file', or JSON {\"source_path\": ...}",
+                    {"content_type": media_type or None},
+                )
+            result = await _in_thread(partial(
+                import_dataset, factory, store, source, dataset_id, source_kind=kind, source_name=name,
+                work_dir=work_dir, **options,
+            ))
+        finally:
+            if upload_path is not None:
+                shutil.rmtree(upload_path.parent, ignore_errors=True)
+        await _in_thread(partial(_after_import, request, result.dataset_id, result.version))
+        return ok(result, message=f"dataset {dataset_id} version {result.version} created")
+
+    @post("/auto-collect", summary="Add verified events to a dataset (background job)", status_code=202)
+    async def auto_collect(
+        self, request: Request[Any, Any, Any], data: AutoCollectRequest
+    ) -> Response[Envelope[BatchJobView]]:
+        factory = _state(request).session_factory
+        dataset_id = await _in_thread(partial(_require, factory, data.dataset_id))
+        job = await _in_thread(partial(
+            _jobs(request).submit, BatchJobType.DATASET_UPDATE, f"auto-collect -> {dataset_id}",
+            {"source": "auto_collect", "dataset_id": dataset_id, "auto_label": data.auto_label,
+             "since_version": data.since_version},
+        ))
+        return ok(job, message="auto-collect queued", status_code=202)
+
+    @post("/roboflow/sync", summary="Import a Roboflow dataset version (background job)", status_code=202)
+    async def roboflow_sync(
+        self, request: Request[Any, Any, Any], data: RoboflowSyncRequest
+    ) -> Response[Envelope[BatchJobView]]:
+        try:
+            credentials = roboflow_credentials()
+        except RoboflowNotConfigured as exc:
+            raise ApiError(400, exc.code, exc.message) from None
+        project = data.project_name.strip()
+        version = str(data.version).strip()
+        if not project or "/" in project:
+            raise ApiError(400, "VALIDATION_ERROR", "project_name must be a Roboflow project id (no '/')")
+        if not version.isdigit():
+            raise ApiError(400, "VALIDATION_ERROR", "version must be a Roboflow version number", {"version": version})
+        try:
+            dataset_id = validate_dataset_id(data.dataset_id or slugify(project))
+        except DatasetError as exc:
+            raise ApiError(400, exc.code, exc.message) from None
+        job = await _in_thread(partial(
+            _jobs(request).submit, BatchJobType.DATASET_UPDATE, f"roboflow {project}/{version} -> {dataset_id}",
+            # No API key here: parameters are stored in batch_jobs; the job reads it from the environment.
+            {"source": "roboflow", "workspace": credentials.workspace, "project_name": project, "version": int(version),
+             "dataset_id": dataset_id, "class_mapping": data.class_mapping},
+        ))
+        return ok(job, message="Roboflow sync queued", status_code=202)
+
+
+def _after_import(request: Request[Any, Any, Any], dataset_id: str, version: str) -> None:
+    """Record the new version's data.yaml now (the DataYaml API answers at once) and queue the
+    Dagster materialization of its assets (it runs whenever Dagster is up)."""
+    from detection_service.services.data_yaml import DataYamlService
+    from detection_service.services.jobs import queue_dataset_materialize
+
+    state = _state(request)
+    DataYamlService(state.session_factory, state.object_store).ensure_generated(dataset_id, version)
+    queue_dataset_materialize(state.session_factory, dataset_id, version)
+
+
+def _jobs(request: Request[Any, Any, Any]) -> JobService:
+    state = _state(request)
+    jobs = getattr(state, "jobs", None)
+    return jobs if jobs is not None else JobService(state.session_factory)

@@ -1,0 +1,122 @@
+"""The starter model: a fresh install has none, so we train one from a real export.
+
+- `aidoor bootstrap-model [EXPORT]` runs the whole chain in this process as a Dagster run in the
+  local instance (visible in the UI): import -> dataset assets -> train -> gate -> deploy.
+- `make run` queues the same chain through Dagster (batch_jobs -> sensors) when no model exists.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from detection_service.config import Settings
+from detection_service.database import make_engine, make_session_factory
+from schemas.db import BatchJob, Model, ModelTraining
+from schemas.enums import JobStatus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_EXPORT = REPO_ROOT.parent / "shared" / "datasets" / "doorbell-camera-alert-v4"
+
+
+def dataset_id_for(export_dir: Path) -> str:
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", export_dir.name.lower()).strip("-.") or "dataset"
+    return slug[:50]
+
+
+def bootstrap_export() -> Path:
+    import os
+
+    return Path(os.environ.get("AIDOOR_BOOTSTRAP_DATASET") or DEFAULT_EXPORT)
+
+
+def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> int | None:
+    """Queue import + train + deploy when there is no model and nothing is queued yet."""
+    export_dir = bootstrap_export()
+    engine = make_engine(settings.database_url)
+    try:
+        session_factory = make_session_factory(engine)
+        with session_factory.begin() as session:
+            if session.scalar(sa.select(sa.func.count()).select_from(Model)):
+                return None
+            busy = session.scalar(sa.select(sa.func.count()).select_from(BatchJob).where(
+                BatchJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING))))
+            training = session.scalar(sa.select(sa.func.count()).select_from(ModelTraining).where(
+                ModelTraining.status.in_((JobStatus.PENDING, JobStatus.RUNNING))))
+            if busy or training:
+                return None
+            if not (export_dir / "data.yaml").exists():
+                print(f"==> no model yet, and no starter dataset at {export_dir}: set AIDOOR_BOOTSTRAP_DATASET, "
+                      "upload a dataset and train, or `aidoor model register FILE`", flush=True)
+                return None
+            job = BatchJob(
+                job_type="dataset_update", job_name="bootstrap: starter model", status=JobStatus.PENDING, priority=2,
+                parameters={"source": "path", "path": str(export_dir), "dataset_id": dataset_id_for(export_dir),
+                            "name": export_dir.name, "description": "starter dataset (bootstrap)",
+                            "train": {"profile": profile, "auto_deploy": True, "job_type": "train"}},
+            )
+            session.add(job)
+            session.flush()
+            return job.id
+    finally:
+        engine.dispose()
+
+
+def run_bootstrap(settings: Settings, export_dir: Path, profile: str = "default", epochs: int | None = None) -> str:
+    """Import, train, evaluate and deploy in this process; returns the deployed model id."""
+    import dagster as dg
+
+    from assets.datasets import data_yaml, dataset_version
+    from assets.models import deployed_model, model_evaluation, trained_model
+    from assets.partitions import dataset_versions, partition_key
+    from detection_service.datasets.importer import import_dataset
+    from detection_service.ml.ultralytics_env import configure_offline
+    from detection_service.services.jobs import queue_dataset_materialize
+    from detection_service.storage import make_object_store
+    from orchestration.instance import ensure_local_instance
+    from orchestration.resources import resources_from_settings
+    from orchestration.sensors import _training_run_config
+
+    configure_offline(settings.data_dir)
+    engine = make_engine(settings.database_url)
+    session_factory = make_session_factory(engine)
+    store = make_object_store(settings)
+    store.ensure_bucket()
+    dataset_id = dataset_id_for(export_dir)
+    print(f"==> importing {export_dir} as dataset {dataset_id}", flush=True)
+    result = import_dataset(session_factory, store, export_dir, dataset_id=dataset_id, name=export_dir.name,
+                            description="starter dataset (bootstrap)")
+    print(f"==> {result.total_images} images, {result.total_labels} boxes -> {dataset_id}@{result.version}", flush=True)
+    train = {"profile": profile, "auto_deploy": True, "job_type": "train", **({"epochs": epochs} if epochs else {})}
+    # The batch job records the request (and makes the training visible in the API); it is run
+    # right here instead of by the sensor, so mark it as submitted.
+    job_id = queue_dataset_materialize(session_factory, dataset_id, result.version, train)
+    with session_factory.begin() as session:
+        job = session.get(BatchJob, job_id)
+        job.current_step = "running in `aidoor bootstrap-model`"
+        job.status = JobStatus.RUNNING
+        params = job.parameters
+    ensure_local_instance(settings.dagster_home)
+    import os
+
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    instance = dg.DagsterInstance.get()
+    key = partition_key(dataset_id, result.version)
+    instance.add_dynamic_partitions(dataset_versions.name, [key])
+    outcome = dg.materialize(
+        [dataset_version, data_yaml, trained_model, model_evaluation, deployed_model],
+        partition_key=key, instance=instance, resources=resources_from_settings(settings),
+        run_config=_training_run_config(job_id, params["train"], True), tags={"aidoor/batch_job_id": str(job_id)},
+        raise_on_error=False,
+    )
+    with session_factory.begin() as session:
+        job = session.get(BatchJob, job_id)
+        job.status = JobStatus.COMPLETED if outcome.success else JobStatus.FAILED
+        current = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
+        current_id = current.model_id if current else None
+    engine.dispose()
+    if not outcome.success or current_id is None:
+        raise RuntimeError("bootstrap training failed; see the Dagster run logs (`make run`, Dagster UI)")
+    return current_id

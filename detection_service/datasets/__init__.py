@@ -1,0 +1,85 @@
+"""Datasets: reading Roboflow exports, importing them as versions in the object store, Roboflow
+sync and auto-collect from verified events (docs/datasets.md).
+
+Names are exported lazily: ``python -m detection_service.datasets.roboflow_sync`` (the SDK child
+process) imports this package and must not pay for OpenCV and SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from detection_service.storage import ObjectStore
+    from schemas.datasets import ImportResult
+
+_EXPORTS = {
+    "read_export": "export_reader",
+    "ExportReport": "export_reader",
+    "ExportItem": "export_reader",
+    "ExportError": "export_reader",
+    "UnknownClassesError": "export_reader",
+    "import_dataset": "importer",
+    "create_dataset": "importer",
+    "publish_version": "importer",
+    "DatasetError": "importer",
+    "DatasetNotFound": "importer",
+    "DatasetConflict": "importer",
+    "ImportRejected": "importer",
+    "NothingToCollect": "importer",
+    "collect_verified": "auto_collect",
+    "sync_roboflow": "roboflow_sync",
+    "roboflow_credentials": "roboflow_sync",
+    "RoboflowError": "roboflow_sync",
+    "RoboflowNotConfigured": "roboflow_sync",
+}
+
+__all__ = sorted([*_EXPORTS, "run_dataset_update"])
+
+
+def run_dataset_update(
+    session_factory: sessionmaker[Session], store: ObjectStore, parameters: dict[str, Any], work_dir: str | Path
+) -> ImportResult:
+    """Execute a ``dataset_update`` batch job as ``/api/datasets`` queues it (``parameters`` =
+    ``batch_jobs.parameters``). ``{"source": "roboflow", workspace, project_name, version, dataset_id,
+    class_mapping}``: the API key (and API URL, timeout) come from AIDOOR_ROBOFLOW_* here, never
+    from the job row. ``{"source": "auto_collect", dataset_id, auto_label, since_version}``.
+    Raises what the functions raise; NothingToCollect means "done, nothing new"."""
+    from detection_service.datasets.auto_collect import collect_verified
+    from detection_service.datasets.roboflow_sync import roboflow_credentials, sync_roboflow
+
+    source = parameters.get("source")
+    if source == "roboflow":
+        credentials = roboflow_credentials()
+        return sync_roboflow(
+            session_factory, store, parameters.get("workspace") or credentials.workspace, credentials.api_key,
+            parameters["project_name"], parameters["version"], work_dir, parameters.get("dataset_id"),
+            api_url=credentials.api_url, class_mapping=parameters.get("class_mapping"),
+            timeout_s=credentials.timeout_s,
+        )
+    if source == "auto_collect":
+        return collect_verified(
+            session_factory, store, parameters["dataset_id"], bool(parameters.get("auto_label", True)),
+            parameters.get("since_version"),
+        )
+    if source == "path":
+        # An export folder or zip on this machine (the starter-model bootstrap uses this).
+        from detection_service.datasets.importer import import_dataset
+
+        return import_dataset(
+            session_factory, store, Path(parameters["path"]), parameters["dataset_id"],
+            name=parameters.get("name"), description=parameters.get("description"),
+            class_mapping=parameters.get("class_mapping"), work_dir=work_dir,
+        )
+    raise ValueError(f"unknown dataset_update source {source!r} (roboflow, auto_collect or path)")
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

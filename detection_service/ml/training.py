@@ -1,0 +1,738 @@
+"""Training, evaluation and export of our YOLO detectors: the one copy Dagster and the service use.
+
+Everything here runs offline on a CPU: no weight downloads (models start from a YAML or from one of
+our own .pt files), no font downloads, no pip auto-installs (see ``ultralytics_env``). Ultralytics
+is imported lazily so that importing this module stays cheap and ``configure_offline`` can run first.
+
+Datasets always use ``MODEL_CLASSES`` ids; ``prepare_yolo_dataset`` turns a Roboflow YOLO export
+(any class names) into such a dataset. See docs/training.md for the profiles and their numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import msgspec
+import yaml
+
+from detection_service.ml import ultralytics_env
+from detection_service.ml.classes import CLASS_IDS, MODEL_CLASSES, map_class_name
+
+log = logging.getLogger(__name__)
+
+Sensitivity = Literal["low", "medium", "high"]
+ProfileName = Literal["default", "tiny"]
+
+# Sensitivity decides how far below ``confidence_threshold`` the detector still reports a box, as
+# ``unclassified``: floor = max(MIN_FLOOR, threshold * factor). Boxes under the floor are dropped.
+# It is an inference setting stored with the model; it does not change training.
+SENSITIVITY_FLOOR_FACTOR: dict[str, float] = {"low": 1.0, "medium": 0.5, "high": 0.25}
+MIN_FLOOR = 0.05
+
+# Per-profile defaults for the fields of TrainParams left as None. "default" is tuned to finish on
+# doorbell-camera-alert-v4 (593 train images) within 15 min on the 2-core dev machine; see
+# docs/training.md for the runs behind these numbers. "tiny" is for tests (< 60 s).
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {
+        "epochs": 20,
+        "batch_size": 16,
+        "imgsz": 320,
+        "nbs": 16,
+        "patience": 100,
+        "fraction": 1.0,
+        "val_every_epoch": False,  # saves ~11 s/epoch; the final validation still runs
+        "cache": "ram",  # mosaic decodes 4 JPEGs per sample: decode once instead
+        "close_mosaic": 5,
+        "lr0": None,  # None: Ultralytics' "auto" optimizer picks AdamW and its lr for small runs
+        "max_train_s": 14 * 60,  # hard wall: stop gracefully (valid weights) if the machine is slow
+    },
+    "tiny": {
+        "epochs": 2,
+        "batch_size": 8,
+        "imgsz": 64,
+        "nbs": 8,
+        "patience": 100,
+        "fraction": 0.5,
+        "val_every_epoch": True,  # exercises the per-epoch metrics path in tests
+        "cache": False,
+        "close_mosaic": 0,
+        "lr0": None,
+        "max_train_s": 120,
+    },
+}
+
+# Ultralytics arguments train() sets itself; overrides may not change them.
+_RESERVED_ARGS = frozenset(
+    {"data", "project", "name", "exist_ok", "plots", "amp", "workers", "resume", "model", "device", "time", "save_dir"}
+)
+
+
+class TrainingCancelled(Exception):
+    """should_cancel() said stop; the run directory has been removed."""
+
+
+class UnknownClassesError(ValueError):
+    """A dataset names classes that map to no model class."""
+
+    def __init__(self, unknown: list[str], source: str = "") -> None:
+        self.unknown = unknown
+        where = f" in {source}" if source else ""
+        super().__init__(
+            f"classes{where} with no model class: {unknown}; map them to one of {list(MODEL_CLASSES)} "
+            "(mapping={...}) or remove them from the export"
+        )
+
+
+def min_confidence(confidence_threshold: float, sensitivity: str) -> float:
+    """The floor under which the detector discards a box (see SENSITIVITY_FLOOR_FACTOR)."""
+    return round(max(MIN_FLOOR, confidence_threshold * SENSITIVITY_FLOOR_FACTOR[sensitivity]), 4)
+
+
+class TrainParams(msgspec.Struct, kw_only=True):
+    """What one training run does. Fields left None take the profile's value (``__post_init__``)."""
+
+    profile: ProfileName = "default"
+    # "yolo11n.yaml" (or any Ultralytics model YAML): random init. A path to one of OUR .pt files:
+    # fine-tune it. Never a bare hub name like "yolo11n.pt" (that would download).
+    model: str = "yolo11n.yaml"
+    epochs: int | None = None
+    batch_size: int | None = None
+    imgsz: int | None = None
+    nbs: int | None = None
+    patience: int | None = None
+    fraction: float | None = None
+    val_every_epoch: bool | None = None
+    cache: bool | str | None = None
+    close_mosaic: int | None = None
+    lr0: float | None = None
+    max_train_s: float | None = None
+    confidence_threshold: float = 0.5
+    sensitivity: Sensitivity = "medium"
+    workers: int = 0
+    threads: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    # Expert Ultralytics knobs (mosaic=..., scale=...), passed through as they are.
+    overrides: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; one of {sorted(PROFILES)}")
+        for key, value in PROFILES[self.profile].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if not 0.1 <= self.confidence_threshold <= 1.0:
+            raise ValueError("confidence_threshold must be within 0.1-1.0")
+        if self.sensitivity not in SENSITIVITY_FLOOR_FACTOR:
+            raise ValueError("sensitivity must be low, medium or high")
+        if self.epochs < 1 or self.batch_size < 1 or self.nbs < 1 or self.threads < 1 or self.workers < 0:
+            raise ValueError("epochs, batch_size, nbs and threads must be >= 1, workers >= 0")
+        if self.imgsz < 32 or self.imgsz % 32:
+            raise ValueError("imgsz must be a multiple of 32 (the model stride), at least 32")
+        if not 0 < self.fraction <= 1:
+            raise ValueError("fraction must be within (0, 1]")
+        if bad := _RESERVED_ARGS & set(self.overrides):
+            raise ValueError(f"overrides may not set {sorted(bad)}")
+
+    @property
+    def min_confidence(self) -> float:
+        return min_confidence(self.confidence_threshold, self.sensitivity)
+
+    @classmethod
+    def for_profile(cls, profile: str = "default", **changes: Any) -> TrainParams:
+        return cls(profile=profile, **changes)  # type: ignore[arg-type]
+
+
+class EpochProgress(msgspec.Struct, kw_only=True):
+    epoch: int  # 1-based, the epoch just finished
+    epochs: int
+    progress_pct: float
+    losses: dict[str, float]  # box / cls / dfl, mean over the epoch's batches
+    metrics: dict[str, float] | None  # map50, map50_95, precision, recall when validated this epoch
+    elapsed_s: float
+
+
+class ClassMetrics(NamedTuple):
+    name: str
+    images: int
+    instances: int
+    precision: float
+    recall: float
+    map50: float
+    map50_95: float
+
+
+class InferenceConfig(msgspec.Struct, kw_only=True):
+    """Stored next to the weights (``aidoor.json``): what the detector needs to use the model."""
+
+    classes: list[str]
+    imgsz: int
+    confidence_threshold: float
+    sensitivity: str
+    min_confidence: float
+
+
+class TrainResult(msgspec.Struct, kw_only=True):
+    best_weights: Path
+    last_weights: Path
+    run_dir: Path
+    epochs_run: int
+    wall_s: float
+    metrics: dict[str, float]
+    per_class: list[ClassMetrics]
+    names: list[str]
+    inference: InferenceConfig
+    stopped_early: str | None = None  # "patience" or "time_limit"
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class EvalResult(msgspec.Struct, kw_only=True):
+    weights: Path
+    split: str
+    imgsz: int
+    images: int
+    metrics: dict[str, float]
+    per_class: list[ClassMetrics]
+    inference_ms: float  # model forward per image at batch 1 (per camera frame)
+    preprocess_ms: float
+    postprocess_ms: float  # NMS
+    wall_s: float
+
+
+# --------------------------------------------------------------------------- dataset preparation
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+_SPLITS = (("train", "train"), ("val", "valid"), ("test", "test"))  # data.yaml key, folder we write
+_MARKER = ".aidoor-prepared"
+
+
+def _names_dict(names: Any) -> dict[int, str]:
+    if isinstance(names, Mapping):
+        return {int(k): str(v) for k, v in names.items()}
+    if isinstance(names, (list, tuple)):
+        return {i: str(v) for i, v in enumerate(names)}
+    raise ValueError(f"data.yaml 'names' must be a list or mapping, got {type(names).__name__}")
+
+
+def _split_images_dir(export_dir: Path, spec: Any, folder: str) -> Path | None:
+    """Where a split's images are. Roboflow writes ``train/images`` or ``../train/images``."""
+    candidates = []
+    if isinstance(spec, str) and spec:
+        candidates += [export_dir / spec, export_dir / spec.removeprefix("../")]
+    candidates.append(export_dir / folder / "images")
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def prepare_yolo_dataset(export_dir: Path, out_dir: Path, mapping: Mapping[str, str] | None = None) -> Path:
+    """Make a training copy of a Roboflow YOLO export with classes remapped to MODEL_CLASSES.
+
+    Images are symlinked (the export may be read-only and large), label files are rewritten with
+    our class ids, and data.yaml gets an absolute ``path:``. Raises UnknownClassesError listing
+    every class name that maps to nothing. ``out_dir`` is replaced if it holds an earlier
+    preparation; any other non-empty directory is refused. Returns the new data.yaml.
+    """
+    export_dir = Path(export_dir).resolve()
+    out_dir = Path(out_dir).resolve()
+    if out_dir == export_dir or export_dir in out_dir.parents:
+        raise ValueError(f"out_dir {out_dir} must not be inside the export {export_dir}")
+    source_yaml = export_dir / "data.yaml"
+    data = yaml.safe_load(source_yaml.read_text()) or {}
+    names = _names_dict(data.get("names") or {})
+    if not names:
+        raise ValueError(f"{source_yaml} has no class names")
+
+    targets = {i: map_class_name(name, mapping) for i, name in names.items()}
+    unknown = sorted({names[i] for i, t in targets.items() if t is None})
+    if unknown:
+        raise UnknownClassesError(unknown, str(source_yaml))
+    id_map = {i: CLASS_IDS[t] for i, t in targets.items() if t is not None}
+
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / _MARKER).exists():
+        raise FileExistsError(f"{out_dir} is not empty and not an earlier prepared dataset")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and swap in at the end: a failure leaves no half dataset behind.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        summary: dict[str, dict[str, int]] = {}
+        yaml_splits: dict[str, str] = {}
+        for key, folder in _SPLITS:
+            images_dir = _split_images_dir(export_dir, data.get(key), folder)
+            if images_dir is None:
+                if key in ("train", "val"):
+                    raise FileNotFoundError(f"{export_dir}: no images for split '{key}'")
+                continue
+            summary[folder] = _copy_split(images_dir, staging / folder, id_map, out_dir / folder)
+            yaml_splits[key] = f"{folder}/images"
+        out_yaml = {
+            "path": str(out_dir),
+            **yaml_splits,
+            "nc": len(MODEL_CLASSES),
+            "names": dict(enumerate(MODEL_CLASSES)),
+            # Not read by Ultralytics; provenance for Dagster metadata and humans.
+            "aidoor": {
+                "source": str(export_dir),
+                "class_mapping": {names[i]: MODEL_CLASSES[j] for i, j in id_map.items()},
+                "splits": summary,
+            },
+        }
+        (staging / "data.yaml").write_text(yaml.safe_dump(out_yaml, sort_keys=False))
+        (staging / _MARKER).write_text(str(export_dir) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir / "data.yaml"
+
+
+def _copy_split(images_dir: Path, dest: Path, id_map: dict[int, int], final_dest: Path) -> dict[str, int]:
+    labels_dir = images_dir.parent / "labels"
+    (dest / "images").mkdir(parents=True)
+    (dest / "labels").mkdir(parents=True)
+    counts = {"images": 0, "labels": 0, "instances": 0, "backgrounds": 0}
+    per_class = [0] * len(MODEL_CLASSES)
+    for image in sorted(images_dir.iterdir()):
+        if image.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        # Symlink each file, not the folder: Ultralytics resolves split folders and derives label
+        # paths from image paths (/images/ -> /labels/), which must land in OUR labels folder.
+        (dest / "images" / image.name).symlink_to(image.resolve())
+        counts["images"] += 1
+        label = labels_dir / f"{image.stem}.txt"
+        if not label.is_file():
+            counts["backgrounds"] += 1
+            continue
+        lines = []
+        for n, line in enumerate(label.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                source_id = int(float(parts[0]))
+            except ValueError:
+                raise ValueError(f"{label}:{n}: bad class id {parts[0]!r}") from None
+            if source_id not in id_map:
+                raise ValueError(f"{label}:{n}: class id {source_id} is not in data.yaml names")
+            target = id_map[source_id]
+            per_class[target] += 1
+            lines.append(" ".join([str(target), *parts[1:]]))
+        (dest / "labels" / label.name).write_text("\n".join(lines) + ("\n" if lines else ""))
+        counts["labels"] += 1
+        counts["instances"] += len(lines)
+        if not lines:
+            counts["backgrounds"] += 1
+    counts.update({f"instances_{name}": c for name, c in zip(MODEL_CLASSES, per_class) if c})
+    return counts
+
+
+def _check_model_classes(data_yaml: Path) -> None:
+    data = yaml.safe_load(Path(data_yaml).read_text()) or {}
+    names = [n for _, n in sorted(_names_dict(data.get("names") or {}).items())]
+    if names != list(MODEL_CLASSES):
+        raise ValueError(
+            f"{data_yaml} names {names} are not the model classes {list(MODEL_CLASSES)}; "
+            "prepare it with prepare_yolo_dataset()"
+        )
+
+
+# --------------------------------------------------------------------------- ultralytics helpers
+
+# torch's thread count is process-global: one train/evaluate/export at a time per process.
+# Re-entrant so an on_epoch callback may call evaluate().
+_threads_lock = threading.RLock()
+
+
+def _ensure_offline(fallback_data_dir: Path) -> None:
+    # configure_offline must precede the first ultralytics import; if the caller forgot, keep
+    # everything under the run's own directory rather than ~/.config.
+    if ultralytics_env.configured_data_dir() is None:
+        log.warning("configure_offline() was not called; using %s", fallback_data_dir)
+        ultralytics_env.configure_offline(fallback_data_dir)
+
+
+def _metrics_from(det_metrics: Any) -> dict[str, float]:
+    p, r, map50, map50_95 = (float(x) for x in det_metrics.mean_results())
+    return {"map50": map50, "map50_95": map50_95, "precision": p, "recall": r}
+
+
+def _metrics_from_dict(values: Mapping[str, Any]) -> dict[str, float]:
+    keys = {
+        "map50": "metrics/mAP50(B)",
+        "map50_95": "metrics/mAP50-95(B)",
+        "precision": "metrics/precision(B)",
+        "recall": "metrics/recall(B)",
+    }
+    return {k: float(values[v]) for k, v in keys.items() if v in values}
+
+
+def _per_class_from(det_metrics: Any) -> list[ClassMetrics]:
+    rows = []
+    for i, cls in enumerate(det_metrics.ap_class_index):
+        cls = int(cls)
+        p, r, map50, map50_95 = (float(x) for x in det_metrics.class_result(i))
+        rows.append(
+            ClassMetrics(
+                name=str(det_metrics.names[cls]),
+                images=int(det_metrics.nt_per_image[cls]),
+                instances=int(det_metrics.nt_per_class[cls]),
+                precision=p,
+                recall=r,
+                map50=map50,
+                map50_95=map50_95,
+            )
+        )
+    return rows
+
+
+class _Threads:
+    """Set torch's intra-op threads for a block and restore them after (the service shares the process)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.before: int | None = None
+
+    def apply(self) -> None:
+        import torch
+
+        if self.before is None:
+            self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def restore(self) -> None:
+        if self.before is not None:
+            import torch
+
+            torch.set_num_threads(self.before)
+
+
+def _model_source(model: str) -> str:
+    path = Path(model)
+    if path.suffix in (".yaml", ".yml"):
+        return model  # Ultralytics resolves its bundled YAMLs by name; a local path works too
+    if path.suffix == ".pt":
+        if not path.is_file():
+            # A bare "yolo11n.pt" would make Ultralytics download it: refuse instead.
+            raise FileNotFoundError(f"weights {model} not found (only our own .pt files; no downloads)")
+        return str(path.resolve())
+    raise ValueError(f"model must be a model YAML or a .pt path, got {model!r}")
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(
+    data_yaml: Path,
+    out_dir: Path,
+    params: TrainParams,
+    on_epoch: Callable[[EpochProgress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a detector on a prepared dataset; weights and logs go to ``out_dir/train``.
+
+    ``on_epoch`` is called once per finished epoch. ``should_cancel`` is polled between batches
+    (and validation batches); when it returns True, TrainingCancelled is raised within about a
+    batch and the run directory is removed. Any other failure removes it too, so ``out_dir/train``
+    either holds a complete run or nothing.
+    """
+    data_yaml = Path(data_yaml).resolve()
+    out_dir = Path(out_dir).resolve()
+    _check_model_classes(data_yaml)
+    source = _model_source(params.model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_offline(out_dir / ".ultralytics")
+
+    from ultralytics import YOLO
+
+    run_dir = out_dir / "train"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # exist_ok=True below would otherwise mix in an older run's files
+
+    threads = _Threads(params.threads)
+    started = time.monotonic()
+    state: dict[str, Any] = {"done": False, "stopped": None, "metrics_id": None, "last_poll": 0.0}
+
+    def cancel_check(_: Any = None, *, force: bool = False) -> None:
+        if should_cancel is None:
+            return
+        now = time.monotonic()
+        if not force and now - state["last_poll"] < 0.25:  # cheap even if should_cancel hits a DB
+            return
+        state["last_poll"] = now
+        if should_cancel():
+            raise TrainingCancelled("training cancelled")
+
+    def on_pretrain_routine_start(trainer: Any) -> None:
+        # Ultralytics leaves torch at OMP_NUM_THREADS=1 here; 2 threads train ~1.5x faster.
+        threads.apply()
+        cancel_check(force=True)
+
+    def on_train_batch_end(trainer: Any) -> None:
+        cancel_check()
+        if params.max_train_s and time.monotonic() - started > params.max_train_s and not trainer.stop:
+            log.warning("training hit max_train_s=%s; stopping after this batch", params.max_train_s)
+            state["stopped"] = "time_limit"
+            trainer.stop = True  # graceful: validates, saves and final-evaluates as usual
+
+    def on_train_epoch_end(trainer: Any) -> None:
+        state["metrics_id"] = id(trainer.metrics)  # validate() replaces the dict when it runs
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        if state["done"]:
+            return  # final_eval() calls this once more for best.pt; not an epoch
+        validated = id(trainer.metrics) != state["metrics_id"]
+        epochs = trainer.epochs
+        losses = {
+            k.removesuffix("_loss"): float(v) for k, v in (trainer.tloss or {}).items()
+        }
+        progress = EpochProgress(
+            epoch=trainer.epoch + 1,
+            epochs=epochs,
+            progress_pct=round(100.0 * (trainer.epoch + 1) / epochs, 2),
+            losses=losses,
+            metrics=_metrics_from_dict(trainer.metrics) if validated and trainer.metrics else None,
+            elapsed_s=round(time.monotonic() - started, 2),
+        )
+        if trainer.stop:
+            state["done"] = True
+            if state["stopped"] is None and trainer.epoch + 1 < epochs:
+                state["stopped"] = "patience"
+        if on_epoch is not None:
+            on_epoch(progress)
+
+    model = YOLO(source, task="detect")
+    for event, fn in (
+        ("on_pretrain_routine_start", on_pretrain_routine_start),
+        ("on_pretrain_routine_end", cancel_check),
+        ("on_train_epoch_start", cancel_check),
+        ("on_train_batch_end", on_train_batch_end),
+        ("on_val_batch_end", cancel_check),
+        ("on_train_epoch_end", on_train_epoch_end),
+        ("on_fit_epoch_end", on_fit_epoch_end),
+    ):
+        model.add_callback(event, fn)
+
+    args: dict[str, Any] = {
+        "data": str(data_yaml),
+        "epochs": params.epochs,
+        "batch": params.batch_size,
+        "imgsz": params.imgsz,
+        "nbs": params.nbs,
+        "patience": params.patience,
+        "fraction": params.fraction,
+        "val": params.val_every_epoch,
+        "cache": params.cache,
+        "close_mosaic": params.close_mosaic,
+        "seed": params.seed,
+        "device": params.device,
+        "workers": params.workers,
+        "project": str(out_dir),
+        "name": run_dir.name,
+        "exist_ok": True,
+        "plots": False,  # plotting needs fonts and costs seconds per epoch
+        "amp": False,  # check_amp() would download yolo26n.pt
+        "pretrained": source.endswith(".pt"),
+        "verbose": False,
+        # Ultralytics' optimizer="auto" ignores lr0, so an explicit lr0 needs an explicit optimizer.
+        **({"lr0": params.lr0, "optimizer": "AdamW"} if params.lr0 is not None else {}),
+        **params.overrides,
+    }
+    with _threads_lock:
+        try:
+            model.train(**args)
+            trainer = model.trainer
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        finally:
+            threads.restore()
+
+    wall_s = time.monotonic() - started
+    best = trainer.best if trainer.best.exists() else trainer.last
+    validator_metrics = trainer.validator.metrics
+    inference = InferenceConfig(
+        classes=list(MODEL_CLASSES),
+        imgsz=params.imgsz,
+        confidence_threshold=params.confidence_threshold,
+        sensitivity=params.sensitivity,
+        min_confidence=params.min_confidence,
+    )
+    result = TrainResult(
+        best_weights=best,
+        last_weights=trainer.last,
+        run_dir=run_dir,
+        epochs_run=trainer.epoch + 1,
+        wall_s=round(wall_s, 2),
+        metrics=_metrics_from(validator_metrics),
+        per_class=_per_class_from(validator_metrics),
+        names=[str(trainer.data["names"][i]) for i in sorted(trainer.data["names"])],
+        inference=inference,
+        stopped_early=state["stopped"],
+        params=msgspec.to_builtins(params),
+    )
+    write_inference_config(best, inference)
+    (run_dir / "result.json").write_bytes(_ENCODER.encode(result))
+    return result
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def write_inference_config(weights: Path, config: InferenceConfig) -> Path:
+    """``aidoor.json`` beside the weights: classes, imgsz and thresholds the detector must use."""
+    path = Path(weights).parent / "aidoor.json"
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(config)))
+    return path
+
+
+def read_inference_config(weights: Path) -> InferenceConfig | None:
+    path = Path(weights).parent / "aidoor.json"
+    return msgspec.json.decode(path.read_bytes(), type=InferenceConfig) if path.is_file() else None
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    weights: Path,
+    data_yaml: Path,
+    split: str = "val",
+    imgsz: int | None = None,
+    *,
+    batch: int = 1,
+    threads: int = 2,
+    device: str = "cpu",
+) -> EvalResult:
+    """Validate ``weights`` on one split of a prepared dataset (the champion/challenger gate).
+
+    ``split`` is a data.yaml key ("val" or "test"). ``imgsz`` defaults to the size the model was
+    trained at. Batch 1 by default so ``inference_ms`` is the per-frame latency the camera loop
+    sees; mAP does not depend on the batch size.
+    """
+    weights = Path(weights).resolve()
+    data_yaml = Path(data_yaml).resolve()
+    _check_model_classes(data_yaml)
+    _ensure_offline(weights.parent / ".ultralytics")
+    from ultralytics import YOLO
+
+    started = time.monotonic()
+    seen: list[int] = []
+    with _threads_lock, tempfile.TemporaryDirectory(prefix="aidoor-val-") as tmp:
+        threads_ctl = _Threads(threads)
+        threads_ctl.apply()
+        try:
+            model = YOLO(str(weights), task="detect")
+            if imgsz is None:
+                config = read_inference_config(weights)
+                imgsz = config.imgsz if config else int(model.overrides.get("imgsz") or 320)
+            model.add_callback("on_val_end", lambda v: seen.append(int(v.seen)))
+            metrics = model.val(
+                data=str(data_yaml),
+                split=split,
+                imgsz=imgsz,
+                batch=batch,
+                device=device,
+                workers=0,
+                plots=False,
+                save_json=False,
+                project=tmp,  # Ultralytics always makes a run folder; keep it out of runs_dir
+                name="val",
+                verbose=False,
+            )
+        finally:
+            threads_ctl.restore()
+    speed = metrics.speed
+    return EvalResult(
+        weights=weights,
+        split=split,
+        imgsz=imgsz,
+        images=seen[-1] if seen else 0,
+        metrics=_metrics_from(metrics),
+        per_class=_per_class_from(metrics),
+        inference_ms=round(float(speed["inference"]), 3),
+        preprocess_ms=round(float(speed["preprocess"]), 3),
+        postprocess_ms=round(float(speed["postprocess"]), 3),
+        wall_s=round(time.monotonic() - started, 2),
+    )
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_onnx(weights: Path, imgsz: int, *, simplify: bool = True) -> Path:
+    """ONNX file beside the weights (static shape, onnxslim-simplified); offline."""
+    return _export(weights, imgsz, "onnx", simplify=simplify, dynamic=False)
+
+
+def export_openvino(weights: Path, imgsz: int) -> Path:
+    """OpenVINO IR folder beside the weights (``<stem>_openvino_model/``); offline, no telemetry."""
+    return _export(weights, imgsz, "openvino", dynamic=False, half=False)
+
+
+def _export(weights: Path, imgsz: int, fmt: str, **kwargs: Any) -> Path:
+    weights = Path(weights).resolve()
+    if not weights.is_file():
+        raise FileNotFoundError(weights)
+    _ensure_offline(weights.parent / ".ultralytics")
+    from ultralytics import YOLO
+
+    with _threads_lock:
+        threads = _Threads(2)
+        threads.apply()
+        try:
+            out = YOLO(str(weights), task="detect").export(format=fmt, imgsz=imgsz, device="cpu", **kwargs)
+        finally:
+            threads.restore()
+    path = Path(out)
+    if not path.exists():
+        raise RuntimeError(f"{fmt} export reported {out} but it does not exist")
+    config = read_inference_config(weights)
+    if config is not None and path.is_dir():
+        write_inference_config(path / "model.xml", config)  # travels with the IR folder
+    return path
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def per_class_markdown(result: TrainResult | EvalResult) -> str:
+    """Per-class metrics as a Markdown table (Dagster ``MetadataValue.md``)."""
+    lines = [
+        "| class | images | instances | precision | recall | mAP50 | mAP50-95 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result.per_class:
+        lines.append(
+            f"| {row.name} | {row.images} | {row.instances} | {row.precision:.3f} | {row.recall:.3f} "
+            f"| {row.map50:.3f} | {row.map50_95:.3f} |"
+        )
+    m = result.metrics
+    lines.append(
+        f"| **all** | | {sum(r.instances for r in result.per_class)} | {m.get('precision', math.nan):.3f} "
+        f"| {m.get('recall', math.nan):.3f} | {m.get('map50', math.nan):.3f} | {m.get('map50_95', math.nan):.3f} |"
+    )
+    return "\n".join(lines)
+
+
+def to_builtins(result: TrainResult | EvalResult) -> dict[str, Any]:
+    """JSON-ready dict (paths as strings) for Dagster metadata, the database or the CLI."""
+    return msgspec.to_builtins(result, enc_hook=_enc_hook)
+
+
+def result_json(result: TrainResult | EvalResult) -> str:
+    return json.dumps(to_builtins(result))

@@ -1,0 +1,107 @@
+"""Background work requested by the API, queued in ``batch_jobs``.
+
+The service never calls Dagster synchronously to start work: it writes a ``pending`` row here,
+and the ``batch_job_sensor`` in orchestration/sensors.py turns each pending row into exactly one
+Dagster run (run_key = the row id). With Dagster down, rows wait; nothing is lost and nothing
+runs twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.db import BatchJob, utcnow
+from schemas.enums import JobStatus
+
+
+class BatchJobView(msgspec.Struct, kw_only=True):
+    id: int
+    job_type: str
+    job_name: str
+    status: str
+    priority: int
+    parameters: dict[str, Any] | None
+    progress_percentage: int
+    current_step: str | None
+    result: Any
+    error_message: str | None
+    dagster_run_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, job: BatchJob) -> BatchJobView:
+        return cls(
+            id=job.id, job_type=job.job_type, job_name=job.job_name, status=job.status, priority=job.priority,
+            parameters=job.parameters, progress_percentage=job.progress_percentage, current_step=job.current_step,
+            result=job.result, error_message=job.error_message, dagster_run_id=job.dagster_run_id,
+            created_at=job.created_at, started_at=job.started_at, completed_at=job.completed_at,
+        )
+
+
+class JobService:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    def submit(self, job_type: str, job_name: str, parameters: dict[str, Any], priority: int = 5) -> BatchJobView:
+        with self._session_factory.begin() as session:
+            job = BatchJob(
+                job_type=job_type, job_name=job_name[:100], parameters=parameters, priority=priority,
+                status=JobStatus.PENDING, scheduled_at=utcnow(),
+            )
+            session.add(job)
+            session.flush()
+            return BatchJobView.of(job)
+
+    def get(self, job_id: int) -> BatchJobView | None:
+        with self._session_factory() as session:
+            job = session.get(BatchJob, job_id)
+            return BatchJobView.of(job) if job else None
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[BatchJobView]:
+        query = sa.select(BatchJob).order_by(BatchJob.id.desc()).limit(limit)
+        if status:
+            query = query.where(BatchJob.status == status)
+        with self._session_factory() as session:
+            return [BatchJobView.of(job) for job in session.scalars(query)]
+
+
+def queue_dataset_materialize(
+    session_factory: sessionmaker[Session], dataset_id: str, version: str, train: dict[str, Any] | None = None
+) -> int:
+    """Queue the Dagster materialization of a freshly stored dataset version (its statistics and
+    data.yaml assets) and, with ``train``, a training + gated deploy on it. Returns the batch job id.
+
+    ``train`` holds TrainRequest-like fields (profile, epochs, auto_deploy, ...); a model_training
+    row is created now so the training is visible in /api/models/train/status at once.
+    """
+    from schemas.db import Dataset, ModelTraining  # local: keeps this module light for the sensor
+
+    with session_factory.begin() as session:
+        parameters: dict[str, Any] = {"dataset_id": dataset_id, "version": version}
+        if train is not None:
+            dataset = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == dataset_id))
+            training = ModelTraining(
+                dataset_id=dataset.id if dataset else None, job_name=f"train on {dataset_id} {version}"[:100],
+                job_type=train.get("job_type", "train"), status=JobStatus.PENDING,
+                epochs=train.get("epochs") or 0, batch_size=train.get("batch_size") or 0,
+                confidence_threshold=train.get("confidence_threshold", 0.5),
+                sensitivity=train.get("sensitivity", "medium"),
+            )
+            session.add(training)
+            session.flush()
+            parameters["train"] = {**train, "training_id": training.id}
+        job = BatchJob(
+            job_type="dataset_materialize", job_name=f"dataset {dataset_id} {version}"
+            + (" + training" if train is not None else ""), status=JobStatus.PENDING,
+            priority=3, parameters=parameters, scheduled_at=utcnow(),
+        )
+        session.add(job)
+        session.flush()
+        return job.id

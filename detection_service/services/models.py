@@ -1,0 +1,301 @@
+"""Model registry, training requests and deployment, as the API and the CLI see them."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from detection_service.ml import registry
+from detection_service.ml.gate import judge
+from detection_service.orchestrator import DagsterClient, DagsterUnavailable
+from detection_service.services.jobs import JobService
+from detection_service.storage import ObjectStore
+from schemas.db import BatchJob, Dataset, Model, ModelTraining, utcnow
+from schemas.enums import JobStatus
+from schemas.models import DeployResult, ModelInfo, TrainingStatus, TrainRequest
+
+log = logging.getLogger(__name__)
+
+# Called with (model_id, local weights path) to make the running detector use a model.
+DeployHook = Callable[[str, Path], None]
+ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+class ModelError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def model_info(row: Model) -> ModelInfo:
+    metrics = row.metrics or {}
+    dataset = metrics.get("dataset") or {}
+    params = metrics.get("training_params")
+    per_class = metrics.get("per_class")
+    return ModelInfo(
+        id=row.id, model_id=row.model_id, model_name=row.model_name, version=row.version, status=row.status,
+        is_current=bool(row.is_current), accuracy=_float(row.accuracy), map50_95=_float(metrics.get("map50_95")),
+        precision=_float(metrics.get("precision")), recall=_float(metrics.get("recall")),
+        inference_time=f"{row.inference_time}ms" if row.inference_time is not None else None,
+        inference_ms=_float(metrics.get("inference_ms")), model_size=row.model_size,
+        dataset_id=dataset.get("dataset_id"), dataset_version=dataset.get("version"),
+        data_yaml_path=(f"{registry.dataset_prefix(dataset['dataset_id'], dataset['version'])}data.yaml"
+                        if dataset.get("dataset_id") and dataset.get("version") else None),
+        training_date=row.created_at,
+        training_params=(
+            {k: params.get(k) for k in ("epochs", "batch_size", "imgsz", "confidence_threshold", "sensitivity", "profile", "model")}
+            if params else None
+        ),
+        per_class=[dict(zip(("class", "images", "instances", "precision", "recall", "map50", "map50_95"), r, strict=False))
+                   for r in per_class] if per_class else None,
+        gate=metrics.get("gate"), weights_path=row.model_path, onnx_path=row.weights_onnx_path,
+    )
+
+
+class ModelService:
+    def __init__(
+        self, session_factory: sessionmaker[Session], store: ObjectStore, jobs: JobService, dagster: DagsterClient,
+        cache_dir: Path, deploy_hook: DeployHook | None = None,
+    ) -> None:
+        self._session_factory = session_factory
+        self._store = store
+        self._jobs = jobs
+        self._dagster = dagster
+        self._cache_dir = cache_dir
+        self.deploy_hook = deploy_hook
+        self._deploy_lock = threading.Lock()
+        self.loaded_model_id: str | None = None
+
+    # ------------------------------------------------------------------ registry
+
+    def _find(self, session: Session, ref: str | int) -> Model:
+        query = sa.select(Model).where(Model.model_id == str(ref))
+        row = session.scalar(query)
+        if row is None and str(ref).isdigit():
+            row = session.get(Model, int(ref))
+        if row is None:
+            raise ModelError(404, "NOT_FOUND", f"model {ref!r} not found")
+        return row
+
+    def current(self) -> ModelInfo | None:
+        with self._session_factory() as session:
+            row = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
+            return model_info(row) if row else None
+
+    def versions(self) -> list[ModelInfo]:
+        with self._session_factory() as session:
+            return [model_info(r) for r in session.scalars(sa.select(Model).order_by(Model.id.desc()))]
+
+    def info(self, ref: str | int) -> ModelInfo:
+        with self._session_factory() as session:
+            return model_info(self._find(session, ref))
+
+    def weights_path(self, ref: str | int) -> tuple[str, Path]:
+        """(model_id, local .pt path), downloading the weights from the store if needed."""
+        with self._session_factory() as session:
+            row = self._find(session, ref)
+            model_id, key = row.model_id, row.model_path
+        return model_id, registry.fetch_model(self._store, model_id, key, self._cache_dir)
+
+    def pull(self, ref: str, destination: Path) -> Path:
+        if ref == "current":
+            current = self.current()
+            if current is None:
+                raise ModelError(404, "NOT_FOUND", "no model is deployed")
+            ref = current.model_id
+        _, weights = self.weights_path(ref)
+        destination = Path(destination)
+        if destination.is_dir():
+            destination = destination / f"{ref}.pt"
+        shutil.copyfile(weights, destination)
+        return destination
+
+    def register_file(self, weights: Path, name: str | None = None) -> ModelInfo:
+        """Register an Ultralytics weights file trained elsewhere (e.g. yolo11n.pt)."""
+        from ultralytics import YOLO  # configure_offline() ran at start-up
+
+        weights = Path(weights)
+        if not weights.is_file():
+            raise ModelError(400, "BAD_REQUEST", f"{weights} is not a file")
+        try:
+            names = list(YOLO(str(weights), task="detect").names.values())
+        except Exception as exc:
+            raise ModelError(400, "BAD_REQUEST", f"{weights} is not an Ultralytics detection model: {exc}") from None
+        row = registry.register_model(
+            self._session_factory, self._store, weights, model_name=name or weights.stem,
+            metrics={"classes": names, "source": "registered file", "source_file": weights.name},
+            inference_ms=None, created_by="cli",
+        )
+        return self.info(row.model_id)
+
+    # ------------------------------------------------------------------ training
+
+    def _dataset(self, session: Session, ref: str) -> Dataset:
+        row = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == ref))
+        if row is None and ref.isdigit():
+            row = session.get(Dataset, int(ref))
+        if row is None:
+            raise ModelError(404, "NOT_FOUND", f"dataset {ref!r} not found")
+        return row
+
+    def request_training(self, request: TrainRequest, job_type: str = "train", base_model: str | None = None) -> TrainingStatus:
+        with self._session_factory.begin() as session:
+            active = session.scalar(sa.select(ModelTraining).where(ModelTraining.status.in_(ACTIVE)))
+            if active is not None:
+                raise ModelError(409, "TRAINING_IN_PROGRESS", f"training {active.id} is {active.status}; cancel it first",
+                                 {"training_id": active.id})
+            dataset = self._dataset(session, request.dataset_id)
+            version = request.version or dataset.version
+            if not self._store.exists(registry.dataset_prefix(dataset.dataset_id, version) + "data.yaml"):
+                raise ModelError(400, "DATASET_NOT_READY", f"dataset {dataset.dataset_id} has no stored version {version!r}")
+            base = self._find(session, base_model).model_id if base_model else None
+            training = ModelTraining(
+                dataset_id=dataset.id, job_name=f"{job_type} on {dataset.dataset_id} {version}"[:100], job_type=job_type,
+                status=JobStatus.PENDING, epochs=request.epochs or 0, batch_size=request.batch_size or 0,
+                confidence_threshold=request.confidence_threshold, sensitivity=request.sensitivity,
+            )
+            session.add(training)
+            session.flush()
+            params = {**msgspec.to_builtins(request), "dataset_id": dataset.dataset_id, "version": version,
+                      "training_id": training.id, "base_model_id": base}
+            job = BatchJob(job_type="model_retrain", job_name=training.job_name, status=JobStatus.PENDING,
+                           priority=3, parameters=params, scheduled_at=utcnow())
+            session.add(job)
+            session.flush()
+            training_id = training.id
+        return self.training_status(training_id)
+
+    def training_status(self, training_id: int | None = None) -> TrainingStatus:
+        with self._session_factory() as session:
+            query = sa.select(ModelTraining).order_by(ModelTraining.id.desc()).limit(1)
+            if training_id is not None:
+                query = sa.select(ModelTraining).where(ModelTraining.id == training_id)
+            row = session.scalar(query)
+            if row is None:
+                raise ModelError(404, "NOT_FOUND", "no training has been requested yet")
+            job = self._batch_job_of(session, row.id)
+            return TrainingStatus(
+                id=row.id, job_name=row.job_name, job_type=row.job_type, status=row.status,
+                dataset_id=row.dataset.dataset_id if row.dataset else None,
+                model_id=row.model.model_id if row.model else None, epochs=row.epochs, current_epoch=row.current_epoch,
+                progress_percentage=row.progress_percentage, training_loss=_float(row.training_loss),
+                final_accuracy=_float(row.final_accuracy), training_time=row.training_time,
+                error_message=row.error_message, dagster_run_id=row.dagster_run_id or (job.dagster_run_id if job else None),
+                batch_job_id=job.id if job else None, current_step=job.current_step if job else None,
+                created_at=row.created_at, started_at=row.started_at, completed_at=row.completed_at,
+                last_epoch=row.metrics if row.status == JobStatus.RUNNING else None,
+            )
+
+    @staticmethod
+    def _batch_job_of(session: Session, training_id: int) -> BatchJob | None:
+        # JSON paths differ between SQLite and MySQL: filter in Python over the few training jobs.
+        jobs = session.scalars(sa.select(BatchJob).where(BatchJob.job_type.in_(("model_retrain", "dataset_materialize")))
+                               .order_by(BatchJob.id.desc()).limit(200))
+        for job in jobs:
+            params = job.parameters or {}
+            if params.get("training_id") == training_id or (params.get("train") or {}).get("training_id") == training_id:
+                return job
+        return None
+
+    def cancel_training(self) -> TrainingStatus:
+        run_id = None
+        with self._session_factory.begin() as session:
+            row = session.scalar(sa.select(ModelTraining).where(ModelTraining.status.in_(ACTIVE))
+                                 .order_by(ModelTraining.id.desc()))
+            if row is None:
+                raise ModelError(409, "NO_ACTIVE_TRAINING", "no training is pending or running")
+            # The training loop polls this status between batches and stops within seconds.
+            row.status, row.completed_at, row.error_message = JobStatus.CANCELLED, utcnow(), "cancelled by request"
+            job = self._batch_job_of(session, row.id)
+            if job is not None and not JobStatus(job.status).is_finished:
+                job.status, job.completed_at, job.current_step = JobStatus.CANCELLED, utcnow(), "cancelled"
+            run_id = row.dagster_run_id or (job.dagster_run_id if job else None)
+            training_id = row.id
+        if run_id:
+            try:
+                self._dagster.terminate_run(run_id)
+            except DagsterUnavailable as exc:
+                log.warning("could not terminate Dagster run %s (the training stops itself): %s", run_id, exc)
+        return self.training_status(training_id)
+
+    # ------------------------------------------------------------------ deploy
+
+    def deploy(self, ref: str | int, force: bool = False) -> DeployResult:
+        with self._deploy_lock:
+            with self._session_factory() as session:
+                candidate = self._find(session, ref)
+                champion = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
+                candidate_pk, candidate_id = candidate.id, candidate.model_id
+                champion_id = champion.model_id if champion else None
+            verdict = None
+            if champion_id and champion_id != candidate_id:
+                verdict = self._gate(candidate_id, champion_id)
+                if not verdict["passed"] and not force:
+                    raise ModelError(409, "GATE_FAILED", f"{candidate_id} does not beat {champion_id}; "
+                                     "pass force=true to deploy anyway", verdict)
+            model_id, weights = self.weights_path(candidate_id)
+            reloaded = False
+            if self.deploy_hook is not None:
+                # Load first, switch the record after: a model that fails to load is never "current".
+                self.deploy_hook(model_id, weights)
+                reloaded = True
+            registry.set_current_model(self._session_factory, candidate_pk)
+            self.loaded_model_id = model_id
+            return DeployResult(model=self.info(candidate_id), previous_model_id=champion_id,
+                                forced=bool(force and verdict and not verdict["passed"]), gate=verdict,
+                                detector_reloaded=reloaded)
+
+    def _gate(self, candidate_id: str, champion_id: str) -> dict[str, Any]:
+        """Compare both models on the candidate's evaluation split (reusing a stored comparison
+        against the same champion)."""
+        from detection_service.ml.training import evaluate
+
+        with self._session_factory() as session:
+            candidate = self._find(session, candidate_id)
+            champion = self._find(session, champion_id)
+            stored = (candidate.metrics or {}).get("gate")
+            dataset = (candidate.metrics or {}).get("dataset")
+            candidate_metrics = candidate.metrics or {}
+            imgsz = int((candidate_metrics.get("training_params") or {}).get("imgsz") or 320)
+            champion_imgsz = int(((champion.metrics or {}).get("training_params") or {}).get("imgsz") or imgsz)
+        if stored and stored.get("champion_id") == champion_id:
+            return stored
+        if not dataset:
+            return msgspec.to_builtins(judge(candidate_id, {}, champion_id, {"map50": 1.0, "map50_95": 1.0},
+                                             "none: the candidate has no evaluation split (registered file)"))
+        data_yaml = registry.fetch_dataset_version(self._store, dataset["dataset_id"], dataset["version"], self._cache_dir)
+        _, candidate_weights = self.weights_path(candidate_id)
+        _, champion_weights = self.weights_path(champion_id)
+        candidate_eval = evaluate(candidate_weights, data_yaml, "val", imgsz).metrics
+        champion_eval = evaluate(champion_weights, data_yaml, "val", champion_imgsz).metrics
+        verdict = msgspec.to_builtins(judge(candidate_id, candidate_eval, champion_id, champion_eval,
+                                            f"{dataset['dataset_id']}@{dataset['version']}/val"))
+        with self._session_factory.begin() as session:
+            row = self._find(session, candidate_id)
+            row.metrics = {**(row.metrics or {}), "gate": verdict}
+        return verdict
+
+    def sync_with_database(self) -> str | None:
+        """Load the model marked current if the detector runs another one (a Dagster run may have
+        deployed it). Returns the newly loaded model id."""
+        current = self.current()
+        if current is None or current.model_id == self.loaded_model_id or self.deploy_hook is None:
+            return None
+        with self._deploy_lock:
+            model_id, weights = self.weights_path(current.model_id)
+            self.deploy_hook(model_id, weights)
+            self.loaded_model_id = model_id
+        log.info("loaded model %s (deployed outside this process)", model_id)
+        return model_id

@@ -1,0 +1,165 @@
+"""Sensors: the service's request queue (batch_jobs) -> Dagster runs; retraining on new labels;
+batch job bookkeeping when a run ends."""
+
+import dagster as dg
+import sqlalchemy as sa
+
+from assets.partitions import dataset_versions, partition_key
+from detection_service.database import make_session_factory
+from detection_service.services.settings import SettingsService
+from orchestration.jobs import dataset_assets_job, dataset_to_model_job, train_and_deploy_job, train_model_job
+from orchestration.resources import DatabaseResource
+from schemas.db import BatchJob, DetectionEvent, ModelTraining, utcnow
+from schemas.enums import JobStatus
+
+SUBMITTED = "submitted to Dagster"
+BATCH_JOB_TAG = "aidoor/batch_job_id"
+TRAIN_CONFIG_KEYS = ("training_id", "profile", "epochs", "batch_size", "imgsz", "base_model_id",
+                     "confidence_threshold", "sensitivity")
+
+
+def _training_run_config(job_id: int, params: dict, with_deploy: bool) -> dict:
+    train = {key: params[key] for key in TRAIN_CONFIG_KEYS if params.get(key) is not None}
+    train["batch_job_id"] = job_id
+    ops: dict = {"trained_model": {"config": train}}
+    if with_deploy:
+        ops["deployed_model"] = {"config": {"force": bool(params.get("force_deploy", False))}}
+    return {"ops": ops}
+
+
+def run_request_for(job: BatchJob) -> tuple[dg.RunRequest, str | None]:
+    """The run that executes a batch job, and the dataset-version partition it needs (if any)."""
+    params = job.parameters or {}
+    tags = {BATCH_JOB_TAG: str(job.id)}
+    run_key = f"batch-job-{job.id}"
+    if job.job_type == "model_retrain":
+        key = partition_key(params["dataset_id"], params["version"])
+        auto_deploy = bool(params.get("auto_deploy"))
+        target = train_and_deploy_job if auto_deploy else train_model_job
+        return dg.RunRequest(run_key=run_key, job_name=target.name, partition_key=key, tags=tags,
+                             run_config=_training_run_config(job.id, params, auto_deploy)), key
+    if job.job_type == "dataset_materialize":
+        key = partition_key(params["dataset_id"], params["version"])
+        if params.get("train"):
+            return dg.RunRequest(run_key=run_key, job_name=dataset_to_model_job.name, partition_key=key, tags=tags,
+                                 run_config=_training_run_config(job.id, params["train"], True)), key
+        return dg.RunRequest(run_key=run_key, job_name=dataset_assets_job.name, partition_key=key, tags=tags), key
+    if job.job_type == "dataset_update":
+        return dg.RunRequest(run_key=run_key, job_name="dataset_update_job", tags=tags,
+                             run_config={"ops": {"dataset_update": {"config": {"batch_job_id": job.id}}}}), None
+    raise ValueError(f"unknown batch job type {job.job_type!r}")
+
+
+@dg.sensor(
+    minimum_interval_seconds=3,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts one Dagster run per pending batch_jobs row (run_key = row id): requests the "
+    "service accepted while Dagster was down run once it is back, and none runs twice.",
+)
+def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource):
+    session_factory = make_session_factory(database.engine())
+    requests: list[dg.RunRequest] = []
+    new_partitions: set[str] = set()
+    with session_factory.begin() as session:
+        pending = session.scalars(
+            sa.select(BatchJob)
+            .where(BatchJob.status == JobStatus.PENDING, BatchJob.dagster_run_id.is_(None),
+                   sa.or_(BatchJob.current_step.is_(None), BatchJob.current_step != SUBMITTED))
+            .order_by(BatchJob.priority, BatchJob.id)
+            .limit(20)
+        ).all()
+        for job in pending:
+            try:
+                request, key = run_request_for(job)
+            except (KeyError, ValueError) as exc:
+                job.status, job.error_message, job.completed_at = JobStatus.FAILED, f"cannot run: {exc}", utcnow()
+                continue
+            if key and key not in new_partitions and not context.instance.has_dynamic_partition(
+                dataset_versions.name, key
+            ):
+                new_partitions.add(key)
+            requests.append(request)
+            job.current_step = SUBMITTED
+    if not requests:
+        return dg.SkipReason("no pending batch jobs")
+    context.log.info(f"submitting {len(requests)} batch job(s): {[r.run_key for r in requests]}")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[dataset_versions.build_add_request(sorted(new_partitions))] if new_partitions else [],
+    )
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When enough verified labels (relabelled events) arrived since the last training, "
+    "collects them into a new dataset version and retrains (training settings).",
+)
+def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource):
+    session_factory = make_session_factory(database.engine())
+    training = SettingsService(session_factory).get("training")
+    if not training.auto_retrain:
+        return dg.SkipReason("automatic retraining is off (training.auto_retrain)")
+    last_event_id = int(context.cursor or 0)
+    with session_factory() as session:
+        last_training = session.scalar(sa.select(sa.func.max(ModelTraining.created_at)))
+        query = sa.select(sa.func.count(), sa.func.max(DetectionEvent.id)).where(
+            DetectionEvent.user_verified.is_(True), DetectionEvent.id > last_event_id
+        )
+        if last_training is not None:
+            query = query.where(DetectionEvent.reclassified_at > last_training)
+        count, max_id = session.execute(query).one()
+        busy = session.scalar(
+            sa.select(sa.func.count()).select_from(BatchJob).where(
+                BatchJob.job_type.in_(("dataset_update", "dataset_materialize", "model_retrain")),
+                BatchJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+            )
+        )
+    if count < training.retrain_min_new_labels:
+        return dg.SkipReason(f"{count} new verified labels, retraining at {training.retrain_min_new_labels}")
+    if busy:
+        return dg.SkipReason("a dataset update or training is already queued or running")
+    with session_factory.begin() as session:
+        session.add(BatchJob(
+            job_type="dataset_update", job_name=f"auto-collect {count} verified labels and retrain",
+            status=JobStatus.PENDING, priority=5, scheduled_at=utcnow(),
+            parameters={"source": "auto_collect", "dataset_id": training.auto_collect_dataset_id, "auto_label": True,
+                        "train": {"profile": training.profile, "auto_deploy": True, "job_type": "retrain"}},
+        ))
+    # The cursor is the newest label counted: the same labels never trigger a second retrain.
+    context.update_cursor(str(max_id))
+    return dg.SkipReason(f"queued auto-collect + retrain for {count} new verified labels")
+
+
+def _finish_batch_job(
+    context: dg.RunStatusSensorContext, database: DatabaseResource, status: JobStatus, error: str | None
+) -> None:
+    job_id = context.dagster_run.tags.get(BATCH_JOB_TAG)
+    if not job_id:
+        return
+    session_factory = make_session_factory(database.engine())
+    with session_factory.begin() as session:
+        job = session.get(BatchJob, int(job_id))
+        if job is None or JobStatus(job.status).is_finished:
+            return  # the run's own code already recorded the outcome
+        job.status, job.completed_at = status, utcnow()
+        job.dagster_run_id = job.dagster_run_id or context.dagster_run.run_id
+        if error:
+            job.error_message = error[:2000]
+        training_id = (job.parameters or {}).get("training_id")
+        training = session.get(ModelTraining, int(training_id)) if training_id else None
+        if training is not None and not JobStatus(training.status).is_finished:
+            training.status, training.completed_at = status, utcnow()
+            if error:
+                training.error_message = error[:2000]
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING)
+def batch_job_succeeded_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource):
+    _finish_batch_job(context, database, JobStatus.COMPLETED, None)
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
+def batch_job_failed_sensor(context: dg.RunFailureSensorContext, database: DatabaseResource):
+    message = context.failure_event.message if context.failure_event else "run failed"
+    _finish_batch_job(context, database, JobStatus.FAILED, message)
