@@ -77,7 +77,7 @@ def run_bootstrap(settings: Settings, export_dir: Path, profile: str = "default"
     from detection_service.storage import make_object_store
     from orchestration.instance import ensure_local_instance
     from orchestration.resources import resources_from_settings
-    from orchestration.sensors import _training_run_config
+    from orchestration.sensors import IN_PROCESS, _training_run_config
 
     configure_offline(settings.data_dir)
     engine = make_engine(settings.database_url)
@@ -95,7 +95,7 @@ def run_bootstrap(settings: Settings, export_dir: Path, profile: str = "default"
     job_id = queue_dataset_materialize(session_factory, dataset_id, result.version, train)
     with session_factory.begin() as session:
         job = session.get(BatchJob, job_id)
-        job.current_step = "running in `aidoor bootstrap-model`"
+        job.current_step = IN_PROCESS
         job.status = JobStatus.RUNNING
         params = job.parameters
     ensure_local_instance(settings.dagster_home)

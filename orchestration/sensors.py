@@ -7,12 +7,14 @@ import sqlalchemy as sa
 from assets.partitions import dataset_versions, partition_key
 from detection_service.database import make_session_factory
 from detection_service.services.settings import SettingsService
+from assets.datasets import dataset_update_job
 from orchestration.jobs import dataset_assets_job, dataset_to_model_job, train_and_deploy_job, train_model_job
 from orchestration.resources import DatabaseResource
 from schemas.db import BatchJob, DetectionEvent, ModelTraining, utcnow
 from schemas.enums import JobStatus
 
-SUBMITTED = "submitted to Dagster"
+# current_step of a batch job that `aidoor bootstrap-model` runs itself, outside the sensor.
+IN_PROCESS = "running in `aidoor bootstrap-model`"
 BATCH_JOB_TAG = "aidoor/batch_job_id"
 TRAIN_CONFIG_KEYS = ("training_id", "profile", "epochs", "batch_size", "imgsz", "base_model_id",
                      "confidence_threshold", "sensitivity")
@@ -45,7 +47,7 @@ def run_request_for(job: BatchJob) -> tuple[dg.RunRequest, str | None]:
                                  run_config=_training_run_config(job.id, params["train"], True)), key
         return dg.RunRequest(run_key=run_key, job_name=dataset_assets_job.name, partition_key=key, tags=tags), key
     if job.job_type == "dataset_update":
-        return dg.RunRequest(run_key=run_key, job_name="dataset_update_job", tags=tags,
+        return dg.RunRequest(run_key=run_key, job_name=dataset_update_job.name, tags=tags,
                              run_config={"ops": {"dataset_update": {"config": {"batch_job_id": job.id}}}}), None
     raise ValueError(f"unknown batch job type {job.job_type!r}")
 
@@ -53,10 +55,14 @@ def run_request_for(job: BatchJob) -> tuple[dg.RunRequest, str | None]:
 @dg.sensor(
     minimum_interval_seconds=3,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    jobs=[train_model_job, train_and_deploy_job, dataset_assets_job, dataset_to_model_job, dataset_update_job],
     description="Starts one Dagster run per pending batch_jobs row (run_key = row id): requests the "
     "service accepted while Dagster was down run once it is back, and none runs twice.",
 )
 def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource):
+    # Nothing is written to the row here: a tick that fails must leave it pending. A row whose run
+    # exists already (queued behind the heavy-run limit, or starting) is skipped by its tag, and
+    # run_key makes Dagster drop any duplicate that slips through.
     session_factory = make_session_factory(database.engine())
     requests: list[dg.RunRequest] = []
     new_partitions: set[str] = set()
@@ -64,11 +70,13 @@ def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
         pending = session.scalars(
             sa.select(BatchJob)
             .where(BatchJob.status == JobStatus.PENDING, BatchJob.dagster_run_id.is_(None),
-                   sa.or_(BatchJob.current_step.is_(None), BatchJob.current_step != SUBMITTED))
+                   sa.or_(BatchJob.current_step.is_(None), BatchJob.current_step != IN_PROCESS))
             .order_by(BatchJob.priority, BatchJob.id)
             .limit(20)
         ).all()
         for job in pending:
+            if context.instance.get_run_ids(filters=dg.RunsFilter(tags={BATCH_JOB_TAG: str(job.id)}), limit=1):
+                continue
             try:
                 request, key = run_request_for(job)
             except (KeyError, ValueError) as exc:
@@ -79,9 +87,8 @@ def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
             ):
                 new_partitions.add(key)
             requests.append(request)
-            job.current_step = SUBMITTED
     if not requests:
-        return dg.SkipReason("no pending batch jobs")
+        return dg.SkipReason("no pending batch jobs without a run")
     context.log.info(f"submitting {len(requests)} batch job(s): {[r.run_key for r in requests]}")
     return dg.SensorResult(
         run_requests=requests,

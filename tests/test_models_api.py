@@ -7,9 +7,19 @@ import dagster as dg
 import sqlalchemy as sa
 
 from detection_service.ml.gate import judge
-from orchestration.sensors import SUBMITTED, batch_job_sensor
+from orchestration.sensors import batch_job_sensor
 from orchestration.resources import DatabaseResource
 from schemas.db import BatchJob, Dataset, DatasetVersion, ModelTraining
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job
+def _placeholder_job() -> None:
+    _noop()
 
 
 def _error(response, status, code):
@@ -73,13 +83,15 @@ def test_train_request_is_queued_once_and_becomes_one_run(client, settings):
         config = request.run_config["ops"]["trained_model"]["config"]
         assert config["training_id"] == training["id"] and config["epochs"] == 3 and config["sensitivity"] == "high"
         assert result.dynamic_partitions_requests[0].partition_keys == ["door@v1"]
-        # Evaluated again, nothing is submitted twice.
+        # Once its run exists, the row is not requested again.
+        instance.add_dynamic_partitions("dataset_versions", ["door@v1"])
+        instance.create_run_for_job(job_def=_placeholder_job, tags=request.tags)
         with dg.build_sensor_context(instance=instance, resources={"database": database}) as context:
             again = batch_job_sensor(context)
         assert isinstance(again, dg.SkipReason)
     with client.app.state.session_factory() as session:
         job = session.get(BatchJob, training["batch_job_id"])
-        assert job.current_step == SUBMITTED and job.status == "pending"
+        assert job.status == "pending"  # until the run starts and claims it
 
     cancelled = client.delete("/api/models/train/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["data"]["status"] == "cancelled"

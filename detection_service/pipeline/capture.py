@@ -1,0 +1,244 @@
+"""The capture thread: read the source continuously, hand the consumer only the newest frame.
+
+Every frame is grabbed (so the stream never backs up and latency never grows), but a frame is
+retrieved (decoded / converted) only when a consumer is waiting in ``read``; every other grabbed
+frame is dropped and counted (Frigate's ``camera_fps = process_fps + skipped_fps``; Roboflow's
+"grab all, retrieve the kept one"). The consumer waits at most one frame interval for the next
+frame, and receives it with its capture time stamp so the frame age at detection is measurable.
+
+A source that fails to read, or delivers nothing for ``stall_timeout_s``, is reported
+"disconnected" and re-opened with exponential backoff (``backoff_initial_s`` doubling up to
+``backoff_max_s``) until it works again. Files are paced to their own frame rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from detection_service.pipeline.sources import FrameSource, SourceError
+
+log = logging.getLogger(__name__)
+
+CaptureStatus = Literal["connected", "disconnected", "stopped", "ended"]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    image: np.ndarray  # BGR, never modified after capture (annotate a copy)
+    seq: int  # number of frames grabbed up to this one: gaps between consumed frames are drops
+    captured_at: float  # time.monotonic() right after grab
+    wall_time: float  # time.time() at the same moment
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+class Capture:
+    def __init__(
+        self,
+        source: FrameSource,
+        *,
+        stall_timeout_s: float = 3.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        fallback_fps: float = 15.0,
+    ) -> None:
+        self.source = source
+        self.stall_timeout_s = stall_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.fallback_fps = fallback_fps
+        self.frames_read = 0  # grabbed
+        self.frames_delivered = 0  # retrieved for a consumer
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._latest: Frame | None = None
+        self._waiting = 0
+        self._opened = False
+        self._opened_at = 0.0
+        self._last_grab = 0.0
+        self._ended = False
+        self._grab_times: deque[float] = deque(maxlen=64)
+
+    # -- control --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("capture already started")
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.source.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop reading; returns within ``timeout``. False if the thread is still inside a blocking
+        read (it exits and releases the source as soon as that read returns)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    # -- consumer -------------------------------------------------------------------------
+
+    def read(self, after_seq: int = 0, timeout: float = 1.0) -> Frame | None:
+        """The newest frame with ``seq > after_seq``, or None after ``timeout``.
+
+        Returns at once if the newest grabbed frame was already decoded; otherwise waits for the
+        next grab, which the capture thread then decodes for us.
+        """
+
+        def ready() -> bool:
+            latest = self._latest
+            fresh = latest is not None and latest.seq > after_seq and latest.seq == self.frames_read
+            return fresh or self._stop.is_set()
+
+        with self._cond:
+            self._waiting += 1
+            try:
+                if not self._cond.wait_for(ready, timeout) or self._stop.is_set():
+                    return None
+                return self._latest
+            finally:
+                self._waiting -= 1
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def status(self) -> CaptureStatus:
+        if self._ended:
+            return "ended"
+        if not self.running:
+            return "stopped"
+        if not self._opened:
+            return "disconnected"
+        # A fresh open counts as activity for live sources; a push source needs an actual frame.
+        last = max(self._last_grab, self._opened_at if self.source.reconnectable else 0.0)
+        if last == 0.0 or time.monotonic() - last > self.stall_timeout_s:
+            return "disconnected"
+        return "connected"
+
+    @property
+    def frames_dropped(self) -> int:
+        return max(0, self.frames_read - self.frames_delivered) + self.source.dropped_at_source()
+
+    def source_fps(self) -> float:
+        times = list(self._grab_times)
+        if len(times) < 2 or time.monotonic() - times[-1] > self.stall_timeout_s:
+            return 0.0
+        recent = [t for t in times if times[-1] - t <= 2.0]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "source": self.source.name,
+            "status": self.status,
+            "frames_read": self.frames_read,
+            "frames_delivered": self.frames_delivered,
+            "frames_dropped": self.frames_dropped,
+            "source_fps": round(self.source_fps(), 1),
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+        }
+
+    # -- thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        source = self.source
+        backoff = self.backoff_initial_s
+        pace_start, paced = 0.0, 0
+        try:
+            while not self._stop.is_set():
+                if not self._opened:
+                    try:
+                        source.open()
+                    except Exception as exc:  # OpenCV and file errors alike: keep retrying
+                        self._lost(f"open failed: {exc}")
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, self.backoff_max_s)
+                        continue
+                    self._opened, self._opened_at = True, time.monotonic()
+                    if self.reconnects or self.last_error:
+                        log.info("capture %s connected", source.name)
+                    pace_start, paced = time.monotonic(), 0
+                try:
+                    ok = source.grab(timeout=0.5)
+                except SourceError as exc:  # e.g. a looping file that vanished at its end
+                    self._lost(str(exc))
+                    ok = False
+                except Exception as exc:
+                    self._lost(f"read failed: {exc}")
+                    ok = False
+                if not ok:
+                    if not source.reconnectable:
+                        continue  # push source: nothing pushed lately; status goes stale by itself
+                    if source.is_file and not getattr(source, "loop", True):
+                        self._ended = True
+                        log.info("capture %s reached the end of the file", source.name)
+                        return
+                    if self._opened:
+                        self._lost("no frame from source")
+                    source.close()
+                    self._opened = False
+                    self.reconnects += 1
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                    continue
+                backoff = self.backoff_initial_s
+                now, wall = time.monotonic(), time.time()
+                with self._cond:
+                    self.frames_read += 1
+                    self._last_grab = now
+                    self._grab_times.append(now)
+                    wanted = self._waiting > 0
+                if wanted:
+                    image = source.retrieve()
+                    if image is not None:
+                        with self._cond:
+                            self._latest = Frame(image, self.frames_read, now, wall)
+                            self.frames_delivered += 1
+                            self._cond.notify_all()
+                if source.is_file:
+                    # Real-time playback: frame n is due at start + n / fps. Far behind (the
+                    # machine was busy): re-anchor rather than play catch-up at full speed.
+                    paced += 1
+                    fps = source.nominal_fps() or self.fallback_fps
+                    due = pace_start + paced / fps
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        self._stop.wait(delay)
+                    elif delay < -0.5:
+                        pace_start, paced = time.monotonic(), 0
+        finally:
+            source.close()
+            self._opened = False
+            with self._cond:
+                self._cond.notify_all()
+
+    def _lost(self, reason: str) -> None:
+        if reason != self.last_error:
+            log.warning("capture %s: %s", self.source.name, reason)
+        self.last_error = reason
+        self._opened = False

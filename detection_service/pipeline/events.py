@@ -1,0 +1,647 @@
+"""Tracks -> detection events: confirmation, capture sequences, end / package removal, storage.
+
+The pipeline thread calls ``EventRecorder.on_frame`` for every frame it handles; that call only
+updates in-memory state and encodes the occasional JPEG. Database rows and object-store writes
+go through ``EventWriter``: two worker threads (one for the database, one for the store) with
+unbounded FIFO queues. A failed write is retried with exponential backoff until it succeeds;
+event rows are never dropped, captures only when more than ``max_pending_image_bytes`` of them
+wait for a store that is down. Bus messages are published after the write they describe.
+See docs/pipeline.md for the rules (confirmation, one event per object, package life cycle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import cv2
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from detection_service.pipeline.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
+from detection_service.pipeline.capture import Frame
+from detection_service.pipeline.detector import UNCLASSIFIED, Detection
+from detection_service.pipeline.tracker import Track
+from detection_service.storage.base import ObjectStore
+from schemas.db import DetectionEvent, EventImage, ObjectType
+from schemas.enums import EventStatus
+from schemas.settings import DetectionSettings
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "package"
+ACTOR = "pipeline"
+
+
+class RecorderConfig(msgspec.Struct, kw_only=True):
+    confirm_hits: int = 3  # a track becomes an event after this many hits ...
+    confirm_window_s: float = 2.0  # ... within this many seconds
+    end_after_s: float = 3.0  # non-package events end after being unseen this long
+    package_removed_after_s: float = 10.0  # a package is "removed" after being unseen this long
+    readopt_iou: float = 0.3  # a new track this close to an orphaned open event continues it
+    orphan_after_s: float = 0.3  # an event whose track was not seen for this long can be re-adopted
+    max_absence_step_s: float = 2.0  # absence only accrues while the detector runs (gaps capped)
+    max_pending_image_bytes: int = 256 * 1024 * 1024
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameInfo:
+    """What the pipeline knows about the detector run that produced ``seen``."""
+
+    model_version: str | None
+    fps: float
+    processing_ms: float
+
+
+def image_key(event_id: int, detected_at: datetime, seq: int) -> str:
+    return f"events/{detected_at:%Y/%m/%d}/{event_id}/{seq}.jpg"
+
+
+def bbox_json(bbox: tuple[float, float, float, float], width: int, height: int) -> dict[str, int]:
+    x1, y1, x2, y2 = (round(v) for v in bbox)
+    return {"x1": x1, "y1": y1, "x2": x2, "y2": y2, "frame_width": width, "frame_height": height}
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _utc(wall: float) -> datetime:
+    return datetime.fromtimestamp(wall, UTC)
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class EventHandle:
+    """Shared between the pipeline thread and the writer: the row id once it exists."""
+
+    def __init__(self, detected_at: datetime, object_type: str, tracking_id: int, event_id: int | None = None) -> None:
+        self.detected_at = detected_at
+        self.object_type = object_type
+        self.tracking_id = tracking_id
+        self.event_id = event_id
+        self.images_stored = 0
+
+
+class _Job(ABC):
+    size = 0  # bytes held in memory while queued
+    attempts = 0
+
+    def ready(self) -> bool:
+        return True
+
+    @abstractmethod
+    def run(self, writer: EventWriter) -> None: ...
+
+
+class _Lane:
+    """One worker thread draining a FIFO; the first job that is ready runs, failures back off."""
+
+    def __init__(self, name: str, writer: EventWriter) -> None:
+        self.name = name
+        self.writer = writer
+        self.jobs: deque[_Job] = deque()
+        self.cond = threading.Condition()
+        self.done = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self.closing_deadline: float | None = None
+        self.thread = threading.Thread(target=self._loop, name=f"event-writer-{name}", daemon=True)
+        self.thread.start()
+
+    def put(self, job: _Job) -> None:
+        with self.cond:
+            self.jobs.append(job)
+            self.cond.notify()
+
+    def poke(self) -> None:
+        with self.cond:
+            self.cond.notify()
+
+    def _expired(self) -> bool:
+        return self.closing_deadline is not None and time.monotonic() >= self.closing_deadline
+
+    def _loop(self) -> None:
+        cfg = self.writer.config
+        delay = cfg.retry_initial_s
+        while True:
+            with self.cond:
+                job = next((j for j in self.jobs if j.ready()), None)
+                if job is None:
+                    if self.closing_deadline is not None and (not self.jobs or self._expired()):
+                        return
+                    self.cond.wait(0.1)  # not-ready jobs wait for another lane: poll briefly
+                    continue
+            try:
+                job.run(self.writer)
+            except Exception as exc:
+                self.retries += 1
+                job.attempts += 1
+                message = f"{type(job).__name__}: {type(exc).__name__}: {exc}"
+                if message != self.last_error:
+                    log.warning("event writer (%s) failed, retrying in %.1f s: %s", self.name, delay, message)
+                self.last_error = message
+                with self.cond:
+                    if job.attempts % 3 == 0 and len(self.jobs) > 1:
+                        # A job that keeps failing (a bad row, not an outage) goes to the back so
+                        # it cannot hold up every later event; it is still retried, never dropped.
+                        self.jobs.remove(job)
+                        self.jobs.append(job)
+                    if self._expired():
+                        return
+                    self.cond.wait(delay)
+                delay = min(delay * 2, cfg.retry_max_s)
+                continue
+            delay = cfg.retry_initial_s
+            self.last_error = None
+            with self.cond:
+                self.jobs.remove(job)
+                self.done += 1
+                self.writer._released(job)
+
+
+class EventWriter:
+    def __init__(
+        self, session_factory: sessionmaker[Session], store: ObjectStore, bus: EventBus, config: RecorderConfig
+    ) -> None:
+        self.session_factory = session_factory
+        self.store = store
+        self.bus = bus
+        self.config = config
+        self.images_dropped = 0
+        self.pending_image_bytes = 0
+        self._type_ids: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.db = _Lane("db", self)
+        self.images = _Lane("store", self)
+
+    def type_id(self, session: Session, code: str) -> int:
+        if code not in self._type_ids:
+            rows = session.execute(sa.select(ObjectType.code, ObjectType.id)).all()
+            self._type_ids.update({c: i for c, i in rows})
+        return self._type_ids[code]
+
+    def insert_event(self, job: InsertEvent) -> None:
+        self.db.put(job)
+
+    def store_image(self, job: StoreImage) -> bool:
+        with self._lock:
+            if self.pending_image_bytes + job.size > self.config.max_pending_image_bytes:
+                self.images_dropped += 1
+                log.error("dropping capture %d of an event: %d bytes of captures wait for the store",
+                          job.seq, self.pending_image_bytes)  # fmt: skip
+                return False
+            self.pending_image_bytes += job.size
+        self.images.put(job)
+        return True
+
+    def update_event(self, job: UpdateEvent) -> None:
+        self.db.put(job)
+
+    def _released(self, job: _Job) -> None:
+        if job.size:
+            with self._lock:
+                self.pending_image_bytes -= job.size
+
+    def pending(self) -> int:
+        return len(self.db.jobs) + len(self.images.jobs)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "pending_db": len(self.db.jobs),
+            "pending_images": len(self.images.jobs),
+            "pending_image_bytes": self.pending_image_bytes,
+            "written": self.db.done + self.images.done,
+            "retries": self.db.retries + self.images.retries,
+            "images_dropped": self.images_dropped,
+            "last_error": self.db.last_error or self.images.last_error,
+        }
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Drain for up to ``timeout`` s; returns how many writes were left undone (and are lost)."""
+        deadline = time.monotonic() + timeout
+        for lane in (self.db, self.images):
+            lane.closing_deadline = deadline
+            lane.poke()
+        for lane in (self.db, self.images):
+            lane.thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
+        left = self.pending()
+        if left:
+            log.error("event writer closed with %d writes undone (database/store unavailable)", left)
+        return left
+
+
+class InsertEvent(_Job):
+    def __init__(self, handle: EventHandle, values: dict[str, Any], snapshot: bytes, bbox: dict[str, int]) -> None:
+        self.handle, self.values, self.snapshot, self.bbox = handle, values, snapshot, bbox
+        self.object_type = handle.object_type  # as confirmed; a later change is its own UpdateEvent
+
+    def run(self, writer: EventWriter) -> None:
+        handle = self.handle
+        with writer.session_factory.begin() as session:
+            row = DetectionEvent(object_type_id=writer.type_id(session, self.object_type), **self.values)
+            session.add(row)
+            session.flush()
+            event_id = row.id
+        handle.event_id = event_id  # only after the commit succeeded
+        writer.images.poke()
+        writer.bus.publish(
+            EventCreated(
+                event_id=event_id,
+                object_type=self.object_type,
+                confidence=float(self.values["confidence_score"]),
+                bbox=self.bbox,
+                tracking_id=handle.tracking_id,
+                model_version=self.values.get("model_version"),
+                detected_at=handle.detected_at,
+                image_key=image_key(event_id, handle.detected_at, 1),
+                snapshot_jpeg=self.snapshot,
+            )
+        )
+        self.snapshot = b""
+
+
+class StoreImage(_Job):
+    def __init__(self, handle: EventHandle, seq: int, jpeg: bytes, captured_at: datetime, quality: int) -> None:
+        self.handle, self.seq, self.jpeg, self.captured_at, self.quality = handle, seq, jpeg, captured_at, quality
+        self.size = len(jpeg)
+
+    def ready(self) -> bool:
+        return self.handle.event_id is not None
+
+    def run(self, writer: EventWriter) -> None:
+        assert self.handle.event_id is not None
+        key = image_key(self.handle.event_id, self.handle.detected_at, self.seq)
+        writer.store.put_bytes(key, self.jpeg, "image/jpeg")
+        writer.db.put(AddImageRow(self.handle, self.seq, key, self.captured_at, self.quality))
+
+
+class AddImageRow(_Job):
+    def __init__(self, handle: EventHandle, seq: int, key: str, captured_at: datetime, quality: int) -> None:
+        self.handle, self.seq, self.key, self.captured_at, self.quality = handle, seq, key, captured_at, quality
+
+    def run(self, writer: EventWriter) -> None:
+        event_id = self.handle.event_id
+        with writer.session_factory.begin() as session:
+            exists = session.scalar(
+                sa.select(EventImage.id).where(EventImage.event_id == event_id, EventImage.sequence_number == self.seq)
+            )
+            if exists is None:  # a retry after a commit that did go through must not duplicate
+                session.add(
+                    EventImage(
+                        event_id=event_id,
+                        image_path=self.key,
+                        sequence_number=self.seq,
+                        compression_quality=self.quality,
+                        captured_at=self.captured_at,
+                    )
+                )
+            if self.seq == 1:
+                session.execute(
+                    sa.update(DetectionEvent).where(DetectionEvent.id == event_id).values(image_path=self.key)
+                )
+        self.handle.images_stored += 1
+        writer.bus.publish(
+            EventUpdated(
+                event_id=event_id,  # type: ignore[arg-type]
+                change="image",
+                object_type=self.handle.object_type,
+                image_count=self.handle.images_stored,
+                image_key=self.key,
+            )
+        )
+
+
+class UpdateEvent(_Job):
+    """Column changes on an inserted event, then a bus message built from the handle."""
+
+    def __init__(self, handle: EventHandle, values: dict[str, Any], message: Callable[[int], Any] | None) -> None:
+        self.handle, self.values, self.message = handle, values, message
+
+    def ready(self) -> bool:
+        return self.handle.event_id is not None
+
+    def run(self, writer: EventWriter) -> None:
+        values = dict(self.values)
+        with writer.session_factory.begin() as session:
+            stmt = sa.update(DetectionEvent).where(DetectionEvent.id == self.handle.event_id)
+            if "object_type" in values:
+                # A user's reclassification wins over the tracker's second thoughts.
+                values["object_type_id"] = writer.type_id(session, values.pop("object_type"))
+                stmt = stmt.where(DetectionEvent.reclassified_at.is_(None))
+            session.execute(stmt.values(**values, updated_by=ACTOR))
+        if self.message is not None:
+            writer.bus.publish(self.message(self.handle.event_id))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- recorder
+
+
+@dataclass(slots=True)
+class OpenEvent:
+    handle: EventHandle
+    object_type: str
+    track_id: int | None
+    first_seen: float  # monotonic
+    first_wall: float
+    last_seen: float
+    last_wall: float
+    bbox: tuple[float, float, float, float]
+    confidence: float
+    absent_s: float = 0.0
+    track_ids: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _CaptureRun:
+    handle: EventHandle
+    next_seq: int
+    count: int
+    interval_s: float
+    next_at: float
+
+
+class EventRecorder:
+    """Turns tracks into events. ``on_frame``/``suspend``/``resume`` are called from the pipeline
+    thread only; ``settings`` must be a cheap getter (it is called per event and capture)."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        store: ObjectStore,
+        settings: Callable[[], DetectionSettings],
+        bus: EventBus,
+        config: RecorderConfig | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.bus = bus
+        self.config = config or RecorderConfig()
+        self.writer = EventWriter(session_factory, store, bus, self.config)
+        self.events: list[OpenEvent] = []
+        self.events_created = 0
+        self._by_track: dict[int, OpenEvent] = {}
+        self._captures: list[_CaptureRun] = []
+        self._last_run: float | None = None
+        self._candidates = 0
+
+    # -- pipeline hooks -------------------------------------------------------------------
+
+    @property
+    def watching(self) -> bool:
+        """Open events, or tracks on their way to confirmation: the detector must keep looking
+        even without motion (a still object would otherwise never collect its confirming hits)."""
+        return bool(self.events) or self._candidates > 0
+
+    def on_frame(
+        self, frame: Frame, now: float, seen: list[tuple[Track, Detection]] | None = None, info: FrameInfo | None = None
+    ) -> None:
+        """Call for every frame; ``seen`` (tracks matched in it) only when the detector ran on it."""
+        if seen is not None:
+            self._observe(frame, now, seen, info or FrameInfo(None, 0.0, 0.0))
+        self._capture_due(frame, now)
+
+    def suspend(self) -> None:
+        """The pipeline stops: end non-package events at their last sighting; packages stay open
+        in the database (``resume`` re-adopts them); pending captures are abandoned."""
+        for event in list(self.events):
+            if event.object_type != PACKAGE:
+                self._end(event)
+        self.events.clear()
+        self._by_track.clear()
+        self._captures.clear()
+        self._last_run = None
+        self._candidates = 0
+
+    def resume(self, now: float | None = None) -> None:
+        """The pipeline starts: re-adopt open package events from the database (a package still
+        at the door continues its event instead of starting a new one), and close events a crash
+        left open. Best effort: a database outage only skips this. ``now``: the pipeline's clock."""
+        now = time.monotonic() if now is None else now
+        wall = time.time()
+        try:
+            with self.session_factory.begin() as session:
+                rows = session.execute(
+                    sa.select(DetectionEvent, ObjectType.code)
+                    .join(ObjectType, DetectionEvent.object_type_id == ObjectType.id)
+                    .where(DetectionEvent.ended_at.is_(None), DetectionEvent.status == EventStatus.ACTIVE.value)
+                    .order_by(DetectionEvent.detected_at.desc())
+                    .limit(200)
+                ).all()
+                for row, code in rows:
+                    if code != PACKAGE or row.bbox_coordinates is None:
+                        last = max(row.updated_at or row.detected_at, row.detected_at)
+                        row.ended_at = last
+                        row.tracking_duration = int((last - row.detected_at).total_seconds())
+                        row.updated_by = ACTOR
+                        continue
+                    box = json.loads(row.bbox_coordinates)
+                    detected = row.detected_at.replace(tzinfo=UTC)
+                    handle = EventHandle(detected, PACKAGE, row.tracking_id or 0, event_id=row.id)
+                    handle.images_stored = len(row.images)
+                    age = max(0.0, wall - detected.timestamp())
+                    # Orphaned from the start: any package track at the same place may continue it.
+                    seen = now - self.config.orphan_after_s
+                    self.events.append(
+                        OpenEvent(handle, PACKAGE, None, now - age, detected.timestamp(), seen, wall,
+                                  (box["x1"], box["y1"], box["x2"], box["y2"]), row.confidence_score or 0.0)
+                    )  # fmt: skip
+        except Exception as exc:
+            log.warning("could not re-adopt open package events: %s", exc)
+        if self.events:
+            log.info("re-adopted %d open package event(s)", len(self.events))
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Stop the writer (after ``suspend``); returns the number of writes left undone."""
+        return self.writer.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "open_events": len(self.events),
+            "events_created": self.events_created,
+            "capturing": len(self._captures),
+            **self.writer.stats(),
+        }
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _observe(self, frame: Frame, now: float, seen: list[tuple[Track, Detection]], info: FrameInfo) -> None:
+        cfg = self.config
+        seen_events: set[int] = set()
+        new: list[tuple[Track, Detection]] = []
+        for track, det in seen:
+            event = self._by_track.get(track.track_id)
+            if event is None:
+                new.append((track, det))
+            else:
+                self._refresh(event, track, det, now, frame)
+                seen_events.add(id(event))
+        # Known tracks first, so an event seen in this very run is never handed to a newcomer.
+        self._candidates = 0
+        for track, det in new:
+            if track.hits_within(cfg.confirm_window_s, now) < cfg.confirm_hits:
+                self._candidates += 1
+                continue
+            event = self._readopt(track, now, seen_events) or self._create(track, det, frame, info)
+            self._refresh(event, track, det, now, frame)
+            seen_events.add(id(event))
+
+        step = min(now - self._last_run, cfg.max_absence_step_s) if self._last_run is not None else 0.0
+        self._last_run = now
+        for event in list(self.events):
+            if id(event) in seen_events:
+                continue
+            event.absent_s += step
+            limit = cfg.package_removed_after_s if event.object_type == PACKAGE else cfg.end_after_s
+            if event.absent_s >= limit:
+                self._end(event)
+
+    def _readopt(self, track: Track, now: float, taken: set[int]) -> OpenEvent | None:
+        """An open event of a compatible type, whose own track has gone quiet, at the same place."""
+        best, best_iou = None, self.config.readopt_iou
+        for event in self.events:
+            if id(event) in taken or now - event.last_seen < self.config.orphan_after_s:
+                continue
+            if UNCLASSIFIED not in (event.object_type, track.object_type) and event.object_type != track.object_type:
+                continue
+            overlap = iou(event.bbox, track.last_bbox)
+            if overlap >= best_iou:
+                best, best_iou = event, overlap
+        if best is not None:
+            log.debug("track %d continues event of track %s", track.track_id, best.track_id)
+        return best
+
+    def _create(self, track: Track, det: Detection, frame: Frame, info: FrameInfo) -> OpenEvent:
+        settings = self.settings()
+        object_type = track.object_type
+        detected_at = _utc(track.first_wall)
+        handle = EventHandle(detected_at, object_type, track.track_id)
+        box = bbox_json(det.xyxy, frame.width, frame.height)
+        confidence = round(track.type_confidence, 4)
+        values = {
+            "confidence_score": confidence,
+            "bbox_coordinates": json.dumps(box, separators=(",", ":")),
+            "model_version": info.model_version,
+            "fps": round(info.fps),
+            "processing_time": round(info.processing_ms),
+            "tracking_id": track.track_id,
+            "status": EventStatus.ACTIVE.value,
+            "detected_at": detected_at,
+            "created_by": ACTOR,
+        }
+        snapshot = _encode(frame, settings.jpeg_quality)
+        self.writer.insert_event(InsertEvent(handle, values, snapshot, box))
+        self.writer.store_image(StoreImage(handle, 1, snapshot, _utc(frame.wall_time), settings.jpeg_quality))
+        if settings.capture_count > 1:
+            self._captures.append(
+                _CaptureRun(handle, 2, settings.capture_count, settings.capture_interval,
+                            frame.captured_at + settings.capture_interval)
+            )  # fmt: skip
+        event = OpenEvent(handle, object_type, track.track_id, track.first_seen, track.first_wall,
+                          track.last_seen, track.last_wall, det.xyxy, confidence)  # fmt: skip
+        self.events.append(event)
+        self.events_created += 1
+        log.info("event: %s (track %d, confidence %.2f)", object_type, track.track_id, confidence)
+        return event
+
+    def _refresh(self, event: OpenEvent, track: Track, det: Detection, now: float, frame: Frame) -> None:
+        self._by_track[track.track_id] = event
+        event.track_ids.add(track.track_id)
+        event.track_id = track.track_id
+        event.last_seen, event.last_wall = now, frame.wall_time
+        event.bbox = det.xyxy
+        event.absent_s = 0.0
+        voted = track.object_type
+        if event.object_type == UNCLASSIFIED and voted != UNCLASSIFIED:
+            # The type may settle after confirmation (a far person gets confident closer up);
+            # only ever from unclassified to a type, never between types (no flapping).
+            event.object_type = event.handle.object_type = voted
+            event.confidence = round(track.type_confidence, 4)
+            handle = event.handle
+            self.writer.update_event(
+                UpdateEvent(
+                    handle,
+                    {"object_type": voted, "confidence_score": event.confidence},
+                    lambda event_id, h=handle, t=voted: EventUpdated(
+                        event_id=event_id, change="type", object_type=t, image_count=h.images_stored
+                    ),
+                )
+            )
+        elif voted == event.object_type:
+            event.confidence = max(event.confidence, round(track.type_confidence, 4))
+
+    def _end(self, event: OpenEvent) -> None:
+        if event in self.events:
+            self.events.remove(event)
+        for track_id in event.track_ids:
+            if self._by_track.get(track_id) is event:
+                del self._by_track[track_id]
+        handle = event.handle
+        ended_at = _utc(event.last_wall)
+        duration = max(0, round(event.last_seen - event.first_seen))
+        values = {"ended_at": ended_at, "tracking_duration": duration, "confidence_score": event.confidence}
+        if event.object_type == PACKAGE:
+
+            def message(event_id: int) -> PackageRemoved:
+                return PackageRemoved(
+                    event_id=event_id,
+                    tracking_id=handle.tracking_id,
+                    detected_at=handle.detected_at,
+                    removed_at=ended_at,
+                    present_s=duration,
+                )
+
+            log.info("package removed (event of track %d, present %d s)", handle.tracking_id, duration)
+        else:
+
+            def message(event_id: int) -> EventUpdated:  # type: ignore[misc]
+                return EventUpdated(
+                    event_id=event_id,
+                    change="ended",
+                    object_type=handle.object_type,
+                    image_count=handle.images_stored,
+                    ended_at=ended_at,
+                    tracking_duration=duration,
+                )
+
+        self.writer.update_event(UpdateEvent(handle, values, message))
+
+    def _capture_due(self, frame: Frame, now: float) -> None:
+        if not self._captures:
+            return
+        quality = self.settings().jpeg_quality
+        jpeg: bytes | None = None
+        for run in list(self._captures):
+            if frame.captured_at < run.next_at:
+                continue
+            jpeg = jpeg or _encode(frame, quality)
+            self.writer.store_image(StoreImage(run.handle, run.next_seq, jpeg, _utc(frame.wall_time), quality))
+            run.next_seq += 1
+            run.next_at += run.interval_s
+            if run.next_at < frame.captured_at:  # frames came late: keep the spacing from now on
+                run.next_at = frame.captured_at + run.interval_s
+            if run.next_seq > run.count:
+                self._captures.remove(run)
+
+
+def _encode(frame: Frame, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
