@@ -38,14 +38,6 @@ class DeployConfig(dg.Config):
     force: bool = False  # deploy even if the gate says the challenger is not better
 
 
-def _md_table(per_class: list) -> str:
-    lines = ["| class | images | instances | P | R | mAP50 | mAP50-95 |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for row in per_class:
-        name, images, instances, p, r, m50, m5095 = row
-        lines.append(f"| {name} | {images} | {instances} | {p:.3f} | {r:.3f} | {m50:.3f} | {m5095:.3f} |")
-    return "\n".join(lines)
-
-
 @dg.asset(
     partitions_def=dataset_versions,
     deps=[dg.AssetKey("data_yaml")],
@@ -63,7 +55,9 @@ def trained_model(
     object_store: ObjectStoreResource,
     paths: LocalPathsResource,
 ):
-    from detection_service.ml.training import TrainingCancelled, TrainParams, evaluate, export_onnx, train
+    from detection_service.ml.training import (
+        TrainingCancelled, TrainParams, evaluate, export_onnx, per_class_markdown, train,
+    )
 
     configure_offline(Path(paths.data_dir))
     dataset_id, version = split_partition_key(context.partition_key)
@@ -129,7 +123,7 @@ def trained_model(
             "mAP50-95": dg.MetadataValue.float(m["map50_95"]),
             "precision": dg.MetadataValue.float(m["precision"]),
             "recall": dg.MetadataValue.float(m["recall"]),
-            "per_class": dg.MetadataValue.md(_md_table(metrics["per_class"])),
+            "per_class": dg.MetadataValue.md(per_class_markdown(evaluation)),
             "inference_ms_per_image": dg.MetadataValue.float(round(evaluation.inference_ms, 2)),
             "model_size_bytes": dg.MetadataValue.int(row.model_size or 0),
             "epochs_run": result.epochs_run,

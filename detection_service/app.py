@@ -15,10 +15,13 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from detection_service.api.data_yaml import DataYamlController
 from detection_service.api.datasets import DatasetController
+from detection_service.api.detection import DetectionController
+from detection_service.api.detections import DetectionsController
 from detection_service.api.models import ModelController
 from detection_service.api.objects import ObjectController
 from detection_service.api.responses import EXCEPTION_HANDLERS
 from detection_service.api.settings import SettingsController
+from detection_service.api.stream import StreamController
 from detection_service.api.system import SystemController
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
@@ -27,6 +30,7 @@ from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.services.health import package_version
 from detection_service.services.jobs import JobService
 from detection_service.services.models import ModelService
+from detection_service.services.pipeline_service import PipelineService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import StorageError, make_object_store
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 ROUTE_HANDLERS = [
     SystemController, SettingsController, ObjectController, DatasetController, DataYamlController, ModelController
 ]
+ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -61,10 +66,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.model_service = ModelService(
             app.state.session_factory, store, app.state.jobs, app.state.dagster, settings.data_dir / "cache"
         )
+        # Realtime pipeline (docs/pipeline.md "Service wiring"): nothing heavy here; the current
+        # model loads on a background thread, the pipeline starts only if a source is configured.
+        pipeline_service = PipelineService(
+            settings=settings, session_factory=app.state.session_factory, store=store,
+            settings_service=app.state.settings_service, model_service=app.state.model_service,
+        )
+        app.state.pipeline_service = pipeline_service
+        app.state.pipeline = pipeline_service.pipeline
+        app.state.bus = pipeline_service.bus
+        app.state.detector_holder = pipeline_service.holder
+        pipeline_service.start_background()
         app.state.started_at = time.time()
         try:
             yield
         finally:
+            pipeline_service.close()
             engine.dispose()
 
     return Litestar(

@@ -1,4 +1,4 @@
-"""`aidoor` command line: serve, run, migrate, dagster-home."""
+"""`aidoor` command line: serve, run, migrate, dagster-home, camera, demo-video, bench, ..."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level.lower(),
+        # Open MJPEG viewers never finish by themselves: in-flight requests get 3 s at shutdown.
+        timeout_graceful_shutdown=3,
     )
     return 0
 
@@ -117,7 +119,31 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from detection_service.bench.train import main as bench_train
 
         return bench_train(args.rest)
+    if args.bench_command == "pipeline":
+        from detection_service.bench.pipeline import main as bench_pipeline
+
+        return bench_pipeline(args.rest, settings)
     return 2
+
+
+def _camera(args: argparse.Namespace, settings: Settings) -> int:
+    from detection_service import camera_client
+
+    url = args.to or settings.public_url.replace("http", "ws", 1) + "/api/stream/ingest"
+    code, stats = camera_client.run(
+        args.source, url, fps=args.fps, quality=args.quality, width=args.width, loop=args.loop,
+        reconnects=args.reconnects, max_frames=args.frames, camera_name=args.name,
+        on_status=lambda text: print(f"aidoor camera: {text}", file=sys.stderr, flush=True),
+    )
+    print(f"aidoor camera: {stats.frames_sent} frame(s), {stats.bytes_sent} bytes, "
+          f"{stats.connections} connection(s)", file=sys.stderr)
+    return code
+
+
+def _demo_video(args: argparse.Namespace, settings: Settings) -> int:
+    from detection_service import demo_video
+
+    return demo_video.main(args, settings.data_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,9 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(func=_model)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
-    bench.add_argument("bench_command", choices=["train"])
+    bench.add_argument("bench_command", choices=["train", "pipeline"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
     bench.set_defaults(func=_bench)
+
+    camera = sub.add_parser("camera", help="push a camera's frames (JPEG) to the service's WebSocket ingest")
+    camera.add_argument("--source", required=True, help="device index, RTSP/HTTP URL or video file (cv2.VideoCapture)")
+    camera.add_argument("--to", help="ingest URL (default ws://<AIDOOR_PUBLIC_URL host>/api/stream/ingest)")
+    camera.add_argument("--fps", type=float, default=15.0, help="most frames per second to send (default 15)")
+    camera.add_argument("--quality", type=int, default=80, help="JPEG quality 1-100 (default 80)")
+    camera.add_argument("--width", type=int, default=0, help="downscale frames wider than this (0: keep)")
+    camera.add_argument("--loop", action="store_true", help="play a video file in a loop")
+    camera.add_argument("--reconnects", type=int, default=10, help="consecutive reconnect attempts (default 10)")
+    camera.add_argument("--frames", type=int, help="stop after sending this many frames")
+    camera.add_argument("--name", help="camera name shown in /api/stream/status")
+    camera.set_defaults(func=_camera)
+
+    demo = sub.add_parser("demo-video", help="build the demo door-camera video from ../shared/datasets")
+    demo.add_argument("--out", help="output file (default <data dir>/demo/door-demo.mp4, used when no camera is set)")
+    demo.add_argument("--dataset", help="doorbell-camera-alert export (default ../shared/datasets/doorbell-camera-alert-v4)")
+    demo.add_argument("--fps", type=float, default=15.0)
+    demo.add_argument("--scenes", type=int, default=2, help="parcel scenes, ~26 s each (default 2)")
+    demo.add_argument("--frames", type=int, help="shorten to about this many frames (tests)")
+    demo.set_defaults(func=_demo_video)
 
     home = sub.add_parser("dagster-home", help="write the local Dagster instance config and print DAGSTER_HOME")
     home.set_defaults(func=_dagster_home)

@@ -37,6 +37,8 @@ def _child_env(settings: Settings) -> dict[str, str]:
     env["DAGSTER_HOME"] = str(settings.dagster_home)
     env["AIDOOR_DATA_DIR"] = str(settings.data_dir)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # With no camera configured, the service builds (first run) and plays the demo video.
+    env.setdefault("AIDOOR_DEMO_VIDEO", "auto")
     return env
 
 

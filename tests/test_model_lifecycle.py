@@ -4,6 +4,9 @@ the champion/challenger gate -> cancel. Training uses the tiny profile (seconds)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -102,6 +105,14 @@ def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
     assert client.get("/api/models/current").json()["data"]["model_id"] == "yolo_v1"
     versions = client.get("/api/models/versions").json()["data"]
     assert [v["is_current"] for v in versions].count(True) == 1
+
+    # `aidoor model pull current FILE` writes the deployed weights, loadable elsewhere.
+    target = tmp_path / "pulled.pt"
+    env = {**os.environ, "AIDOOR_DATA_DIR": str(settings.data_dir), "AIDOOR_DATABASE_URL": settings.database_url}
+    pulled = subprocess.run([str(Path(sys.executable).parent / "aidoor"), "model", "pull", "current", str(target)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert pulled.returncode == 0, pulled.stderr
+    assert target.read_bytes() == champion_weights.read_bytes()
 
 
 def test_new_dataset_version_to_deployed_model_in_one_run(settings):

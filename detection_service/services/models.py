@@ -294,6 +294,8 @@ class ModelService:
         if current is None or current.model_id == self.loaded_model_id or self.deploy_hook is None:
             return None
         with self._deploy_lock:
+            if current.model_id == self.loaded_model_id:  # an API deploy won the race
+                return None
             model_id, weights = self.weights_path(current.model_id)
             self.deploy_hook(model_id, weights)
             self.loaded_model_id = model_id

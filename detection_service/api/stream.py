@@ -1,0 +1,141 @@
+"""Stream API (seed): stream status and the HTML viewer; plus the MJPEG stream the viewer shows, a
+single-frame snapshot, and the WebSocket ingest that camera clients push JPEG frames to.
+
+Ingest protocol (``ws://HOST:PORT/api/stream/ingest``; docs/pipeline.md has the details):
+client -> server binary message = one JPEG/PNG frame; optional text JSON ``{"type": "hello",
+"camera": "...", "fps": 15}`` and ``{"type": "ping"}``. Server -> client text JSON: ``ready``
+(after the handshake), ``pong``, ``error`` (``fatal: true`` = the server closes next).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Controller, MediaType, Request, Response, WebSocket, get, websocket
+from litestar.response import Stream
+
+from detection_service.api.detection import pipeline_service
+from detection_service.api.responses import ApiError, ok
+from detection_service.services.pipeline_service import looks_like_image
+from schemas.detection import IngestClientMessage, IngestError, IngestHello, IngestPong, IngestReady, StreamStatus
+from schemas.envelope import Envelope
+
+VIEWER_HTML = Path(__file__).resolve().parents[1] / "static" / "viewer.html"
+BOUNDARY = "frame"
+# Close codes: 1008 policy violation (camera source is not "push"), 1013 try again later (busy).
+CLOSE_NOT_PUSH, CLOSE_BUSY = 1008, 1013
+_DECODER = msgspec.json.Decoder(IngestClientMessage)
+
+
+@lru_cache(maxsize=1)
+def _viewer_page() -> bytes:
+    return VIEWER_HTML.read_bytes()
+
+
+class StreamController(Controller):
+    path = "/api/stream"
+    tags = ["Stream"]
+
+    @get("/status", summary="Camera/stream state: source, fps, dropped frames, viewers, WebSocket ingest")
+    async def status(self, request: Request[Any, Any, Any]) -> Response[Envelope[StreamStatus]]:
+        status = pipeline_service(request).stream_status()
+        return ok(status, message=f"camera {status.camera_status}")
+
+    @get("/viewer", summary="Live viewer page (HTML): stream with boxes, labels, track ids and fps",
+         media_type=MediaType.HTML)  # fmt: skip
+    async def viewer(self) -> Response[bytes]:
+        return Response(_viewer_page(), media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
+
+    @get("/mjpeg", summary="Annotated live frames as an MJPEG stream (multipart/x-mixed-replace)")
+    async def mjpeg(self, request: Request[Any, Any, Any], max_frames: int | None = None) -> Stream:
+        """``max_frames`` ends the stream after that many frames (e.g. ``curl`` for one look)."""
+        if max_frames is not None and max_frames < 1:
+            raise ApiError(400, "BAD_REQUEST", "max_frames must be at least 1")
+        broadcaster = pipeline_service(request).broadcaster
+        viewer = broadcaster.subscribe()
+
+        async def parts() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    jpeg = await viewer.queue.get()
+                    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                    yield head.encode() + jpeg + b"\r\n"
+                    viewer.sent += 1
+                    broadcaster.frames_sent += 1
+                    if max_frames is not None and viewer.sent >= max_frames:
+                        return
+            finally:  # also when the client disconnects (the stream task is cancelled)
+                broadcaster.unsubscribe(viewer)
+
+        return Stream(
+            parts(),
+            media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @get("/snapshot", summary="The latest annotated frame as one JPEG")
+    async def snapshot(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        _, jpeg = pipeline_service(request).pipeline.latest_jpeg()
+        if not jpeg:
+            raise ApiError(404, "NO_FRAME", "no frame yet: the pipeline has not handled a frame since start-up")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @websocket("/ingest")
+    async def ingest(self, socket: WebSocket[Any, Any, Any]) -> None:
+        service = pipeline_service(socket)
+        state = service.ingest
+        max_bytes = service.settings.max_upload_mb * 1024 * 1024
+        await socket.accept()
+
+        async def send(message: msgspec.Struct) -> None:
+            await socket.send_data(msgspec.json.encode(message).decode(), mode="text")
+
+        if not service.push_mode:
+            await send(IngestError(code="NOT_PUSH_SOURCE", fatal=True, message=(
+                "camera.source is not 'push': set it with PUT /api/settings/camera {\"source\": \"push\"}")))
+            await socket.close(CLOSE_NOT_PUSH, "camera source is not push")
+            return
+        client = f"{socket.client.host}:{socket.client.port}" if socket.client else "unknown"
+        if not state.claim(client):
+            await send(IngestError(code="BUSY", fatal=True, message=f"another camera ({state.client}) is connected"))
+            await socket.close(CLOSE_BUSY, "another camera is connected")
+            return
+        try:
+            await send(IngestReady(max_frame_bytes=max_bytes))
+            while True:
+                event = await socket.receive()
+                if event["type"] == "websocket.disconnect":
+                    return
+                data: bytes | None = event.get("bytes")
+                text: str | None = event.get("text")
+                if data:
+                    if len(data) > max_bytes or not looks_like_image(data):
+                        state.frames_invalid += 1
+                        await send(IngestError(code="INVALID_FRAME",
+                                               message="a frame must be one JPEG or PNG image within max_frame_bytes"))
+                        continue
+                    if not service.pipeline.push_jpeg(data):
+                        await send(IngestError(code="NOT_PUSH_SOURCE", fatal=True,
+                                               message="camera.source changed; frames are no longer accepted"))
+                        await socket.close(CLOSE_NOT_PUSH, "camera source is not push")
+                        return
+                    state.frames_received += 1
+                    state.bytes_received += len(data)
+                elif text:
+                    try:
+                        message = _DECODER.decode(text)
+                    except msgspec.DecodeError as exc:
+                        await send(IngestError(code="BAD_MESSAGE", message=f"unknown text message: {exc}"))
+                        continue
+                    if isinstance(message, IngestHello):
+                        if message.camera:
+                            state.client = f"{message.camera} ({client})"
+                    else:
+                        await send(IngestPong(frames_received=state.frames_received, frames_invalid=state.frames_invalid,
+                                              camera_status=service.pipeline.status()["camera_status"]))  # fmt: skip
+        finally:
+            state.release()

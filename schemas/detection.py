@@ -1,0 +1,209 @@
+"""API structs of the realtime pipeline: Detection Process API, Stream API, manual detection and
+the WebSocket camera ingest protocol. No I/O here.
+
+``PipelineKnobs`` are the pipeline's tuning knobs (motion gate, event confirmation, package
+removal, detector backend and input size). They are not one of the seed's settings categories;
+``PUT /api/detection/config`` changes them and they are kept in ``system_settings`` under the
+category ``pipeline`` (see docs/pipeline.md, "Service wiring"). Their defaults mirror
+``PipelineConfig`` / ``RecorderConfig`` in ``detection_service.pipeline`` (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+MotionModeLiteral = Literal["on", "off"]
+BackendLiteral = Literal["auto", "torch", "onnx", "openvino"]
+SensitivityLiteral = Literal["low", "medium", "high"]
+PIPELINE_SETTINGS_CATEGORY: Final = "pipeline"
+
+
+class PipelineKnobs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Motion gate (PipelineConfig)
+    motion_mode: Annotated[MotionModeLiteral, msgspec.Meta(description="'off' runs the detector on every frame")] = "on"
+    full_check_interval_s: Annotated[
+        float, msgspec.Meta(ge=0.2, le=60, description="Run the detector at least this often, motion or not")
+    ] = 2.0
+    refresh_interval_s: Annotated[
+        float, msgspec.Meta(ge=0.05, le=10, description="Detector period while an object is being watched")
+    ] = 0.5
+    motion_threshold: Annotated[
+        int, msgspec.Meta(ge=1, le=255, description="Grey-level change that counts as changed")
+    ] = 25
+    motion_min_area: Annotated[
+        float, msgspec.Meta(ge=0.0001, le=0.5, description="Changed fraction of the frame that counts as motion")
+    ] = 0.003
+    sensitivity: Annotated[
+        SensitivityLiteral,
+        msgspec.Meta(description="How far under confidence_threshold a box is still kept, as 'unclassified'"),
+    ] = "medium"
+    stall_timeout_s: Annotated[
+        float, msgspec.Meta(ge=0.5, le=60, description="Seconds without a frame before the camera is 'disconnected'")
+    ] = 3.0
+    # Events (RecorderConfig)
+    confirm_hits: Annotated[int, msgspec.Meta(ge=1, le=50, description="Hits that confirm a track as an event")] = 3
+    confirm_window_s: Annotated[
+        float, msgspec.Meta(ge=0.1, le=60, description="... within this many seconds")
+    ] = 2.0
+    end_after_s: Annotated[
+        float, msgspec.Meta(ge=0.5, le=3600, description="A non-package event ends after this long unseen")
+    ] = 3.0
+    package_removed_after_s: Annotated[
+        float, msgspec.Meta(ge=1, le=86400, description="A package is 'removed' after this long unseen")
+    ] = 10.0
+    # Detector
+    backend: Annotated[
+        BackendLiteral, msgspec.Meta(description="Inference runtime; 'auto' picks the fastest available")
+    ] = "auto"
+    # Detector input size (multiple of 32, 64-1280); null = the model's training size.
+    imgsz: Annotated[int, msgspec.Meta(ge=64, le=1280, multiple_of=32)] | None = None
+
+
+PIPELINE_CONFIG_KEYS: Final = (
+    "motion_mode", "full_check_interval_s", "refresh_interval_s", "motion_threshold", "motion_min_area",
+    "sensitivity", "stall_timeout_s",
+)  # fmt: skip
+RECORDER_CONFIG_KEYS: Final = ("confirm_hits", "confirm_window_s", "end_after_s", "package_removed_after_s")
+DETECTOR_KEYS: Final = ("backend", "imgsz")
+# Keys of PUT /api/detection/config that are detection settings (stored and validated by the
+# settings service, the same values as /api/settings/detection).
+DETECTION_SETTING_KEYS: Final = ("confidence_threshold", "capture_interval", "capture_count", "jpeg_quality")
+
+
+class DetectionConfig(msgspec.Struct, kw_only=True):
+    """What ``GET/PUT /api/detection/config`` answer: the detection settings and the knobs."""
+
+    detection: dict[str, Any]
+    pipeline: PipelineKnobs
+    demo_video: str | None = None  # the file played because no camera source is configured
+
+
+class DetectionStatus(msgspec.Struct, kw_only=True):
+    """``GET /api/detection``: the seed's keys first, then what the pipeline knows besides."""
+
+    status: Literal["running", "stopped", "error"]
+    camera_status: Literal["connected", "disconnected"]
+    model_loaded: bool
+    notification_ready: bool
+    uptime: int
+    fps: float
+    detection_count: int
+    model_id: str | None = None
+    backend: str | None = None
+    imgsz: int | None = None
+    model_state: Literal["none", "loading", "loaded", "error"] = "none"
+    model_error: str | None = None
+    source: str | None = None
+    demo: bool = False
+    source_fps: float = 0.0
+    frames_read: int = 0
+    dropped_frames: int = 0
+    reconnects: int = 0
+    camera_error: str | None = None
+    inferences: int = 0
+    gated_skips: int = 0
+    last_inference_ms: float = 0.0
+    frame_age_ms: float = 0.0
+    motion_mode: str = "on"
+    error: str | None = None
+    recorder: dict[str, Any] = msgspec.field(default_factory=dict)
+    bus: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class IngestStatus(msgspec.Struct, kw_only=True):
+    connected: bool
+    client: str | None = None
+    frames_received: int = 0
+    frames_invalid: int = 0
+    bytes_received: int = 0
+    connections: int = 0
+
+
+class StreamStatus(msgspec.Struct, kw_only=True):
+    """``GET /api/stream/status``."""
+
+    status: str
+    camera_status: str
+    source: str | None
+    demo: bool
+    source_fps: float
+    pipeline_fps: float
+    frames_read: int
+    dropped_frames: int
+    reconnects: int
+    camera_error: str | None
+    frame_width: int | None
+    frame_height: int | None
+    viewers: int
+    frames_sent: int
+    ingest: IngestStatus
+    viewer_url: str = "/api/stream/viewer"
+    mjpeg_url: str = "/api/stream/mjpeg"
+    ingest_url: str = "/api/stream/ingest"
+
+
+class BBox(msgspec.Struct, kw_only=True):
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+
+
+class DetectedObject(msgspec.Struct, kw_only=True):
+    bbox: BBox
+    class_name: str = msgspec.field(name="class")  # the model's class name
+    class_id: int
+    confidence: float
+    type: str  # object type after the class-mapping rule (docs/pipeline.md)
+
+
+class ManualDetection(msgspec.Struct, kw_only=True):
+    """``POST /api/detections``."""
+
+    detections: list[DetectedObject]
+    count: int
+    width: int
+    height: int
+    model_id: str
+    backend: str
+    imgsz: int
+    inference_ms: float
+    confidence_threshold: float
+    min_confidence: float
+    event_id: int | None = None
+    image_key: str | None = None
+
+
+# --------------------------------------------------------------------------- camera ingest protocol
+# Client -> server: binary message = one JPEG (or PNG) frame; text message = JSON below.
+# Server -> client: text messages = JSON below. docs/pipeline.md has the whole exchange.
+
+
+class IngestHello(msgspec.Struct, tag="hello", kw_only=True):
+    camera: str | None = None  # a name for logs and /api/stream/status
+    fps: float | None = None
+
+
+class IngestPing(msgspec.Struct, tag="ping", kw_only=True):
+    pass
+
+
+IngestClientMessage = IngestHello | IngestPing
+
+
+class IngestReady(msgspec.Struct, tag="ready", kw_only=True):
+    max_frame_bytes: int
+
+
+class IngestPong(msgspec.Struct, tag="pong", kw_only=True):
+    frames_received: int
+    frames_invalid: int
+    camera_status: str
+
+
+class IngestError(msgspec.Struct, tag="error", kw_only=True):
+    code: str
+    message: str
+    fatal: bool = False  # the server closes the connection after a fatal error
