@@ -286,10 +286,12 @@ def test_cancel_stops_quickly_and_cleans_up(
     from detection_service.ml.training import TrainingCancelled, TrainParams, train
 
     progress = []
-    started: list[float] = []
+    asked_at: list[float] = []
 
     def should_cancel() -> bool:
-        # Let the first epoch finish, then ask to stop.
+        # Let the first epoch finish, then ask to stop (and remember when we first asked).
+        if progress and not asked_at:
+            asked_at.append(time.monotonic())
         return bool(progress)
 
     import torch
@@ -297,10 +299,10 @@ def test_cancel_stops_quickly_and_cleans_up(
     threads_before = torch.get_num_threads()
     params = TrainParams(profile="tiny", epochs=50, fraction=1.0, batch_size=4, nbs=4)
     with pytest.raises(TrainingCancelled):
-        started.append(time.monotonic())
         train(packages_yaml, tmp_path, params, on_epoch=progress.append, should_cancel=should_cancel)
     assert len(progress) == 1  # stopped within the second epoch, not after 50
-    assert time.monotonic() - started[0] < 30
+    # Latency from the first "stop" to the exception (clean-up included), not the whole test.
+    assert time.monotonic() - asked_at[0] < 10
     assert not (tmp_path / "train").exists()  # no half run left behind
     assert torch.get_num_threads() == threads_before  # the process-wide setting is restored
 
