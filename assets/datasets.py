@@ -1,8 +1,6 @@
 """Dataset assets, one partition per stored dataset version ("<dataset_id>@<version>"), and the op
 job that creates new versions (Roboflow sync, auto-collection, an export folder on disk)."""
 
-from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import sqlalchemy as sa

@@ -2,9 +2,9 @@
 the WebSocket camera ingest protocol. No I/O here.
 
 ``PipelineKnobs`` are the pipeline's tuning knobs (motion gate, event confirmation, package
-removal, detector backend and input size). They are not one of the seed's settings categories;
-``PUT /api/detection/config`` changes them and they are kept in ``system_settings`` under the
-category ``pipeline`` (see docs/pipeline.md, "Service wiring"). Their defaults mirror
+removal, detector backend and input size): the settings category ``pipeline`` (not in the seed),
+changed by ``PUT /api/detection/config`` or ``PUT /api/settings/pipeline`` and kept in
+``system_settings`` (see docs/pipeline.md, "Service wiring"). Their defaults mirror
 ``PipelineConfig`` / ``RecorderConfig`` in ``detection_service.pipeline`` (a test keeps them equal).
 """
 

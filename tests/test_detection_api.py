@@ -179,6 +179,12 @@ def test_config_applies_live_and_persists(settings):
         assert client.get("/api/settings/detection").json()["data"]["capture_count"] == 3
         client.put("/api/settings/detection", json={"capture_count": 4})
         assert pipeline.detection.capture_count == 4
+        # The knobs are the `pipeline` settings category: same values, applied live either way.
+        assert client.get("/api/settings/pipeline").json()["data"]["confirm_hits"] == 2
+        assert client.put("/api/settings/pipeline", json={"confirm_hits": 4, "motion_mode": "on"}).status_code == 200
+        assert pipeline.recorder.config.confirm_hits == 4 and pipeline.config.motion_mode == "on"
+        assert client.get("/api/detection/config").json()["data"]["pipeline"]["confirm_hits"] == 4
+        client.put("/api/detection/config", json={"confirm_hits": 2, "motion_mode": "off"})
     # The knobs survive a restart of the service.
     with TestClient(create_app(settings)) as again:
         knobs = again.get("/api/detection/config").json()["data"]["pipeline"]

@@ -310,6 +310,18 @@ def test_cancel_stops_quickly_and_cleans_up(
 
 
 @needs_packages
+def test_time_limit_stops_gracefully(offline_dir: Path, packages_yaml: Path, tmp_path: Path) -> None:
+    from detection_service.ml.training import TrainParams, train
+
+    progress = []
+    params = TrainParams(profile="tiny", epochs=50, max_train_s=0.01, val_every_epoch=False)
+    result = train(packages_yaml, tmp_path, params, on_epoch=progress.append)
+    assert result.stopped_early == "time_limit" and result.epochs_run == 1
+    assert result.best_weights.is_file() and set(result.metrics) == {"map50", "map50_95", "precision", "recall"}
+    assert len(progress) == 1 and progress[0].metrics is not None  # the stopping epoch is validated
+
+
+@needs_packages
 def test_train_refuses_unprepared_dataset_and_remote_weights(tmp_path: Path, packages_yaml: Path) -> None:
     from detection_service.ml.training import TrainParams, train
 

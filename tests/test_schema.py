@@ -94,7 +94,7 @@ def test_frozen_seed_rows_match_the_current_seed_data() -> None:
 
 
 def test_settings_structs_hold_defaults_and_ranges() -> None:
-    assert set(SETTINGS_CATEGORIES) == {"camera", "storage", "detection", "notification", "training"}
+    assert set(SETTINGS_CATEGORIES) == {"camera", "storage", "detection", "notification", "training", "pipeline"}
     camera = CameraSettings()
     assert (camera.resolution, camera.fps, camera.brightness, camera.contrast) == ("1280x720", 15, 0, 0)
     assert NotificationSettings().types == [str(c) for c in ObjectTypeCode]

@@ -24,7 +24,6 @@ Phases, all on the same machine and frames:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from detection_service.pipeline.sources import FrameSource
+from detection_service.bench import stdout_to_stderr
 
 log = logging.getLogger("aidoor.bench.pipeline")
 
@@ -62,18 +62,6 @@ def _loadavg() -> float | None:
         return None
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Ultralytics and OpenVINO print to fd 1; keep stdout for the one JSON line."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -510,7 +498,7 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         result = run(minutes=args.minutes, weights=args.weights, video=args.video, imgsz=args.imgsz,
                      settings=settings, throughput_s=args.throughput_seconds)  # fmt: skip
     print(json.dumps(result), flush=True)

@@ -9,17 +9,16 @@ made under the data dir, or a temporary dir that is removed afterwards.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from detection_service.bench import stdout_to_stderr
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "doorbell-camera-alert-v4"
@@ -105,18 +104,6 @@ def run(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to fd 1 (Ultralytics logs to sys.stdout) to stderr meanwhile."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _value(text: str) -> Any:
@@ -144,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes[key] = _value(value)
     if args.set:
         changes["overrides"] = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         summary = run(args.data_dir, args.dataset, args.profile, **changes)
     print(json.dumps(summary), flush=True)
     return 0

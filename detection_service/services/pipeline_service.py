@@ -48,7 +48,7 @@ from detection_service.pipeline.sources import PUSH_SOURCE_NAMES
 from detection_service.services.models import ModelError, ModelService
 from detection_service.services.settings import InvalidSettings, SettingsService
 from detection_service.storage import ObjectStore
-from schemas.db import DetectionEvent, EventImage, ObjectType, SystemSetting
+from schemas.db import DetectionEvent, EventImage, ObjectType
 from schemas.detection import (
     DETECTION_SETTING_KEYS,
     DETECTOR_KEYS,
@@ -64,7 +64,7 @@ from schemas.detection import (
     PipelineKnobs,
     StreamStatus,
 )
-from schemas.settings import CameraSettings, DetectionSettings, decode_setting_value, encode_setting_value
+from schemas.settings import CameraSettings, DetectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,7 @@ class PipelineService:
         self.demo_policy = demo_policy_from_env() if demo_policy is None else demo_policy
         self.demo_path: Path | None = self._existing_demo()
         self.knobs = self._load_knobs()
+        self._knobs_in_flight: PipelineKnobs | None = None
         self.bus = EventBus()
         self.holder = DetectorHolder()
         self._settings_stale = False
@@ -337,6 +338,8 @@ class PipelineService:
                 # user stopped the pipeline on purpose.
                 if effective.source.strip() and not self.pipeline.running and not self.user_stopped:
                     self.pipeline.start()
+        elif category == PIPELINE_SETTINGS_CATEGORY:
+            self._on_pipeline_settings(value)
         else:
             self.pipeline.apply_settings(category, value)
 
@@ -412,39 +415,26 @@ class PipelineService:
 
     def _load_knobs(self) -> PipelineKnobs:
         try:
-            with self.session_factory() as session:
-                rows = session.scalars(
-                    sa.select(SystemSetting).where(SystemSetting.category == PIPELINE_SETTINGS_CATEGORY)
-                ).all()
-                stored = {row.setting_key: decode_setting_value(row.setting_value, row.data_type) for row in rows}
-        except Exception as exc:
+            return self.settings_service.get(PIPELINE_SETTINGS_CATEGORY)  # type: ignore[return-value]
+        except Exception as exc:  # database unreachable at start-up: run on defaults
             log.error("could not read the pipeline knobs (%s); using defaults", exc)
             return PipelineKnobs()
-        known = set(PipelineKnobs.__struct_fields__)
-        merged = {**msgspec.to_builtins(PipelineKnobs()), **{k: v for k, v in stored.items() if k in known}}
-        try:
-            return msgspec.convert(merged, PipelineKnobs)
-        except msgspec.ValidationError as exc:
-            log.error("stored pipeline knobs are invalid (%s); using defaults", exc)
-            return PipelineKnobs()
 
-    def _save_knobs(self, changes: dict[str, Any], knobs: PipelineKnobs) -> None:
-        values = msgspec.to_builtins(knobs)
-        with self.session_factory.begin() as session:
-            rows = {
-                row.setting_key: row
-                for row in session.scalars(
-                    sa.select(SystemSetting).where(SystemSetting.category == PIPELINE_SETTINGS_CATEGORY)
-                ).all()
-            }
-            for key in changes:
-                text, data_type = encode_setting_value(values[key])
-                row = rows.get(key)
-                if row is None:
-                    session.add(SystemSetting(category=PIPELINE_SETTINGS_CATEGORY, setting_key=key,
-                                              setting_value=text, data_type=data_type))  # fmt: skip
-                else:
-                    row.setting_value, row.data_type = text, data_type
+    def _on_pipeline_settings(self, value: msgspec.Struct) -> None:
+        """Knobs changed through ``PUT /api/settings/pipeline`` apply live too."""
+        if value == self._knobs_in_flight:
+            return  # configure() below applies its own change
+        assert isinstance(value, PipelineKnobs)
+        with self._control_lock:
+            old, self.knobs = self.knobs, value
+            if self._loaded is not None and any(getattr(value, k) != getattr(old, k) for k in DETECTOR_KEYS):
+                model_id, weights = self._loaded
+                try:
+                    self.holder.load(weights, value.backend, value.imgsz, model_id=model_id)
+                except Exception as exc:
+                    log.error("pipeline settings: %s cannot run with backend=%s imgsz=%s: %s",
+                              model_id, value.backend, value.imgsz, exc)
+            self._apply_knobs(value)
 
     def config(self) -> DetectionConfig:
         return DetectionConfig(
@@ -494,7 +484,13 @@ class PipelineService:
                 except InvalidSettings as exc:  # raced with another change
                     raise ServiceError(400, "INVALID_CONFIG", str(exc), exc.details) from None
             if knob_changes:
-                self._save_knobs(knob_changes, new_knobs)
+                self._knobs_in_flight = new_knobs
+                try:
+                    self.settings_service.update(PIPELINE_SETTINGS_CATEGORY, knob_changes)
+                except InvalidSettings as exc:  # raced with another change
+                    raise ServiceError(400, "INVALID_CONFIG", str(exc), exc.details) from None
+                finally:
+                    self._knobs_in_flight = None
             self.knobs = new_knobs
             self._apply_knobs(new_knobs)
         return self.config()
