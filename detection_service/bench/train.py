@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
 from detection_service.bench import stdout_to_stderr
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,8 +103,6 @@ def run(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
 
 
 def _value(text: str) -> Any:
