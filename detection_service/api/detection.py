@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post, put
 from litestar.connection import ASGIConnection
 
-from detection_service.api.responses import ApiError, ok
-from detection_service.services.pipeline_service import PipelineService, ServiceError
+from detection_service.api.responses import ApiError, in_thread, ok
+from detection_service.services.pipeline_service import PipelineService
 from schemas.detection import DetectionConfig, DetectionStatus
 from schemas.envelope import Envelope
 
@@ -27,11 +26,7 @@ def notification_ready(request: Request[Any, Any, Any]) -> bool:
     return bool(getattr(notifier, "ready", False))
 
 
-async def call(fn: Any, *args: Any) -> Any:
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except ServiceError as exc:
-        raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
+call = in_thread  # ServiceError -> error envelope is the app's exception handler
 
 
 class DetectionController(Controller):

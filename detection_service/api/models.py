@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
 
-from detection_service.api.responses import ApiError, ok
-from detection_service.services.models import ModelError, ModelService
+from detection_service.api.responses import ApiError, in_thread, ok
+from detection_service.services.models import ModelService
 from schemas.envelope import Envelope
 from schemas.models import DeployRequest, DeployResult, ModelInfo, TrainingStatus, TrainRequest
 
@@ -15,12 +14,7 @@ def _service(request: Request[Any, Any, Any]) -> ModelService:
     return request.app.state.model_service
 
 
-async def _call(fn, *args: Any) -> Any:
-    # Service calls touch the DB, the object store and sometimes evaluate models: off the loop.
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except ModelError as exc:
-        raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
+_call = in_thread  # ModelError -> error envelope is the app's exception handler
 
 
 class ModelController(Controller):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,6 +10,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from detection_service.services.errors import ServiceError
 from schemas.envelope import Envelope, ErrorEnvelope, ErrorInfo
 
 log = logging.getLogger(__name__)
@@ -83,4 +85,17 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if text and text.strip() else ""
 
 
-EXCEPTION_HANDLERS = {HTTPException: http_exception_handler, Exception: internal_error_handler}
+def service_error_handler(request: Request, exc: ServiceError) -> Response[ErrorEnvelope]:
+    return error_response(exc.status, exc.code, exc.message, exc.details)
+
+
+async def in_thread(fn: Any, *args: Any) -> Any:
+    """Run a blocking service call (DB, object store, model work) off the event loop."""
+    return await asyncio.to_thread(fn, *args)
+
+
+EXCEPTION_HANDLERS = {
+    ServiceError: service_error_handler,
+    HTTPException: http_exception_handler,
+    Exception: internal_error_handler,
+}

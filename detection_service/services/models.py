@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from detection_service.ml import registry
 from detection_service.ml.gate import judge
 from detection_service.orchestrator import DagsterClient, DagsterUnavailable
+from detection_service.services.errors import ServiceError
 from detection_service.services.jobs import JobService
 from detection_service.storage import ObjectStore
 from schemas.db import BatchJob, Dataset, Model, ModelTraining, utcnow
@@ -29,10 +30,8 @@ DeployHook = Callable[[str, Path], None]
 ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
-class ModelError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
+class ModelError(ServiceError):
+    """A model registry / training / deploy error the client must see."""
 
 
 def _float(value: Any) -> float | None:

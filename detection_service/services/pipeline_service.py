@@ -45,6 +45,7 @@ from detection_service.pipeline.detector import Detection, DetectorError, Detect
 from detection_service.pipeline.events import RecorderConfig, bbox_json, image_key
 from detection_service.pipeline.runner import DetectionPipeline, PipelineConfig
 from detection_service.pipeline.sources import PUSH_SOURCE_NAMES
+from detection_service.services.errors import ServiceError
 from detection_service.services.models import ModelError, ModelService
 from detection_service.services.settings import InvalidSettings, SettingsService
 from detection_service.storage import ObjectStore
@@ -72,14 +73,6 @@ SYNC_INTERVAL_S = 5.0  # how often the model marked current in the database is c
 LOAD_RETRY_S = 60.0  # a model that failed to load is not retried sooner (exports are expensive)
 DEMO_ENV = "AIDOOR_DEMO_VIDEO"
 SHUTDOWN_DRAIN_S = 3.0
-
-
-class ServiceError(Exception):
-    """Mapped to an error envelope by the controllers."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
 
 
 # --------------------------------------------------------------------------- viewers
