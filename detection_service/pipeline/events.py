@@ -64,6 +64,11 @@ class FrameInfo:
     processing_ms: float
 
 
+# A capture's box is recorded only if the detector saw the object this recently (seconds): an older
+# box would label the wrong pixels.
+BOX_FRESH_S = 0.25
+
+
 def image_key(event_id: int, detected_at: datetime, seq: int) -> str:
     return f"events/{detected_at:%Y/%m/%d}/{event_id}/{seq}.jpg"
 
@@ -278,8 +283,10 @@ class InsertEvent(_Job):
 
 
 class StoreImage(_Job):
-    def __init__(self, handle: EventHandle, seq: int, jpeg: bytes, captured_at: datetime, quality: int) -> None:
+    def __init__(self, handle: EventHandle, seq: int, jpeg: bytes, captured_at: datetime, quality: int,
+                 box: dict[str, int] | None = None) -> None:  # fmt: skip
         self.handle, self.seq, self.jpeg, self.captured_at, self.quality = handle, seq, jpeg, captured_at, quality
+        self.box = box  # the object's box in this capture, when the detector saw it just now
         self.size = len(jpeg)
 
     def ready(self) -> bool:
@@ -289,12 +296,14 @@ class StoreImage(_Job):
         assert self.handle.event_id is not None
         key = image_key(self.handle.event_id, self.handle.detected_at, self.seq)
         writer.store.put_bytes(key, self.jpeg, "image/jpeg")
-        writer.db.put(AddImageRow(self.handle, self.seq, key, self.captured_at, self.quality))
+        writer.db.put(AddImageRow(self.handle, self.seq, key, self.captured_at, self.quality, self.box))
 
 
 class AddImageRow(_Job):
-    def __init__(self, handle: EventHandle, seq: int, key: str, captured_at: datetime, quality: int) -> None:
+    def __init__(self, handle: EventHandle, seq: int, key: str, captured_at: datetime, quality: int,
+                 box: dict[str, int] | None = None) -> None:  # fmt: skip
         self.handle, self.seq, self.key, self.captured_at, self.quality = handle, seq, key, captured_at, quality
+        self.box = box
 
     def run(self, writer: EventWriter) -> None:
         event_id = self.handle.event_id
@@ -316,6 +325,17 @@ class AddImageRow(_Job):
                 session.execute(
                     sa.update(DetectionEvent).where(DetectionEvent.id == event_id).values(image_path=self.key)
                 )
+            elif self.box is not None:
+                # Boxes of later captures go under "frames" (the bbox format of docs/datasets.md):
+                # a relabelled event then yields a label for every capture, not only the first.
+                # This lane is the only writer of bbox_coordinates, so read-modify-write is safe.
+                text = session.scalar(sa.select(DetectionEvent.bbox_coordinates).where(DetectionEvent.id == event_id))
+                bbox = json.loads(text) if text else {}
+                bbox.setdefault("frames", {})[str(self.seq)] = self.box
+                session.execute(
+                    sa.update(DetectionEvent).where(DetectionEvent.id == event_id)
+                    .values(bbox_coordinates=json.dumps(bbox, separators=(",", ":")))
+                )  # fmt: skip
         self.handle.images_stored += 1
         writer.bus.publish(
             EventUpdated(
@@ -375,6 +395,7 @@ class _CaptureRun:
     count: int
     interval_s: float
     next_at: float
+    event: OpenEvent | None = None
 
 
 class EventRecorder:
@@ -548,13 +569,13 @@ class EventRecorder:
         snapshot = _encode(frame, settings.jpeg_quality)
         self.writer.insert_event(InsertEvent(handle, values, snapshot, box))
         self.writer.store_image(StoreImage(handle, 1, snapshot, _utc(frame.wall_time), settings.jpeg_quality))
+        event = OpenEvent(handle, object_type, track.track_id, track.first_seen, track.first_wall,
+                          track.last_seen, track.last_wall, det.xyxy, confidence)  # fmt: skip
         if settings.capture_count > 1:
             self._captures.append(
                 _CaptureRun(handle, 2, settings.capture_count, settings.capture_interval,
-                            frame.captured_at + settings.capture_interval)
+                            frame.captured_at + settings.capture_interval, event)
             )  # fmt: skip
-        event = OpenEvent(handle, object_type, track.track_id, track.first_seen, track.first_wall,
-                          track.last_seen, track.last_wall, det.xyxy, confidence)  # fmt: skip
         self.events.append(event)
         self.events_created += 1
         log.info("event: %s (track %d, confidence %.2f)", object_type, track.track_id, confidence)
@@ -631,7 +652,10 @@ class EventRecorder:
             if frame.captured_at < run.next_at:
                 continue
             jpeg = jpeg or _encode(frame, quality)
-            self.writer.store_image(StoreImage(run.handle, run.next_seq, jpeg, _utc(frame.wall_time), quality))
+            box = None
+            if run.event is not None and now - run.event.last_seen <= BOX_FRESH_S:
+                box = bbox_json(run.event.bbox, frame.width, frame.height)
+            self.writer.store_image(StoreImage(run.handle, run.next_seq, jpeg, _utc(frame.wall_time), quality, box))
             run.next_seq += 1
             run.next_at += run.interval_s
             if run.next_at < frame.captured_at:  # frames came late: keep the spacing from now on

@@ -90,8 +90,10 @@ def test_one_event_per_track_with_captures_end_and_package_removal(session_facto
         assert event.status == "active" and event.model_version == "m-test"
         assert event.fps == 10 and event.processing_time == 12 and event.tracking_id is not None
         box = json.loads(event.bbox_coordinates)
+        frames = box.pop("frames")  # boxes of captures 2 and 3, seen by the detector as they were taken
         assert list(box) == ["x1", "y1", "x2", "y2", "frame_width", "frame_height"]
         assert (box["frame_width"], box["frame_height"]) == SIZE and all(isinstance(v, int) for v in box.values())
+        assert sorted(frames) == ["2", "3"] and all(list(f) == list(box) for f in frames.values())
         assert [i.sequence_number for i in images] == [1, 2, 3]
         assert event.image_path == images[0].image_path
         for image in images:
