@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -17,6 +18,7 @@ from detection_service.api.data_yaml import DataYamlController
 from detection_service.api.datasets import DatasetController
 from detection_service.api.detection import DetectionController
 from detection_service.api.detections import DetectionsController
+from detection_service.api.events import EventsController
 from detection_service.api.models import ModelController
 from detection_service.api.objects import ObjectController
 from detection_service.api.responses import EXCEPTION_HANDLERS
@@ -27,10 +29,12 @@ from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
 from detection_service.orchestrator import DagsterClient
 from detection_service.ml.ultralytics_env import configure_offline
+from detection_service.services.events import EventService
 from detection_service.services.health import package_version
 from detection_service.services.jobs import JobService
 from detection_service.services.models import ModelService
 from detection_service.services.pipeline_service import PipelineService
+from detection_service.services.retention import RetentionService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import StorageError, make_object_store
 
@@ -39,7 +43,7 @@ log = logging.getLogger(__name__)
 ROUTE_HANDLERS = [
     SystemController, SettingsController, ObjectController, DatasetController, DataYamlController, ModelController
 ]
-ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController]
+ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController, EventsController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -63,6 +67,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.dagster = DagsterClient(settings.dagster_url)
         app.state.settings_service = SettingsService(app.state.session_factory)
         app.state.jobs = JobService(app.state.session_factory)
+        app.state.event_service = EventService(
+            app.state.session_factory, store, url_ttl=timedelta(seconds=settings.image_url_ttl_s)
+        )
+        app.state.retention = RetentionService(app.state.session_factory, store, app.state.settings_service)
         app.state.model_service = ModelService(
             app.state.session_factory, store, app.state.jobs, app.state.dagster, settings.data_dir / "cache"
         )

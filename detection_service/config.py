@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dagster_port: int = 3000
     dagster_home: Path
     max_upload_mb: int = 20
+    # How long an image link handed out by the Event/Detection APIs stays valid.
+    image_url_ttl_s: int = 3600
     log_level: str = "INFO"
 
     @property
@@ -85,12 +87,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "dagster_port": _int(get("DAGSTER_PORT", "3000"), "DAGSTER_PORT"),
             "dagster_home": Path(env.get("DAGSTER_HOME") or data_dir / "dagster").resolve(),
             "max_upload_mb": _int(get("MAX_UPLOAD_MB", "20"), "MAX_UPLOAD_MB"),
+            "image_url_ttl_s": _int(get("IMAGE_URL_TTL_S", "3600"), "IMAGE_URL_TTL_S"),
             "log_level": str(get("LOG_LEVEL", "INFO")).upper(),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.s3_endpoint and not (settings.s3_access_key and settings.s3_secret_key):
             raise ConfigError("AIDOOR_S3_ENDPOINT is set but AIDOOR_S3_ACCESS_KEY / AIDOOR_S3_SECRET_KEY are not")
+        if not 1 <= settings.image_url_ttl_s <= 7 * 86400:
+            raise ConfigError("AIDOOR_IMAGE_URL_TTL_S must be between 1 and 604800 (7 days, S3's limit)")
         return settings
 
     def signing_key(self) -> bytes:

@@ -9,12 +9,13 @@ from detection_service.config import Settings
 from orchestration.jobs import (
     dataset_assets_job,
     dataset_to_model_job,
+    storage_cleanup_job,
     storage_usage_job,
     train_and_deploy_job,
     train_model_job,
 )
 from orchestration.resources import resources_from_settings
-from orchestration.schedules import storage_usage_hourly
+from orchestration.schedules import storage_cleanup_nightly, storage_usage_hourly
 from orchestration.sensors import (
     batch_job_failed_sensor,
     batch_job_sensor,
@@ -25,8 +26,8 @@ from orchestration.sensors import (
 defs = dg.Definitions(
     assets=[dataset_version, data_yaml, trained_model, model_evaluation, deployed_model, storage_usage],
     jobs=[storage_usage_job, dataset_assets_job, train_model_job, train_and_deploy_job, dataset_to_model_job,
-          dataset_update_job],
-    schedules=[storage_usage_hourly],
+          dataset_update_job, storage_cleanup_job],
+    schedules=[storage_usage_hourly, storage_cleanup_nightly],
     sensors=[batch_job_sensor, retrain_on_new_labels_sensor, batch_job_succeeded_sensor, batch_job_failed_sensor],
     resources=resources_from_settings(Settings.from_env()),
 )

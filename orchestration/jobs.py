@@ -1,7 +1,12 @@
 import dagster as dg
+import msgspec
 
 from assets.partitions import dataset_versions
 from assets.system import storage_usage
+from detection_service.database import make_session_factory
+from detection_service.services.retention import RetentionService
+from detection_service.services.settings import SettingsService
+from orchestration.resources import DatabaseResource, ObjectStoreResource
 
 storage_usage_job = dg.define_asset_job("storage_usage_job", selection=[storage_usage])
 
@@ -25,3 +30,26 @@ dataset_to_model_job = dg.define_asset_job(
     selection=["dataset_version", "data_yaml", "trained_model", "model_evaluation", "deployed_model"],
     partitions_def=dataset_versions, tags={"aidoor/heavy": "true"},
 )
+
+
+@dg.op(description="Retention (storage settings): events older than max_days, then the oldest while captures "
+       "exceed max_size_gb, then orphans; old system logs too. Skipped while storage.auto_cleanup is off.")  # fmt: skip
+def storage_cleanup(
+    context: dg.OpExecutionContext, database: DatabaseResource, object_store: ObjectStoreResource
+) -> dg.Output[None]:
+    session_factory = make_session_factory(database.engine())
+    settings = SettingsService(session_factory)
+    if not settings.get("storage").auto_cleanup:  # type: ignore[attr-defined]
+        context.log.info("storage.auto_cleanup is off: nothing deleted")
+        return dg.Output(None, metadata={"skipped": "storage.auto_cleanup is off"})
+    retention = RetentionService(session_factory, object_store.store(), settings)
+    images, logs = retention.cleanup_images(), retention.cleanup_logs()
+    context.log.info(f"clean-up: {images}; {logs}")
+    metadata = {k: v for k, v in msgspec.structs.asdict(images).items() if isinstance(v, (int, float))}
+    return dg.Output(None, metadata={**metadata, "logs_deleted": logs.logs_deleted})
+
+
+@dg.job(description="Nightly retention clean-up (schedule storage_cleanup_nightly). POST /api/system/cleanup "
+        "runs the same code inside the service.")  # fmt: skip
+def storage_cleanup_job() -> None:
+    storage_cleanup()

@@ -1,11 +1,8 @@
-"""Detection API, manual part (seed: ``POST /api/detections``): run the deployed model on one
-uploaded image and, when asked, record it as an event.
+"""Detection API (seed): detect on an uploaded image (``POST``), the detection history with
+paging and filters, recent events, object types, one event's detail, and relabelling.
 
-Only POST lives here; the GET/PUT endpoints of the Detection API (history, detail, recent, types,
-classify) belong to the events issue. ``GET /api/detections`` must be added to THIS controller:
 Litestar 2.25 refuses two controllers with a handler on the same path (both generate an OPTIONS
-handler: "Handler already registered ... OPTIONS"). Sub-paths (``/recent``, ``/{id}``) may live in
-another controller with the same ``path``.
+handler), so every ``/api/detections`` handler lives in this one controller.
 """
 
 from __future__ import annotations
@@ -15,15 +12,17 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from detection_service.api.detection import call, pipeline_service
-from detection_service.api.responses import ApiError, ok
+from detection_service.api.responses import ApiError, in_thread, ok
+from detection_service.services.events import EventFilter, EventService, parse_when
 from schemas.detection import ManualDetection
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, Page
+from schemas.events import ClassifyRequest, EventDetail, EventSummary, ObjectTypeInfo
 
 MAX_PIXELS = 40_000_000  # 40 MP: larger images are refused before they are decoded
 _TRUE = ("1", "true", "yes", "on")
@@ -50,6 +49,10 @@ def decode_image(raw: bytes, filename: str | None, content_type: str | None) -> 
         raise ApiError(400, "INVALID_IMAGE", "the file is not a readable image (JPEG, PNG, BMP, WebP ...)",
                        {**details, "reason": reason}) from None  # fmt: skip
     return cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
+
+
+def event_service(request: Request[Any, Any, Any]) -> EventService:
+    return request.app.state.event_service
 
 
 def _pil_open() -> Any:
@@ -102,3 +105,41 @@ class DetectionsController(Controller):
         else:
             message = f"{result.count} object(s) detected"
         return ok(result, message=message)
+
+    @get("/", summary="Detection history, newest first (page, limit <= 100, type, start_date, end_date, status)",
+         description="start_date / end_date: ISO 8601 date or date-time, UTC unless an offset is given; a bare "
+         "end date includes that whole day. `data.total` counts every matching event.")  # fmt: skip
+    async def history(
+        self, request: Request[Any, Any, Any], page: int = 1, limit: int = 20, type: str | None = None,
+        start_date: str | None = None, end_date: str | None = None, status: str | None = None,
+    ) -> Response[Envelope[Page[EventSummary]]]:
+        flt = EventFilter(
+            type=type or None, status=status or None,
+            start=parse_when(start_date, "start_date") if start_date else None,
+            end=parse_when(end_date, "end_date", end_of_day=True) if end_date else None,
+        )  # fmt: skip
+        result = await in_thread(event_service(request).list_events, flt, page, limit)
+        return ok(result, message=f"{len(result.items)} of {result.total} event(s)")
+
+    @get("/recent", summary="The newest events (limit, default 10, at most 100)")
+    async def recent(self, request: Request[Any, Any, Any], limit: int = 10) -> Response[Envelope[list[EventSummary]]]:
+        return ok(await in_thread(event_service(request).recent, limit))
+
+    @get("/types", summary="Object types the system knows (object_types)")
+    async def types(self, request: Request[Any, Any, Any]) -> Response[Envelope[list[ObjectTypeInfo]]]:
+        return ok(await in_thread(event_service(request).types))
+
+    @get("/{event_id:int}", summary="One event with its captures (signed image URLs), box, track and duration")
+    async def detail(self, request: Request[Any, Any, Any], event_id: int) -> Response[Envelope[EventDetail]]:
+        return ok(await in_thread(event_service(request).get, event_id))
+
+    @put("/{event_id:int}/classify",
+         summary="Relabel an event: {type, verified (default true), false_positive (default false)}",
+         description="Keeps the detector's type as original_type (first relabel only), sets reclassified_at, and "
+         "writes a YOLO label file beside each capture (events/.../<id>/<seq>.txt; empty for a false positive) "
+         "for dataset auto-collection. Unknown type: 400; unknown event: 404; the same call twice changes nothing.")  # fmt: skip
+    async def classify(
+        self, request: Request[Any, Any, Any], event_id: int, data: ClassifyRequest
+    ) -> Response[Envelope[EventDetail]]:
+        detail = await in_thread(event_service(request).classify, event_id, data.type, data.verified, data.false_positive)
+        return ok(detail, message=f"event {event_id} is {detail.type}")

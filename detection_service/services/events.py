@@ -1,0 +1,344 @@
+"""Events and their captures: history with paging and filters, detail with signed image links,
+relabelling (the manual labels that feed dataset auto-collection and retraining).
+
+Lists page through ids first (an index-only scan of ``(detected_at, id)`` or
+``(object_type_id, detected_at, id)``), then load the rows of that page by primary key, so a
+deep page costs an index walk rather than reading every skipped row."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from detection_service.datasets.auto_collect import BoxError, parse_bbox
+from detection_service.ml.classes import CLASS_IDS
+from detection_service.services.errors import ServiceError
+from detection_service.storage import ObjectStore, StorageError
+from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
+from schemas.enums import EventStatus, ObjectTypeCode
+from schemas.envelope import Page
+from schemas.events import MAX_PAGE_LIMIT, ClassifyRequest, EventDetail, EventImageInfo, EventSummary, ObjectTypeInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL_TTL = timedelta(hours=1)
+# date_range shortcuts of GET /api/events; an explicit range is "<start>/<end>" (ISO 8601).
+DATE_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
+               "30d": timedelta(days=30), "90d": timedelta(days=90)}  # fmt: skip
+
+
+def label_key(image_key: str) -> str:
+    """The YOLO label of a capture lives beside it: ``events/.../42/3.jpg`` -> ``.../42/3.txt``."""
+    return image_key.rsplit(".", 1)[0] + ".txt"
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    type: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    status: str | None = None
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def parse_when(text: str, name: str, end_of_day: bool = False) -> datetime:
+    """ISO 8601 date or date-time (naive = UTC). A bare date as an end means the whole day."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ServiceError(400, "INVALID_DATE", f"{name} must be an ISO 8601 date or date-time, got {text!r}",
+                           {"field": name, "value": text}) from None  # fmt: skip
+    if end_of_day and len(text.strip()) == 10:
+        value += timedelta(days=1)
+    return _naive_utc(value)
+
+
+def parse_date_range(text: str, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
+    """``today``, ``1h``, ``24h``, ``7d``, ``30d``, ``90d``, ``all`` or ``<start>/<end>``."""
+    now = now or utcnow()
+    text = text.strip()
+    if text in ("", "all"):
+        return None, None
+    if text == "today":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0), None
+    if text in DATE_RANGES:
+        return now - DATE_RANGES[text], None
+    if "/" in text:
+        start, _, end = text.partition("/")
+        return (parse_when(start, "date_range") if start else None,
+                parse_when(end, "date_range", end_of_day=True) if end else None)  # fmt: skip
+    raise ServiceError(400, "INVALID_DATE_RANGE",
+                       f"date_range must be one of {['today', *DATE_RANGES, 'all']} or '<start>/<end>' (ISO 8601)",
+                       {"value": text})  # fmt: skip
+
+
+def check_paging(page: int, limit: int) -> None:
+    problems = []
+    if page < 1:
+        problems.append({"field": "page", "message": "must be 1 or more"})
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        problems.append({"field": "limit", "message": f"must be between 1 and {MAX_PAGE_LIMIT}"})
+    if problems:
+        raise ServiceError(400, "INVALID_PAGING", "; ".join(f"{p['field']} {p['message']}" for p in problems), problems)
+
+
+class EventService:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        store: ObjectStore,
+        url_ttl: timedelta = DEFAULT_URL_TTL,
+        on_relabel: Callable[[EventDetail], None] | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.store = store
+        self.url_ttl = url_ttl
+        self.on_relabel = on_relabel
+        self._types: dict[int, ObjectType] = {}
+        self._types_lock = threading.Lock()
+
+    # -- object types ---------------------------------------------------------------------
+
+    def types(self) -> list[ObjectTypeInfo]:
+        with self.session_factory() as session:
+            rows = session.scalars(sa.select(ObjectType).order_by(ObjectType.id)).all()
+        return [ObjectTypeInfo(id=t.id, code=t.code, name=t.name, description=t.description, is_active=t.is_active)
+                for t in rows]  # fmt: skip
+
+    def _type_map(self, session: Session, need: int | None = None) -> dict[int, ObjectType]:
+        with self._types_lock:
+            if not self._types or (need is not None and need not in self._types):
+                rows = session.scalars(sa.select(ObjectType)).all()
+                for row in rows:
+                    session.expunge(row)
+                self._types = {row.id: row for row in rows}
+            return self._types
+
+    def _type_id(self, session: Session, code: str) -> int:
+        types = self._type_map(session)
+        for type_id, row in types.items():
+            if row.code == code:
+                return type_id
+        self._types = {}
+        for type_id, row in self._type_map(session).items():
+            if row.code == code:
+                return type_id
+        raise ServiceError(400, "UNKNOWN_TYPE", f"unknown object type {code!r}",
+                           {"types": sorted(row.code for row in types.values())})  # fmt: skip
+
+    # -- lists ----------------------------------------------------------------------------
+
+    def _conditions(self, session: Session, flt: EventFilter) -> list[Any]:
+        conds: list[Any] = []
+        if flt.type:
+            conds.append(DetectionEvent.object_type_id == self._type_id(session, flt.type))
+        if flt.start is not None:
+            conds.append(DetectionEvent.detected_at >= flt.start)
+        if flt.end is not None:
+            conds.append(DetectionEvent.detected_at < flt.end)
+        if flt.start is not None and flt.end is not None and flt.start >= flt.end:
+            raise ServiceError(400, "INVALID_DATE_RANGE", "the start of the range must be before its end",
+                               {"start": flt.start.isoformat(), "end": flt.end.isoformat()})  # fmt: skip
+        if flt.status:
+            if flt.status not in tuple(EventStatus):
+                raise ServiceError(400, "INVALID_STATUS", f"status must be one of {[s.value for s in EventStatus]}",
+                                   {"value": flt.status})  # fmt: skip
+            conds.append(DetectionEvent.status == flt.status)
+        return conds
+
+    def page_ids(self, session: Session, flt: EventFilter, page: int, limit: int) -> tuple[list[int], int]:
+        """One page of event ids, newest first, and how many match: the two queries a list costs."""
+        conds = self._conditions(session, flt)
+        total = session.scalar(sa.select(sa.func.count(DetectionEvent.id)).where(*conds)) or 0
+        ids = session.scalars(
+            sa.select(DetectionEvent.id).where(*conds)
+            .order_by(DetectionEvent.detected_at.desc(), DetectionEvent.id.desc())
+            .limit(limit).offset((page - 1) * limit)
+        ).all()  # fmt: skip
+        return list(ids), total
+
+    def list_events(self, flt: EventFilter, page: int = 1, limit: int = 20) -> Page[EventSummary]:
+        check_paging(page, limit)
+        with self.session_factory() as session:
+            ids, total = self.page_ids(session, flt, page, limit)
+            items = self._summaries(session, ids)
+        return Page(items=items, total=total, page=page, limit=limit)
+
+    def recent(self, limit: int = 10) -> list[EventSummary]:
+        check_paging(1, limit)
+        with self.session_factory() as session:
+            ids, _ = self.page_ids(session, EventFilter(), 1, limit)
+            return self._summaries(session, ids)
+
+    def _summaries(self, session: Session, ids: Sequence[int]) -> list[EventSummary]:
+        if not ids:
+            return []
+        rows = {e.id: e for e in session.scalars(sa.select(DetectionEvent).where(DetectionEvent.id.in_(ids)))}
+        counts = dict(session.execute(
+            sa.select(EventImage.event_id, sa.func.count(EventImage.id))
+            .where(EventImage.event_id.in_(ids)).group_by(EventImage.event_id)
+        ).all())  # fmt: skip
+        types = self._type_map(session, need=max(r.object_type_id for r in rows.values()))
+        return [self._summary(rows[i], types, counts.get(i, 0)) for i in ids if i in rows]
+
+    def _summary(self, event: DetectionEvent, types: dict[int, ObjectType], image_count: int) -> EventSummary:
+        kind = types.get(event.object_type_id)
+        original = types.get(event.original_type_id) if event.original_type_id else None
+        url, _ = self._url(event.image_path)
+        return EventSummary(
+            id=event.id, type=kind.code if kind else "unclassified", type_name=kind.name if kind else "",
+            original_type=original.code if original else None, confidence=event.confidence_score,
+            detected_at=event.detected_at, ended_at=event.ended_at, duration_s=event.tracking_duration,
+            tracking_id=event.tracking_id, status=event.status, user_verified=event.user_verified,
+            is_false_positive=event.is_false_positive, reclassified_at=event.reclassified_at,
+            model_version=event.model_version, image_count=image_count, thumbnail_url=url,
+        )  # fmt: skip
+
+    def _url(self, key: str | None) -> tuple[str | None, datetime | None]:
+        if not key:
+            return None, None
+        try:
+            return self.store.url_for(key, self.url_ttl), datetime.now(UTC) + self.url_ttl
+        except StorageError as exc:  # the store is down: the rest of the answer is still useful
+            log.warning("no URL for %s: %s", key, exc)
+            return None, None
+
+    # -- one event ------------------------------------------------------------------------
+
+    def _load(self, session: Session, event_id: int) -> DetectionEvent:
+        event = session.get(DetectionEvent, event_id)
+        if event is None:
+            raise ServiceError(404, "EVENT_NOT_FOUND", f"no event {event_id}", {"id": event_id})
+        return event
+
+    def get(self, event_id: int) -> EventDetail:
+        with self.session_factory() as session:
+            return self._detail(session, self._load(session, event_id))
+
+    def _detail(self, session: Session, event: DetectionEvent) -> EventDetail:
+        types = self._type_map(session, need=event.object_type_id)
+        images = [self._image(img) for img in event.images]
+        summary = self._summary(event, types, len(images))
+        try:
+            bbox = json.loads(event.bbox_coordinates) if event.bbox_coordinates else None
+        except ValueError:
+            bbox = None
+        return EventDetail(
+            **{f: getattr(summary, f) for f in summary.__struct_fields__},
+            bbox=bbox, fps=event.fps, processing_time_ms=event.processing_time,
+            notification_sent=event.notification_sent, images=images,
+        )  # fmt: skip
+
+    def _image(self, img: EventImage, **extra: Any) -> EventImageInfo:
+        url, expires_at = self._url(img.image_path)
+        return EventImageInfo(
+            id=img.id, event_id=img.event_id, sequence_number=img.sequence_number, url=url,
+            url_expires_at=expires_at, key=img.image_path, captured_at=img.captured_at,
+            compression_quality=img.compression_quality, **extra,
+        )  # fmt: skip
+
+    def images(self, event_id: int) -> list[EventImageInfo]:
+        with self.session_factory() as session:
+            return [self._image(img) for img in self._load(session, event_id).images]
+
+    def unclassified_images(self, page: int = 1, limit: int = 20) -> Page[EventImageInfo]:
+        """Captures of events still typed unclassified (false positives excluded), newest first:
+        the work list of a person labelling by hand."""
+        check_paging(page, limit)
+        with self.session_factory() as session:
+            type_id = self._type_id(session, ObjectTypeCode.UNCLASSIFIED)
+            conds = (DetectionEvent.object_type_id == type_id, DetectionEvent.is_false_positive.is_(False))
+            join = sa.join(EventImage, DetectionEvent, EventImage.event_id == DetectionEvent.id)
+            total = session.scalar(sa.select(sa.func.count(EventImage.id)).select_from(join).where(*conds)) or 0
+            rows = session.execute(
+                sa.select(EventImage, DetectionEvent.bbox_coordinates).select_from(join).where(*conds)
+                .order_by(DetectionEvent.detected_at.desc(), EventImage.event_id.desc(), EventImage.sequence_number)
+                .limit(limit).offset((page - 1) * limit)
+            ).all()  # fmt: skip
+            items = [self._image(img, object_type=ObjectTypeCode.UNCLASSIFIED.value, bbox=_json(bbox))
+                     for img, bbox in rows]  # fmt: skip
+        return Page(items=items, total=total, page=page, limit=limit)
+
+    # -- relabelling ----------------------------------------------------------------------
+
+    def classify(
+        self, event_id: int, type_code: str, verified: bool | None = True, false_positive: bool | None = False
+    ) -> EventDetail:
+        """Set an event's type as a person says it is. The detector's type is kept in
+        original_type_id (first relabel only). Repeating the same call changes nothing."""
+        request = ClassifyRequest(type=type_code, verified=bool(verified), false_positive=bool(false_positive))  # type: ignore[arg-type]
+        with self.session_factory.begin() as session:
+            event = self._load(session, event_id)
+            new_type_id = self._type_id(session, request.type)
+            changed = (event.object_type_id != new_type_id or event.user_verified != request.verified
+                       or event.is_false_positive != request.false_positive)  # fmt: skip
+            if changed:
+                if event.object_type_id != new_type_id and event.original_type_id is None:
+                    event.original_type_id = event.object_type_id
+                event.object_type_id = new_type_id
+                event.user_verified = request.verified
+                event.is_false_positive = request.false_positive
+                event.reclassified_at = utcnow()
+                event.updated_by = "user"
+            session.flush()
+            session.refresh(event)
+            detail = self._detail(session, event)
+            labels = self._labels(event, request)
+        # Labels are rewritten on every call (idempotent), so a call that found the store down
+        # can simply be repeated.
+        try:
+            for key, text in labels.items():
+                self.store.put_bytes(key, text.encode(), "text/plain")
+        except StorageError as exc:
+            raise ServiceError(503, "STORAGE_UNAVAILABLE",
+                               "the new type is saved, but its label files could not be written; repeat the call",
+                               {"reason": str(exc)}) from None  # fmt: skip
+        if changed and self.on_relabel is not None:
+            self.on_relabel(detail)
+        return detail
+
+    def _labels(self, event: DetectionEvent, request: ClassifyRequest) -> dict[str, str]:
+        """YOLO label text per capture key. A false positive is a background (empty label); a
+        capture without a box (see auto_collect's bbox format) gets no label."""
+        if not event.images:
+            return {}
+        if request.false_positive:
+            return {label_key(img.image_path): "" for img in event.images}
+        class_id = CLASS_IDS.get(request.type)
+        if class_id is None:  # relabelled back to unclassified: nothing certain to say
+            return {}
+        try:
+            main, frames = parse_bbox(event.bbox_coordinates)
+        except BoxError as exc:
+            log.info("event %s: no label files (%s)", event.id, exc)
+            return {}
+        labels = {}
+        for img in event.images:
+            box = frames.get(img.sequence_number) or (main if img.sequence_number == 1 else None)
+            if box is None or box.width is None or box.height is None:
+                continue
+            try:
+                cx, cy, w, h = box.to_yolo(int(box.width), int(box.height))
+            except BoxError:
+                continue
+            labels[label_key(img.image_path)] = f"{class_id} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n"
+        return labels
+
+
+def _json(text: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

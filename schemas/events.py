@@ -1,0 +1,103 @@
+"""API structs of the Detection and Event APIs (history, detail, images, relabelling, retention)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from schemas.settings import ObjectTypeCodeLiteral
+
+MAX_PAGE_LIMIT = 100
+
+
+class ObjectTypeInfo(msgspec.Struct, kw_only=True):
+    id: int
+    code: str
+    name: str
+    description: str | None
+    is_active: bool
+
+
+class EventImageInfo(msgspec.Struct, kw_only=True):
+    id: int
+    event_id: int
+    sequence_number: int
+    # A link a browser can open: presigned S3 URL or the local store's signed route; it expires.
+    url: str | None
+    url_expires_at: datetime | None
+    key: str
+    captured_at: datetime
+    compression_quality: int
+    # Set on the unclassified-images listing, where each image stands without its event.
+    object_type: str | None = None
+    bbox: dict[str, Any] | None = None
+
+
+class EventSummary(msgspec.Struct, kw_only=True):
+    id: int
+    type: str
+    type_name: str
+    original_type: str | None  # the detector's type before the first relabel
+    confidence: float | None
+    detected_at: datetime
+    ended_at: datetime | None
+    duration_s: int | None  # how long the tracker followed the object
+    tracking_id: int | None
+    status: str
+    user_verified: bool
+    is_false_positive: bool
+    reclassified_at: datetime | None
+    model_version: str | None
+    image_count: int
+    thumbnail_url: str | None  # the main snapshot (capture 1), signed like every image URL
+
+
+class EventDetail(EventSummary, kw_only=True):
+    bbox: dict[str, Any] | None
+    fps: int | None
+    processing_time_ms: int | None
+    notification_sent: bool
+    images: list[EventImageInfo]
+
+
+class ClassifyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Relabel an event. ``verified`` marks the label as checked by a person (it feeds dataset
+    auto-collection and retraining); ``false_positive`` says nothing was there."""
+
+    type: ObjectTypeCodeLiteral
+    verified: bool = True
+    false_positive: bool = False
+
+
+class CompressRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    quality: Annotated[int, msgspec.Meta(ge=1, le=100, description="JPEG quality of new captures")]
+
+
+class CompressResult(msgspec.Struct, kw_only=True):
+    quality: int
+    applies_to: str = "new captures"
+
+
+CleanupType = Literal["images", "logs"]
+
+
+class CleanupRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    type: CleanupType = "images"
+
+
+class CleanupReport(msgspec.Struct, kw_only=True):
+    type: str
+    max_days: int
+    max_size_gb: float
+    events_deleted: int = 0
+    images_deleted: int = 0  # event_images rows
+    objects_deleted: int = 0  # store objects, orphans included
+    bytes_freed: int = 0
+    orphan_objects_deleted: int = 0
+    orphan_rows_deleted: int = 0  # event_images rows whose object was missing
+    logs_deleted: int = 0
+    events_kept: int = 0
+    bytes_kept: int = 0
+    duration_ms: int = 0
