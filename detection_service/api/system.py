@@ -35,5 +35,6 @@ class SystemController(Controller):
         retention = request.app.state.retention
         run = retention.cleanup_images if data.type == "images" else retention.cleanup_logs
         report: CleanupReport = await in_thread(run)
+        request.app.state.event_service.invalidate_totals()
         deleted = report.events_deleted if data.type == "images" else report.logs_deleted
         return ok(report, message=f"{data.type} clean-up: {deleted} deleted")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,9 +31,17 @@ from schemas.events import MAX_PAGE_LIMIT, ClassifyRequest, EventDetail, EventIm
 log = logging.getLogger(__name__)
 
 DEFAULT_URL_TTL = timedelta(hours=1)
+# A list's total is counted again after this long even if nothing seemed to change (see _total).
+TOTAL_TTL_S = 10.0
 # date_range shortcuts of GET /api/events; an explicit range is "<start>/<end>" (ISO 8601).
 DATE_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
                "30d": timedelta(days=30), "90d": timedelta(days=90)}  # fmt: skip
+
+
+# What a list item needs; the rest (bbox JSON, audit columns) is left in the table.
+SUMMARY_COLUMNS = ("id", "object_type_id", "original_type_id", "confidence_score", "detected_at", "ended_at",
+                   "tracking_duration", "tracking_id", "status", "user_verified", "is_false_positive",
+                   "reclassified_at", "model_version", "image_path")  # fmt: skip
 
 
 def label_key(image_key: str) -> str:
@@ -107,6 +116,8 @@ class EventService:
         self.on_relabel = on_relabel
         self._types: dict[int, ObjectType] = {}
         self._types_lock = threading.Lock()
+        self._totals: dict[tuple[EventFilter, int], tuple[int, int, float]] = {}
+        self._generation = 0
 
     # -- object types ---------------------------------------------------------------------
 
@@ -158,41 +169,75 @@ class EventService:
         return conds
 
     def page_ids(self, session: Session, flt: EventFilter, page: int, limit: int) -> tuple[list[int], int]:
-        """One page of event ids, newest first, and how many match: the two queries a list costs."""
+        """One page of event ids, newest first, and how many match."""
         conds = self._conditions(session, flt)
         total = session.scalar(sa.select(sa.func.count(DetectionEvent.id)).where(*conds)) or 0
-        ids = session.scalars(
+        ids = session.scalars(self._page_query(conds, page, limit)).all()
+        return list(ids), total
+
+    def _total(self, session: Session, flt: EventFilter, conds: list[Any]) -> int:
+        """COUNT(*) of a filter, remembered while no event was added (MAX(id), an index lookup,
+        is unchanged) and nothing in this process changed or deleted events, for at most
+        TOTAL_TTL_S (changes made by other processes: Dagster's nightly clean-up)."""
+        newest = session.scalar(sa.select(sa.func.max(DetectionEvent.id))) or 0
+        key = (flt, self._generation)
+        now = time.monotonic()
+        cached = self._totals.get(key)
+        if cached is not None and cached[0] == newest and now - cached[2] < TOTAL_TTL_S:
+            return cached[1]
+        total = session.scalar(sa.select(sa.func.count(DetectionEvent.id)).where(*conds)) or 0
+        if len(self._totals) >= 256:
+            self._totals.clear()
+        self._totals[key] = (newest, total, now)
+        return total
+
+    def invalidate_totals(self) -> None:
+        """Events were changed or deleted (relabel, clean-up): recount from now on."""
+        self._generation += 1
+        self._totals.clear()
+
+    @staticmethod
+    def _page_query(conds: list[Any], page: int, limit: int) -> sa.Select[tuple[int]]:
+        return (
             sa.select(DetectionEvent.id).where(*conds)
             .order_by(DetectionEvent.detected_at.desc(), DetectionEvent.id.desc())
             .limit(limit).offset((page - 1) * limit)
-        ).all()  # fmt: skip
-        return list(ids), total
+        )  # fmt: skip
 
     def list_events(self, flt: EventFilter, page: int = 1, limit: int = 20) -> Page[EventSummary]:
         check_paging(page, limit)
         with self.session_factory() as session:
-            ids, total = self.page_ids(session, flt, page, limit)
-            items = self._summaries(session, ids)
+            conds = self._conditions(session, flt)
+            total = self._total(session, flt, conds)
+            items = self._summaries(session, self._page_query(conds, page, limit)) if total else []
         return Page(items=items, total=total, page=page, limit=limit)
 
     def recent(self, limit: int = 10) -> list[EventSummary]:
         check_paging(1, limit)
         with self.session_factory() as session:
-            ids, _ = self.page_ids(session, EventFilter(), 1, limit)
-            return self._summaries(session, ids)
+            return self._summaries(session, self._page_query([], 1, limit))
 
-    def _summaries(self, session: Session, ids: Sequence[int]) -> list[EventSummary]:
-        if not ids:
+    def _summaries(self, session: Session, page_ids: sa.Select[tuple[int]]) -> list[EventSummary]:
+        """The page's rows in one statement: a late join on the page of ids (walked in the index,
+        so a deep OFFSET skips index entries, not rows) with only the listed columns, and each
+        event's image count as a correlated count."""
+        page = page_ids.subquery("page")
+        image_count = (
+            sa.select(sa.func.count(EventImage.id)).where(EventImage.event_id == DetectionEvent.id)
+            .correlate(DetectionEvent).scalar_subquery()
+        )  # fmt: skip
+        rows = session.execute(
+            sa.select(*(getattr(DetectionEvent, c) for c in SUMMARY_COLUMNS), image_count.label("image_count"))
+            .join(page, page.c.id == DetectionEvent.id)
+            .order_by(DetectionEvent.detected_at.desc(), DetectionEvent.id.desc())
+        ).all()  # fmt: skip
+        if not rows:
             return []
-        rows = {e.id: e for e in session.scalars(sa.select(DetectionEvent).where(DetectionEvent.id.in_(ids)))}
-        counts = dict(session.execute(
-            sa.select(EventImage.event_id, sa.func.count(EventImage.id))
-            .where(EventImage.event_id.in_(ids)).group_by(EventImage.event_id)
-        ).all())  # fmt: skip
-        types = self._type_map(session, need=max(r.object_type_id for r in rows.values()))
-        return [self._summary(rows[i], types, counts.get(i, 0)) for i in ids if i in rows]
+        types = self._type_map(session, need=max(r.object_type_id for r in rows))
+        return [self._summary(row, types, row.image_count) for row in rows]
 
-    def _summary(self, event: DetectionEvent, types: dict[int, ObjectType], image_count: int) -> EventSummary:
+    def _summary(self, event: Any, types: dict[int, ObjectType], image_count: int) -> EventSummary:
+        """From an ORM event or a row of SUMMARY_COLUMNS."""
         kind = types.get(event.object_type_id)
         original = types.get(event.original_type_id) if event.original_type_id else None
         url, _ = self._url(event.image_path)
@@ -304,8 +349,10 @@ class EventService:
             raise ServiceError(503, "STORAGE_UNAVAILABLE",
                                "the new type is saved, but its label files could not be written; repeat the call",
                                {"reason": str(exc)}) from None  # fmt: skip
-        if changed and self.on_relabel is not None:
-            self.on_relabel(detail)
+        if changed:
+            self.invalidate_totals()
+            if self.on_relabel is not None:
+                self.on_relabel(detail)
         return detail
 
     def _labels(self, event: DetectionEvent, request: ClassifyRequest) -> dict[str, str]:

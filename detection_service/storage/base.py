@@ -51,6 +51,10 @@ class ObjectInfo(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str | None = None
 
 
+# C0 and C1 control characters and DEL (one regex: keys are checked on every URL handed out).
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def validate_key(key: str, *, prefix: bool = False) -> str:
     """Return ``key`` if it is a safe object key, else raise InvalidKey.
 
@@ -69,7 +73,7 @@ def validate_key(key: str, *, prefix: bool = False) -> str:
         raise InvalidKey("key is not valid UTF-8 (lone surrogate)") from None
     if size > MAX_KEY_BYTES:
         raise InvalidKey(f"key is {size} bytes of UTF-8; the limit is {MAX_KEY_BYTES}")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in key):
+    if _CONTROL_RE.search(key):
         raise InvalidKey(f"key contains a control character: {key!r}")
     if "\\" in key:
         raise InvalidKey(f"key contains a backslash: {key!r}")

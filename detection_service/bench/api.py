@@ -1,0 +1,248 @@
+"""`aidoor bench api`: list-query speed of the Detection API at depth.
+
+Seeds N events (with their image rows) into a scratch database, starts the real service
+(`aidoor serve`, access log off) and measures ``GET /api/detections?limit=50`` as the first page,
+a deep page (the middle of the table) and with type + date filters, from C concurrent clients.
+The floor is the same SQL (count, page of ids, rows, image counts) run directly on the database.
+Prints one JSON line:
+
+    {"events": 100000, "queries": {"first_page": {"p50_ms", "p95_ms", "p99_ms", "rps", "sql_p50_ms"},
+     "deep_page": {...}, "filtered": {...}}, ...}
+
+The scratch database is dropped afterwards unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from detection_service.database import make_engine, make_session_factory, upgrade
+from detection_service.services.events import EventFilter, EventService
+from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
+
+DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_api"
+# Share of each type among seeded events: persons dominate a front door, then parcels.
+TYPE_WEIGHTS = {"person": 50, "package": 25, "delivery_food": 10, "mail": 5, "unclassified": 10}
+SPAN_DAYS = 365
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
+
+
+def _scratch_database(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        server = make_engine(parsed.set(database=""))
+        with server.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{parsed.database}`")
+            conn.exec_driver_sql(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        server.dispose()
+    elif parsed.database and Path(parsed.database).exists():
+        Path(parsed.database).unlink()
+
+
+def _drop_database(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        server = make_engine(parsed.set(database=""))
+        with server.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{parsed.database}`")
+        server.dispose()
+
+
+def seed(engine: sa.Engine, events: int, images_per_event: int, rng: random.Random) -> float:
+    """Bulk-insert events spread over a year (ids ascending with time, as in real life) and their
+    image rows; returns seconds taken."""
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        type_ids = dict(conn.execute(sa.select(ObjectType.code, ObjectType.id)).all())
+    codes, weights = zip(*TYPE_WEIGHTS.items())
+    now = utcnow().replace(microsecond=0)
+    step = timedelta(days=SPAN_DAYS) / events
+    chunk = 5000
+    event_table, image_table = DetectionEvent.__table__, EventImage.__table__
+    for first in range(0, events, chunk):
+        rows, image_rows = [], []
+        for i in range(first, min(events, first + chunk)):
+            detected_at = now - timedelta(days=SPAN_DAYS) + step * i
+            event_id = i + 1
+            key = f"events/{detected_at:%Y/%m/%d}/{event_id}/1.jpg"
+            box = {"x1": 100, "y1": 80, "x2": 300, "y2": 400, "frame_width": 1280, "frame_height": 720}
+            rows.append({
+                "id": event_id, "object_type_id": type_ids[rng.choices(codes, weights)[0]], "image_path": key,
+                "confidence_score": round(rng.uniform(0.4, 0.99), 4), "bbox_coordinates": json.dumps(box),
+                "model_version": "yolo_v1", "fps": 15, "processing_time": 30, "tracking_id": event_id % 5000,
+                "tracking_duration": rng.randint(1, 120), "status": "active", "detected_at": detected_at,
+                "ended_at": detected_at + timedelta(seconds=30), "notification_sent": True,
+                "user_verified": False, "is_false_positive": False, "created_at": detected_at, "updated_at": detected_at,
+            })  # fmt: skip
+            for seq in range(1, images_per_event + 1):
+                image_rows.append({
+                    "event_id": event_id, "image_path": key.replace("/1.jpg", f"/{seq}.jpg"), "sequence_number": seq,
+                    "compression_quality": 85, "captured_at": detected_at + timedelta(seconds=2 * seq),
+                })  # fmt: skip
+        with engine.begin() as conn:
+            conn.execute(event_table.insert(), rows)
+            conn.execute(image_table.insert(), image_rows)
+    with engine.begin() as conn:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            conn.exec_driver_sql("ANALYZE TABLE detection_events, event_images")
+        else:
+            conn.exec_driver_sql("ANALYZE")
+    return time.perf_counter() - started
+
+
+def query_cases(events: int, limit: int) -> dict[str, dict[str, str | int]]:
+    now = utcnow()
+    return {
+        "first_page": {"limit": limit},
+        "deep_page": {"limit": limit, "page": max(1, events // limit // 2)},
+        "filtered": {"limit": limit, "type": "package", "start_date": (now - timedelta(days=90)).date().isoformat(),
+                     "end_date": (now - timedelta(days=30)).date().isoformat()},
+    }  # fmt: skip
+
+
+def sql_floor(service: EventService, params: dict, repeats: int) -> float:
+    """p50 (ms) of the list's SQL alone: count, page of ids, the page's rows, their image counts."""
+    from detection_service.services.events import parse_when
+
+    flt = EventFilter(
+        type=params.get("type"),
+        start=parse_when(str(params["start_date"]), "start_date") if "start_date" in params else None,
+        end=parse_when(str(params["end_date"]), "end_date", end_of_day=True) if "end_date" in params else None,
+    )  # fmt: skip
+    page, limit = int(params.get("page", 1)), int(params["limit"])
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with service.session_factory() as session:
+            ids, _ = service.page_ids(session, flt, page, limit)
+            session.execute(sa.select(DetectionEvent.__table__).where(DetectionEvent.id.in_(ids))).all()
+            session.execute(
+                sa.select(EventImage.event_id, sa.func.count(EventImage.id))
+                .where(EventImage.event_id.in_(ids)).group_by(EventImage.event_id)
+            ).all()  # fmt: skip
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+async def load(base_url: str, params: dict, clients: int, requests: int) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        for _ in range(10):  # warm-up
+            await client.get("/api/detections", params=params)
+        counter = iter(range(requests))
+
+        async def worker() -> None:
+            nonlocal errors
+            for _ in counter:
+                started = time.perf_counter()
+                response = await client.get("/api/detections", params=params)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != 200:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {
+        "p50_ms": round(_percentile(latencies, 50), 2), "p95_ms": round(_percentile(latencies, 95), 2),
+        "p99_ms": round(_percentile(latencies, 99), 2), "rps": round(len(latencies) / wall, 1), "errors": errors,
+    }  # fmt: skip
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(args: argparse.Namespace) -> dict:
+    rng = random.Random(7)
+    _scratch_database(args.database_url)
+    upgrade(args.database_url)
+    engine = make_engine(args.database_url)
+    result: dict = {"events": args.events, "images": args.events * args.images_per_event,
+                    "database": engine.dialect.name, "clients": args.clients}  # fmt: skip
+    result["seed_s"] = round(seed(engine, args.events, args.images_per_event, rng), 1)
+    data_dir = Path(tempfile.mkdtemp(prefix="aidoor-bench-api-"))
+    service = EventService(make_session_factory(engine), store=None)  # type: ignore[arg-type]
+    cases = query_cases(args.events, args.limit)
+
+    port = _free_port()
+    env = {**os.environ, "AIDOOR_DATABASE_URL": args.database_url, "AIDOOR_DATA_DIR": str(data_dir),
+           "AIDOOR_PORT": str(port), "AIDOOR_DEMO_VIDEO": "off", "AIDOOR_LOG_LEVEL": "WARNING",
+           "AIDOOR_DAGSTER_PORT": str(_free_port())}  # fmt: skip
+    aidoor = str(Path(sys.executable).parent / "aidoor")
+    server = subprocess.Popen([aidoor, "serve", "--no-migrate"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"service exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(base_url + "/api/system/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("service did not answer within 60 s")
+            time.sleep(0.3)
+        queries = {}
+        for name, params in cases.items():
+            measured = asyncio.run(load(base_url, params, args.clients, args.requests))
+            # One client alone: the service's own latency, without queueing behind 15 others.
+            measured["p50_ms_1_client"] = asyncio.run(load(base_url, params, 1, 60))["p50_ms"]
+            measured["sql_p50_ms"] = round(sql_floor(service, params, 30), 2)
+            measured["p50_over_sql"] = round(measured["p50_ms"] / measured["sql_p50_ms"], 2)
+            queries[name] = measured
+        result["queries"] = queries
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        engine.dispose()
+        if not args.keep:
+            _drop_database(args.database_url)
+    result["target"] = {"p95_ms": 25, "p50_over_sql": 3}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aidoor bench api", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=os.environ.get("AIDOOR_BENCH_DATABASE_URL", DEFAULT_URL),
+                        help="scratch database (dropped and re-created!); default %(default)s")  # fmt: skip
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--images-per-event", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=800, help="requests per query kind")
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args)), flush=True)
+    return 0
