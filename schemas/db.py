@@ -148,6 +148,7 @@ class Telegram(Base):
     id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(50), nullable=False, unique=True)  # Telegram user id
     chat_id: Mapped[str] = mapped_column(String(50), nullable=False, unique=True)
+    # Fernet-encrypted at rest (detection_service/notifications/crypto.py); never returned by the API.
     bot_token: Mapped[str] = mapped_column(String(200), nullable=False)
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = _created_at()
@@ -434,10 +435,19 @@ class NotificationTemplate(Base):
 
 
 class NotificationHistory(Base):
+    """One alert to one recipient, and the persistent queue of the Telegram worker
+    (docs/notifications.md): written ``pending`` with its event, claimed as ``sending``, then
+    ``sent`` or ``failed``."""
+
     __tablename__ = "notification_history"
     __table_args__ = table_args(
         Index("idx_notification_history_sent_at", "sent_at"),
         Index("idx_notification_history_send_status", "send_status"),
+        # The worker's query: due rows by status and time.
+        Index("idx_notification_history_status_next_attempt", "send_status", "next_attempt_at"),
+        # One alert of a kind per event and recipient, whatever retries or restarts happen.
+        Index("uq_notification_history_event_recipient_kind", "event_id", "telegram_user_id", "kind", unique=True),
+        Index("idx_notification_history_chat_message", "chat_id", "telegram_message_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
@@ -456,6 +466,15 @@ class NotificationHistory(Base):
     error_message: Mapped[str | None] = mapped_column(Text())
     retry_count: Mapped[int] = _count(0)
     created_at: Mapped[datetime] = _created_at()
+    # Added (0003): event / removed (package taken away) / test
+    kind: Mapped[str] = mapped_column(String(20), nullable=False, default="event", server_default="event")
+    # pending: when the row is due; sending: when the worker's claim (lease) expires.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_token: Mapped[str | None] = mapped_column(String(32))  # the worker holding a sending row
+    chat_id: Mapped[str | None] = mapped_column(String(50))  # where it went (kept if the recipient is removed)
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger())  # for edits after a button press
+    has_photo: Mapped[bool] = _flag(False)  # sent as a photo with caption (else a text message)
+    callback_result: Mapped[str | None] = mapped_column(String(100))  # what a button press on it did
 
 
 # --- system ------------------------------------------------------------------------------------
