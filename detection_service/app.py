@@ -20,6 +20,7 @@ from detection_service.api.detection import DetectionController
 from detection_service.api.detections import DetectionsController
 from detection_service.api.events import EventsController
 from detection_service.api.models import ModelController
+from detection_service.api.notifications import NotificationController
 from detection_service.api.objects import ObjectController
 from detection_service.api.responses import EXCEPTION_HANDLERS
 from detection_service.api.settings import SettingsController
@@ -29,6 +30,8 @@ from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
 from detection_service.orchestrator import DagsterClient
 from detection_service.ml.ultralytics_env import configure_offline
+from detection_service.notifications.service import NotificationService
+from detection_service.notifications.worker import build_notifier
 from detection_service.services.events import EventService
 from detection_service.services.health import package_version
 from detection_service.services.jobs import JobService
@@ -44,6 +47,7 @@ ROUTE_HANDLERS = [
     SystemController, SettingsController, ObjectController, DatasetController, DataYamlController, ModelController
 ]
 ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController, EventsController]
+ROUTE_HANDLERS += [NotificationController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -84,12 +88,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.pipeline = pipeline_service.pipeline
         app.state.bus = pipeline_service.bus
         app.state.detector_holder = pipeline_service.holder
+        # Telegram alerts (docs/notifications.md): its own thread; never blocks start-up.
+        notifier = build_notifier(settings, app.state.session_factory, store, bus=pipeline_service.bus,
+                                  relabel=lambda *a, **k: app.state.event_service.classify(*a, **k))  # fmt: skip
+        notifier.start()
+        app.state.notifier = notifier
+        app.state.notification_service = NotificationService(
+            app.state.session_factory, app.state.settings_service, notifier
+        )
         pipeline_service.start_background()
         app.state.started_at = time.time()
         try:
             yield
         finally:
             pipeline_service.close()
+            notifier.close()  # after the pipeline's last writes; unsent alerts stay queued
             engine.dispose()
 
     return Litestar(

@@ -46,6 +46,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long an image link handed out by the Event/Detection APIs stays valid.
     image_url_ttl_s: int = 3600
     log_level: str = "INFO"
+    # Telegram alerts (docs/notifications.md). Bot tokens are Fernet-encrypted with this key
+    # (AIDOOR_TELEGRAM_KEY), else with the key in telegram_key_file (default <data dir>/telegram.key).
+    telegram_key: str | None = None
+    telegram_key_file: Path | None = None
+    telegram_api_url: str = "https://api.telegram.org"  # tests point it at a fake Bot API
+    telegram_updates: str = "auto"  # auto | polling | webhook | off (button presses)
+    public_url_set: bool = False  # AIDOOR_PUBLIC_URL given explicitly: alerts link to events
+    alert_timezone: str = "Asia/Seoul"
+
+    @property
+    def telegram_key_path(self) -> Path:
+        return self.telegram_key_file or self.data_dir / "telegram.key"
 
     @property
     def object_store_kind(self) -> str:
@@ -89,9 +101,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "max_upload_mb": _int(get("MAX_UPLOAD_MB", "20"), "MAX_UPLOAD_MB"),
             "image_url_ttl_s": _int(get("IMAGE_URL_TTL_S", "3600"), "IMAGE_URL_TTL_S"),
             "log_level": str(get("LOG_LEVEL", "INFO")).upper(),
+            "telegram_key": get("TELEGRAM_KEY"),
+            "telegram_key_file": Path(str(get("TELEGRAM_KEY_FILE"))).resolve() if get("TELEGRAM_KEY_FILE") else None,
+            "telegram_api_url": str(get("TELEGRAM_API_URL", "https://api.telegram.org")).rstrip("/"),
+            "telegram_updates": str(get("TELEGRAM_UPDATES", "auto")).lower(),
+            "public_url_set": get("PUBLIC_URL") is not None,
+            "alert_timezone": str(get("ALERT_TIMEZONE", "Asia/Seoul")),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
+        if settings.telegram_updates not in ("auto", "polling", "webhook", "off"):
+            raise ConfigError("AIDOOR_TELEGRAM_UPDATES must be auto, polling, webhook or off")
         if settings.s3_endpoint and not (settings.s3_access_key and settings.s3_secret_key):
             raise ConfigError("AIDOOR_S3_ENDPOINT is set but AIDOOR_S3_ACCESS_KEY / AIDOOR_S3_SECRET_KEY are not")
         if not 1 <= settings.image_url_ttl_s <= 7 * 86400:

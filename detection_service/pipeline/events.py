@@ -27,6 +27,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.notifications.queue import enqueue_alerts
 from detection_service.pipeline.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
 from detection_service.pipeline.capture import Frame
 from detection_service.pipeline.detector import UNCLASSIFIED, Detection
@@ -264,6 +265,7 @@ class InsertEvent(_Job):
             session.add(row)
             session.flush()
             event_id = row.id
+            enqueue_alerts(session, event_id)  # pending Telegram alerts commit with the event
         handle.event_id = event_id  # only after the commit succeeded
         writer.images.poke()
         writer.bus.publish(
@@ -351,8 +353,10 @@ class AddImageRow(_Job):
 class UpdateEvent(_Job):
     """Column changes on an inserted event, then a bus message built from the handle."""
 
-    def __init__(self, handle: EventHandle, values: dict[str, Any], message: Callable[[int], Any] | None) -> None:
+    def __init__(self, handle: EventHandle, values: dict[str, Any], message: Callable[[int], Any] | None,
+                 removed: bool = False) -> None:  # fmt: skip
         self.handle, self.values, self.message = handle, values, message
+        self.removed = removed  # a package's removal: its alert is queued in the same transaction
 
     def ready(self) -> bool:
         return self.handle.event_id is not None
@@ -366,6 +370,8 @@ class UpdateEvent(_Job):
                 values["object_type_id"] = writer.type_id(session, values.pop("object_type"))
                 stmt = stmt.where(DetectionEvent.reclassified_at.is_(None))
             session.execute(stmt.values(**values, updated_by=ACTOR))
+            if self.removed:
+                enqueue_alerts(session, self.handle.event_id, kind="removed")  # type: ignore[arg-type]
         if self.message is not None:
             writer.bus.publish(self.message(self.handle.event_id))  # type: ignore[arg-type]
 
@@ -641,7 +647,7 @@ class EventRecorder:
                     tracking_duration=duration,
                 )
 
-        self.writer.update_event(UpdateEvent(handle, values, message))
+        self.writer.update_event(UpdateEvent(handle, values, message, removed=event.object_type == PACKAGE))
 
     def _capture_due(self, frame: Frame, now: float) -> None:
         if not self._captures:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 from importlib.metadata import PackageNotFoundError, version
 
 import sqlalchemy as sa
@@ -40,7 +41,7 @@ async def _probe(name: str, fn: Callable[[], str | None]) -> tuple[str, Componen
 
 
 async def check_health(
-    engine: sa.Engine, store: ObjectStore, dagster: DagsterClient, started_at: float
+    engine: sa.Engine, store: ObjectStore, dagster: DagsterClient, started_at: float, notifier: Any = None
 ) -> HealthReport:
     def database() -> str:
         ping(engine)
@@ -62,6 +63,13 @@ async def check_health(
     results["database"].target = engine.dialect.name
     results["storage"].target = f"{store.kind}:{store.bucket}"
     results["dagster"].target = dagster.base_url
+    if notifier is not None:
+        # Telegram alerts: ok / degraded (sends failing, queue stuck) / down (tokens unreadable).
+        name, component = await _probe("notifications", notifier.health)
+        if component.status == "ok" and isinstance(component.detail, tuple):
+            component.status, component.detail = component.detail
+        results[name] = component
+        component.target = notifier.config.api_url
     if any(results[name].status == "down" for name in CRITICAL_COMPONENTS):
         overall = "down"
     elif all(component.status == "ok" for component in results.values()):

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from detection_service import demo_video
 from detection_service.config import Settings
 from detection_service.ml.training import min_confidence
+from detection_service.notifications.queue import enqueue_alerts
 from detection_service.pipeline.bus import EventBus, EventCreated
 from detection_service.pipeline.detector import Detection, DetectorError, DetectorHolder, classify_detections
 from detection_service.pipeline.events import RecorderConfig, bbox_json, image_key
@@ -620,6 +621,7 @@ class PipelineService:
             row.image_path = key
             session.add(EventImage(event_id=event_id, image_path=key, sequence_number=1,
                                    compression_quality=detection.jpeg_quality, captured_at=now))  # fmt: skip
+            enqueue_alerts(session, event_id)  # pending Telegram alerts commit with the event
         self.bus.publish(
             EventCreated(event_id=event_id, object_type=best.object_type or "unclassified",
                          confidence=round(best.confidence, 4), bbox=box, tracking_id=0, model_version=model_id,
