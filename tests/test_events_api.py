@@ -300,3 +300,25 @@ def msgspec_replace(struct, **changes):
     import msgspec
 
     return msgspec.structs.replace(struct, **changes)
+
+
+def test_bench_api_prints_every_figure(tmp_path):
+    """`aidoor bench api` end to end on a small SQLite table (the real run seeds 100k into MariaDB)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    aidoor = str(Path(sys.executable).parent / "aidoor")
+    out = subprocess.run(
+        [aidoor, "bench", "api", "--database-url", f"sqlite:///{tmp_path / 'bench.db'}", "--events", "400",
+         "--requests", "32", "--clients", "4"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    [line] = out.stdout.strip().splitlines()
+    result = json.loads(line)
+    assert result["events"] == 400 and result["images"] == 1200
+    assert set(result["queries"]) == {"first_page", "deep_page", "filtered"}
+    for figures in result["queries"].values():
+        assert {"p50_ms", "p95_ms", "p99_ms", "rps", "sql_p50_ms"} <= set(figures)
+        assert figures["errors"] == 0 and figures["rps"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]
