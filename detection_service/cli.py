@@ -123,6 +123,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from detection_service.bench.api import main as bench_api
 
         return bench_api(args.rest)
+    if args.bench_command == "notify":
+        from detection_service.bench.notify import main as bench_notify
+
+        return bench_notify(args.rest)
     if args.bench_command == "pipeline":
         from detection_service.bench.pipeline import main as bench_pipeline
 
@@ -191,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(func=_model)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
-    bench.add_argument("bench_command", choices=["train", "pipeline", "api"])
+    bench.add_argument("bench_command", choices=["train", "pipeline", "api", "notify"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
     bench.set_defaults(func=_bench)
 

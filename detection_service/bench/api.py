@@ -46,25 +46,18 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
-def _scratch_database(url: str) -> None:
+def _scratch_database(url: str, create: bool = True) -> None:
+    """Drop the scratch database (a MySQL database or a SQLite file), then create it empty."""
     parsed = make_url(url)
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         server = make_engine(parsed.set(database=""))
         with server.begin() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{parsed.database}`")
-            conn.exec_driver_sql(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            if create:
+                conn.exec_driver_sql(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         server.dispose()
     elif parsed.database and Path(parsed.database).exists():
         Path(parsed.database).unlink()
-
-
-def _drop_database(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() in ("mysql", "mariadb"):
-        server = make_engine(parsed.set(database=""))
-        with server.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{parsed.database}`")
-        server.dispose()
 
 
 def seed(engine: sa.Engine, events: int, images_per_event: int, rng: random.Random) -> float:
@@ -228,7 +221,7 @@ def run(args: argparse.Namespace) -> dict:
             server.kill()
         engine.dispose()
         if not args.keep:
-            _drop_database(args.database_url)
+            _scratch_database(args.database_url, create=False)
     result["target"] = {"p95_ms": 25, "p50_over_sql": 3}
     return result
 
