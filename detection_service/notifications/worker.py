@@ -267,6 +267,20 @@ class Notifier:
         except Exception:
             return None
 
+    async def _wait_photo(self, event: DetectionEvent, wait_s: float = 1.0) -> bytes | None:
+        """Capture 1: the bus brings it milliseconds after the commit that woke us (then the
+        store has it too); wait that long here rather than re-queue the row."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._photos_lock:
+                cached = self._photos.get(event.id)
+            if cached:
+                return cached
+            photo = await asyncio.to_thread(self._photo, event)
+            if photo is not None or time.monotonic() >= deadline or self._stopping.is_set():
+                return photo
+            await asyncio.sleep(0.01)
+
     # -- the loop -------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -411,7 +425,7 @@ class Notifier:
                           confidence=event.confidence_score, when=when, event_id=event.id,
                           link_base=self.config.link_base, tz_name=self.config.timezone)  # fmt: skip
             markup = keyboard(event.id, type_code)
-            photo = await asyncio.to_thread(self._photo, event)
+            photo = await self._wait_photo(event)
             if photo is None and (q.utcnow() - row.created_at).total_seconds() < self.config.photo_wait_s:
                 # Capture 1 is still on its way to the store: look again in a second (no retry counted).
                 await self._finish(row_id, send_status=q.PENDING, next_attempt_at=q.due_at(1.0))

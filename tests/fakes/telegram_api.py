@@ -22,6 +22,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -160,6 +161,12 @@ class FakeTelegram:
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without this, Nagle + the client's
+                # delayed ACK add ~40 ms to every answer (the real API has no such stall).
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:
                 self._handle(b"")
