@@ -284,6 +284,18 @@ def finish(session_factory: sessionmaker[Session], row_id: int, token: str, **va
     return ok
 
 
+def renew(session_factory: sessionmaker[Session], row_id: int, token: str, lease_s: float) -> bool:
+    """Extend this worker's lease on a claimed row; False if the claim is no longer ours."""
+    h = NotificationHistory
+    with session_factory.begin() as session:
+        result = session.execute(
+            sa.update(h).where(h.id == row_id, h.claim_token == token, h.send_status == SENDING)
+            .values(next_attempt_at=ceil_s(utcnow() + timedelta(seconds=lease_s)))
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+        return result.rowcount == 1
+
+
 def backoff_s(retry_count: int, initial_s: float, max_s: float) -> float:
     return min(max_s, initial_s * (2 ** max(0, retry_count - 1)))
 

@@ -123,6 +123,10 @@ class Notifier:
         self.store = store
         self.cipher = cipher
         self.config = config or NotifierConfig()
+        send_budget = self.config.connect_timeout_s + self.config.write_timeout_s + self.config.read_timeout_s
+        if self.config.lease_s < send_budget:
+            log.warning("notifier: lease_s %.0f s is shorter than one send may take (%.0f s): a slow send could "
+                        "be repeated by another worker", self.config.lease_s, send_budget)  # fmt: skip
         self.relabel = relabel
         self.bus = bus
         self.stats = NotifierStats()
@@ -425,8 +429,9 @@ class Notifier:
                           confidence=event.confidence_score, when=when, event_id=event.id,
                           link_base=self.config.link_base, tz_name=self.config.timezone)  # fmt: skip
             markup = keyboard(event.id, type_code)
-            photo = await self._wait_photo(event)
-            if photo is None and (q.utcnow() - row.created_at).total_seconds() < self.config.photo_wait_s:
+            young = (q.utcnow() - row.created_at).total_seconds() < self.config.photo_wait_s
+            photo = await self._wait_photo(event, min(1.0, self.config.photo_wait_s) if young else 0.0)
+            if photo is None and young:
                 # Capture 1 is still on its way to the store: look again in a second (no retry counted).
                 await self._finish(row_id, send_status=q.PENDING, next_attempt_at=q.due_at(1.0))
                 return
@@ -439,6 +444,11 @@ class Notifier:
         paused = self._paused_until.get(token, 0.0) - time.monotonic()
         if paused > 0:
             await self._finish(row_id, send_status=q.PENDING, next_attempt_at=q.due_at(paused))
+            return
+        # Fencing: renew the lease right before the send. A row whose lease ran out while this
+        # worker was busy may already be another worker's; then it is not ours to send.
+        if not await asyncio.to_thread(q.renew, self.session_factory, row_id, self.claim_token, self.config.lease_s):
+            log.warning("alert %s: claim lost before sending (lease_s too short?); left to its new owner", row_id)
             return
         bot = self._bot(token)
         chat_id = recipient.chat_id
