@@ -25,7 +25,8 @@ import msgspec
 import yaml
 
 from detection_service.ml import ultralytics_env
-from detection_service.ml.classes import CLASS_IDS, MODEL_CLASSES, map_class_name
+from detection_service.datasets.export_reader import UnknownClassesError  # noqa: F401  (raised by prepare_yolo_dataset)
+from detection_service.ml.classes import MODEL_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +80,6 @@ _RESERVED_ARGS = frozenset(
 
 class TrainingCancelled(Exception):
     """should_cancel() said stop; the run directory has been removed."""
-
-
-class UnknownClassesError(ValueError):
-    """A dataset names classes that map to no model class."""
-
-    def __init__(self, unknown: list[str], source: str = "") -> None:
-        self.unknown = unknown
-        where = f" in {source}" if source else ""
-        super().__init__(
-            f"classes{where} with no model class: {unknown}; map them to one of {list(MODEL_CLASSES)} "
-            "(mapping={...}) or remove them from the export"
-        )
 
 
 def min_confidence(confidence_threshold: float, sensitivity: str) -> float:
@@ -211,7 +200,6 @@ class EvalResult(msgspec.Struct, kw_only=True):
 
 # --------------------------------------------------------------------------- dataset preparation
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 _SPLITS = (("train", "train"), ("val", "valid"), ("test", "test"))  # data.yaml key, folder we write
 _MARKER = ".aidoor-prepared"
 
@@ -224,41 +212,30 @@ def _names_dict(names: Any) -> dict[int, str]:
     raise ValueError(f"data.yaml 'names' must be a list or mapping, got {type(names).__name__}")
 
 
-def _split_images_dir(export_dir: Path, spec: Any, folder: str) -> Path | None:
-    """Where a split's images are. Roboflow writes ``train/images`` or ``../train/images``."""
-    candidates = []
-    if isinstance(spec, str) and spec:
-        candidates += [export_dir / spec, export_dir / spec.removeprefix("../")]
-    candidates.append(export_dir / folder / "images")
-    return next((c for c in candidates if c.is_dir()), None)
+def prepare_yolo_dataset(export_dir: Path, out_dir: Path, mapping: Mapping[str, str | None] | None = None) -> Path:
+    """Make a training copy of a Roboflow YOLO export folder with classes remapped to MODEL_CLASSES.
 
-
-def prepare_yolo_dataset(export_dir: Path, out_dir: Path, mapping: Mapping[str, str] | None = None) -> Path:
-    """Make a training copy of a Roboflow YOLO export with classes remapped to MODEL_CLASSES.
-
-    Images are symlinked (the export may be read-only and large), label files are rewritten with
-    our class ids, and data.yaml gets an absolute ``path:``. Raises UnknownClassesError listing
-    every class name that maps to nothing. ``out_dir`` is replaced if it holds an earlier
-    preparation; any other non-empty directory is refused. Returns the new data.yaml.
+    The export is read by the same reader as a dataset import (``read_export``: class mapping,
+    label checks, files it rejects are logged and left out). Images are symlinked (the export may
+    be read-only and large), labels are written with our class ids, and data.yaml gets an
+    absolute ``path:``. Raises UnknownClassesError listing every class name that maps to nothing.
+    ``out_dir`` is replaced if it holds an earlier preparation; any other non-empty directory is
+    refused. Returns the new data.yaml.
     """
+    from detection_service.datasets.export_reader import read_export
+
     export_dir = Path(export_dir).resolve()
     out_dir = Path(out_dir).resolve()
+    if not export_dir.is_dir():
+        raise ValueError(f"{export_dir} is not an export folder (unzip it first)")
     if out_dir == export_dir or export_dir in out_dir.parents:
         raise ValueError(f"out_dir {out_dir} must not be inside the export {export_dir}")
-    source_yaml = export_dir / "data.yaml"
-    data = yaml.safe_load(source_yaml.read_text()) or {}
-    names = _names_dict(data.get("names") or {})
-    if not names:
-        raise ValueError(f"{source_yaml} has no class names")
-
-    targets = {i: map_class_name(name, mapping) for i, name in names.items()}
-    unknown = sorted({names[i] for i, t in targets.items() if t is None})
-    if unknown:
-        raise UnknownClassesError(unknown, str(source_yaml))
-    id_map = {i: CLASS_IDS[t] for i, t in targets.items() if t is not None}
-
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / _MARKER).exists():
         raise FileExistsError(f"{out_dir} is not empty and not an earlier prepared dataset")
+    # Decoding every image is the import's job; training reads them anyway.
+    report = read_export(export_dir, mapping, check_images=False)
+    for problem in report.problems:
+        log.warning("%s: %s", export_dir.name, problem)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and swap in at the end: a failure leaves no half dataset behind.
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -266,12 +243,12 @@ def prepare_yolo_dataset(export_dir: Path, out_dir: Path, mapping: Mapping[str, 
         summary: dict[str, dict[str, int]] = {}
         yaml_splits: dict[str, str] = {}
         for key, folder in _SPLITS:
-            images_dir = _split_images_dir(export_dir, data.get(key), folder)
-            if images_dir is None:
+            items = [item for item in report.items if item.split == folder]
+            if not items:
                 if key in ("train", "val"):
-                    raise FileNotFoundError(f"{export_dir}: no images for split '{key}'")
+                    raise FileNotFoundError(f"{export_dir}: no images for split '{folder}'")
                 continue
-            summary[folder] = _copy_split(images_dir, staging / folder, id_map)
+            summary[folder] = _write_split(items, staging / folder)
             yaml_splits[key] = f"{folder}/images"
         out_yaml = {
             "path": str(out_dir),
@@ -279,11 +256,7 @@ def prepare_yolo_dataset(export_dir: Path, out_dir: Path, mapping: Mapping[str, 
             "nc": len(MODEL_CLASSES),
             "names": dict(enumerate(MODEL_CLASSES)),
             # Not read by Ultralytics; provenance for Dagster metadata and humans.
-            "aidoor": {
-                "source": str(export_dir),
-                "class_mapping": {names[i]: MODEL_CLASSES[j] for i, j in id_map.items()},
-                "splits": summary,
-            },
+            "aidoor": {"source": str(export_dir), "class_mapping": report.class_mapping, "splits": summary},
         }
         (staging / "data.yaml").write_text(yaml.safe_dump(out_yaml, sort_keys=False))
         (staging / _MARKER).write_text(str(export_dir) + "\n")
@@ -296,42 +269,22 @@ def prepare_yolo_dataset(export_dir: Path, out_dir: Path, mapping: Mapping[str, 
     return out_dir / "data.yaml"
 
 
-def _copy_split(images_dir: Path, dest: Path, id_map: dict[int, int]) -> dict[str, int]:
-    labels_dir = images_dir.parent / "labels"
+def _write_split(items: list[Any], dest: Path) -> dict[str, int]:
     (dest / "images").mkdir(parents=True)
     (dest / "labels").mkdir(parents=True)
     counts = {"images": 0, "labels": 0, "instances": 0, "backgrounds": 0}
     per_class = [0] * len(MODEL_CLASSES)
-    for image in sorted(images_dir.iterdir()):
-        if image.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
+    for item in items:
         # Symlink each file, not the folder: Ultralytics resolves split folders and derives label
         # paths from image paths (/images/ -> /labels/), which must land in OUR labels folder.
-        (dest / "images" / image.name).symlink_to(image.resolve())
+        (dest / "images" / item.name).symlink_to(item.image.resolve())
         counts["images"] += 1
-        label = labels_dir / f"{image.stem}.txt"
-        if not label.is_file():
-            counts["backgrounds"] += 1
-            continue
-        lines = []
-        for n, line in enumerate(label.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                source_id = int(float(parts[0]))
-            except ValueError:
-                raise ValueError(f"{label}:{n}: bad class id {parts[0]!r}") from None
-            if source_id not in id_map:
-                raise ValueError(f"{label}:{n}: class id {source_id} is not in data.yaml names")
-            target = id_map[source_id]
-            per_class[target] += 1
-            lines.append(" ".join([str(target), *parts[1:]]))
-        (dest / "labels" / label.name).write_text("\n".join(lines) + ("\n" if lines else ""))
+        (dest / "labels" / f"{item.stem}.txt").write_text(item.label)
         counts["labels"] += 1
-        counts["instances"] += len(lines)
-        if not lines:
-            counts["backgrounds"] += 1
+        counts["instances"] += len(item.boxes)
+        counts["backgrounds"] += not item.boxes
+        for class_id in item.boxes:
+            per_class[class_id] += 1
     counts.update({f"instances_{name}": c for name, c in zip(MODEL_CLASSES, per_class) if c})
     return counts
 
