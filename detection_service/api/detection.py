@@ -20,8 +20,7 @@ def pipeline_service(connection: ASGIConnection[Any, Any, Any, Any]) -> Pipeline
 
 
 def notification_ready(request: Request[Any, Any, Any]) -> bool:
-    """True once the Telegram notifier (a later issue) is on ``app.state.notifier`` and says it
-    can send; until then always False."""
+    """Whether the Telegram notifier (``app.state.notifier``) can send alerts now."""
     notifier = getattr(request.app.state, "notifier", None)
     return bool(getattr(notifier, "ready", False))
 
