@@ -287,13 +287,23 @@ def test_s3_image_urls_open_and_expire(s3_server, migrated_database_url, tmp_pat
         assert _event_objects(client.app.state.object_store) == []
 
 
-def test_local_image_urls_expire(settings):
-    with TestClient(create_app(msgspec_replace(settings, image_url_ttl_s=1)), raise_server_exceptions=False) as client:
-        event_id = add_event(client.app.state, "person", NOW, images=1)
-        url = urlsplit(data(client.get(f"/api/events/{event_id}"))["images"][0]["url"])
-        assert client.get(f"{url.path}?{url.query}").status_code == 200
-        time.sleep(2.1)
-        assert data(client.get(f"{url.path}?{url.query}"), 403)["code"] == "INVALID_SIGNATURE"
+def test_local_image_urls_open_over_http_and_expire(settings):
+    """The local store's signed links, fetched from a real server like a browser would."""
+    from tests.test_viewer import LiveServer
+
+    port = free_port()
+    live_settings = msgspec_replace(settings, port=port, public_url=f"http://127.0.0.1:{port}", image_url_ttl_s=2)
+    with LiveServer(live_settings, port=port) as live:
+        event_id = add_event(live.app.state, "person", NOW, images=2)
+        images = live.get(f"/api/events/{event_id}/images")
+        for image in images:
+            assert image["url"].startswith(live.url)
+            response = httpx.get(image["url"], timeout=10)
+            assert response.status_code == 200 and response.content == JPEG
+            assert response.headers["content-type"].startswith("image/jpeg")
+        time.sleep(3)
+        expired = httpx.get(images[0]["url"], timeout=10)
+        assert expired.status_code == 403 and expired.json()["error"]["code"] == "INVALID_SIGNATURE"
 
 
 def msgspec_replace(struct, **changes):

@@ -29,11 +29,11 @@ PERSON_RGB = (80, 200, 80)  # the viewer's box colour for "person" (runner._COLO
 
 
 class LiveServer:
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, port: int | None = None) -> None:
         import uvicorn
 
         self.app = create_app(settings)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 timeout_graceful_shutdown=2)  # fmt: skip
