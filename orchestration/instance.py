@@ -27,10 +27,21 @@ run_monitoring:
 
 
 def ensure_local_instance(dagster_home: Path) -> Path:
-    """Create DAGSTER_HOME with our dagster.yaml; rewrite it only if we wrote it before."""
+    """Create DAGSTER_HOME with our dagster.yaml (rewritten only if we wrote it before), and its
+    storage, once, before any Dagster process starts.
+
+    The webserver, the daemon and their code servers all open the instance at start-up. On a new
+    DAGSTER_HOME they would each create the SQLite storages at the same moment, and that race can
+    stamp the schedule storage's ``alembic_version`` twice ("more than one head present"): the
+    code location then never loads and no sensor ever runs. Opening the instance here first makes
+    the creation serial."""
+    import dagster as dg
+
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists() or config.read_text().startswith("# Written by ai-door-system"):
         if not config.exists() or config.read_text() != LOCAL_INSTANCE_YAML:
             config.write_text(LOCAL_INSTANCE_YAML)
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass
     return config

@@ -66,7 +66,9 @@ def test_pending_training_runs_once_dagster_starts(client, settings, tmp_path: P
             if status["status"] in ("completed", "failed", "cancelled"):
                 break
             time.sleep(2)
-        assert status and status["status"] == "completed", (status, _diagnostics(log_path))
+        if not (status and status["status"] == "completed"):
+            # pytest.fail prints the whole text (an assertion message would be cut short).
+            pytest.fail(f"training ended as {status}\n--- aidoor run log, key lines ---\n{_diagnostics(log_path)}")
         assert status["dagster_run_id"] and status["model_id"] == "yolo_v1"
 
         graphql = f"http://127.0.0.1:{dagster_port}/graphql"

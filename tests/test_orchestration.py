@@ -69,3 +69,20 @@ def test_storage_usage_asset_on_s3(s3_server, migrated_database_url):
     store.put_bytes("events/a/1.jpg", b"z" * 2048, "image/jpeg")
     result = _materialize({"database": DatabaseResource(url=migrated_database_url), "object_store": resource})
     _check_snapshot(result, migrated_database_url, objects=1, size=2048)
+
+
+def test_local_instance_storage_is_created_before_dagster_starts(tmp_path: Path):
+    """Webserver, daemon and code servers starting together on a new DAGSTER_HOME raced to create
+    the SQLite storages; a doubly stamped alembic_version kept the code location from loading
+    (no sensor ever ran). ensure_local_instance creates them once, first."""
+    import sqlite3
+
+    from orchestration.instance import ensure_local_instance
+
+    home = tmp_path / "dagster"
+    config = ensure_local_instance(home)
+    assert config.read_text().startswith("# Written by ai-door-system")
+    for db in ("schedules/schedules.db", "history/runs.db"):
+        with sqlite3.connect(home / db) as conn:
+            assert len(conn.execute("select version_num from alembic_version").fetchall()) == 1, db
+    ensure_local_instance(home)  # idempotent
