@@ -168,12 +168,11 @@ class EventService:
             conds.append(DetectionEvent.status == flt.status)
         return conds
 
-    def page_ids(self, session: Session, flt: EventFilter, page: int, limit: int) -> tuple[list[int], int]:
-        """One page of event ids, newest first, and how many match."""
+    def list_statements(self, session: Session, flt: EventFilter, page: int, limit: int) -> tuple[sa.Select, sa.Select]:
+        """The two statements a list runs: its uncached total, and its page (see _summaries)."""
         conds = self._conditions(session, flt)
-        total = session.scalar(sa.select(sa.func.count(DetectionEvent.id)).where(*conds)) or 0
-        ids = session.scalars(self._page_query(conds, page, limit)).all()
-        return list(ids), total
+        count = sa.select(sa.func.count(DetectionEvent.id)).where(*conds)
+        return count, self._rows_statement(self._page_query(conds, page, limit))
 
     def _total(self, session: Session, flt: EventFilter, conds: list[Any]) -> int:
         """COUNT(*) of a filter, remembered while no event was added (MAX(id), an index lookup,
@@ -218,6 +217,14 @@ class EventService:
             return self._summaries(session, self._page_query([], 1, limit))
 
     def _summaries(self, session: Session, page_ids: sa.Select[tuple[int]]) -> list[EventSummary]:
+        rows = session.execute(self._rows_statement(page_ids)).all()
+        if not rows:
+            return []
+        types = self._type_map(session, need=max(r.object_type_id for r in rows))
+        return [self._summary(row, types, row.image_count) for row in rows]
+
+    @staticmethod
+    def _rows_statement(page_ids: sa.Select[tuple[int]]) -> sa.Select:
         """The page's rows in one statement: a late join on the page of ids (walked in the index,
         so a deep OFFSET skips index entries, not rows) with only the listed columns, and each
         event's image count as a correlated count."""
@@ -226,15 +233,11 @@ class EventService:
             sa.select(sa.func.count(EventImage.id)).where(EventImage.event_id == DetectionEvent.id)
             .correlate(DetectionEvent).scalar_subquery()
         )  # fmt: skip
-        rows = session.execute(
+        return (
             sa.select(*(getattr(DetectionEvent, c) for c in SUMMARY_COLUMNS), image_count.label("image_count"))
             .join(page, page.c.id == DetectionEvent.id)
             .order_by(DetectionEvent.detected_at.desc(), DetectionEvent.id.desc())
-        ).all()  # fmt: skip
-        if not rows:
-            return []
-        types = self._type_map(session, need=max(r.object_type_id for r in rows))
-        return [self._summary(row, types, row.image_count) for row in rows]
+        )  # fmt: skip
 
     def _summary(self, event: Any, types: dict[int, ObjectType], image_count: int) -> EventSummary:
         """From an ORM event or a row of SUMMARY_COLUMNS."""
