@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.detector_holder = pipeline_service.holder
         # Telegram alerts (docs/notifications.md): its own thread; never blocks start-up.
         notifier = build_notifier(settings, app.state.session_factory, store, bus=pipeline_service.bus,
-                                  relabel=lambda *a, **k: app.state.event_service.classify(*a, **k))  # fmt: skip
+                                  relabel=app.state.event_service.classify)  # fmt: skip
         notifier.start()
         app.state.notifier = notifier
         app.state.notification_service = NotificationService(

@@ -11,10 +11,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +46,11 @@ SUMMARY_COLUMNS = ("id", "object_type_id", "original_type_id", "confidence_score
 def label_key(image_key: str) -> str:
     """The YOLO label of a capture lives beside it: ``events/.../42/3.jpg`` -> ``.../42/3.txt``."""
     return image_key.rsplit(".", 1)[0] + ".txt"
+
+
+class _Type(NamedTuple):
+    code: str
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +112,11 @@ class EventService:
         session_factory: sessionmaker[Session],
         store: ObjectStore,
         url_ttl: timedelta = DEFAULT_URL_TTL,
-        on_relabel: Callable[[EventDetail], None] | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.store = store
         self.url_ttl = url_ttl
-        self.on_relabel = on_relabel
-        self._types: dict[int, ObjectType] = {}
+        self._types: dict[int, _Type] = {}
         self._types_lock = threading.Lock()
         self._totals: dict[tuple[EventFilter, int], tuple[int, int, float]] = {}
         self._generation = 0
@@ -127,26 +129,23 @@ class EventService:
         return [ObjectTypeInfo(id=t.id, code=t.code, name=t.name, description=t.description, is_active=t.is_active)
                 for t in rows]  # fmt: skip
 
-    def _type_map(self, session: Session, need: int | None = None) -> dict[int, ObjectType]:
+    def _type_map(self, session: Session, need: int | None = None, refresh: bool = False) -> dict[int, _Type]:
+        """object_types by id, cached (the table changes only by migration or by hand); re-read
+        when an id or code is not in the cache."""
         with self._types_lock:
-            if not self._types or (need is not None and need not in self._types):
-                rows = session.scalars(sa.select(ObjectType)).all()
-                for row in rows:
-                    session.expunge(row)
-                self._types = {row.id: row for row in rows}
+            if refresh or not self._types or (need is not None and need not in self._types):
+                self._types = {i: _Type(c, n) for i, c, n in session.execute(
+                    sa.select(ObjectType.id, ObjectType.code, ObjectType.name))}  # fmt: skip
             return self._types
 
     def _type_id(self, session: Session, code: str) -> int:
-        types = self._type_map(session)
-        for type_id, row in types.items():
-            if row.code == code:
-                return type_id
-        self._types = {}
-        for type_id, row in self._type_map(session).items():
-            if row.code == code:
-                return type_id
+        for refresh in (False, True):
+            types = self._type_map(session, refresh=refresh)
+            for type_id, kind in types.items():
+                if kind.code == code:
+                    return type_id
         raise ServiceError(400, "UNKNOWN_TYPE", f"unknown object type {code!r}",
-                           {"types": sorted(row.code for row in types.values())})  # fmt: skip
+                           {"types": sorted(kind.code for kind in types.values())})  # fmt: skip
 
     # -- lists ----------------------------------------------------------------------------
 
@@ -239,7 +238,7 @@ class EventService:
             .order_by(DetectionEvent.detected_at.desc(), DetectionEvent.id.desc())
         )  # fmt: skip
 
-    def _summary(self, event: Any, types: dict[int, ObjectType], image_count: int) -> EventSummary:
+    def _summary(self, event: Any, types: dict[int, _Type], image_count: int) -> EventSummary:
         """From an ORM event or a row of SUMMARY_COLUMNS."""
         kind = types.get(event.object_type_id)
         original = types.get(event.original_type_id) if event.original_type_id else None
@@ -354,8 +353,6 @@ class EventService:
                                {"reason": str(exc)}) from None  # fmt: skip
         if changed:
             self.invalidate_totals()
-            if self.on_relabel is not None:
-                self.on_relabel(detail)
         return detail
 
     def _labels(self, event: DetectionEvent, request: ClassifyRequest) -> dict[str, str]:
