@@ -19,3 +19,12 @@ def stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def percentile(values: list[float], pct: float, digits: int = 2) -> float | None:
+    """The pct-th percentile (0-100, linear interpolation) of ``values``, rounded; None if empty."""
+    if not values:
+        return None
+    import numpy as np
+
+    return round(float(np.percentile(values, pct)), digits)

@@ -31,6 +31,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from detection_service.bench import percentile
 from detection_service.database import make_engine, make_session_factory, upgrade
 from detection_service.services.events import EventFilter, EventService
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
@@ -39,11 +40,6 @@ DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_api"
 # Share of each type among seeded events: persons dominate a front door, then parcels.
 TYPE_WEIGHTS = {"person": 50, "package": 25, "delivery_food": 10, "mail": 5, "unclassified": 10}
 SPAN_DAYS = 365
-
-
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
 def _scratch_database(url: str, create: bool = True) -> None:
@@ -155,8 +151,8 @@ async def load(base_url: str, params: dict, clients: int, requests: int) -> dict
         await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - started
     return {
-        "p50_ms": round(_percentile(latencies, 50), 2), "p95_ms": round(_percentile(latencies, 95), 2),
-        "p99_ms": round(_percentile(latencies, 99), 2), "rps": round(len(latencies) / wall, 1), "errors": errors,
+        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99), "rps": round(len(latencies) / wall, 1), "errors": errors,
     }  # fmt: skip
 
 

@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from detection_service.bench import percentile
+
 log = logging.getLogger("aidoor.bench.notify")
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
@@ -49,13 +51,6 @@ def _jpeg() -> bytes:
     image = (rng.random((480, 640, 3)) * 60 + 80).astype("uint8")
     cv2.rectangle(image, (200, 100), (420, 460), (30, 160, 30), -1)
     return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))], 1)
 
 
 def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = None) -> dict[str, Any]:
@@ -139,12 +134,12 @@ def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = N
         return {
             "events": events,
             "interval_s": interval_s,
-            "p50_ms": _pct(latency["clean"], 0.5),
-            "p95_ms": _pct(latency["clean"], 0.95),
-            "max_ms": _pct(latency["clean"], 1.0),
+            "p50_ms": percentile(latency["clean"], 50, 1),
+            "p95_ms": percentile(latency["clean"], 95, 1),
+            "max_ms": percentile(latency["clean"], 100, 1),
             "mean_ms": round(statistics.fmean(latency["clean"]), 1) if latency["clean"] else None,
-            "p50_ms_with_429": _pct(latency["with_429"], 0.5),
-            "p95_ms_with_429": _pct(latency["with_429"], 0.95),
+            "p50_ms_with_429": percentile(latency["with_429"], 50, 1),
+            "p95_ms_with_429": percentile(latency["with_429"], 95, 1),
             "sent": sum(1 for e in rounds["clean"] if e in accepted),
             "sent_with_429": sum(1 for e in rounds["with_429"] if e in accepted),
             "duplicates": sum(c - 1 for c in counts.values() if c > 1),
