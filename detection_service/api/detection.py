@@ -25,7 +25,6 @@ def notification_ready(request: Request[Any, Any, Any]) -> bool:
     return bool(getattr(notifier, "ready", False))
 
 
-call = in_thread  # ServiceError -> error envelope is the app's exception handler
 
 
 class DetectionController(Controller):
@@ -54,7 +53,7 @@ class DetectionController(Controller):
         ),
     )
     async def put_config(self, request: Request[Any, Any, Any], data: dict[str, Any]) -> Response[Envelope[DetectionConfig]]:
-        config = await call(pipeline_service(request).configure, data)
+        config = await in_thread(pipeline_service(request).configure, data)
         return ok(config, message="detection config updated")
 
     @post("/{action:str}", status_code=200, summary="start, stop or restart the detection process")
@@ -63,6 +62,6 @@ class DetectionController(Controller):
             raise ApiError(400, "INVALID_ACTION", f"unknown action {action!r}; use start, stop or restart",
                            {"allowed": list(ACTIONS)})  # fmt: skip
         service = pipeline_service(request)
-        await call(service.control, action)
+        await in_thread(service.control, action)
         past = {"start": "started", "stop": "stopped", "restart": "restarted"}[action]
         return ok(service.status(notification_ready(request)), message=f"detection {past}")

@@ -17,7 +17,7 @@ from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
-from detection_service.api.detection import call, pipeline_service
+from detection_service.api.detection import pipeline_service
 from detection_service.api.responses import ApiError, in_thread, ok
 from detection_service.services.events import EventFilter, EventService, parse_when
 from schemas.detection import ManualDetection
@@ -97,7 +97,7 @@ class DetectionsController(Controller):
             raise ApiError(400, "INVALID_IMAGE", "the uploaded file is empty", {"filename": upload.filename})
         image = decode_image(raw, upload.filename, upload.content_type)
         record = record or str(data.get("record", "")).strip().lower() in _TRUE
-        result: ManualDetection = await call(pipeline_service(request).detect_image, image, record)
+        result: ManualDetection = await in_thread(pipeline_service(request).detect_image, image, record)
         if result.event_id is not None:
             message = f"{result.count} object(s) detected; event {result.event_id} recorded"
         elif record:
