@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from assets.partitions import dataset_versions, partition_key
 from detection_service.database import make_session_factory
+from detection_service.services.jobs import JobService
 from detection_service.services.settings import SettingsService
 from assets.datasets import dataset_update_job
 from orchestration.jobs import dataset_assets_job, dataset_to_model_job, train_and_deploy_job, train_model_job
@@ -142,23 +143,8 @@ def _finish_batch_job(
     context: dg.RunStatusSensorContext, database: DatabaseResource, status: JobStatus, error: str | None
 ) -> None:
     job_id = context.dagster_run.tags.get(BATCH_JOB_TAG)
-    if not job_id:
-        return
-    session_factory = make_session_factory(database.engine())
-    with session_factory.begin() as session:
-        job = session.get(BatchJob, int(job_id))
-        if job is None or JobStatus(job.status).is_finished:
-            return  # the run's own code already recorded the outcome
-        job.status, job.completed_at = status, utcnow()
-        job.dagster_run_id = job.dagster_run_id or context.dagster_run.run_id
-        if error:
-            job.error_message = error[:2000]
-        training_id = (job.parameters or {}).get("training_id")
-        training = session.get(ModelTraining, int(training_id)) if training_id else None
-        if training is not None and not JobStatus(training.status).is_finished:
-            training.status, training.completed_at = status, utcnow()
-            if error:
-                training.error_message = error[:2000]
+    if job_id:  # the run's own code may have recorded the outcome already: finish() then does nothing
+        JobService(make_session_factory(database.engine())).finish(int(job_id), status, error, context.dagster_run.run_id)
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING)

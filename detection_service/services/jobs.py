@@ -15,7 +15,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.db import BatchJob, utcnow
+from schemas.db import BatchJob, ModelTraining, utcnow
 from schemas.enums import JobStatus
 
 
@@ -71,6 +71,25 @@ class JobService:
         with self._session_factory() as session:
             return [BatchJobView.of(job) for job in session.scalars(query)]
 
+    def finish(self, job_id: int, status: JobStatus, error: str | None, run_id: str | None = None) -> bool:
+        """Close a batch job (and the training it drives) that its run's own code did not close:
+        the run failed, was cancelled, or its worker died. False if it was already finished."""
+        with self._session_factory.begin() as session:
+            job = session.get(BatchJob, job_id)
+            if job is None or JobStatus(job.status).is_finished:
+                return False
+            job.status, job.completed_at = status, utcnow()
+            job.dagster_run_id = job.dagster_run_id or run_id
+            if error:
+                job.error_message = error[:2000]
+            training_id = (job.parameters or {}).get("training_id")
+            training = session.get(ModelTraining, int(training_id)) if training_id else None
+            if training is not None and not JobStatus(training.status).is_finished:
+                training.status, training.completed_at = status, utcnow()
+                if error:
+                    training.error_message = error[:2000]
+            return True
+
 
 def queue_dataset_materialize(
     session_factory: sessionmaker[Session], dataset_id: str, version: str, train: dict[str, Any] | None = None
@@ -81,7 +100,7 @@ def queue_dataset_materialize(
     ``train`` holds TrainRequest-like fields (profile, epochs, auto_deploy, ...); a model_training
     row is created now so the training is visible in /api/models/train/status at once.
     """
-    from schemas.db import Dataset, ModelTraining  # local: keeps this module light for the sensor
+    from schemas.db import Dataset  # local: keeps this module light for the sensor
 
     with session_factory.begin() as session:
         parameters: dict[str, Any] = {"dataset_id": dataset_id, "version": version}
