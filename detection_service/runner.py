@@ -19,7 +19,8 @@ import httpx
 
 from detection_service.config import Settings
 from detection_service.database import upgrade
-from orchestration.instance import ensure_local_instance
+from orchestration.instance import ensure_local_instance, fail_interrupted_runs
+from schemas.enums import JobStatus
 
 log = logging.getLogger("aidoor.run")
 
@@ -77,6 +78,29 @@ def _wait_ready(url: str, stop: threading.Event) -> bool:
 MAX_RESTARTS = 5
 
 
+def _close_interrupted_runs(settings: Settings) -> None:
+    """Runs cut off when the last `aidoor run` stopped: failed in Dagster, and their batch jobs
+    (and trainings) failed with a clear message, so a new request, or the starter training, can
+    be queued instead of waiting forever behind a 'running' job."""
+    from detection_service.database import make_engine, make_session_factory
+    from detection_service.services.jobs import JobService
+    from orchestration.sensors import BATCH_JOB_TAG
+
+    interrupted = fail_interrupted_runs(settings.dagster_home)
+    if not interrupted:
+        return
+    engine = make_engine(settings.database_url)
+    try:
+        jobs = JobService(make_session_factory(engine))
+        for run_id, tags in interrupted:
+            print(f"==> Dagster run {run_id} was interrupted by the last shutdown: marked failed", flush=True)
+            if tags.get(BATCH_JOB_TAG):
+                jobs.finish(int(tags[BATCH_JOB_TAG]), JobStatus.FAILED,
+                            "interrupted: the service stopped while this job ran; request it again", run_id)  # fmt: skip
+    finally:
+        engine.dispose()
+
+
 def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = True) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     print(f"==> migrating database {settings.database_url.split('@')[-1]}", flush=True)
@@ -88,6 +112,7 @@ def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = Tru
     }
     if with_dagster:
         ensure_local_instance(settings.dagster_home)
+        _close_interrupted_runs(settings)
         workspace = str(REPO_ROOT / "workspace.yaml")
         commands["dagster-webserver"] = [
             _bin("dagster-webserver"), "-w", workspace,

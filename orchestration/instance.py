@@ -45,3 +45,22 @@ def ensure_local_instance(dagster_home: Path) -> Path:
     with dg.DagsterInstance.from_config(str(dagster_home)):
         pass
     return config
+
+
+def fail_interrupted_runs(dagster_home: Path) -> list[tuple[str, dict[str, str]]]:
+    """Mark runs that the local instance still shows as starting or started as failed, and
+    return them as (run_id, tags). Called by `aidoor run` before it starts Dagster: their run
+    workers were children of the previous supervisor and died with it, and nothing else would
+    ever end them. Only for the instance we wrote (a shared instance may have live runs)."""
+    import dagster as dg
+
+    config = dagster_home / "dagster.yaml"
+    if not config.exists() or not config.read_text().startswith("# Written by ai-door-system"):
+        return []
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+        )
+        for run in runs:
+            instance.report_run_failed(run, message="interrupted: `aidoor run` stopped while this run was in progress")
+        return [(run.run_id, dict(run.tags)) for run in runs]

@@ -86,3 +86,30 @@ def test_local_instance_storage_is_created_before_dagster_starts(tmp_path: Path)
         with sqlite3.connect(home / db) as conn:
             assert len(conn.execute("select version_num from alembic_version").fetchall()) == 1, db
     ensure_local_instance(home)  # idempotent
+
+
+def test_runs_cut_off_by_a_shutdown_are_failed_at_the_next_start(settings):
+    """A run worker dies with `aidoor run`; at the next start its run and batch job are failed (so
+    a new request or the starter training is not stuck behind a 'running' job forever)."""
+    import dagster as dg
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from detection_service.database import make_engine, make_session_factory
+    from detection_service.runner import _close_interrupted_runs
+    from detection_service.services.jobs import JobService
+    from orchestration.instance import ensure_local_instance
+    from orchestration.sensors import BATCH_JOB_TAG
+
+    jobs = JobService(make_session_factory(make_engine(settings.database_url)))
+    job = jobs.submit("model_retrain", "cut off", {"dataset_id": "d", "version": 1})
+    ensure_local_instance(settings.dagster_home)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        run = instance.add_run(DagsterRun(job_name="train_model_job", status=dg.DagsterRunStatus.STARTED,
+                                          tags={BATCH_JOB_TAG: str(job.id)}))  # fmt: skip
+    _close_interrupted_runs(settings)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    closed = jobs.get(job.id)
+    assert closed.status == "failed" and "interrupted" in closed.error_message
+    assert closed.dagster_run_id == run.run_id
+    _close_interrupted_runs(settings)  # nothing left to do
