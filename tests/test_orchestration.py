@@ -100,8 +100,14 @@ def test_runs_cut_off_by_a_shutdown_are_failed_at_the_next_start(settings):
     from orchestration.instance import ensure_local_instance
     from orchestration.sensors import BATCH_JOB_TAG
 
-    jobs = JobService(make_session_factory(make_engine(settings.database_url)))
-    job = jobs.submit("model_retrain", "cut off", {"dataset_id": "d", "version": 1})
+    from detection_service.services.jobs import queue_dataset_materialize
+    from schemas.db import Dataset, ModelTraining
+
+    session_factory = make_session_factory(make_engine(settings.database_url))
+    jobs = JobService(session_factory)
+    with session_factory.begin() as session:
+        session.add(Dataset(dataset_id="d", name="d", version="1", storage_path="datasets/d/1/", yaml_path="datasets/d/1/data.yaml"))
+    job = jobs.get(queue_dataset_materialize(session_factory, "d", "1", train={"profile": "tiny"}))
     ensure_local_instance(settings.dagster_home)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         run = instance.add_run(DagsterRun(job_name="train_model_job", status=dg.DagsterRunStatus.STARTED,
@@ -112,4 +118,7 @@ def test_runs_cut_off_by_a_shutdown_are_failed_at_the_next_start(settings):
     closed = jobs.get(job.id)
     assert closed.status == "failed" and "interrupted" in closed.error_message
     assert closed.dagster_run_id == run.run_id
+    with session_factory() as session:  # the training it drove, too (it lives under parameters["train"])
+        training = session.get(ModelTraining, closed.parameters["train"]["training_id"])
+        assert training.status == "failed" and "interrupted" in training.error_message
     _close_interrupted_runs(settings)  # nothing left to do

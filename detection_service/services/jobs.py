@@ -82,7 +82,9 @@ class JobService:
             job.dagster_run_id = job.dagster_run_id or run_id
             if error:
                 job.error_message = error[:2000]
-            training_id = (job.parameters or {}).get("training_id")
+            params = job.parameters or {}
+            # model_retrain jobs carry training_id; dataset_materialize jobs carry it under "train".
+            training_id = params.get("training_id") or (params.get("train") or {}).get("training_id")
             training = session.get(ModelTraining, int(training_id)) if training_id else None
             if training is not None and not JobStatus(training.status).is_finished:
                 training.status, training.completed_at = status, utcnow()
