@@ -61,7 +61,7 @@ class Capture:
         self.backoff_max_s = backoff_max_s
         self.fallback_fps = fallback_fps
         self.frames_read = 0  # grabbed
-        self.frames_delivered = 0  # retrieved for a consumer
+        self.frames_delivered = 0  # handed to a consumer by read()
         self.reconnects = 0
         self.last_error: str | None = None
         self._cond = threading.Condition()
@@ -118,6 +118,9 @@ class Capture:
             try:
                 if not self._cond.wait_for(ready, timeout) or self._stop.is_set():
                     return None
+                # Counted here, when handed out: the capture thread may decode one more frame for
+                # a consumer that has been woken but not yet left (a busy machine).
+                self.frames_delivered += 1
                 return self._latest
             finally:
                 self._waiting -= 1
@@ -218,7 +221,6 @@ class Capture:
                     if image is not None:
                         with self._cond:
                             self._latest = Frame(image, self.frames_read, now, wall)
-                            self.frames_delivered += 1
                             self._cond.notify_all()
                 if source.is_file:
                     # Real-time playback: frame n is due at start + n / fps. Far behind (the
