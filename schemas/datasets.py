@@ -59,6 +59,7 @@ class ImportResult(msgspec.Struct, kw_only=True):
     class_mapping: dict[str, str] = msgspec.field(default_factory=dict)  # source class name -> model class
     base_version: str | None = None  # version whose files were carried over (merge, auto-collect)
     unlabeled_images: int = 0  # auto-collect with auto_label=False: images under unlabeled/
+    auto_labeled_images: int = 0  # auto-collect: unverified captures labelled by the model, under auto_labeled/
     collected_events: list[int] = msgspec.field(default_factory=list)
     duration_s: float = 0.0
 

@@ -18,7 +18,7 @@ import yaml
 
 from detection_service.database import make_engine, make_session_factory
 from detection_service.datasets import importer, run_dataset_update
-from detection_service.datasets.auto_collect import BoxError, collect_verified, parse_bbox
+from detection_service.datasets.auto_collect import BoxError, collect_verified, parse_bbox, split_for_event
 from detection_service.datasets.export_reader import (
     ArchiveTooLargeError,
     ExportError,
@@ -483,10 +483,11 @@ def test_auto_collect_verified_events(session_factory, store, tmp_path: Path) ->
     assert result.total_images == 26 + 3 and result.background_images == 1
     assert result.class_distribution["package"].instances == 42 + 2
     assert result.class_distribution["person"].instances == 0
-    prefix = "datasets/door/v2/train/"
+    # Every capture of an event lands in the event's split (a hash of its id; door v1 has a valid split).
+    prefix = f"datasets/door/v2/{split_for_event(package)}/"
     assert store.get_bytes(prefix + f"labels/event_{package}_1.txt") == b"1 0.500000 0.500000 0.500000 0.500000\n"
     assert store.get_bytes(prefix + f"labels/event_{package}_2.txt") == b"1 0.250000 0.250000 0.500000 0.500000\n"
-    assert store.get_bytes(prefix + f"labels/event_{false_positive}_1.txt") == b""
+    assert store.get_bytes(f"datasets/door/v2/{split_for_event(false_positive)}/labels/event_{false_positive}_1.txt") == b""
     assert f"{prefix}images/event_{package}_3.jpg" not in keys(store)  # capture without a box
     problems = {p.file: p.problem for p in result.problems if p.severity == "error"}
     assert set(problems) == {f"event {unclassified}", f"event {missing}", f"event {broken}"}

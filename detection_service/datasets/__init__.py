@@ -47,7 +47,8 @@ def run_dataset_update(
     """Execute a ``dataset_update`` batch job as ``/api/datasets`` queues it (``parameters`` =
     ``batch_jobs.parameters``). ``{"source": "roboflow", workspace, project_name, version, dataset_id,
     class_mapping}``: the API key (and API URL, timeout) come from AIDOOR_ROBOFLOW_* here, never
-    from the job row. ``{"source": "auto_collect", dataset_id, auto_label, since_version}``.
+    from the job row. ``{"source": "auto_collect", dataset_id, auto_label, since_version}`` (with ``auto_label`` the
+    deployed model labels unverified unclassified captures into ``auto_labeled/``).
     Raises what the functions raise; NothingToCollect means "done, nothing new"."""
     from detection_service.datasets.auto_collect import collect_verified
     from detection_service.datasets.roboflow_sync import roboflow_credentials, sync_roboflow
@@ -62,9 +63,15 @@ def run_dataset_update(
             timeout_s=credentials.timeout_s,
         )
     if source == "auto_collect":
+        auto_label = bool(parameters.get("auto_label", True))
+        labeler = None
+        if auto_label:  # unverified unclassified captures get the deployed model's labels (kept apart)
+            from detection_service.ml.pseudo_label import deployed_model_labeler
+
+            labeler = deployed_model_labeler(session_factory, store, Path(work_dir) / "models")
         return collect_verified(
-            session_factory, store, parameters["dataset_id"], bool(parameters.get("auto_label", True)),
-            parameters.get("since_version"),
+            session_factory, store, parameters["dataset_id"], auto_label, parameters.get("since_version"),
+            labeler=labeler[1] if labeler else None, labeler_model=labeler[0] if labeler else None,
         )
     if source == "path":
         # An export folder or zip on this machine (the starter-model bootstrap uses this).

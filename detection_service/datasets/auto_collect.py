@@ -10,6 +10,17 @@ collected into this dataset (docs/datasets.md, "Auto-collect"):
 - ``auto_label=False``: no label is derived from the events' boxes; the non-false-positive
   captures go to ``unlabeled/images/`` (kept with the version, ignored by training, for labelling
   by hand), false positives still become backgrounds (their label, "nothing", is certain).
+- ``auto_label=True`` with a ``labeler`` (the deployed model): events the user has NOT verified
+  and that are still ``unclassified`` are labelled by the model and go to ``auto_labeled/``, a
+  folder of their own that data.yaml does not list: model guesses are never mixed with verified
+  labels (``changes.auto_labeled_events``, ``auto_labeled_by``). Verifying such an event later
+  collects it as a verified one and removes its model-labelled copy.
+
+Split: every capture of an event goes to the same split, chosen by a hash of the event id
+(``VALID_SHARE`` of the events to ``valid/``, the rest to ``train/``), so near-identical frames of
+one event never straddle train and val, and an event keeps its split in every later version.
+When that leaves the version without any valid image although it holds at least two events, the
+new event with the lowest hash goes to ``valid/`` (a version with >= 2 events always has a val).
 
 ``bbox_coordinates`` (JSON text written by the realtime pipeline), in pixels of the frame::
 
@@ -32,7 +43,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -45,6 +59,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from detection_service.datasets.export_reader import IMAGE_SUFFIXES
 from detection_service.datasets.importer import (
+    AUTO_LABELED,
     UNLABELED,
     DatasetNotFound,
     NothingToCollect,
@@ -61,11 +76,34 @@ from detection_service.datasets.importer import (
 from detection_service.ml.classes import CLASS_IDS
 from detection_service.storage import ObjectNotFound, ObjectStore
 from schemas.datasets import FileProblem, ImportResult
-from schemas.db import Dataset, DatasetVersion, DetectionEvent
+from schemas.db import Dataset, DatasetVersion, DetectionEvent, ObjectType
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_EVENTS = 2000  # per run; the rest are picked up by the next run
+VALID_SHARE = 0.2  # share of the events whose captures go to valid/
+
+# Labels image bytes with the deployed model: YOLO label text in model class ids ("" = nothing found).
+Labeler = Callable[[bytes], str]
+
+
+def event_hash(event_id: int) -> float:
+    """A stable number in [0, 1) per event id: the same on every machine and in every run."""
+    digest = hashlib.sha1(f"event:{int(event_id)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_for_event(event_id: int) -> str:
+    return "valid" if event_hash(event_id) < VALID_SHARE else "train"
+
+
+_EVENT_NAME = re.compile(r"event_(\d+)_")
+
+
+def event_id_of(name: str) -> int | None:
+    """The event id in a collected file name (``event_<id>_<seq>.jpg``), None for other files."""
+    match = _EVENT_NAME.match(name)
+    return int(match.group(1)) if match else None
 
 
 class BoxError(ValueError):
@@ -182,13 +220,13 @@ def _suffix(key: str) -> str:
     return suffix if suffix in IMAGE_SUFFIXES else ".jpg"
 
 
-def _collected_ids(session: Session, dataset: Dataset | None) -> set[int]:
+def _collected_ids(session: Session, dataset: Dataset | None, key: str = "events_collected") -> set[int]:
     if dataset is None:
         return set()
     ids: set[int] = set()
     for text in session.scalars(sa.select(DatasetVersion.changes).where(DatasetVersion.dataset_id == dataset.id)):
         changes = parse_changes(text) or {}
-        ids.update(int(i) for i in changes.get("events_collected") or [] if isinstance(i, int))
+        ids.update(int(i) for i in changes.get(key) or [] if isinstance(i, int))
     return ids
 
 
@@ -201,15 +239,20 @@ def collect_verified(
     *,
     version: str | None = None,
     max_events: int = DEFAULT_MAX_EVENTS,
+    labeler: Labeler | None = None,
+    labeler_model: str | None = None,
 ) -> ImportResult:
     """Add verified, not yet collected events to ``dataset_id`` as a new version (see the module
     docstring). ``since_version``: only events detected after that version was created.
-    Creates the dataset when it does not exist. Raises NothingToCollect when no event gave an
-    image (no version is made), DatasetNotFound for an unknown ``since_version``."""
+    ``labeler`` (with ``auto_label``): labels unverified unclassified captures into auto_labeled/;
+    ``labeler_model`` names the model it uses (recorded). Creates the dataset when it does not
+    exist. Raises NothingToCollect when no event gave an image (no version is made),
+    DatasetNotFound for an unknown ``since_version``."""
     dataset_id = validate_dataset_id(dataset_id)
     with session_factory() as session:
         dataset, _ = latest_version(session, dataset_id)
         collected = _collected_ids(session, dataset)
+        auto_labeled_before = _collected_ids(session, dataset, "auto_labeled_events")
         cutoff: datetime | None = None
         if since_version is not None:
             row = None
@@ -228,12 +271,29 @@ def collect_verified(
             sa.select(DetectionEvent).where(DetectionEvent.id.in_(candidate_ids)).order_by(DetectionEvent.id)
             .options(selectinload(DetectionEvent.images), selectinload(DetectionEvent.object_type))
         )) if candidate_ids else []
+        guess_events: list[DetectionEvent] = []
+        if auto_label and labeler is not None:
+            guess_query = (
+                sa.select(DetectionEvent.id).join(DetectionEvent.object_type)
+                .where(DetectionEvent.user_verified.is_(False), DetectionEvent.is_false_positive.is_(False),
+                       ObjectType.code == "unclassified")
+                .order_by(DetectionEvent.id)
+            )
+            if cutoff is not None:
+                guess_query = guess_query.where(DetectionEvent.detected_at >= cutoff)
+            guess_ids = [i for i in session.scalars(guess_query) if i not in auto_labeled_before][:max_events]
+            guess_events = list(session.scalars(
+                sa.select(DetectionEvent).where(DetectionEvent.id.in_(guess_ids)).order_by(DetectionEvent.id)
+                .options(selectinload(DetectionEvent.images))
+            )) if guess_ids else []
         base_version = dataset.version if dataset is not None and dataset.version else None
 
     problems: list[FileProblem] = []
     captures: list[_Capture] = []
     for event in events:
         captures += _event_captures(event, auto_label, problems)
+    guesses = [_Capture(event.id, key, name, AUTO_LABELED, None) for event in guess_events
+               for seq, key, name in _images_of(event)]
 
     # Every capture is fetched and decoded once to prove it is an image (and get its size);
     # publish_version copies it again from the store rather than holding all bytes in memory.
@@ -249,6 +309,23 @@ def collect_verified(
             capture.size, capture.error = size, error
 
     _run_parallel([lambda c=capture: check(c) for capture in captures])
+
+    # Model labels of unverified captures: fetched and labelled one at a time (the model is not
+    # thread-safe); kept apart in auto_labeled/.
+    guessed: list[VersionFile] = []
+    guessed_events: set[int] = set()
+    for capture in guesses:
+        try:
+            data = store.get_bytes(capture.key)
+        except ObjectNotFound:
+            continue  # tried again next run: the event is not recorded as auto-labelled
+        if _image_size(data) is None:
+            continue
+        guessed.append(VersionFile(AUTO_LABELED, capture.name, StoreObject(capture.key), labeler(data)))
+        guessed_events.add(capture.event_id)
+
+    base_files = load_version_files(store, dataset_id, base_version) if base_version is not None else []
+    _assign_splits(captures, base_files)
 
     files: list[VersionFile] = []
     per_event: dict[int, int] = {}
@@ -270,23 +347,59 @@ def collect_verified(
         files.append(VersionFile(capture.split, capture.name, StoreObject(capture.key), label))
         per_event[capture.event_id] = per_event.get(capture.event_id, 0) + 1
 
-    if not files:
+    if not files and not guessed:
         raise NothingToCollect(
             f"no new verified event with a usable image for dataset {dataset_id!r}",
             {"events_checked": len(events), "problems": [{"file": p.file, "problem": p.problem} for p in problems[:200]]},
         )
+    files += guessed
     new_names = {(f.split, f.stem) for f in files}
     if base_version is not None:
-        files += [f for f in load_version_files(store, dataset_id, base_version) if (f.split, f.stem) not in new_names]
+        for old in base_files:
+            if (old.split, old.stem) in new_names:
+                continue
+            if old.split == AUTO_LABELED and event_id_of(old.name) in per_event:
+                continue  # the user has verified it now: the verified copy replaces the model's guess
+            files.append(old)
+    splits: dict[str, list[int]] = {}
+    for event_id in sorted(per_event):
+        splits.setdefault(next(c.split for c in captures if c.event_id == event_id), []).append(event_id)
     draft = VersionDraft(
         dataset_id=dataset_id, files=files, source="auto_collect",
-        source_detail=f"{len(per_event)} verified event(s)", version=version,
-        name=dataset_id, description="Collected from verified detection events",
+        source_detail=f"{len(per_event)} verified event(s)"
+        + (f", {len(guessed_events)} unverified labelled by {labeler_model or 'the model'}" if guessed_events else ""),
+        version=version, name=dataset_id, description="Collected from verified detection events",
         problems=problems, rejected=rejected, base_version=base_version,
         collected_events=sorted(per_event),
-        extra_changes={"auto_label": auto_label, "since_version": since_version},
+        extra_changes={
+            "auto_label": auto_label, "since_version": since_version,
+            "event_splits": {split: ids for split, ids in sorted(splits.items())},
+            # Unverified, model-labelled (auto_labeled/): never in data.yaml, never trained on.
+            "auto_labeled_events": sorted(guessed_events),
+            "auto_labeled_by": labeler_model if guessed_events else None,
+        },
     )
     return publish_version(session_factory, store, draft)
+
+
+def _assign_splits(captures: list[_Capture], base_files: list[VersionFile]) -> None:
+    """Give every labelled capture its event's split (train/valid by the event-id hash). When the
+    version would have no valid image although it holds >= 2 events (new ones plus the base
+    version's), the new event with the lowest hash goes to valid."""
+    labelled = [c for c in captures if c.split == "train"]
+    for capture in labelled:
+        capture.split = split_for_event(capture.event_id)
+    usable = {c.event_id for c in labelled if c.error is None}
+    if not usable or any(f.split == "valid" for f in base_files) or any(
+        c.split == "valid" for c in labelled if c.error is None
+    ):
+        return
+    base_events = {event_id_of(f.name) for f in base_files if f.split in ("train", "valid", "test")} - {None}
+    if len(usable | base_events) >= 2:
+        chosen = min(usable, key=event_hash)
+        for capture in labelled:
+            if capture.event_id == chosen:
+                capture.split = "valid"
 
 
 def _event_type(events: list[DetectionEvent], event_id: int) -> str:
@@ -296,12 +409,18 @@ def _event_type(events: list[DetectionEvent], event_id: int) -> str:
     raise KeyError(event_id)
 
 
-def _event_captures(event: DetectionEvent, auto_label: bool, problems: list[FileProblem]) -> list[_Capture]:
-    where = f"event {event.id}"
+def _images_of(event: DetectionEvent) -> list[tuple[int | None, str, str]]:
+    """(sequence number or None for a main snapshot outside event_images, key, file name)."""
     images: list[tuple[int | None, str]] = [(img.sequence_number, img.image_path) for img in event.images]
     keys = {key for _, key in images}
     if event.image_path and event.image_path not in keys:
         images.insert(0, (None, event.image_path))
+    return [(seq, key, f"event_{event.id}_{'main' if seq is None else seq}{_suffix(key)}") for seq, key in images]
+
+
+def _event_captures(event: DetectionEvent, auto_label: bool, problems: list[FileProblem]) -> list[_Capture]:
+    where = f"event {event.id}"
+    images: list[tuple[int | None, str]] = [(seq, key) for seq, key, _ in _images_of(event)]
     if not images:
         problems.append(FileProblem(file=where, problem="no image stored for this event"))
         return []

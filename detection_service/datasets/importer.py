@@ -6,6 +6,8 @@ Layout of a version (docs/datasets.md)::
     datasets/<dataset_id>/<version>/{train,valid,test}/images/<file>
     datasets/<dataset_id>/<version>/{train,valid,test}/labels/<stem>.txt   ("" for a background)
     datasets/<dataset_id>/<version>/unlabeled/images/<file>                 (auto-collect only)
+    datasets/<dataset_id>/<version>/auto_labeled/{images,labels}/...        (auto-collect: model labels,
+                                                                             unverified, not trained on)
 
 Every version is a complete snapshot with labels in model class ids. ``publish_version`` writes
 one atomically: a marker object reserves the version prefix, all files are uploaded in parallel,
@@ -49,6 +51,10 @@ _AUTO_VERSION_RE = re.compile(r"v(\d{1,9})")
 UPLOAD_WORKERS = 8  # uploads wait on I/O (S3 round trips, fsync), not on the 2 CPUs
 DEFAULT_MAX_PROBLEM_RATIO = 0.5
 UNLABELED = "unlabeled"
+# Captures the user has not verified, labelled by the deployed model: kept with the version for
+# review, never listed in data.yaml, so never trained on or evaluated against verified labels.
+AUTO_LABELED = "auto_labeled"
+EXTRA_FOLDERS = (UNLABELED, AUTO_LABELED)
 MARKER_NAME = ".importing"
 _MAX_STORED_PROBLEMS = 100  # in dataset_versions.changes; the full list is in the ImportResult
 
@@ -163,7 +169,7 @@ ImageSource = Path | bytes | StoreObject
 
 @dataclass(frozen=True, slots=True)
 class VersionFile:
-    split: str  # train, valid, test or unlabeled
+    split: str  # train, valid, test, unlabeled or auto_labeled
     name: str  # image file name; the label is <stem>.txt
     image: ImageSource
     label: str | None  # YOLO text in model ids; "" background; None: no label file (unlabeled/)
@@ -202,15 +208,19 @@ class _Stats(msgspec.Struct, kw_only=True):
     total_labels: int
     backgrounds: int
     unlabeled: int
+    auto_labeled: int = 0
 
 
 def compute_stats(files: Iterable[VersionFile]) -> _Stats:
     splits: dict[str, SplitCount] = {}
     dist = {name: ClassDistribution() for name in MODEL_CLASSES}
-    total_images = total_labels = backgrounds = unlabeled = 0
+    total_images = total_labels = backgrounds = unlabeled = auto_labeled = 0
     for f in files:
         if f.split == UNLABELED:
             unlabeled += 1
+            continue
+        if f.split == AUTO_LABELED:  # not training data: counted apart, not in the class distribution
+            auto_labeled += 1
             continue
         count = splits.setdefault(f.split, SplitCount())
         count.images += 1
@@ -236,7 +246,7 @@ def compute_stats(files: Iterable[VersionFile]) -> _Stats:
     ordered = {s: splits[s] for s in SPLITS if s in splits}
     return _Stats(
         splits=ordered, distribution=dist, total_images=total_images, total_labels=total_labels,
-        backgrounds=backgrounds, unlabeled=unlabeled,
+        backgrounds=backgrounds, unlabeled=unlabeled, auto_labeled=auto_labeled,
     )
 
 
@@ -325,7 +335,7 @@ def _upload_tasks(store: ObjectStore, prefix: str, files: list[VersionFile]) -> 
 def _check_files(files: list[VersionFile]) -> None:
     seen: set[tuple[str, str]] = set()
     for f in files:
-        if f.split not in (*SPLITS, UNLABELED):
+        if f.split not in (*SPLITS, *EXTRA_FOLDERS):
             raise ValueError(f"unknown split {f.split!r}")
         if (f.split, f.stem) in seen:
             raise ValueError(f"two files named {f.stem!r} in {f.split}")
@@ -339,7 +349,7 @@ def publish_version(session_factory: sessionmaker[Session], store: ObjectStore, 
     dataset_id = validate_dataset_id(draft.dataset_id)
     _check_files(draft.files)
     stats = compute_stats(draft.files)
-    if stats.total_images == 0 and stats.unlabeled == 0:
+    if stats.total_images == 0 and stats.unlabeled == 0 and stats.auto_labeled == 0:
         raise ExportError("nothing to store: the new version would hold no image")
     version = _reserve_version(session_factory, store, dataset_id, draft.version)
     prefix = version_prefix(dataset_id, version)
@@ -365,7 +375,7 @@ def publish_version(session_factory: sessionmaker[Session], store: ObjectStore, 
         total_images=stats.total_images, total_labels=stats.total_labels, background_images=stats.backgrounds,
         class_distribution=stats.distribution, splits=stats.splits, rejected=draft.rejected,
         problems=draft.problems, source=draft.source, class_mapping=draft.class_mapping,
-        base_version=draft.base_version, unlabeled_images=stats.unlabeled,
+        base_version=draft.base_version, unlabeled_images=stats.unlabeled, auto_labeled_images=stats.auto_labeled,
         collected_events=draft.collected_events, duration_s=round(time.perf_counter() - started, 3),
     )
 
@@ -380,6 +390,7 @@ def _changes(draft: VersionDraft, stats: _Stats) -> dict[str, Any]:
         "class_distribution": msgspec.to_builtins(stats.distribution),
         "background_images": stats.backgrounds,
         "unlabeled_images": stats.unlabeled,
+        "auto_labeled_images": stats.auto_labeled,
         "original_classes": draft.original_classes,
         "class_mapping": draft.class_mapping,
         "dropped_classes": draft.dropped_classes,
@@ -469,7 +480,7 @@ def load_version_files(store: ObjectStore, dataset_id: str, version: str) -> lis
     label_keys: dict[tuple[str, str], str] = {}
     for info in store.list(prefix):
         parts = info.key[len(prefix):].split("/")
-        if len(parts) != 3 or parts[0] not in (*SPLITS, UNLABELED):
+        if len(parts) != 3 or parts[0] not in (*SPLITS, *EXTRA_FOLDERS):
             continue  # data.yaml, the marker, anything foreign
         split, kind, name = parts
         stem = name.rsplit(".", 1)[0] if "." in name else name
