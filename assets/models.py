@@ -10,7 +10,6 @@ import sqlalchemy as sa
 
 from assets.partitions import dataset_versions, split_partition_key
 from detection_service.database import make_session_factory
-from detection_service.ml.gate import judge
 from detection_service.ml.progress import TrainingProgress
 from detection_service.ml.registry import fetch_dataset_version, fetch_model, register_model, set_current_model
 from detection_service.ml.ultralytics_env import configure_offline
@@ -142,11 +141,12 @@ def trained_model(
 
 @dg.asset(
     partitions_def=dataset_versions,
+    deps=[dg.AssetKey("evaluation_set")],
     group_name="models",
     op_tags=HEAVY,
     check_specs=[dg.AssetCheckSpec("beats_champion", asset="model_evaluation")],
-    description="The challenger and the deployed champion evaluated on the same split (the challenger's "
-    "dataset version, valid split): the champion/challenger gate.",
+    description="The challenger and the deployed champion evaluated on the same fixed evaluation set "
+    "(latest evaluation-set version, brought up to date first): the per-class champion/challenger gate.",
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
@@ -155,52 +155,24 @@ def model_evaluation(
     object_store: ObjectStoreResource,
     paths: LocalPathsResource,
 ):
-    from detection_service.ml.training import evaluate
+    from assets.evaluation import collected_dataset_id, evaluation_set_metadata, gate_metadata
+    from detection_service.ml.gating import run_gate
 
     configure_offline(Path(paths.data_dir))
-    dataset_id, version = split_partition_key(context.partition_key)
-    store = object_store.store()
     session_factory = make_session_factory(database.engine())
-    with session_factory() as session:
-        challenger = session.scalar(sa.select(Model).where(Model.model_id == trained_model))
-        champion = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
-    if challenger is None:
-        raise dg.Failure(f"model {trained_model} is not registered")
-    data_yaml = fetch_dataset_version(store, dataset_id, version, paths.cache_dir())
-    imgsz = int((challenger.metrics or {}).get("training_params", {}).get("imgsz", 320))
-    stored = challenger.metrics or {}
-    if stored.get("dataset", {}).get("version") == version and stored.get("dataset", {}).get("dataset_id") == dataset_id:
-        # trained_model already evaluated the challenger on exactly this split.
-        challenger_metrics = {k: float(stored[k]) for k in ("map50", "map50_95", "precision", "recall")}
-    else:
-        weights = fetch_model(store, challenger.model_id, challenger.model_path, paths.cache_dir())
-        challenger_metrics = evaluate(weights, data_yaml, "val", imgsz).metrics
-    champion_metrics = None
-    if champion is not None and champion.model_id != challenger.model_id:
-        champion_imgsz = int((champion.metrics or {}).get("training_params", {}).get("imgsz", imgsz))
-        champion_eval = evaluate(fetch_model(store, champion.model_id, champion.model_path, paths.cache_dir()),
-                                 data_yaml, "val", champion_imgsz)
-        champion_metrics = champion_eval.metrics
-    verdict = judge(challenger.model_id, challenger_metrics,
-                    champion.model_id if champion else None, champion_metrics, f"{dataset_id}@{version}/val")
-    with session_factory.begin() as session:
-        row = session.get(Model, challenger.id)
-        row.metrics = {**(row.metrics or {}), "gate": msgspec.to_builtins(verdict)}
+    try:
+        outcome = run_gate(session_factory, object_store.store(), paths.cache_dir(), trained_model,
+                           collected_dataset_id=collected_dataset_id(session_factory), on_log=context.log.info)
+    except LookupError as exc:
+        raise dg.Failure(str(exc)) from None
+    if outcome.evaluation_set.created:
+        context.log_event(dg.AssetMaterialization(asset_key="evaluation_set",
+                                                  metadata=evaluation_set_metadata(outcome.evaluation_set)))
+    verdict = outcome.verdict
     context.log.info(f"gate: {verdict.reason}")
-    yield dg.Output(
-        msgspec.to_builtins(verdict),
-        metadata={
-            "challenger": verdict.challenger_id,
-            "champion": verdict.champion_id or "none",
-            "challenger_mAP50": challenger_metrics["map50"],
-            "challenger_mAP50-95": challenger_metrics["map50_95"],
-            "champion_mAP50": (champion_metrics or {}).get("map50", 0.0),
-            "champion_mAP50-95": (champion_metrics or {}).get("map50_95", 0.0),
-            "verdict": verdict.reason,
-        },
-    )
+    yield dg.Output(msgspec.to_builtins(verdict), metadata=gate_metadata(outcome))
     yield dg.AssetCheckResult(check_name="beats_champion", passed=verdict.passed, asset_key="model_evaluation",
-                              metadata={"reason": verdict.reason})
+                              metadata={"reason": verdict.reason, "evaluation_set": verdict.split})
 
 
 @dg.asset(

@@ -2,7 +2,9 @@
 
 import dagster as dg
 
+from assets.collection import collected_dataset, collection_job
 from assets.datasets import data_yaml, dataset_update_job, dataset_version
+from assets.evaluation import evaluation_set, registered_model_evaluation_job
 from assets.models import deployed_model, model_evaluation, trained_model
 from assets.system import storage_usage
 from detection_service.config import Settings
@@ -24,9 +26,10 @@ from orchestration.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[dataset_version, data_yaml, trained_model, model_evaluation, deployed_model, storage_usage],
+    assets=[collected_dataset, dataset_version, data_yaml, trained_model, evaluation_set, model_evaluation,
+            deployed_model, storage_usage],
     jobs=[storage_usage_job, dataset_assets_job, train_model_job, train_and_deploy_job, dataset_to_model_job,
-          dataset_update_job, storage_cleanup_job],
+          dataset_update_job, storage_cleanup_job, registered_model_evaluation_job, collection_job],
     schedules=[storage_usage_hourly, storage_cleanup_nightly],
     sensors=[batch_job_sensor, retrain_on_new_labels_sensor, batch_job_succeeded_sensor, batch_job_failed_sensor],
     resources=resources_from_settings(Settings.from_env()),

@@ -8,26 +8,50 @@ from assets.partitions import dataset_versions, partition_key
 from detection_service.database import make_session_factory
 from detection_service.services.jobs import JobService
 from detection_service.services.settings import SettingsService
+from assets.collection import collection_job
 from assets.datasets import dataset_update_job
+from assets.evaluation import registered_model_evaluation_job
 from orchestration.jobs import dataset_assets_job, dataset_to_model_job, train_and_deploy_job, train_model_job
 from orchestration.resources import DatabaseResource
-from schemas.db import BatchJob, DetectionEvent, ModelTraining, utcnow
+from schemas.db import BatchJob, DetectionEvent, Model, ModelTraining, utcnow
 from schemas.enums import JobStatus
 
 # current_step of a batch job that `aidoor bootstrap-model` runs itself, outside the sensor.
 IN_PROCESS = "running in `aidoor bootstrap-model`"
 BATCH_JOB_TAG = "aidoor/batch_job_id"
-TRAIN_CONFIG_KEYS = ("training_id", "profile", "epochs", "batch_size", "imgsz", "base_model_id",
+TRAIN_CONFIG_KEYS = ("training_id", "profile", "epochs", "batch_size", "imgsz", "base_model_id", "mix",
                      "confidence_threshold", "sensitivity")
 
 
-def _training_run_config(job_id: int, params: dict, with_deploy: bool) -> dict:
+def training_run_config(job_id: int, params: dict, with_deploy: bool) -> dict:
+    """Run config of a training run from a batch job's (training) parameters."""
     train = {key: params[key] for key in TRAIN_CONFIG_KEYS if params.get(key) is not None}
     train["batch_job_id"] = job_id
     ops: dict = {"trained_model": {"config": train}}
     if with_deploy:
         ops["deployed_model"] = {"config": {"force": bool(params.get("force_deploy", False))}}
     return {"ops": ops}
+
+
+_training_run_config = training_run_config  # the old private name (bootstrap.py imports it)
+
+
+def retrain_parameters(session_factory, profile: str) -> dict:
+    """What a retrain on new labels trains: fine-tune the deployed model (when it has PyTorch
+    weights) on the union of the collected version (the run's partition) and the champion's
+    human-labelled base data (``mix``; their teacher overlays come along with them)."""
+    from detection_service.datasets.evaluation_set import model_base_refs
+
+    train: dict = {"profile": profile, "auto_deploy": True, "job_type": "retrain"}
+    with session_factory() as session:
+        champion = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
+    if champion is not None:
+        if champion.model_path.endswith(".pt"):
+            train["base_model_id"] = champion.model_id
+        mix = model_base_refs(champion)
+        if mix:
+            train["mix"] = mix
+    return train
 
 
 def run_request_for(job: BatchJob) -> tuple[dg.RunRequest, str | None]:
@@ -47,6 +71,13 @@ def run_request_for(job: BatchJob) -> tuple[dg.RunRequest, str | None]:
             return dg.RunRequest(run_key=run_key, job_name=dataset_to_model_job.name, partition_key=key, tags=tags,
                                  run_config=_training_run_config(job.id, params["train"], True)), key
         return dg.RunRequest(run_key=run_key, job_name=dataset_assets_job.name, partition_key=key, tags=tags), key
+    if job.job_type == "model_evaluation":
+        return dg.RunRequest(run_key=run_key, job_name=registered_model_evaluation_job.name, tags=tags, run_config={
+            "ops": {"evaluate_registered_model": {"config": {"batch_job_id": job.id, "model_id": params["model_id"]}}},
+        }), None
+    if job.job_type == "dataset_update" and params.get("source") == "auto_collect":
+        return dg.RunRequest(run_key=run_key, job_name=collection_job.name, tags=tags,
+                             run_config={"ops": {"collected_dataset": {"config": {"batch_job_id": job.id}}}}), None
     if job.job_type == "dataset_update":
         return dg.RunRequest(run_key=run_key, job_name=dataset_update_job.name, tags=tags,
                              run_config={"ops": {"dataset_update": {"config": {"batch_job_id": job.id}}}}), None
@@ -56,7 +87,8 @@ def run_request_for(job: BatchJob) -> tuple[dg.RunRequest, str | None]:
 @dg.sensor(
     minimum_interval_seconds=3,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[train_model_job, train_and_deploy_job, dataset_assets_job, dataset_to_model_job, dataset_update_job],
+    jobs=[train_model_job, train_and_deploy_job, dataset_assets_job, dataset_to_model_job, dataset_update_job,
+          registered_model_evaluation_job, collection_job],
     description="Starts one Dagster run per pending batch_jobs row (run_key = row id): requests the "
     "service accepted while Dagster was down run once it is back, and none runs twice.",
 )
@@ -119,7 +151,7 @@ def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: 
         count, max_id = session.execute(query).one()
         busy = session.scalar(
             sa.select(sa.func.count()).select_from(BatchJob).where(
-                BatchJob.job_type.in_(("dataset_update", "dataset_materialize", "model_retrain")),
+                BatchJob.job_type.in_(("dataset_update", "dataset_materialize", "model_retrain", "model_evaluation")),
                 BatchJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
             )
         )
@@ -132,7 +164,7 @@ def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: 
             job_type="dataset_update", job_name=f"auto-collect {count} verified labels and retrain",
             status=JobStatus.PENDING, priority=5, scheduled_at=utcnow(),
             parameters={"source": "auto_collect", "dataset_id": training.auto_collect_dataset_id, "auto_label": True,
-                        "train": {"profile": training.profile, "auto_deploy": True, "job_type": "retrain"}},
+                        "train": retrain_parameters(session_factory, training.profile)},
         ))
     # The cursor is the newest label counted: the same labels never trigger a second retrain.
     context.update_cursor(str(max_id))

@@ -59,10 +59,12 @@ class TrainingJobType(StrEnum):
 
 
 class BatchJobType(StrEnum):
-    """``batch_jobs.job_type`` values named by the seed."""
+    """``batch_jobs.job_type``: the seed's values, plus the follow-up jobs Dagster runs."""
 
     DATASET_UPDATE = "dataset_update"
     MODEL_RETRAIN = "model_retrain"
+    DATASET_MATERIALIZE = "dataset_materialize"  # a stored dataset version's assets (+ optional training)
+    MODEL_EVALUATION = "model_evaluation"  # a registered model on the fixed evaluation set + gate
     STORAGE_CLEANUP = "storage_cleanup"
     LOG_ARCHIVE = "log_archive"
 

@@ -139,9 +139,56 @@ def register_model(
     return row
 
 
+def register_model_folder(
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    folder: Path,
+    *,
+    model_name: str,
+    metrics: dict[str, Any],
+    created_by: str = "cli",
+) -> Model:
+    """Register an inference-only export folder (``*_openvino_model``): every file goes to
+    ``models/<model_id>/<folder name>/``; ``model_path`` is that prefix (ending in ``/``)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    with session_factory() as session:
+        model_id, version = next_model_id(session)
+    prefix = f"{model_prefix(model_id)}{folder.name}/"
+    for path in files:
+        store.put_file(prefix + path.name, path, "application/octet-stream")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + sha256_of(path).encode())
+    with session_factory.begin() as session:
+        row = Model(
+            model_id=model_id, model_name=model_name[:100], model_path=prefix,
+            model_size=sum(p.stat().st_size for p in files), version=version, status="ready",
+            metrics={**metrics, "sha256": digest.hexdigest()}, created_by=created_by,
+        )
+        session.add(row)
+        session.flush()
+        session.expunge(row)
+    return row
+
+
 def fetch_model(store: ObjectStore, model_id: str, model_path: str, cache_root: Path) -> Path:
-    """The model's .pt (and its aidoor.json) in the local cache; downloaded once."""
+    """The model's .pt (and its aidoor.json) in the local cache; downloaded once. A model
+    registered as an export folder (``model_path`` ends in ``/``) comes back as that folder."""
     target = Path(cache_root) / "models" / model_id
+    if model_path.endswith("/"):
+        folder = target / model_path.rstrip("/").rsplit("/", 1)[-1]
+        if (folder / _COMPLETE).exists():
+            return folder
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for info in store.list(model_path):
+            store.download_file(info.key, partial / info.key[len(model_path):])
+        (partial / _COMPLETE).write_text("ok\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+        return folder
     weights = target / WEIGHTS_NAME
     if weights.exists():
         return weights

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import BatchJob, ModelTraining, utcnow
-from schemas.enums import JobStatus
+from schemas.enums import BatchJobType, JobStatus
 
 
 class BatchJobView(msgspec.Struct, kw_only=True):
@@ -119,7 +119,7 @@ def queue_dataset_materialize(
             session.flush()
             parameters["train"] = {**train, "training_id": training.id}
         job = BatchJob(
-            job_type="dataset_materialize", job_name=f"dataset {dataset_id} {version}"
+            job_type=BatchJobType.DATASET_MATERIALIZE, job_name=f"dataset {dataset_id} {version}"
             + (" + training" if train is not None else ""), status=JobStatus.PENDING,
             priority=3, parameters=parameters, scheduled_at=utcnow(),
         )

@@ -13,14 +13,16 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.datasets.evaluation_set import EVALUATION_SET_ID, NoEvaluationSet, latest_evaluation_set
 from detection_service.ml import registry
-from detection_service.ml.gate import judge
+from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.orchestrator import DagsterClient, DagsterUnavailable
 from detection_service.services.errors import ServiceError
 from detection_service.services.jobs import JobService
+from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectStore
 from schemas.db import BatchJob, Dataset, Model, ModelTraining, utcnow
-from schemas.enums import JobStatus
+from schemas.enums import BatchJobType, JobStatus
 from schemas.models import DeployResult, ModelInfo, TrainingStatus, TrainRequest
 
 log = logging.getLogger(__name__)
@@ -116,27 +118,57 @@ class ModelService:
             ref = current.model_id
         _, weights = self.weights_path(ref)
         destination = Path(destination)
+        if weights.is_dir():  # an inference-only export folder
+            if destination.is_dir():
+                destination = destination / weights.name
+            shutil.copytree(weights, destination, ignore=shutil.ignore_patterns(".complete"))
+            return destination
         if destination.is_dir():
             destination = destination / f"{ref}.pt"
         shutil.copyfile(weights, destination)
         return destination
 
-    def register_file(self, weights: Path, name: str | None = None) -> ModelInfo:
-        """Register an Ultralytics weights file trained elsewhere (e.g. yolo11n.pt)."""
+    def register_file(self, weights: Path, name: str | None = None, evaluate: bool = True) -> ModelInfo:
+        """Register an Ultralytics detection model trained elsewhere: a ``.pt`` (e.g. yolo11n.pt) or
+        an inference-only ``*_openvino_model`` export folder. Its classes map onto ours by name
+        (person -> person; a class with no counterpart is reported as unclassified). With
+        ``evaluate``, a ``model_evaluation`` batch job evaluates it on the fixed evaluation set and
+        gates it against the champion (in Dagster); the job id is in ``metrics.evaluation_job_id``."""
         from ultralytics import YOLO  # configure_offline() ran at start-up
 
+        from detection_service.ml.evaluation import ModelFormatError, class_mapping_report, model_kind
+
         weights = Path(weights)
-        if not weights.is_file():
-            raise ModelError(400, "BAD_REQUEST", f"{weights} is not a file")
+        if not weights.exists():
+            raise ModelError(400, "BAD_REQUEST", f"{weights} does not exist")
         try:
-            names = list(YOLO(str(weights), task="detect").names.values())
+            kind = model_kind(weights)
+        except ModelFormatError as exc:
+            raise ModelError(400, "BAD_REQUEST", str(exc)) from None
+        try:
+            names = dict(YOLO(str(weights), task="detect").names)
         except Exception as exc:
             raise ModelError(400, "BAD_REQUEST", f"{weights} is not an Ultralytics detection model: {exc}") from None
-        row = registry.register_model(
-            self._session_factory, self._store, weights, model_name=name or weights.stem,
-            metrics={"classes": names, "source": "registered file", "source_file": weights.name},
-            inference_ms=None, created_by="cli",
-        )
+        mapping = class_mapping_report(names)
+        if not mapping["mapped"]:
+            raise ModelError(400, "NO_KNOWN_CLASSES", f"none of the {len(names)} classes of {weights.name} maps onto "
+                             f"ours ({', '.join(MODEL_CLASSES)})", {"classes": list(names.values())[:100]})
+        metrics = {"classes": list(names.values()), "class_mapping": mapping, "source": "registered file",
+                   "source_file": weights.name, "format": kind}
+        if kind == "openvino":
+            row = registry.register_model_folder(self._session_factory, self._store, weights,
+                                                 model_name=name or weights.name, metrics=metrics)
+        else:
+            row = registry.register_model(
+                self._session_factory, self._store, weights, model_name=name or weights.stem,
+                metrics=metrics, inference_ms=None, created_by="cli",
+            )
+        if evaluate:
+            job = self._jobs.submit(BatchJobType.MODEL_EVALUATION, f"evaluate registered {row.model_id}",
+                                    {"model_id": row.model_id}, priority=4)
+            with self._session_factory.begin() as session:
+                stored = self._find(session, row.model_id)
+                stored.metrics = {**(stored.metrics or {}), "evaluation_job_id": job.id}
         return self.info(row.model_id)
 
     # ------------------------------------------------------------------ training
@@ -257,34 +289,23 @@ class ModelService:
                                 detector_reloaded=reloaded)
 
     def _gate(self, candidate_id: str, champion_id: str) -> dict[str, Any]:
-        """Compare both models on the candidate's evaluation split (reusing a stored comparison
-        against the same champion)."""
-        from detection_service.ml.training import evaluate
+        """Compare both models on the latest fixed evaluation set (``ml.gating.run_gate``; stored
+        evaluations are reused, so this is quick when Dagster already evaluated them)."""
+        from detection_service.ml.gating import run_gate
 
         with self._session_factory() as session:
-            candidate = self._find(session, candidate_id)
-            champion = self._find(session, champion_id)
-            stored = (candidate.metrics or {}).get("gate")
-            dataset = (candidate.metrics or {}).get("dataset")
-            candidate_metrics = candidate.metrics or {}
-            imgsz = int((candidate_metrics.get("training_params") or {}).get("imgsz") or 320)
-            champion_imgsz = int(((champion.metrics or {}).get("training_params") or {}).get("imgsz") or imgsz)
-        if stored and stored.get("champion_id") == champion_id:
+            stored = (self._find(session, candidate_id).metrics or {}).get("gate")
+        latest = latest_evaluation_set(self._session_factory)
+        if (stored and stored.get("champion_id") == champion_id and latest is not None
+                and stored.get("split") == f"{EVALUATION_SET_ID}@{latest[0]}"):
             return stored
-        if not dataset:
-            return msgspec.to_builtins(judge(candidate_id, {}, champion_id, {"map50": 1.0, "map50_95": 1.0},
-                                             "none: the candidate has no evaluation split (registered file)"))
-        data_yaml = registry.fetch_dataset_version(self._store, dataset["dataset_id"], dataset["version"], self._cache_dir)
-        _, candidate_weights = self.weights_path(candidate_id)
-        _, champion_weights = self.weights_path(champion_id)
-        candidate_eval = evaluate(candidate_weights, data_yaml, "val", imgsz).metrics
-        champion_eval = evaluate(champion_weights, data_yaml, "val", champion_imgsz).metrics
-        verdict = msgspec.to_builtins(judge(candidate_id, candidate_eval, champion_id, champion_eval,
-                                            f"{dataset['dataset_id']}@{dataset['version']}/val"))
-        with self._session_factory.begin() as session:
-            row = self._find(session, candidate_id)
-            row.metrics = {**(row.metrics or {}), "gate": verdict}
-        return verdict
+        collected = SettingsService(self._session_factory).get("training").auto_collect_dataset_id
+        try:
+            outcome = run_gate(self._session_factory, self._store, self._cache_dir, candidate_id,
+                               champion_id=champion_id, collected_dataset_id=collected)
+        except NoEvaluationSet as exc:
+            raise ModelError(409, "NO_EVALUATION_SET", f"cannot compare the models: {exc}") from None
+        return msgspec.to_builtins(outcome.verdict)
 
     def sync_with_database(self) -> str | None:
         """Load the model marked current if the detector runs another one (a Dagster run may have
