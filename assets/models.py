@@ -29,6 +29,9 @@ class TrainModelConfig(dg.Config):
     batch_size: Optional[int] = None
     imgsz: Optional[int] = None
     base_model_id: Optional[str] = None  # fine-tune one of our models instead of random init
+    # More dataset versions to train on together with the partition's ("dataset@version", or a bare
+    # dataset id = its latest version); teacher overlays of each come along (ml/training_data.py).
+    mix: list[str] = []
     confidence_threshold: float = 0.5
     sensitivity: str = "medium"
 
@@ -39,13 +42,14 @@ class DeployConfig(dg.Config):
 
 @dg.asset(
     partitions_def=dataset_versions,
-    deps=[dg.AssetKey("data_yaml")],
+    deps=[dg.AssetKey("data_yaml"), dg.AssetKey("teacher_labels")],
     group_name="models",
     kinds={"pytorch"},
     op_tags=HEAVY,
     check_specs=[dg.AssetCheckSpec("metrics_sane", asset="trained_model")],
-    description="A YOLO model trained offline on one dataset version (random init from the model "
-    "YAML, or fine-tuned from one of our earlier models). Weights + ONNX go to models/<model_id>/.",
+    description="A YOLO model trained offline on a dataset version plus its mix (more versions, and the "
+    "teacher labels of each), from the model YAML or fine-tuned from one of our models. Weights + ONNX go to "
+    "models/<model_id>/; metrics carry the lineage (every dataset version and its role).",
 )
 def trained_model(
     context: dg.AssetExecutionContext,
@@ -54,9 +58,11 @@ def trained_model(
     object_store: ObjectStoreResource,
     paths: LocalPathsResource,
 ):
+    from detection_service.ml.mixing import merge_datasets
     from detection_service.ml.training import (
         TrainingCancelled, TrainParams, evaluate, export_onnx, per_class_markdown, train,
     )
+    from detection_service.ml.training_data import training_sources
 
     configure_offline(Path(paths.data_dir))
     dataset_id, version = split_partition_key(context.partition_key)
@@ -66,18 +72,23 @@ def trained_model(
     progress.started(context.run_id)
     work_dir = paths.work_dir(f"train-{context.run_id}")
     try:
-        data_yaml = fetch_dataset_version(store, dataset_id, version, paths.cache_dir())
-        source = "yolo11n.yaml"
+        params = TrainParams(
+            profile=config.profile, epochs=config.epochs, batch_size=config.batch_size,
+            imgsz=config.imgsz, confidence_threshold=config.confidence_threshold, sensitivity=config.sensitivity,
+        )
+        progress.step("fetching the training data", 1)
+        sources, lineage = training_sources(session_factory, store, paths.cache_dir(),
+                                            [context.partition_key, *config.mix], params.max_images_per_source)
+        data_yaml = merge_datasets(sources, work_dir / "data")
+        context.log.info("training on " + ", ".join(f"{e.ref} ({e.role})" for e in lineage))
+        source = params.model
         if config.base_model_id:
             with session_factory() as session:
                 base = session.scalar(sa.select(Model).where(Model.model_id == config.base_model_id))
             if base is None:
                 raise dg.Failure(f"base model {config.base_model_id} is not registered")
             source = str(fetch_model(store, base.model_id, base.model_path, paths.cache_dir()))
-        params = TrainParams(
-            profile=config.profile, model=source, epochs=config.epochs, batch_size=config.batch_size,
-            imgsz=config.imgsz, confidence_threshold=config.confidence_threshold, sensitivity=config.sensitivity,
-        )
+        params = msgspec.structs.replace(params, model=source)
 
         def on_epoch(epoch) -> None:
             progress.on_epoch(epoch)
@@ -96,6 +107,8 @@ def trained_model(
             "epochs_run": result.epochs_run,
             "train_wall_s": round(result.wall_s, 1),
             "dataset": {"dataset_id": dataset_id, "version": version, "split": "val"},
+            "lineage": [msgspec.to_builtins(entry) for entry in lineage],
+            "base_model_id": config.base_model_id,
             "training_params": msgspec.to_builtins(params),
             "dagster_run_id": context.run_id,
         }
@@ -128,6 +141,8 @@ def trained_model(
             "epochs_run": result.epochs_run,
             "imgsz": params.imgsz,
             "weights": row.model_path,
+            "lineage": dg.MetadataValue.md("\n".join(["| dataset version | role |", "|---|---|"]
+                                                      + [f"| {e.ref} | {e.role} |" for e in lineage])),
             "train_wall_s": dg.MetadataValue.float(round(result.wall_s, 1)),
         },
     )

@@ -1,7 +1,10 @@
-"""The starter model: a fresh install has none, so we train one from a real export.
+"""The starter model: a fresh install has none, so we train one from real exports.
 
-- `aidoor bootstrap-model [EXPORT]` runs the whole chain in this process as a Dagster run in the
-  local instance (visible in the UI): import -> dataset assets -> train -> gate -> deploy.
+The starter data is a mix: the doorbell parcels (the Dagster partition), the person photos, and
+teacher labels for the people in the doorbell frames (the ``teacher_labels`` asset).
+
+- `aidoor bootstrap-model [EXPORT ...]` runs the whole chain in this process as a Dagster run in the
+  local instance (visible in the UI): import -> dataset assets -> teacher labels -> train -> gate -> deploy.
 - `make run` queues the same chain through Dagster (batch_jobs -> sensors) when no model exists.
 """
 
@@ -18,7 +21,9 @@ from schemas.db import BatchJob, Model, ModelTraining
 from schemas.enums import JobStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EXPORT = REPO_ROOT.parent / "shared" / "datasets" / "doorbell-camera-alert-v4"
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+DEFAULT_EXPORT = SHARED_DATASETS / "doorbell-camera-alert-v4"
+DEFAULT_EXPORTS = (DEFAULT_EXPORT, SHARED_DATASETS / "person-capston2-v11")
 
 
 def dataset_id_for(export_dir: Path) -> str:
@@ -26,15 +31,30 @@ def dataset_id_for(export_dir: Path) -> str:
     return slug[:50]
 
 
-def bootstrap_export() -> Path:
+def bootstrap_exports() -> list[Path]:
+    """``AIDOOR_BOOTSTRAP_DATASET`` (``:``-separated; the first is the main one), default the doorbell
+    parcels + the person photos in shared/. Exports that are not there are left out of the mix."""
     import os
 
-    return Path(os.environ.get("AIDOOR_BOOTSTRAP_DATASET") or DEFAULT_EXPORT)
+    value = os.environ.get("AIDOOR_BOOTSTRAP_DATASET")
+    exports = [Path(p) for p in value.split(":") if p] if value else list(DEFAULT_EXPORTS)
+    return exports[:1] + [p for p in exports[1:] if (p / "data.yaml").exists()]
+
+
+def bootstrap_parameters(exports: list[Path], profile: str, epochs: int | None = None) -> dict:
+    """The dataset_update job that imports the exports and trains the starter model on their mix."""
+    main, extras = exports[0], exports[1:]
+    train = {"profile": profile, "auto_deploy": True, "job_type": "train",
+             "mix": [dataset_id_for(p) for p in extras], **({"epochs": epochs} if epochs else {})}
+    return {"source": "path", "path": str(main), "dataset_id": dataset_id_for(main), "name": main.name,
+            "description": "starter dataset (bootstrap)",
+            "with_paths": [{"path": str(p), "dataset_id": dataset_id_for(p)} for p in extras], "train": train}
 
 
 def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> int | None:
     """Queue import + train + deploy when there is no model and nothing is queued yet."""
-    export_dir = bootstrap_export()
+    exports = bootstrap_exports()
+    export_dir = exports[0]
     engine = make_engine(settings.database_url)
     try:
         session_factory = make_session_factory(engine)
@@ -53,9 +73,7 @@ def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> i
                 return None
             job = BatchJob(
                 job_type="dataset_update", job_name="bootstrap: starter model", status=JobStatus.PENDING, priority=2,
-                parameters={"source": "path", "path": str(export_dir), "dataset_id": dataset_id_for(export_dir),
-                            "name": export_dir.name, "description": "starter dataset (bootstrap)",
-                            "train": {"profile": profile, "auto_deploy": True, "job_type": "train"}},
+                parameters=bootstrap_parameters(exports, profile),
             )
             session.add(job)
             session.flush()
@@ -64,51 +82,56 @@ def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> i
         engine.dispose()
 
 
-def run_bootstrap(settings: Settings, export_dir: Path, profile: str = "default", epochs: int | None = None) -> str:
-    """Import, train, evaluate and deploy in this process; returns the deployed model id."""
+def run_bootstrap(settings: Settings, exports: list[Path], profile: str = "default", epochs: int | None = None) -> str:
+    """Import, teacher-label, train, evaluate and deploy in this process; returns the deployed model id."""
+    import os
+
     import dagster as dg
 
     from assets.datasets import data_yaml, dataset_version
     from assets.models import deployed_model, model_evaluation, trained_model
     from assets.partitions import dataset_versions, partition_key
+    from assets.teacher import teacher_labels
+    from detection_service.datasets import import_missing
     from detection_service.datasets.importer import import_dataset
     from detection_service.ml.ultralytics_env import configure_offline
     from detection_service.services.jobs import queue_dataset_materialize
     from detection_service.storage import make_object_store
     from orchestration.instance import ensure_local_instance
     from orchestration.resources import resources_from_settings
-    from orchestration.sensors import IN_PROCESS, _training_run_config
+    from orchestration.sensors import IN_PROCESS, training_run_config
 
     configure_offline(settings.data_dir)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     store = make_object_store(settings)
     store.ensure_bucket()
-    dataset_id = dataset_id_for(export_dir)
+    parameters = bootstrap_parameters(exports, profile, epochs)
+    for extra in parameters["with_paths"]:
+        version = import_missing(session_factory, store, Path(extra["path"]), extra["dataset_id"], settings.data_dir / "work")
+        print(f"==> mixing in {extra['dataset_id']}@{version}", flush=True)
+    export_dir, dataset_id = exports[0], parameters["dataset_id"]
     print(f"==> importing {export_dir} as dataset {dataset_id}", flush=True)
     result = import_dataset(session_factory, store, export_dir, dataset_id=dataset_id, name=export_dir.name,
                             description="starter dataset (bootstrap)")
     print(f"==> {result.total_images} images, {result.total_labels} boxes -> {dataset_id}@{result.version}", flush=True)
-    train = {"profile": profile, "auto_deploy": True, "job_type": "train", **({"epochs": epochs} if epochs else {})}
     # The batch job records the request (and makes the training visible in the API); it is run
     # right here instead of by the sensor, so mark it as submitted.
-    job_id = queue_dataset_materialize(session_factory, dataset_id, result.version, train)
+    job_id = queue_dataset_materialize(session_factory, dataset_id, result.version, parameters["train"])
     with session_factory.begin() as session:
         job = session.get(BatchJob, job_id)
         job.current_step = IN_PROCESS
         job.status = JobStatus.RUNNING
         params = job.parameters
     ensure_local_instance(settings.dagster_home)
-    import os
-
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     instance = dg.DagsterInstance.get()
     key = partition_key(dataset_id, result.version)
     instance.add_dynamic_partitions(dataset_versions.name, [key])
     outcome = dg.materialize(
-        [dataset_version, data_yaml, trained_model, model_evaluation, deployed_model],
+        [dataset_version, data_yaml, teacher_labels, trained_model, model_evaluation, deployed_model],
         partition_key=key, instance=instance, resources=resources_from_settings(settings),
-        run_config=_training_run_config(job_id, params["train"], True), tags={"aidoor/batch_job_id": str(job_id)},
+        run_config=training_run_config(job_id, params["train"], True), tags={"aidoor/batch_job_id": str(job_id)},
         raise_on_error=False,
     )
     with session_factory.begin() as session:

@@ -59,16 +59,17 @@ def _dagster_home(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
-    from detection_service.bootstrap import bootstrap_export, run_bootstrap
+    from detection_service.bootstrap import bootstrap_exports, run_bootstrap
     from detection_service.database import upgrade
 
-    export_dir = Path(args.export or bootstrap_export())
-    if not (export_dir / "data.yaml").exists():
-        print(f"aidoor: {export_dir} is not a YOLO export (no data.yaml)", file=sys.stderr)
-        return 2
+    exports = [Path(p) for p in args.export] if args.export else bootstrap_exports()
+    for export_dir in exports:
+        if not (export_dir / "data.yaml").exists():
+            print(f"aidoor: {export_dir} is not a YOLO export (no data.yaml)", file=sys.stderr)
+            return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
-    model_id = run_bootstrap(settings, export_dir, profile=args.profile, epochs=args.epochs)
+    model_id = run_bootstrap(settings, exports, profile=args.profile, epochs=args.epochs)
     print(f"==> deployed model {model_id}")
     return 0
 
@@ -177,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_migrate)
 
     boot = sub.add_parser("bootstrap-model", help="import a starter dataset, train, evaluate and deploy a model")
-    boot.add_argument("export", nargs="?", help="a YOLO export folder (default: AIDOOR_BOOTSTRAP_DATASET or "
-                      "../shared/datasets/doorbell-camera-alert-v4)")
+    boot.add_argument("export", nargs="*", help="YOLO export folders, the first the main one, the others "
+                      "mixed in (default: AIDOOR_BOOTSTRAP_DATASET or the doorbell parcels + person photos in "
+                      "../shared/datasets)")
     boot.add_argument("--profile", default="default", choices=["default", "tiny"])
     boot.add_argument("--epochs", type=int, help="override the profile's epochs")
     boot.set_defaults(func=_bootstrap)

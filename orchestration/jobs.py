@@ -24,10 +24,11 @@ train_and_deploy_job = dg.define_asset_job(
     "train_and_deploy_job", selection=["trained_model", "model_evaluation", "deployed_model"],
     partitions_def=dataset_versions, tags={"aidoor/heavy": "true"},
 )
-# A new dataset version end to end: statistics, data.yaml, model, gate, deploy.
+# A new dataset version end to end: statistics, data.yaml, teacher labels for the classes it lacks,
+# model, gate, deploy.
 dataset_to_model_job = dg.define_asset_job(
     "dataset_to_model_job",
-    selection=["dataset_version", "data_yaml", "trained_model", "model_evaluation", "deployed_model"],
+    selection=["dataset_version", "data_yaml", "teacher_labels", "trained_model", "model_evaluation", "deployed_model"],
     partitions_def=dataset_versions, tags={"aidoor/heavy": "true"},
 )
 

@@ -77,12 +77,30 @@ def run_dataset_update(
         # An export folder or zip on this machine (the starter-model bootstrap uses this).
         from detection_service.datasets.importer import import_dataset
 
+        # ``with_paths``: more exports the training mixes in (the starter's person photos),
+        # imported first as their own datasets unless a version of them exists already.
+        for extra in parameters.get("with_paths") or []:
+            import_missing(session_factory, store, Path(extra["path"]), extra["dataset_id"], work_dir)
         return import_dataset(
             session_factory, store, Path(parameters["path"]), parameters["dataset_id"],
             name=parameters.get("name"), description=parameters.get("description"),
             class_mapping=parameters.get("class_mapping"), work_dir=work_dir,
         )
     raise ValueError(f"unknown dataset_update source {source!r} (roboflow, auto_collect or path)")
+
+
+def import_missing(
+    session_factory: sessionmaker[Session], store: ObjectStore, path: Path, dataset_id: str, work_dir: str | Path
+) -> str:
+    """Import ``path`` as ``dataset_id`` unless that dataset has a version already; its latest version."""
+    from detection_service.datasets.importer import import_dataset, latest_version
+
+    with session_factory() as session:
+        dataset, row = latest_version(session, dataset_id)
+        if dataset is not None and row is not None:
+            return row.version
+    return import_dataset(session_factory, store, path, dataset_id, name=path.name,
+                          description="training mix (bootstrap)", work_dir=work_dir).version
 
 
 def __getattr__(name: str) -> Any:

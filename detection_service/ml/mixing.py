@@ -42,7 +42,7 @@ class MixSource:
     ref: str = ""  # e.g. "doorbell-camera-alert-v4@v1": recorded as provenance
 
 
-def _split_images(data_yaml: Path, key: str) -> list[Path]:
+def split_images(data_yaml: Path, key: str) -> list[Path]:
     spec = yaml.safe_load(Path(data_yaml).read_text()) or {}
     entry = spec.get(key)
     if not entry:
@@ -97,7 +97,7 @@ def merge_datasets(sources: list[MixSource], out_dir: Path) -> Path:
             merged: dict[tuple[str, str], list[Any]] = {}
             for source in sources:
                 fraction = source.train_fraction if key == "train" else 1.0
-                for image in _split_images(source.data_yaml, key):
+                for image in split_images(source.data_yaml, key):
                     if not keep(f"{source.group}/{image.stem}", fraction):
                         continue
                     label = _label_of(image)
@@ -142,3 +142,27 @@ def merge_datasets(sources: list[MixSource], out_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir / "data.yaml"
+
+
+def novel_val(data_yaml: Path, out_dir: Path, max_bits: int | None = None) -> tuple[Path, int, int]:
+    """A copy of a dataset's val split without the images that nearly repeat one of its train
+    images (``near_duplicates``): how the model does on frames it has not seen. Returns
+    (data.yaml whose val is that subset, images kept, images left out)."""
+    from detection_service.ml.near_duplicates import DEFAULT_MAX_BITS, near_duplicates
+
+    out_dir = Path(out_dir).resolve()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    val = split_images(data_yaml, "val")
+    duplicates = near_duplicates(val, split_images(data_yaml, "train"), max_bits or DEFAULT_MAX_BITS)
+    (out_dir / "valid" / "images").mkdir(parents=True)
+    (out_dir / "valid" / "labels").mkdir(parents=True)
+    for image in val:
+        if image in duplicates:
+            continue
+        (out_dir / "valid" / "images" / image.name).symlink_to(image.resolve())
+        label = _label_of(image)
+        (out_dir / "valid" / "labels" / f"{image.stem}.txt").write_text(label.read_text() if label.is_file() else "")
+    spec = {"path": str(out_dir), "train": "valid/images", "val": "valid/images", "nc": len(MODEL_CLASSES),
+            "names": dict(enumerate(MODEL_CLASSES))}
+    (out_dir / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out_dir / "data.yaml", len(val) - len(duplicates), len(duplicates)

@@ -74,7 +74,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 # Ultralytics arguments train() sets itself; overrides may not change them.
 _RESERVED_ARGS = frozenset(
-    {"data", "project", "name", "exist_ok", "plots", "amp", "workers", "resume", "model", "device", "time", "save_dir"}
+    {"data", "project", "name", "exist_ok", "plots", "amp", "workers", "resume", "model", "device", "time", "save_dir",
+     "optimizer", "lr0", "warmup_epochs"}
 )
 
 
@@ -104,7 +105,13 @@ class TrainParams(msgspec.Struct, kw_only=True):
     cache: bool | str | None = None
     close_mosaic: int | None = None
     lr0: float | None = None
+    warmup_epochs: float | None = None
+    # Wall-clock budget of the training loop: Ultralytics' time mode re-plans the epoch count after
+    # every epoch so the LR schedule and close_mosaic still end on time (``epochs`` is then ignored).
+    time_budget_s: float | None = None
     max_train_s: float | None = None
+    # Balance of a training mix: at most this many train images per source (deterministic sample).
+    max_images_per_source: int | None = None
     confidence_threshold: float = 0.5
     sensitivity: Sensitivity = "medium"
     workers: int = 0
@@ -130,6 +137,10 @@ class TrainParams(msgspec.Struct, kw_only=True):
             raise ValueError("imgsz must be a multiple of 32 (the model stride), at least 32")
         if not 0 < self.fraction <= 1:
             raise ValueError("fraction must be within (0, 1]")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError("time_budget_s must be positive (or unset)")
+        if self.max_images_per_source is not None and self.max_images_per_source < 1:
+            raise ValueError("max_images_per_source must be >= 1 (or unset)")
         if bad := _RESERVED_ARGS & set(self.overrides):
             raise ValueError(f"overrides may not set {sorted(bad)}")
 
@@ -369,6 +380,21 @@ class _Threads:
             torch.set_num_threads(self.before)
 
 
+# What optimizer="auto" picks for short runs (< 10k iterations): AdamW, lr 0.002 * 5 / (4 + nc).
+AUTO_ADAMW_LR0 = round(0.002 * 5 / (4 + len(MODEL_CLASSES)), 6)
+
+
+def _optimizer_args(params: TrainParams) -> dict[str, Any]:
+    # Ultralytics' optimizer="auto" ignores lr0, so an explicit lr0 needs an explicit optimizer. In
+    # time mode "auto" would see the placeholder epoch count, count > 10k iterations and pick MuSGD,
+    # whose Newton-Schulz steps made a CPU batch 2.5x slower (measured): pin what it picks for short runs.
+    if params.lr0 is not None:
+        return {"lr0": params.lr0, "optimizer": "AdamW"}
+    if params.time_budget_s:
+        return {"lr0": AUTO_ADAMW_LR0, "optimizer": "AdamW"}
+    return {}
+
+
 def _model_source(model: str) -> str:
     path = Path(model)
     if path.suffix in (".yaml", ".yml"):
@@ -494,8 +520,9 @@ def train(
         "amp": False,  # check_amp() would download yolo26n.pt
         "pretrained": source.endswith(".pt"),
         "verbose": False,
-        # Ultralytics' optimizer="auto" ignores lr0, so an explicit lr0 needs an explicit optimizer.
-        **({"lr0": params.lr0, "optimizer": "AdamW"} if params.lr0 is not None else {}),
+        **_optimizer_args(params),
+        **({"time": params.time_budget_s / 3600} if params.time_budget_s else {}),
+        **({"warmup_epochs": params.warmup_epochs} if params.warmup_epochs is not None else {}),
         **params.overrides,
     }
     with _threads_lock:
