@@ -7,6 +7,7 @@ from assets.datasets import data_yaml, dataset_update_job, dataset_version
 from assets.evaluation import evaluation_set, registered_model_evaluation_job
 from assets.models import deployed_model, model_evaluation, trained_model
 from assets.system import storage_usage
+from assets.teacher import teacher_labels
 from detection_service.config import Settings
 from orchestration.jobs import (
     dataset_assets_job,
@@ -26,8 +27,8 @@ from orchestration.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[collected_dataset, dataset_version, data_yaml, trained_model, evaluation_set, model_evaluation,
-            deployed_model, storage_usage],
+    assets=[collected_dataset, dataset_version, data_yaml, teacher_labels, trained_model, evaluation_set,
+            model_evaluation, deployed_model, storage_usage],
     jobs=[storage_usage_job, dataset_assets_job, train_model_job, train_and_deploy_job, dataset_to_model_job,
           dataset_update_job, storage_cleanup_job, registered_model_evaluation_job, collection_job],
     schedules=[storage_usage_hourly, storage_cleanup_nightly],
