@@ -194,3 +194,35 @@ def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, t
     lineage = model.metrics["lineage"]
     assert [(e["ref"], e["role"]) for e in lineage] == [
         (key, "human"), (f"door-teacher@{teacher_ds.version}", "teacher"), ("people@v1", "human")]
+
+
+@pytest.mark.skipif(not (DOORBELL.exists() and PERSON.exists()), reason="shared doorbell/person datasets missing")
+def test_bootstrap_queues_the_mix_and_imports_the_extra_export_once(settings, tmp_path: Path, monkeypatch):
+    import sqlalchemy as sa
+
+    from detection_service.bootstrap import queue_bootstrap_if_needed
+    from detection_service.database import make_engine, make_session_factory
+    from detection_service.datasets import run_dataset_update
+    from detection_service.storage import make_object_store
+    from schemas.db import BatchJob, Dataset
+
+    door = _small_export(DOORBELL, tmp_path / "door", WITHOUT_PEOPLE)
+    people = _small_export(PERSON, tmp_path / "people", [("train", p.stem) for p in sorted((PERSON / "train" / "images").iterdir())[:2]]
+                           + [("valid", p.stem) for p in sorted((PERSON / "valid" / "images").iterdir())[:1]])
+    missing = tmp_path / "not-there"
+    monkeypatch.setenv("AIDOOR_BOOTSTRAP_DATASET", f"{door}:{people}:{missing}")
+    job_id = queue_bootstrap_if_needed(settings)
+    session_factory = make_session_factory(make_engine(settings.database_url))
+    with session_factory() as session:
+        params = session.get(BatchJob, job_id).parameters
+    assert params["dataset_id"] == "door" and params["train"]["mix"] == ["people"]  # missing export left out
+    assert params["with_paths"] == [{"path": str(people), "dataset_id": "people"}]
+    assert queue_bootstrap_if_needed(settings) is None  # one request at a time
+
+    store = make_object_store(settings)
+    store.ensure_bucket()
+    run_dataset_update(session_factory, store, params, tmp_path / "work")
+    run_dataset_update(session_factory, store, params, tmp_path / "work")
+    with session_factory() as session:
+        versions = dict(session.execute(sa.select(Dataset.dataset_id, Dataset.version)).all())
+    assert versions == {"door": "v2", "people": "v1"}  # the extra export is imported once, not per restart
