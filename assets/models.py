@@ -40,6 +40,27 @@ class DeployConfig(dg.Config):
     force: bool = False  # deploy even if the gate says the challenger is not better
 
 
+def keep_base_classes(base: Model, weights: Path, data_yaml: Path):
+    """Fine-tuning must not make a model forget: the classes the base model knows and the training
+    mix has no box of are labelled on the mix's images by the base model itself, before training.
+    Our own models know the classes they were evaluated on with boxes; a model from elsewhere the
+    classes that map onto ours by name. Returns the lineage entry, or None when nothing was missing."""
+    from detection_service.ml import teacher
+    from detection_service.ml.mixing import SPLIT_KEYS, add_labels, split_images, train_instances
+    from detection_service.ml.training_data import LineageEntry
+
+    missing = [name for name, count in train_instances(data_yaml).items() if not count]
+    learned = {row[0] for row in (base.metrics or {}).get("per_class") or [] if row[2]}
+    model = teacher.load_teacher(weights)
+    classes = [c for c in missing if teacher.class_mapping(model.names, [c]) and (not learned or c in learned)]
+    if not classes:
+        return None
+    images = [image for key, _ in SPLIT_KEYS for image in split_images(data_yaml, key)]
+    added = add_labels(data_yaml, teacher.label_images(model, images, classes))
+    return LineageEntry(ref=f"model:{base.model_id}", role="teacher", group="mix",
+                        labels_for=f"{', '.join(classes)} ({added} boxes on the mix's images)")
+
+
 @dg.asset(
     partitions_def=dataset_versions,
     deps=[dg.AssetKey("data_yaml"), dg.AssetKey("teacher_labels")],
@@ -88,6 +109,11 @@ def trained_model(
             if base is None:
                 raise dg.Failure(f"base model {config.base_model_id} is not registered")
             source = str(fetch_model(store, base.model_id, base.model_path, paths.cache_dir()))
+            progress.step(f"labelling what {base.model_id} knows and the new data lacks", 2)
+            kept = keep_base_classes(base, Path(source), data_yaml)
+            if kept:
+                lineage.append(kept)
+                context.log.info(f"{base.model_id} labelled the classes the data lacks: {kept.labels_for}")
         params = msgspec.structs.replace(params, model=source)
 
         def on_epoch(epoch) -> None:

@@ -166,3 +166,24 @@ def novel_val(data_yaml: Path, out_dir: Path, max_bits: int | None = None) -> tu
             "names": dict(enumerate(MODEL_CLASSES))}
     (out_dir / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return out_dir / "data.yaml", len(val) - len(duplicates), len(duplicates)
+
+
+def train_instances(data_yaml: Path) -> dict[str, int]:
+    """Boxes per class in a mix's train split (from the summary ``merge_datasets`` wrote)."""
+    spec = yaml.safe_load(Path(data_yaml).read_text()) or {}
+    train = ((spec.get("aidoor") or {}).get("splits") or {}).get("train") or {}
+    return {name: int(train.get(f"instances_{name}", 0)) for name in MODEL_CLASSES}
+
+
+def add_labels(data_yaml: Path, labels: dict[Path, list[str]]) -> int:
+    """Append label lines to images of a built mix (``{image path: lines}``); returns lines added.
+    Used for the classes a fine-tuned model knows and the new data lacks (labelled by that model)."""
+    added = 0
+    for image, lines in labels.items():
+        label = _label_of(Path(image))
+        existing = label.read_text().splitlines() if label.is_file() else []
+        new = [ln for ln in lines if ln not in existing]
+        if new:
+            label.write_text("".join(f"{ln}\n" for ln in existing + new))
+            added += len(new)
+    return added
