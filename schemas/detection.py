@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 MotionModeLiteral = Literal["on", "off"]
-BackendLiteral = Literal["auto", "torch", "onnx", "openvino"]
+BackendLiteral = Literal["auto", "torch", "onnx", "openvino", "int8"]
 SensitivityLiteral = Literal["low", "medium", "high"]
 PIPELINE_SETTINGS_CATEGORY: Final = "pipeline"
 

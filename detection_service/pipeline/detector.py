@@ -4,14 +4,15 @@ All three backends run through Ultralytics' ``YOLO`` so pre-processing (letterbo
 same code whichever runtime executes the network; only the forward pass differs. Exports are
 made with ``detection_service.ml.training.export_onnx/export_openvino`` (the one export code the
 Dagster assets use too) and cached beside the weights, keyed by the weights' content and imgsz
-(exports have static input shapes).
+(exports have static input shapes). The INT8 backend runs an OpenVINO INT8 IR that
+``detection_service.ml.quantize.ensure_int8`` made and checked (it needs the training data, so it
+is made where that is at hand, not here); ``auto`` uses it only when its check passed.
 
 Call ``ultralytics_env.configure_offline(data_dir)`` before the first detector is created.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -25,15 +26,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from detection_service.ml import quantize
 from detection_service.ml.classes import CLASS_IDS, MODEL_CLASSES
 from detection_service.ml.training import export_onnx, export_openvino, min_confidence, read_inference_config
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["torch", "onnx", "openvino"]
-BackendChoice = Literal["auto", "torch", "onnx", "openvino"]
+Backend = Literal["torch", "onnx", "openvino", "int8"]  # int8 = OpenVINO INT8 IR (ml.quantize)
+BackendChoice = Literal["auto", "torch", "onnx", "openvino", "int8"]
 UNCLASSIFIED = "unclassified"
-# Fastest first on this CPU (docs/pipeline.md has the numbers).
+# Fastest first on this CPU (docs/pipeline.md has the numbers); "int8" goes first when a checked
+# INT8 export passed (quantize.usable_int8).
 AUTO_ORDER: tuple[Backend, ...] = ("openvino", "onnx", "torch")
 TORCH_THREADS = 2
 
@@ -95,6 +98,7 @@ class Detector(ABC):
     names: dict[int, str]
     weights: Path | None = None
     fallback_reason: str | None = None  # why "auto" did not get its first choice
+    int8_status: str | None = None  # why auto did (not) pick INT8 (None: not considered)
 
     def __init__(self) -> None:
         self.last_inference_ms = 0.0
@@ -135,6 +139,7 @@ class Detector(ABC):
             "weights": str(self.weights) if self.weights else None,
             "classes": [self.names[i] for i in sorted(self.names)],
             "fallback_reason": self.fallback_reason,
+            "int8_status": self.int8_status,
             "last_inference_ms": round(self.last_inference_ms, 2),
             "mean_inference_ms": round(self.mean_inference_ms, 2),
             "inferences": self.inferences,
@@ -208,14 +213,6 @@ def _torch_threads() -> None:
 # --------------------------------------------------------------------------- building
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()[:12]
-
-
 def export_cached(weights: Path, backend: Backend, imgsz: int, cache_dir: Path | None = None) -> Path:
     """The ``backend`` artifact for ``weights`` at ``imgsz``, exported on first use.
 
@@ -226,7 +223,13 @@ def export_cached(weights: Path, backend: Backend, imgsz: int, cache_dir: Path |
     weights = Path(weights).resolve()
     if backend == "torch":
         return weights
-    target_dir = Path(cache_dir or weights.parent) / f"{weights.stem}.exports" / f"{imgsz}-{_digest(weights)}"
+    target_dir = quantize.export_cache_dir(weights, imgsz, cache_dir)
+    if backend == "int8":
+        artifact = quantize.int8_artifact(weights, imgsz, cache_dir)
+        if not (artifact / "model.xml").is_file():
+            raise DetectorError(f"no INT8 export of {weights.name} at imgsz {imgsz} in {target_dir} "
+                                "(made by ml.quantize.ensure_int8 where the training data is)")  # fmt: skip
+        return artifact
     name = "model.onnx" if backend == "onnx" else "model_openvino_model"
     target = target_dir / name
     if target.exists():
@@ -276,8 +279,10 @@ def create_detector(
     """Build a detector for ``weights`` (a .pt; an .onnx or OpenVINO dir is used as it is).
 
     ``imgsz`` defaults to the model's ``aidoor.json`` (``read_inference_config``), else 640.
-    ``auto`` tries OpenVINO, then ONNX Runtime, then torch, logging why a choice failed; an
-    explicit backend fails with DetectorError instead of falling back.
+    ``auto`` tries the INT8 IR if its accuracy check passed (``quantize.usable_int8``), then
+    OpenVINO, then ONNX Runtime, then torch, logging why a choice failed; an explicit backend fails
+    with DetectorError instead of falling back (explicit ``int8`` runs a cached INT8 IR even if it
+    failed its check, with a warning).
     """
     weights = Path(weights).resolve()
     if not weights.exists():
@@ -287,8 +292,15 @@ def create_detector(
     config = read_inference_config(config_anchor)
     imgsz = imgsz or (config.imgsz if config else 640)
     model_id = model_id or (weights.name.removesuffix("_openvino_model") if native == "openvino" else weights.stem)
+    int8_status = None
     if native == "torch":
         order: tuple[Backend, ...] = AUTO_ORDER if backend == "auto" else (backend,)
+        if backend in ("auto", "int8"):
+            usable, int8_status = quantize.usable_int8(weights, imgsz, cache_dir)
+            if backend == "auto" and usable is not None:
+                order = ("int8", *AUTO_ORDER)
+            elif backend == "int8" and usable is None:
+                log.warning("running %s on INT8 although: %s", weights.name, int8_status)
     elif backend in ("auto", native):
         order = (native,)
     else:
@@ -305,6 +317,7 @@ def create_detector(
             continue
         if failures:
             detector.fallback_reason = "; ".join(failures)
+        detector.int8_status = int8_status
         unknown = sorted(set(detector.names.values()) - set(MODEL_CLASSES))
         if unknown:
             log.warning("model %s has classes outside %s; they will be reported as unclassified: %s",
