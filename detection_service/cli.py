@@ -101,7 +101,8 @@ def _model(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.model_command == "register":
             info = service.register_file(Path(args.file), args.name)
-            print(f"registered {info.model_id} ({info.model_size} bytes); deploy with "
+            print(f"registered {info.model_id} ({info.model_size} bytes); its evaluation on the fixed set is "
+                  f"queued (see `GET /api/models/{info.model_id}/info`, gate); deploy with "
                   f"`curl -X POST {settings.public_url}/api/models/{info.model_id}/deploy`")
         elif args.model_command == "pull":
             print(service.pull(args.model, Path(args.file)))
@@ -132,6 +133,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from detection_service.bench.pipeline import main as bench_pipeline
 
         return bench_pipeline(args.rest, settings)
+    if args.bench_command == "retrain":
+        from detection_service.bench.retrain import main as bench_retrain
+
+        return bench_retrain(args.rest)
     return 2
 
 
@@ -188,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="registered models: list, register a weights file, pull weights")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     model_sub.add_parser("list", help="registered models, newest first")
-    register = model_sub.add_parser("register", help="register an Ultralytics .pt trained elsewhere (e.g. yolo11n.pt)")
+    register = model_sub.add_parser("register", help="register an Ultralytics .pt or *_openvino_model folder trained "
+                                    "elsewhere; it is then evaluated on the fixed evaluation set (in Dagster)")
     register.add_argument("file")
     register.add_argument("--name")
     pull = model_sub.add_parser("pull", help="write a model's weights file (`current` or a model id)")
@@ -197,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(func=_model)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
-    bench.add_argument("bench_command", choices=["train", "pipeline", "api", "notify"])
+    bench.add_argument("bench_command", choices=["train", "pipeline", "api", "notify", "retrain"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
     bench.set_defaults(func=_bench)
 
