@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,22 @@ def _label_of(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+@contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A folder built beside ``out_dir`` and swapped in when the block ends: a failure leaves no
+    half-written folder behind, and an earlier ``out_dir`` stays until the new one is complete."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield staging
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def keep(stem: str, fraction: float) -> bool:
     """Deterministic sample: the same stem is kept or dropped on every machine and every run."""
     if fraction >= 1.0:
@@ -87,9 +105,7 @@ def merge_datasets(sources: list[MixSource], out_dir: Path) -> Path:
         names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names or [])
         if names != list(MODEL_CLASSES):
             raise ValueError(f"{source.data_yaml}: names {names} are not the model classes {list(MODEL_CLASSES)}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         yaml_splits: dict[str, str] = {}
         summary: dict[str, Any] = {}
         for key, folder in SPLIT_KEYS:
@@ -135,12 +151,6 @@ def merge_datasets(sources: list[MixSource], out_dir: Path) -> Path:
         }
         (staging / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         (staging / _MARKER).write_text("\n".join(str(s.data_yaml) for s in sources) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir / "data.yaml"
 
 

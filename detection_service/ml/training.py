@@ -27,6 +27,7 @@ import yaml
 from detection_service.ml import ultralytics_env
 from detection_service.datasets.export_reader import UnknownClassesError  # noqa: F401  (raised by prepare_yolo_dataset)
 from detection_service.ml.classes import MODEL_CLASSES
+from detection_service.ml.mixing import staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +258,7 @@ def prepare_yolo_dataset(export_dir: Path, out_dir: Path, mapping: Mapping[str, 
     report = read_export(export_dir, mapping, check_images=False)
     for problem in report.problems:
         log.warning("%s: %s", export_dir.name, problem)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and swap in at the end: a failure leaves no half dataset behind.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         summary: dict[str, dict[str, int]] = {}
         yaml_splits: dict[str, str] = {}
         for key, folder in _SPLITS:
@@ -281,12 +279,6 @@ def prepare_yolo_dataset(export_dir: Path, out_dir: Path, mapping: Mapping[str, 
         }
         (staging / "data.yaml").write_text(yaml.safe_dump(out_yaml, sort_keys=False))
         (staging / _MARKER).write_text(str(export_dir) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir / "data.yaml"
 
 
