@@ -1,6 +1,6 @@
 """Realtime pipeline benchmark: prints ONE JSON line (issue 4's figures), logs go to stderr.
 
-    aidoor bench pipeline [--minutes N] [--weights best.pt] [--video door.mp4] [--imgsz 320]
+    aidoor bench pipeline [--minutes N] [--weights best.pt] [--video door.mp4] [--imgsz 320] [--data data.yaml]
 
 Model: ``--weights`` if given, else the model marked current in the database (AIDOOR_*), else a
 random-init YOLO11n with our four classes. A random-init model gives valid speed figures but no
@@ -19,6 +19,13 @@ Phases, all on the same machine and frames:
 4. gated vs ungated: one pass of the video at its real frame rate with motion gating on, one with
    it off: detector runs and events of each.
 5. soak: ``--minutes`` of the gated pipeline looping the video; RSS at its start and end.
+
+Also: ``int8_fps`` / ``int8_map50_delta``: the INT8 backend (``ml.quantize.ensure_int8``: calibrated
+on the training split of ``--data``, default the bootstrap dataset prepared under the data dir,
+checked on its valid split; cached, so a second run reuses it), and the CPU cost per inference:
+``cpu_ms_per_inference`` (the whole process, every thread, over one real-time pass of the video
+with gating off: a busy door) with ``cpu_ms_by_thread``, against ``plain_cpu_ms_per_frame`` (a plain
+Ultralytics ``model.track(source=video, stream=True)`` loop, torch, same weights and imgsz).
 """
 
 from __future__ import annotations
@@ -53,6 +60,37 @@ def _rss_mb() -> float:
     import psutil
 
     return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def _process_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _threads_cpu_s() -> dict[int, float]:
+    """CPU seconds per OS thread of this process (Linux /proc; empty elsewhere)."""
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _thread_label(tid: int, names: dict[int, str]) -> str:
+    name = names.get(tid)
+    if name is None:
+        return "native (runtime workers)"  # OpenVINO / ORT / OpenMP / FFmpeg threads
+    if name.startswith("capture-"):
+        return "capture"
+    return name
 
 
 def _loadavg() -> float | None:
@@ -323,6 +361,77 @@ def _video_pass(env: dict[str, Any], holder: Any, video: Path, seconds: float, m
             "removed": removed}  # fmt: skip
 
 
+def _cpu_pass(env: dict[str, Any], holder: Any, video: Path, seconds: float) -> dict[str, Any]:
+    """Process CPU per detector run, gating off, the video at its real frame rate (a busy door)."""
+    import threading
+
+    pipeline = _pipeline(env, holder, motion_mode="off", source=str(video))
+    pipeline.start()
+    try:
+        time.sleep(3.0)
+        n0, c0, t0 = pipeline.inferences, _process_cpu_s(), _threads_cpu_s()
+        time.sleep(seconds)
+        n1, c1, t1 = pipeline.inferences, _process_cpu_s(), _threads_cpu_s()
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    finally:
+        pipeline.close(10)
+    runs = n1 - n0
+    by_thread: dict[str, float] = {}
+    for tid, cpu in t1.items():
+        label = _thread_label(tid, names)
+        by_thread[label] = by_thread.get(label, 0.0) + cpu - t0.get(tid, 0.0)
+    per = {k: round(v / runs * 1000, 2) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1]) if v > 0} if runs else {}
+    return {"cpu_ms_per_inference": round((c1 - c0) / runs * 1000, 2) if runs else None, "cpu_ms_by_thread": per,
+            "cpu_pass_inferences": runs, "cpu_pass_s": round(seconds, 1)}  # fmt: skip
+
+
+def plain_track_cpu(weights: Path, video: Path, imgsz: int, skip: int = 20) -> dict[str, Any]:
+    """A plain Ultralytics loop (torch, its default threads): ``model.track(source=video, stream=True)``;
+    process CPU per frame after ``skip`` warm-up frames."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights), task="detect")
+    frames, c0, t0 = 0, 0.0, 0.0
+    for _ in model.track(source=str(video), stream=True, imgsz=imgsz, device="cpu", verbose=False):
+        frames += 1
+        if frames == skip:
+            c0, t0 = _process_cpu_s(), time.monotonic()
+    counted = frames - skip
+    if counted <= 0:
+        return {"plain_cpu_ms_per_frame": None, "plain_fps": None, "plain_frames": 0}
+    return {"plain_cpu_ms_per_frame": round((_process_cpu_s() - c0) / counted * 1000, 2),
+            "plain_fps": round(counted / (time.monotonic() - t0), 2), "plain_frames": counted}  # fmt: skip
+
+
+def bench_int8(weights: Path, imgsz: int, frames: list[np.ndarray], cache_dir: Path, conf: float,
+               data_yaml: Path | None, data_dir: Path) -> dict[str, Any]:  # fmt: skip
+    """Quantize (or reuse the cached INT8), its check, and its speed."""
+    from detection_service.ml import quantize
+    from detection_service.pipeline.detector import create_detector
+
+    if data_yaml is None:
+        from detection_service.bench.train import DEFAULT_DATASET
+        from detection_service.ml.training import prepare_yolo_dataset
+
+        if not (DEFAULT_DATASET / "data.yaml").is_file():
+            return {"int8_note": f"no --data and no {DEFAULT_DATASET}: INT8 skipped"}
+        prepared = data_dir / "cache" / "bench-datasets" / DEFAULT_DATASET.name
+        data_yaml = prepared / "data.yaml"
+        if not data_yaml.is_file():
+            data_yaml = prepare_yolo_dataset(DEFAULT_DATASET, prepared)
+    try:
+        check = quantize.ensure_int8(weights, imgsz, data_yaml, cache_dir)
+        det = create_detector(weights, "int8", imgsz, cache_dir)
+    except Exception as exc:
+        log.warning("INT8 unavailable: %s", exc)
+        return {"int8_note": f"INT8 failed: {type(exc).__name__}: {exc}"}
+    try:
+        ms = _median_ms(lambda f: det.detect(f, conf), frames)
+    finally:
+        det.close()
+    return {"int8_fps": round(1000 / ms, 2), "int8_map50_delta": check.map50_delta, "int8_check": quantize.to_builtins(check)}
+
+
 def _soak(env: dict[str, Any], holder: Any, video: Path, minutes: float) -> dict[str, Any]:
     import gc
 
@@ -356,6 +465,7 @@ def run(
     imgsz: int = 320,
     settings: Any = None,
     throughput_s: float = 15.0,
+    data_yaml: Path | None = None,
 ) -> dict[str, Any]:
     from detection_service.config import Settings
     from detection_service.ml.ultralytics_env import configure_offline
@@ -366,13 +476,13 @@ def run(
     configure_offline(data_dir)
     work = Path(tempfile.mkdtemp(prefix="aidoor-bench-pipeline-"))
     try:
-        return _run(minutes, weights, video, imgsz, settings, work, throughput_s)
+        return _run(minutes, weights, video, imgsz, settings, work, throughput_s, data_yaml)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, settings: Any, work: Path,
-         throughput_s: float) -> dict[str, Any]:  # fmt: skip
+         throughput_s: float, data_yaml: Path | None = None) -> dict[str, Any]:  # fmt: skip
     from detection_service import demo_video
     from detection_service.ml.training import min_confidence
     from detection_service.pipeline.detector import DetectorHolder
@@ -406,6 +516,10 @@ def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, s
 
     log.info("phase 1: backends (%s, imgsz %d)", model_id, imgsz)
     backends = bench_backends(weights, imgsz, frames, cache_dir, conf)
+    log.info("phase 1b: INT8 (quantize + check on first use, then cached)")
+    int8 = bench_int8(weights, imgsz, frames, cache_dir, conf, data_yaml, settings.data_dir)
+    log.info("phase 1c: plain Ultralytics track loop (torch), CPU per frame")
+    plain = plain_track_cpu(weights, video, imgsz)
 
     envs = _Env(work)
     holder = DetectorHolder()
@@ -421,6 +535,8 @@ def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, s
     log.info("phase 4: %.0f s of video with motion gating on, then off", pass_s)
     gated = _video_pass(envs.new(), holder, video, pass_s, "on")
     ungated = _video_pass(envs.new(), holder, video, pass_s, "off")
+    log.info("phase 4b: CPU per inference, gating off, real-time video")
+    cpu = _cpu_pass(envs.new(), holder, video, min(30.0, video_s))
     soak: dict[str, Any]
     if minutes > 0:
         log.info("phase 5: %.1f min soak (gating on)", minutes)
@@ -448,6 +564,10 @@ def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, s
         "torch_fps": backends["torch_fps"],
         "onnx_fps": backends.get("onnx_fps"),
         "openvino_fps": backends.get("openvino_fps"),
+        "int8_fps": int8.get("int8_fps"),
+        "int8_map50_delta": int8.get("int8_map50_delta"),
+        "cpu_ms_per_inference": cpu["cpu_ms_per_inference"],
+        "plain_cpu_ms_per_frame": plain["plain_cpu_ms_per_frame"],
         "rss_mb_start": soak["rss_mb_start"],
         "rss_mb_end": soak["rss_mb_end"],
         # context
@@ -462,6 +582,13 @@ def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, s
         "speedup_vs_torch": backends.get("speedup_vs_torch"),
         "boxes_match": backends.get("boxes_match"),
         "boxes_compared": backends.get("boxes_compared"),
+        "int8_speedup_vs_torch": round(int8["int8_fps"] / backends["torch_fps"], 2) if int8.get("int8_fps") else None,
+        "int8_check": int8.get("int8_check"),
+        "int8_note": int8.get("int8_note"),
+        "cpu_ms_by_thread": cpu["cpu_ms_by_thread"],
+        "cpu_pass_inferences": cpu["cpu_pass_inferences"],
+        "plain_fps": plain["plain_fps"],
+        "plain_frames": plain["plain_frames"],
         "gating_reduction": round(reduction, 2) if reduction else None,
         "event_types_gated": gated["types"],
         "event_types_ungated": ungated["types"],
@@ -482,6 +609,10 @@ def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, s
         "gating_ge_5x_fewer": reduction is not None and reduction >= 5,
         "same_events": gated["types"] == ungated["types"],
         "fastest_ge_2.5x_torch": (backends.get("speedup_vs_torch") or 0) >= 2.5,
+        "int8_ge_4x_torch": bool(int8.get("int8_fps")) and int8["int8_fps"] >= 4 * backends["torch_fps"],
+        "int8_map50_within_0.01": int8.get("int8_check", {}).get("passed"),
+        "cpu_per_inference_le_plain": (cpu["cpu_ms_per_inference"] is not None and plain["plain_cpu_ms_per_frame"] is not None
+                                       and cpu["cpu_ms_per_inference"] <= plain["plain_cpu_ms_per_frame"]),
         "rss_flat_50mb": abs(soak["rss_mb_end"] - soak["rss_mb_start"]) <= 50 if minutes > 0 else None,
     }
     holder.unload()
@@ -494,13 +625,15 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     parser.add_argument("--weights", type=Path, help="model .pt (default: the deployed model, else random init)")
     parser.add_argument("--video", type=Path, help="video file (default: the demo video)")
     parser.add_argument("--imgsz", type=int, default=320, help="detector input size (default 320)")
+    parser.add_argument("--data", type=Path, help="data.yaml the model was trained on: INT8 calibration (train split) "
+                        "and its check (val split); default: the bootstrap dataset, prepared under the data dir")
     parser.add_argument("--throughput-seconds", type=float, default=15.0, help="length of phases 2 and 3")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with stdout_to_stderr():
         result = run(minutes=args.minutes, weights=args.weights, video=args.video, imgsz=args.imgsz,
-                     settings=settings, throughput_s=args.throughput_seconds)  # fmt: skip
+                     settings=settings, throughput_s=args.throughput_seconds, data_yaml=args.data)  # fmt: skip
     print(json.dumps(result), flush=True)
     return 0
 
