@@ -228,3 +228,62 @@ def test_registered_openvino_model_is_evaluated_on_the_fixed_set(client, setting
         changes = json.loads(session.scalar(sa.select(DatasetVersion.changes).join(Dataset)
                                             .where(Dataset.dataset_id == EVALUATION_SET_ID)))
     assert changes["sources"]["doorbell"]["near_duplicates_dropped"] == near
+
+
+def test_collected_valid_events_are_frozen_and_the_set_only_grows(settings, tmp_path: Path):
+    import json
+
+    from detection_service.database import make_engine, make_session_factory
+    from detection_service.datasets.auto_collect import collect_verified, split_for_event
+    from detection_service.datasets.evaluation_set import EVALUATION_SET_ID, evaluation_images, update_evaluation_set
+    from detection_service.datasets.importer import import_dataset
+    from detection_service.storage import make_object_store
+    from schemas.db import DetectionEvent, EventImage, ObjectType
+
+    session_factory = make_session_factory(make_engine(settings.database_url))
+    store = make_object_store(settings)
+    store.ensure_bucket()
+    cache = tmp_path / "cache"
+    people = _subset(PERSONS, tmp_path / "people", [p.stem for p in sorted((PERSONS / "train" / "images").iterdir())[:4]],
+                     [p.stem for p in sorted((PERSONS / "valid" / "images").iterdir())[:4]], ["person"])
+    import_dataset(session_factory, store, people, "persons")
+    first = update_evaluation_set(session_factory, store, cache, ["persons@v1"], "auto-collected")
+    assert (first.version, first.images, first.created) == ("v1", 4, True)
+
+    def collect(frames: list[Path]) -> list[int]:
+        ids = []
+        with session_factory.begin() as session:
+            package = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == "package"))
+            for frame in frames:
+                key = f"events/{frame.name}"
+                store.put_bytes(key, frame.read_bytes(), "image/jpeg")
+                event = DetectionEvent(object_type_id=package, user_verified=True, image_path=key,
+                                       bbox_coordinates=json.dumps({"x1": 10, "y1": 10, "x2": 200, "y2": 200}),
+                                       images=[EventImage(image_path=key, sequence_number=1)])
+                session.add(event)
+                session.flush()
+                ids.append(event.id)
+        collect_verified(session_factory, store, "auto-collected")
+        return ids
+
+    packages = sorted((SHARED_DATASETS / "packages-v6" / "train" / "images").iterdir())
+    ids = collect(packages[:8])
+    valid_ids = [i for i in ids if split_for_event(i) == "valid"]
+    assert valid_ids  # the hash sends ~20% of the events to valid
+    second = update_evaluation_set(session_factory, store, cache, ["persons@v1"], "auto-collected")
+    assert second.version == "v2" and second.created
+    assert second.groups == {"persons": 4, "collected-package": len(valid_ids)}
+    assert second.scopes["collected-package"] == ["package"] and second.frozen_events == len(valid_ids)
+    v1_files = {i.key.split("/", 3)[3] for i in store.list(f"datasets/{EVALUATION_SET_ID}/v1/")}
+    v2_files = {i.key.split("/", 3)[3] for i in store.list(f"datasets/{EVALUATION_SET_ID}/v2/")}
+    assert v1_files - {"data.yaml"} <= v2_files  # nothing dropped
+    assert update_evaluation_set(session_factory, store, cache, ["persons@v1"], "auto-collected").created is False
+    ref, images = evaluation_images(session_factory, store, cache)
+    assert ref == f"{EVALUATION_SET_ID}@v2" and len(images) == 4 + len(valid_ids)
+    assert {i.scope for i in images} == {frozenset({0}), frozenset({1})}  # persons: person; collected: package
+    # Later events: only the new valid ones are appended; the frozen ones stay.
+    more = collect(packages[8:16])
+    third = update_evaluation_set(session_factory, store, cache, ["persons@v1"], "auto-collected")
+    new_valid = [i for i in more if split_for_event(i) == "valid"]
+    assert third.groups["collected-package"] == len(valid_ids) + len(new_valid)
+    assert third.created == bool(new_valid)

@@ -204,7 +204,9 @@ def update_evaluation_set(
         if prev_version is None:
             raise NoEvaluationSet("no evaluation set yet and no base dataset to build one from "
                                   "(train or import a dataset first)")
-        return _summary(store, prev_version, previous, created=False)
+        # Candidates that were all near-duplicates leave the set as it is (they would be dropped
+        # again: the references only grow); the count is still reported.
+        return _summary(store, prev_version, previous, created=False, dropped=dropped)
     files = (load_version_files(store, EVALUATION_SET_ID, prev_version) if prev_version else []) + new_files
     all_sources = {**prev_sources, **new_sources}
     draft = VersionDraft(

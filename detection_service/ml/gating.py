@@ -99,7 +99,9 @@ def run_gate(
     update = update_evaluation_set(session_factory, store, cache_dir, sources, collected_dataset_id)
     if on_log:
         on_log(f"evaluation set {update.ref}: {update.images} images {update.groups}"
-               + (f", new: {update.added}" if update.created else " (unchanged)"))
+               + (f", new: {update.added}" if update.created else " (unchanged)")
+               + (f", near-duplicates of train images left out: {update.near_duplicates_dropped}"
+                  if update.near_duplicates_dropped else ""))
     ref, images = evaluation_images(session_factory, store, cache_dir, update.version)
     ours = evaluation_of(session_factory, store, cache_dir, challenger_id, ref, images, on_log)
     theirs = None
