@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dataset", help="doorbell-camera-alert export (default ../shared/datasets/doorbell-camera-alert-v4)")
     demo.add_argument("--fps", type=float, default=15.0)
     demo.add_argument("--scenes", type=int, default=2, help="parcel scenes, ~26 s each (default 2)")
+    demo.add_argument("--person-scenes", type=int, default=1, help="person scenes, ~15 s each, between the "
+                      "parcel scenes (default 1)")
     demo.add_argument("--frames", type=int, help="shorten to about this many frames (tests)")
     demo.set_defaults(func=_demo_video)
 
