@@ -142,6 +142,14 @@ def trained_model(
             session_factory, store, result.best_weights, model_name=f"{dataset_id} {version} ({params.profile})",
             metrics=metrics, inference_ms=evaluation.inference_ms, onnx=onnx,
         )
+        int8 = None
+        if params.profile != "tiny":  # tiny = the tests' profile: no INT8 (quantize + 2 evaluations)
+            from detection_service.ml.quantize import int8_for_registered_model
+
+            progress.step("INT8 quantization and its mAP check", 99)
+            int8 = int8_for_registered_model(result.best_weights, params.imgsz, data_yaml, paths.cache_dir(),
+                                             row.model_id)  # fmt: skip
+            context.log.info(f"INT8: {msgspec.to_builtins(int8) if int8 else 'not made'}")
         progress.finished(row.id, metrics, result.wall_s, {"model_id": row.model_id})
     except TrainingCancelled:
         progress.failed("cancelled by request", cancelled=True)
@@ -157,6 +165,7 @@ def trained_model(
         row.model_id,
         metadata={
             "model_id": row.model_id,
+            "int8": dg.MetadataValue.json(msgspec.to_builtins(int8) if int8 else {"made": False}),
             "mAP50": dg.MetadataValue.float(m["map50"]),
             "mAP50-95": dg.MetadataValue.float(m["map50_95"]),
             "precision": dg.MetadataValue.float(m["precision"]),

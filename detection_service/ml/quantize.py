@@ -15,8 +15,8 @@ set the check uses is a parameter (``data_yaml`` + ``split``, and ``evaluator`` 
 evaluation module); the verdict records it.
 
 Why NNCF through OpenVINO rather than ONNX Runtime's ``quantize_static``: measured on this
-machine (docs/pipeline.md, "INT8"), the ORT QDQ model was slower than OpenVINO FP32 here and the
-NNCF IR the fastest, at the same accuracy.
+machine (docs/pipeline.md, "Where the CPU goes"), the ORT QDQ model on ONNX Runtime cost 2.5-5x
+the CPU of the NNCF IR (more than OpenVINO FP32), at the same accuracy.
 """
 
 from __future__ import annotations
@@ -290,3 +290,27 @@ def ensure_int8(
 
 def to_builtins(check: Int8Check) -> dict[str, Any]:
     return msgspec.to_builtins(check)
+
+
+def int8_for_registered_model(weights: Path, imgsz: int, data_yaml: Path, cache_root: Path, model_id: str,
+                              **kwargs: Any) -> Int8Check | None:  # fmt: skip
+    """At registration (where the training data is at hand): INT8 IR + verdict in the export cache of
+    the copy the detection service will run, ``<cache_root>/models/<model_id>/best.pt``
+    (``registry.fetch_model``; service and Dagster share the data dir). Never raises: a model
+    whose quantization fails is registered all the same and runs FP32 (None, logged)."""
+    from detection_service.ml.registry import WEIGHTS_NAME
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="aidoor-int8-") as tmp:
+            named = Path(tmp) / WEIGHTS_NAME  # the export cache is keyed by stem + content + imgsz
+            try:
+                os.link(Path(weights).resolve(), named)
+            except OSError:
+                shutil.copyfile(weights, named)
+            config = Path(weights).parent / "aidoor.json"
+            if config.is_file():
+                shutil.copyfile(config, named.parent / "aidoor.json")
+            return ensure_int8(named, imgsz, data_yaml, Path(cache_root) / "models" / model_id, **kwargs)
+    except Exception:
+        log.exception("INT8 quantization of %s failed; it runs FP32", model_id)
+        return None

@@ -173,3 +173,24 @@ def test_auto_prefers_int8_only_when_its_check_passed(
 def test_detector_module_uses_the_shared_cache_layout(tiny_weights: Path, tmp_path: Path) -> None:
     onnx = detector_mod.export_cached(tiny_weights, "onnx", TINY_IMGSZ, tmp_path)
     assert onnx.parent == quantize.export_cache_dir(tiny_weights, TINY_IMGSZ, tmp_path)
+
+
+def test_int8_made_at_registration_is_found_by_the_service(
+    tiny_weights: Path, packages_yaml: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    cache_root = tmp_path / "cache"
+    check = quantize.int8_for_registered_model(tiny_weights, TINY_IMGSZ, packages_yaml, cache_root, "yolo_v7",
+                                               images=4, tolerance=1.0)  # fmt: skip
+    assert check is not None and check.passed and check.calibration_images == 4
+    # What registry.fetch_model later puts there for the detection service (same content, best.pt):
+    fetched = cache_root / "models" / "yolo_v7" / "best.pt"
+    shutil.copyfile(tiny_weights, fetched)
+    det = create_detector(fetched, "auto", TINY_IMGSZ)  # default cache: beside the weights
+    assert det.backend == "int8"
+    det.close()
+    # A failure does not break registration: None, and the model runs FP32.
+    assert quantize.int8_for_registered_model(tiny_weights, TINY_IMGSZ, tmp_path / "missing.yaml", cache_root,
+                                              "yolo_v8") is None  # fmt: skip
+    assert create_detector(tiny_weights, "auto", TINY_IMGSZ, cache_root / "models" / "yolo_v8").backend == "openvino"
