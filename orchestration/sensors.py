@@ -33,9 +33,6 @@ def training_run_config(job_id: int, params: dict, with_deploy: bool) -> dict:
     return {"ops": ops}
 
 
-_training_run_config = training_run_config  # the old private name (bootstrap.py imports it)
-
-
 def retrain_parameters(session_factory, profile: str) -> dict:
     """What a retrain on new labels trains: fine-tune the deployed model (when it has PyTorch
     weights) on the union of the collected version (the run's partition) and the champion's
@@ -64,12 +61,12 @@ def run_request_for(job: BatchJob) -> tuple[dg.RunRequest, str | None]:
         auto_deploy = bool(params.get("auto_deploy"))
         target = train_and_deploy_job if auto_deploy else train_model_job
         return dg.RunRequest(run_key=run_key, job_name=target.name, partition_key=key, tags=tags,
-                             run_config=_training_run_config(job.id, params, auto_deploy)), key
+                             run_config=training_run_config(job.id, params, auto_deploy)), key
     if job.job_type == "dataset_materialize":
         key = partition_key(params["dataset_id"], params["version"])
         if params.get("train"):
             return dg.RunRequest(run_key=run_key, job_name=dataset_to_model_job.name, partition_key=key, tags=tags,
-                                 run_config=_training_run_config(job.id, params["train"], True)), key
+                                 run_config=training_run_config(job.id, params["train"], True)), key
         return dg.RunRequest(run_key=run_key, job_name=dataset_assets_job.name, partition_key=key, tags=tags), key
     if job.job_type == "model_evaluation":
         return dg.RunRequest(run_key=run_key, job_name=registered_model_evaluation_job.name, tags=tags, run_config={
