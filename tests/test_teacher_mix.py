@@ -226,3 +226,28 @@ def test_bootstrap_queues_the_mix_and_imports_the_extra_export_once(settings, tm
     with session_factory() as session:
         versions = dict(session.execute(sa.select(Dataset.dataset_id, Dataset.version)).all())
     assert versions == {"door": "v2", "people": "v1"}  # the extra export is imported once, not per restart
+
+
+
+@pytest.mark.skipif(not (DOORBELL.exists() and TEACHER.exists()), reason="shared doorbell dataset or COCO model missing")
+def test_fine_tuning_first_labels_what_the_base_model_knows_and_the_data_lacks(tmp_path: Path):
+    """Before a model is fine-tuned on parcel-only labels, it labels the people in the training
+    images itself (here the COCO model stands in for a base model from elsewhere)."""
+    from types import SimpleNamespace
+
+    from assets.models import keep_base_classes
+    from detection_service.ml.training import prepare_yolo_dataset
+
+    export = _small_export(DOORBELL, tmp_path / "door", WITH_PEOPLE + WITHOUT_PEOPLE)
+    mix = merge_datasets([MixSource(prepare_yolo_dataset(export, tmp_path / "prepared"), "door")], tmp_path / "mix")
+    base = SimpleNamespace(model_id="coco", metrics={})  # a registered file: no per-class history
+    entry = keep_base_classes(base, TEACHER, mix)
+    assert entry is not None and entry.ref == "model:coco" and entry.role == "teacher"
+    assert entry.labels_for.startswith("person")
+    labels = {p.stem.split("__", 1)[1]: p.read_text().splitlines()
+              for folder in ("train", "valid") for p in (tmp_path / "mix" / folder / "labels").iterdir()}
+    for _, stem in WITH_PEOPLE:
+        assert any(line.startswith("0 ") for line in labels[stem]), stem
+        assert any(line.startswith("1 ") for line in labels[stem]), stem  # the parcel labels stay
+    for _, stem in WITHOUT_PEOPLE:
+        assert not any(line.startswith("0 ") for line in labels[stem]), stem
