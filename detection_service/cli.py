@@ -129,6 +129,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from detection_service.bench.notify import main as bench_notify
 
         return bench_notify(args.rest)
+    if args.bench_command == "events":
+        from detection_service.bench.events import main as bench_events
+
+        return bench_events(args.rest, settings)
     if args.bench_command == "pipeline":
         from detection_service.bench.pipeline import main as bench_pipeline
 
@@ -203,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(func=_model)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
-    bench.add_argument("bench_command", choices=["train", "pipeline", "api", "notify", "retrain"])
+    bench.add_argument("bench_command", choices=["train", "pipeline", "api", "notify", "retrain", "events"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
     bench.set_defaults(func=_bench)
 
