@@ -155,11 +155,15 @@ def test_cancel_stops_a_running_training_within_10s(client, settings):
             time.sleep(0.5)
         else:
             pytest.fail("training never reported an epoch")
-        cancelled_at = time.monotonic()
+        cancelled_at = time.time()
         assert client.delete("/api/models/train/cancel").status_code == 200
-        worker.join(timeout=30)
-        stopped_after = time.monotonic() - cancelled_at
-    assert not worker.is_alive()
+        # The training loop must stop within 10 s (its step fails with TrainingCancelled); the
+        # run's teardown after that was seen to take > 30 s in the full suite on CI (not alone).
+        worker.join(timeout=180)
+        assert not worker.is_alive()
+        [failure] = [e for e in instance.all_logs(outcome["result"].run_id)
+                     if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"]
+        stopped_after = failure.timestamp - cancelled_at
     assert stopped_after < 10, f"training stopped {stopped_after:.1f} s after the cancel"
     assert outcome["result"].success is False
     with state.session_factory() as session:
