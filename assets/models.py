@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from assets.partitions import dataset_versions, split_partition_key
 from detection_service.database import make_session_factory
 from detection_service.ml.progress import TrainingProgress
-from detection_service.ml.registry import fetch_dataset_version, fetch_model, register_model, set_current_model
+from detection_service.ml.registry import fetch_model, register_model, set_current_model
 from detection_service.ml.ultralytics_env import configure_offline
 from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from schemas.db import Model
@@ -56,7 +56,9 @@ def keep_base_classes(base: Model, weights: Path, data_yaml: Path):
     if not classes:
         return None
     images = [image for key, _ in SPLIT_KEYS for image in split_images(data_yaml, key)]
-    added = add_labels(data_yaml, teacher.label_images(model, images, classes))
+    # At the size and threshold the model itself detects at: a 256-px student labels poorly at 640.
+    threshold, imgsz = teacher.labelling_settings(weights, model)
+    added = add_labels(data_yaml, teacher.label_images(model, images, classes, threshold=threshold, imgsz=imgsz))
     return LineageEntry(ref=f"model:{base.model_id}", role="teacher", group="mix",
                         labels_for=f"{', '.join(classes)} ({added} boxes on the mix's images)")
 

@@ -4,6 +4,7 @@ whole suite against MySQL/MariaDB (CI runs it both ways)."""
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,7 @@ pytest_plugins = ["tests.fixtures.seaweedfs"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+PACKAGES = SHARED_DATASETS / "packages-v6"
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +108,50 @@ def client(settings):
 
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def no_network():
+    """For a whole module (opt in with ``pytestmark = pytest.mark.usefixtures("no_network")``),
+    resolving a name or opening a non-local-socket connection fails and is recorded: training,
+    evaluation, export and inference must not even try. The module fails if anything tried."""
+    attempts: list[str] = []
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> object:
+        if self.family == socket.AF_UNIX:
+            return real_connect(self, address)
+        attempts.append(f"connect {address}")
+        raise OSError("network disabled in tests")
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        attempts.append(f"getaddrinfo {host}")
+        raise socket.gaierror("network disabled in tests")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", connect)
+        mp.setattr(socket, "getaddrinfo", getaddrinfo)
+        yield attempts
+    assert attempts == []
+
+
+@pytest.fixture(scope="session")
+def packages_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """packages-v6 (26 real photos) prepared with our class ids, once per session."""
+    if not (PACKAGES / "data.yaml").is_file():
+        pytest.skip(f"shared dataset {PACKAGES} not available")
+    from detection_service.ml.training import prepare_yolo_dataset
+
+    return prepare_yolo_dataset(PACKAGES, tmp_path_factory.mktemp("prepared") / "packages-v6")
+
+
+@pytest.fixture(scope="session")
+def offline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ultralytics configured offline under a tmp dir, once per session (it must precede the first
+    ultralytics import: Ultralytics reads its config dir once)."""
+    from detection_service.ml.ultralytics_env import configure_offline
+
+    data_dir = tmp_path_factory.mktemp("ml-data")
+    config_dir = configure_offline(data_dir)
+    assert configure_offline(data_dir) == config_dir  # idempotent
+    return data_dir

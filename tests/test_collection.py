@@ -13,7 +13,6 @@ import yaml
 
 from assets.collection import collected_dataset
 from assets.datasets import data_yaml, dataset_version
-from assets.partitions import dataset_versions
 from detection_service.datasets.auto_collect import (
     VALID_SHARE,
     _assign_splits,
@@ -24,10 +23,10 @@ from detection_service.datasets.auto_collect import (
 )
 from detection_service.datasets.importer import AUTO_LABELED, VersionFile
 from detection_service.ml import registry
-from orchestration.resources import DatabaseResource, resources_from_settings
-from orchestration.sensors import batch_job_sensor
+from orchestration.resources import resources_from_settings
 from schemas.db import BatchJob, Dataset, DatasetVersion, DetectionEvent, EventImage, ObjectType
 from tests.conftest import SHARED_DATASETS
+from tests.dagster_helpers import next_batch_run
 
 PACKAGES = SHARED_DATASETS / "packages-v6"
 PERSONS = SHARED_DATASETS / "person-capston2-v11"
@@ -63,16 +62,6 @@ def _events(state, count: int, captures: int = 2) -> list[int]:
                 keys.append(key)
             ids.append(add_event(session, "package", keys, bbox=_box(captures)))
     return ids
-
-
-def _run_sensor(settings, instance) -> dg.RunRequest:
-    with dg.build_sensor_context(instance=instance, resources={"database": DatabaseResource(url=settings.database_url)}) as ctx:
-        result = batch_job_sensor(ctx)
-    assert isinstance(result, dg.SensorResult), result
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(dataset_versions.name, list(request.partition_keys))
-    [run] = result.run_requests
-    return run
 
 
 def test_split_by_event_id_is_stable_and_never_leaves_val_empty():
@@ -112,7 +101,7 @@ def test_auto_collect_into_a_new_dataset_gives_train_val_and_a_valid_data_yaml(c
     job_id = response.json()["data"]["id"]
 
     with dg.instance_for_test() as instance:
-        run = _run_sensor(settings, instance)
+        run = next_batch_run(settings, instance)
         assert run.job_name == "collection_job"
         result = dg.materialize([collected_dataset], run_config=run.run_config, instance=instance,
                                 resources=resources_from_settings(settings), tags=run.tags)
@@ -124,7 +113,7 @@ def test_auto_collect_into_a_new_dataset_gives_train_val_and_a_valid_data_yaml(c
         assert splits["train"] > 0 and splits["valid"] > 0 and splits["train"] + splits["valid"] == 16
 
         # The follow-up materialization (dataset_version + data_yaml) succeeds: val is there.
-        follow = _run_sensor(settings, instance)
+        follow = next_batch_run(settings, instance)
         assert follow.job_name == "dataset_assets_job" and follow.partition_key == "front-door@v1"
         assets = dg.materialize([dataset_version, data_yaml], partition_key=follow.partition_key, instance=instance,
                                 resources=resources_from_settings(settings), tags=follow.tags)

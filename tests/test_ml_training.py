@@ -6,7 +6,6 @@ caches and runs there, once per session (Ultralytics reads YOLO_CONFIG_DIR once,
 
 from __future__ import annotations
 
-import socket
 import time
 import shutil
 from pathlib import Path
@@ -16,8 +15,9 @@ import yaml
 
 from detection_service.ml.classes import MODEL_CLASSES, map_class_name
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-PACKAGES = SHARED_DATASETS / "packages-v6"
+from tests.conftest import PACKAGES
+
+pytestmark = pytest.mark.usefixtures("no_network")
 
 needs_packages = pytest.mark.skipif(
     not (PACKAGES / "data.yaml").is_file(), reason=f"shared dataset {PACKAGES} not available"
@@ -93,16 +93,6 @@ def test_train_params_profiles_and_validation() -> None:
 # --------------------------------------------------------------------------- offline environment
 
 
-@pytest.fixture(scope="session")
-def offline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from detection_service.ml.ultralytics_env import configure_offline
-
-    data_dir = tmp_path_factory.mktemp("ml-data")
-    config_dir = configure_offline(data_dir)
-    assert configure_offline(data_dir) == config_dir  # idempotent
-    return data_dir
-
-
 def test_configure_offline(offline_dir: Path) -> None:
     import os
 
@@ -119,40 +109,7 @@ def test_configure_offline(offline_dir: Path) -> None:
     assert Path(check_font("Arial.ttf")).parent == font_dir  # found locally: no download
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_network() -> list[str]:
-    """For this whole module, resolving a name or opening a network connection fails and is
-    recorded: training, evaluation and export must not even try."""
-    attempts: list[str] = []
-    real_connect = socket.socket.connect
-    real_getaddrinfo = socket.getaddrinfo
-
-    def connect(self: socket.socket, address: object) -> object:
-        if self.family == socket.AF_UNIX:
-            return real_connect(self, address)
-        attempts.append(f"connect {address}")
-        raise OSError("network disabled in tests")
-
-    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
-        attempts.append(f"getaddrinfo {host}")
-        raise socket.gaierror("network disabled in tests")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", connect)
-        mp.setattr(socket, "getaddrinfo", getaddrinfo)
-        yield attempts
-
-
 # --------------------------------------------------------------------------- dataset preparation
-
-
-@pytest.fixture(scope="session")
-def packages_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (PACKAGES / "data.yaml").is_file():
-        pytest.skip(f"shared dataset {PACKAGES} not available")
-    from detection_service.ml.training import prepare_yolo_dataset
-
-    return prepare_yolo_dataset(PACKAGES, tmp_path_factory.mktemp("prepared") / "packages-v6")
 
 
 @needs_packages

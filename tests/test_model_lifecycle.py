@@ -17,27 +17,16 @@ import sqlalchemy as sa
 
 from assets.datasets import data_yaml, dataset_version
 from assets.models import deployed_model, model_evaluation, trained_model
-from assets.partitions import dataset_versions
 from detection_service.datasets.importer import import_dataset
 from detection_service.services.jobs import queue_dataset_materialize
-from orchestration.resources import DatabaseResource, resources_from_settings
-from orchestration.sensors import batch_job_sensor
+from orchestration.resources import resources_from_settings
 from schemas.db import Model, ModelTraining
 from tests.conftest import SHARED_DATASETS
+from tests.dagster_helpers import next_batch_run
 
 PACKAGES = SHARED_DATASETS / "packages-v6"
 pytestmark = pytest.mark.skipif(not PACKAGES.exists(), reason=f"shared dataset missing: {PACKAGES}")
 ALL_MODEL_ASSETS = [dataset_version, data_yaml, trained_model, model_evaluation, deployed_model]
-
-
-def _next_run(settings, instance) -> dg.RunRequest:
-    with dg.build_sensor_context(instance=instance, resources={"database": DatabaseResource(url=settings.database_url)}) as ctx:
-        result = batch_job_sensor(ctx)
-    assert isinstance(result, dg.SensorResult), result
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(dataset_versions.name, list(request.partition_keys))
-    [run] = result.run_requests
-    return run
 
 
 def _execute(run: dg.RunRequest, settings, instance, assets) -> dg.ExecuteInProcessResult:
@@ -58,7 +47,7 @@ def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
     training_id = response.json()["data"]["id"]
 
     with dg.instance_for_test() as instance:
-        run = _next_run(settings, instance)
+        run = next_batch_run(settings, instance)
         assert run.job_name == "train_model_job"
         result = _execute(run, settings, instance, [trained_model, model_evaluation])
         assert result.success
@@ -126,7 +115,7 @@ def test_new_dataset_version_to_deployed_model_in_one_run(settings):
     queue_dataset_materialize(session_factory, "packages", imported.version,
                               {"profile": "tiny", "epochs": 1, "imgsz": 64, "auto_deploy": True})
     with dg.instance_for_test() as instance:
-        run = _next_run(settings, instance)
+        run = next_batch_run(settings, instance)
         assert run.job_name == "dataset_to_model_job" and run.partition_key == f"packages@{imported.version}"
         result = _execute(run, settings, instance, ALL_MODEL_ASSETS)
         assert result.success
@@ -144,7 +133,7 @@ def test_cancel_stops_a_running_training_within_10s(client, settings):
                                                       "imgsz": 64, "batch_size": 4})
     assert response.status_code == 202
     with dg.instance_for_test() as instance:
-        run = _next_run(settings, instance)
+        run = next_batch_run(settings, instance)
         outcome: dict = {}
         worker = threading.Thread(target=lambda: outcome.update(result=_execute(run, settings, instance, [trained_model])))
         worker.start()

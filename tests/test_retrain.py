@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -25,10 +24,11 @@ from detection_service.datasets.importer import import_dataset
 from detection_service.ml import registry
 from detection_service.services.settings import SettingsService
 from detection_service.storage import make_object_store
-from orchestration.resources import DatabaseResource, resources_from_settings
-from orchestration.sensors import batch_job_sensor, retrain_on_new_labels_sensor
+from orchestration.resources import resources_from_settings
+from orchestration.sensors import retrain_on_new_labels_sensor
 from schemas.db import DetectionEvent, EventImage, Model, ObjectType, utcnow
 from tests.conftest import SHARED_DATASETS
+from tests.dagster_helpers import next_batch_run, tick
 from tests.test_evaluation import _subset
 
 DOORBELL = SHARED_DATASETS / "doorbell-camera-alert-v4"
@@ -44,21 +44,6 @@ def env(settings):
     store = make_object_store(settings)
     store.ensure_bucket()
     return settings, session_factory, store
-
-
-def _sensor(sensor, settings, instance, cursor=None):
-    with dg.build_sensor_context(instance=instance, cursor=cursor,
-                                 resources={"database": DatabaseResource(url=settings.database_url)}) as ctx:
-        return sensor(ctx), ctx.cursor
-
-
-def _next_run(settings, instance) -> dg.RunRequest:
-    result, _ = _sensor(batch_job_sensor, settings, instance)
-    assert isinstance(result, dg.SensorResult), result
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(dataset_versions.name, list(request.partition_keys))
-    [run] = result.run_requests
-    return run
 
 
 def _materialize(assets, run_or_key, settings, instance, run_config=None, tags=None):
@@ -115,16 +100,16 @@ def test_relabels_trigger_one_retrain_fine_tuned_from_the_champion(env, tmp_path
                 session.add(DetectionEvent(object_type_id=package, user_verified=True, reclassified_at=utcnow(),
                                            bbox_coordinates=json.dumps(box), image_path=key,
                                            images=[EventImage(image_path=key, sequence_number=1)]))
-        skipped, cursor = _sensor(retrain_on_new_labels_sensor, settings, instance)
+        skipped, cursor = tick(retrain_on_new_labels_sensor, settings, instance)
         assert "queued auto-collect + retrain" in str(skipped)
-        again, _ = _sensor(retrain_on_new_labels_sensor, settings, instance, cursor)
+        again, _ = tick(retrain_on_new_labels_sensor, settings, instance, cursor)
         assert "queued" not in str(again)  # the same labels never trigger twice
 
-        collect = _next_run(settings, instance)
+        collect = next_batch_run(settings, instance)
         assert collect.job_name == "collection_job"
         assert dg.materialize([collected_dataset], run_config=collect.run_config, instance=instance,
                               resources=resources_from_settings(settings), tags=collect.tags).success
-        retrain = _next_run(settings, instance)
+        retrain = next_batch_run(settings, instance)
         assert retrain.job_name == "dataset_to_model_job" and retrain.partition_key == "auto-collected@v1"
         config = retrain.run_config["ops"]["trained_model"]["config"]
         assert config["base_model_id"] == champion and config["mix"] == ["doorbell@v1"]

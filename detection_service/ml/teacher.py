@@ -70,6 +70,19 @@ def load_teacher(model_path: Path) -> Any:
     return YOLO(str(model_path), task="detect")
 
 
+def labelling_settings(model_path: Path, model: Any) -> tuple[float, int]:
+    """(confidence threshold, imgsz) at which ``model`` labels images as a teacher: for one of our
+    models, what it reports as a detection at the size it was trained at (``aidoor.json``); for a
+    .pt from elsewhere, the size it was trained at; otherwise the COCO teacher's defaults."""
+    from detection_service.ml.training import read_inference_config
+
+    config = read_inference_config(Path(model_path)) if Path(model_path).is_file() else None
+    if config is not None:
+        return config.confidence_threshold, config.imgsz
+    imgsz = (getattr(model, "overrides", None) or {}).get("imgsz")
+    return DEFAULT_THRESHOLD, int(imgsz) if isinstance(imgsz, int) else DEFAULT_IMGSZ
+
+
 def label_images(
     model: Any,
     images: list[Path],

@@ -19,13 +19,9 @@ TINY_IMGSZ = 64
 
 
 @pytest.fixture(scope="session")
-def offline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Ultralytics configured offline under a tmp dir (must precede its first import)."""
-    from detection_service.ml.ultralytics_env import configure_offline
-
-    data_dir = tmp_path_factory.mktemp("pipeline-ml")
-    configure_offline(data_dir)
-    return data_dir
+def offline(offline_dir: Path) -> Path:
+    """Ultralytics configured offline (the session's one configuration, tests/conftest.py)."""
+    return offline_dir
 
 
 @pytest.fixture(scope="session")

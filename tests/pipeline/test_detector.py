@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
@@ -22,27 +21,7 @@ from detection_service.pipeline.detector import (
 )
 from tests.pipeline.conftest import TINY_IMGSZ
 
-
-@pytest.fixture(scope="module", autouse=True)
-def no_network() -> list[str]:
-    attempts: list[str] = []
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> object:
-        if self.family == socket.AF_UNIX:
-            return real_connect(self, address)
-        attempts.append(f"connect {address}")
-        raise OSError("network disabled in tests")
-
-    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
-        attempts.append(f"getaddrinfo {host}")
-        raise socket.gaierror("network disabled in tests")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", connect)
-        mp.setattr(socket, "getaddrinfo", getaddrinfo)
-        yield attempts
-    assert attempts == []
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")
