@@ -12,6 +12,7 @@ from typing import Optional
 
 import dagster as dg
 
+from detection_service.config import Settings
 from detection_service.database import make_session_factory
 from detection_service.services.jobs import queue_dataset_materialize
 from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
@@ -50,6 +51,7 @@ def collected_dataset(
     database: DatabaseResource,
     object_store: ObjectStoreResource,
     paths: LocalPathsResource,
+    settings: dg.ResourceParam[Settings],
 ):
     from detection_service.datasets import run_dataset_update
     from detection_service.datasets.importer import NothingToCollect
@@ -73,7 +75,8 @@ def collected_dataset(
         raise dg.Failure("no dataset_id to collect into")
     store = object_store.store()
     try:
-        result = run_dataset_update(session_factory, store, params, paths.work_dir(f"collect-{context.run_id}"))
+        result = run_dataset_update(session_factory, store, params, paths.work_dir(f"collect-{context.run_id}"),
+                                    settings=settings)
     except NothingToCollect as exc:
         _close(session_factory, config.batch_job_id, status=JobStatus.COMPLETED, current_step="nothing new",
                result={"nothing_new": str(exc)})

@@ -6,6 +6,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from assets.partitions import dataset_versions, split_partition_key
+from detection_service.config import Settings
 from detection_service.database import make_session_factory
 from detection_service.ml.registry import dataset_prefix
 from detection_service.services.data_yaml import DataYamlService
@@ -109,6 +110,7 @@ def dataset_update(
     database: DatabaseResource,
     object_store: ObjectStoreResource,
     paths: LocalPathsResource,
+    settings: dg.ResourceParam[Settings],
 ) -> dict:
     from detection_service.datasets import run_dataset_update
     from detection_service.datasets.importer import NothingToCollect
@@ -125,7 +127,8 @@ def dataset_update(
         job.current_step = f"importing ({params.get('source')})"
     store = object_store.store()
     try:
-        result = run_dataset_update(session_factory, store, params, paths.work_dir(f"dataset-{context.run_id}"))
+        result = run_dataset_update(session_factory, store, params, paths.work_dir(f"dataset-{context.run_id}"),
+                                    settings=settings)
     except NothingToCollect as exc:
         with session_factory.begin() as session:
             job = session.get(BatchJob, config.batch_job_id)

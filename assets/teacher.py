@@ -8,6 +8,7 @@ from typing import Optional
 import dagster as dg
 
 from assets.partitions import dataset_versions, split_partition_key
+from detection_service.config import Settings
 from detection_service.database import make_session_factory
 from detection_service.datasets.importer import VersionDraft, VersionFile, load_version_files, publish_version
 from detection_service.ml import teacher
@@ -42,6 +43,7 @@ def teacher_labels(
     database: DatabaseResource,
     object_store: ObjectStoreResource,
     paths: LocalPathsResource,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     dataset_id, version = split_partition_key(context.partition_key)
     session_factory = make_session_factory(database.engine())
@@ -49,7 +51,7 @@ def teacher_labels(
         _, _, changes = resolve_ref(session, context.partition_key)
     if changes.get("kind") in ("teacher", "auto_collect"):
         return dg.MaterializeResult(metadata={"skipped": f"{changes.get('kind')} versions are not teacher-labelled"})
-    model_path = Path(config.model_path) if config.model_path else teacher.teacher_model_path()
+    model_path = Path(config.model_path) if config.model_path else teacher.teacher_model_path(settings)
     if model_path is None or not model_path.exists():
         context.log.warning("no teacher model (AIDOOR_TEACHER_MODEL): no teacher labels")
         return dg.MaterializeResult(metadata={"skipped": "no teacher model configured"})

@@ -15,15 +15,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from detection_service.config import Settings
+from detection_service.config import DEFAULT_BOOTSTRAP_EXPORTS, Settings
 from detection_service.database import make_engine, make_session_factory
 from schemas.db import BatchJob, Model, ModelTraining
 from schemas.enums import JobStatus
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
-DEFAULT_EXPORT = SHARED_DATASETS / "doorbell-camera-alert-v4"
-DEFAULT_EXPORTS = (DEFAULT_EXPORT, SHARED_DATASETS / "person-capston2-v11")
 
 
 def dataset_id_for(export_dir: Path) -> str:
@@ -31,13 +26,11 @@ def dataset_id_for(export_dir: Path) -> str:
     return slug[:50]
 
 
-def bootstrap_exports() -> list[Path]:
-    """``AIDOOR_BOOTSTRAP_DATASET`` (``:``-separated; the first is the main one), default the doorbell
-    parcels + the person photos in shared/. Exports that are not there are left out of the mix."""
-    import os
-
-    value = os.environ.get("AIDOOR_BOOTSTRAP_DATASET")
-    exports = [Path(p) for p in value.split(":") if p] if value else list(DEFAULT_EXPORTS)
+def bootstrap_exports(settings: Settings) -> list[Path]:
+    """``settings.bootstrap_dataset`` (``AIDOOR_BOOTSTRAP_DATASET``, ``:``-separated; the first is the
+    main one), default the doorbell parcels + the person photos in shared/. Extra exports that are
+    not there are left out of the mix."""
+    exports = list(settings.bootstrap_dataset or DEFAULT_BOOTSTRAP_EXPORTS)
     return exports[:1] + [p for p in exports[1:] if (p / "data.yaml").exists()]
 
 
@@ -53,7 +46,7 @@ def bootstrap_parameters(exports: list[Path], profile: str, epochs: int | None =
 
 def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> int | None:
     """Queue import + train + deploy when there is no model and nothing is queued yet."""
-    exports = bootstrap_exports()
+    exports = bootstrap_exports(settings)
     export_dir = exports[0]
     engine = make_engine(settings.database_url)
     try:

@@ -62,7 +62,7 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     from detection_service.bootstrap import bootstrap_exports, run_bootstrap
     from detection_service.database import upgrade
 
-    exports = [Path(p) for p in args.export] if args.export else bootstrap_exports()
+    exports = [Path(p) for p in args.export] if args.export else bootstrap_exports(settings)
     for export_dir in exports:
         if not (export_dir / "data.yaml").exists():
             print(f"aidoor: {export_dir} is not a YOLO export (no data.yaml)", file=sys.stderr)
@@ -120,11 +120,11 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.bench_command == "train":
         from detection_service.bench.train import main as bench_train
 
-        return bench_train(args.rest)
+        return bench_train(args.rest, settings)
     if args.bench_command == "api":
         from detection_service.bench.api import main as bench_api
 
-        return bench_api(args.rest)
+        return bench_api(args.rest, settings)
     if args.bench_command == "notify":
         from detection_service.bench.notify import main as bench_notify
 

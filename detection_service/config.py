@@ -3,18 +3,30 @@
 These are deployment facts (where the database and the object store live, which ports to bind).
 User-tunable product settings (camera, detection, storage retention, notifications) live in the
 ``system_settings`` table and are validated by the structs in ``schemas.settings``.
+
+This module is the only reader of ``AIDOOR_*`` variables in ``detection_service`` (enforced by
+``tests/test_env_reader.py``): every other module gets a ``Settings`` (Litestar app state, the
+Dagster ``settings`` resource, the CLI). ``AIDOOR_<FIELD>`` sets the field of that name; values
+are stripped, an empty value counts as unset, and ``msgspec.convert`` parses them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 ENV_PREFIX = "AIDOOR_"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+DEFAULT_TEACHER_MODEL = SHARED_DIR / "models" / "yolov8n_coco_int8_openvino_model"
+DEFAULT_BOOTSTRAP_EXPORTS = (SHARED_DIR / "datasets" / "doorbell-camera-alert-v4",
+                             SHARED_DIR / "datasets" / "person-capston2-v11")  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -25,7 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 8000
-    database_url: str
+    database_url: str  # default sqlite:///<data dir>/aidoor.db
     # Object store: S3-compatible (MinIO, SeaweedFS, AWS) when s3_endpoint is set, else a
     # directory under data_dir.
     s3_endpoint: str | None = None
@@ -35,13 +47,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     s3_region: str | None = None
     s3_secure: bool = False
     # Absolute URL under which this service is reachable from a browser; used for links in
-    # alerts and for signed image URLs of the local store.
+    # alerts and for signed image URLs of the local store. Default http://<host>:<port>.
     public_url: str
     # HMAC key for signed URLs of the local store. Generated and kept in data_dir when unset.
     url_signing_key: str | None = None
     dagster_host: str = "127.0.0.1"
     dagster_port: int = 3000
-    dagster_home: Path
+    dagster_home: Path  # DAGSTER_HOME (Dagster's own name), default <data dir>/dagster
     max_upload_mb: int = 20
     # How long an image link handed out by the Event/Detection APIs stays valid.
     image_url_ttl_s: int = 3600
@@ -54,10 +66,40 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     telegram_updates: str = "auto"  # auto | polling | webhook | off (button presses)
     public_url_set: bool = False  # AIDOOR_PUBLIC_URL given explicitly: alerts link to events
     alert_timezone: str = "Asia/Seoul"
+    # The demo video played while no camera is set (docs/pipeline.md "Service wiring"): "" plays
+    # <data dir>/demo/door-demo.mp4 if it exists, "auto" (`aidoor run`) builds it first when
+    # missing, "off" never, anything else is the path of a video to play.
+    demo_video: str = ""
+    # Folders a dataset import by ``source_path`` may read (os.pathsep-separated); empty: the
+    # default <data dir>/imports (``import_dirs``).
+    dataset_import_dirs: tuple[Path, ...] = ()
+    # Exports the starter model is trained on (':'-separated, the first the main one; the others
+    # are left out when not there): the doorbell parcels + person photos in ../shared/datasets.
+    bootstrap_dataset: tuple[Path, ...] = DEFAULT_BOOTSTRAP_EXPORTS
+    # The teacher model (labels the classes a dataset lacks); None = AIDOOR_TEACHER_MODEL=off
+    # (or none, 0): no teacher labels. Used only when it exists (ml.teacher.teacher_model_path).
+    teacher_model: Path | None = DEFAULT_TEACHER_MODEL
+    # Roboflow sync (docs/datasets.md): workspace slug and private API key (both needed), API
+    # address (None: the SDK's https://api.roboflow.com) and the download's time limit.
+    roboflow_workspace: str | None = None
+    roboflow_api_key: str | None = None
+    roboflow_api_url: str | None = None
+    roboflow_timeout_s: float = 1800.0
+    # Scratch database of `aidoor bench api` (dropped and re-created!); None: the bench's default.
+    bench_database_url: str | None = None
+
+    def __repr__(self) -> str:  # logs and tracebacks must not show the secrets
+        shown = (f"{name}={'***' if name in _SECRETS and value else repr(value)}"
+                 for name, value in msgspec.structs.asdict(self).items())
+        return f"Settings({', '.join(shown)})"
 
     @property
     def telegram_key_path(self) -> Path:
         return self.telegram_key_file or self.data_dir / "telegram.key"
+
+    @property
+    def import_dirs(self) -> tuple[Path, ...]:
+        return self.dataset_import_dirs or ((self.data_dir / "imports").resolve(),)
 
     @property
     def object_store_kind(self) -> str:
@@ -73,49 +115,42 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``); ``overrides`` (typed values) win.
+        Raises ConfigError naming the variable when a value cannot be used."""
         env = os.environ if environ is None else environ
-
-        def get(name: str, default: str | None = None) -> str | None:
-            value = env.get(ENV_PREFIX + name)
-            return value if value not in (None, "") else default
-
-        data_dir = Path(str(overrides.pop("data_dir", None) or get("DATA_DIR", "./data"))).resolve()
-        host = get("HOST", "127.0.0.1")
-        port = _int(get("PORT", "8000"), "PORT")
-        values: dict[str, object] = {
+        raw = _env_values(env)
+        env_data_dir = raw.pop("data_dir", "./data")
+        data_dir = Path(str(overrides.pop("data_dir", None) or env_data_dir)).resolve()
+        values: dict[str, Any] = {
+            "database_url": f"sqlite:///{data_dir / 'aidoor.db'}",
+            "public_url": "",  # derived below from the parsed host and port
+            **raw,
             "data_dir": data_dir,
-            "host": host,
-            "port": port,
-            "database_url": get("DATABASE_URL") or f"sqlite:///{data_dir / 'aidoor.db'}",
-            "s3_endpoint": get("S3_ENDPOINT"),
-            "s3_access_key": get("S3_ACCESS_KEY"),
-            "s3_secret_key": get("S3_SECRET_KEY"),
-            "s3_bucket": get("S3_BUCKET", "ai-door-system"),
-            "s3_region": get("S3_REGION"),
-            "s3_secure": _bool(get("S3_SECURE", "false"), "S3_SECURE"),
-            "public_url": (get("PUBLIC_URL") or f"http://{_url_host(host)}:{port}").rstrip("/"),
-            "url_signing_key": get("URL_SIGNING_KEY"),
-            "dagster_host": get("DAGSTER_HOST", "127.0.0.1"),
-            "dagster_port": _int(get("DAGSTER_PORT", "3000"), "DAGSTER_PORT"),
             "dagster_home": Path(env.get("DAGSTER_HOME") or data_dir / "dagster").resolve(),
-            "max_upload_mb": _int(get("MAX_UPLOAD_MB", "20"), "MAX_UPLOAD_MB"),
-            "image_url_ttl_s": _int(get("IMAGE_URL_TTL_S", "3600"), "IMAGE_URL_TTL_S"),
-            "log_level": str(get("LOG_LEVEL", "INFO")).upper(),
-            "telegram_key": get("TELEGRAM_KEY"),
-            "telegram_key_file": Path(str(get("TELEGRAM_KEY_FILE"))).resolve() if get("TELEGRAM_KEY_FILE") else None,
-            "telegram_api_url": str(get("TELEGRAM_API_URL", "https://api.telegram.org")).rstrip("/"),
-            "telegram_updates": str(get("TELEGRAM_UPDATES", "auto")).lower(),
-            "public_url_set": get("PUBLIC_URL") is not None,
-            "alert_timezone": str(get("ALERT_TIMEZONE", "Asia/Seoul")),
         }
-        values.update(overrides)
-        settings = cls(**values)  # type: ignore[arg-type]
+        try:
+            settings = msgspec.convert(values, cls, strict=False, dec_hook=_decode)
+        except msgspec.ValidationError as exc:
+            raise _config_error(exc, raw) from None
+        settings = msgspec.structs.replace(
+            settings,
+            public_url=(raw.get("public_url") or f"http://{_url_host(settings.host)}:{settings.port}").rstrip("/"),
+            public_url_set="public_url" in raw,
+            log_level=settings.log_level.upper(),
+            telegram_key_file=settings.telegram_key_file.resolve() if settings.telegram_key_file else None,
+            telegram_api_url=settings.telegram_api_url.rstrip("/"),
+            telegram_updates=settings.telegram_updates.lower(),
+            dataset_import_dirs=tuple(p.expanduser().resolve() for p in settings.dataset_import_dirs),
+            **overrides,  # type: ignore[arg-type]
+        )
         if settings.telegram_updates not in ("auto", "polling", "webhook", "off"):
             raise ConfigError("AIDOOR_TELEGRAM_UPDATES must be auto, polling, webhook or off")
         if settings.s3_endpoint and not (settings.s3_access_key and settings.s3_secret_key):
             raise ConfigError("AIDOOR_S3_ENDPOINT is set but AIDOOR_S3_ACCESS_KEY / AIDOOR_S3_SECRET_KEY are not")
         if not 1 <= settings.image_url_ttl_s <= 7 * 86400:
             raise ConfigError("AIDOOR_IMAGE_URL_TTL_S must be between 1 and 604800 (7 days, S3's limit)")
+        if not settings.roboflow_timeout_s > 0:
+            raise ConfigError("AIDOOR_ROBOFLOW_TIMEOUT_S must be a positive number of seconds")
         return settings
 
     def signing_key(self) -> bytes:
@@ -130,20 +165,51 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return key_file.read_text().strip().encode()
 
 
-def _int(value: str | None, name: str) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name} must be an integer, got {value!r}") from None
+# Fields that no AIDOOR_* variable sets: derived from others (public_url_set) or read under
+# another name (DAGSTER_HOME).
+_NOT_FROM_ENV = frozenset({"dagster_home", "public_url_set"})
+# List-valued variables and their separators.
+_SEPARATORS = {"bootstrap_dataset": ":", "dataset_import_dirs": os.pathsep}
+# Spellings of true/false accepted beyond msgspec's own (true/false/1/0).
+_BOOL_WORDS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
+_BOOL_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Settings) if f.type is bool) - _NOT_FROM_ENV
+_SECRETS = frozenset({"s3_secret_key", "url_signing_key", "telegram_key", "roboflow_api_key"})
+_DISABLED = ("off", "none", "0")  # AIDOOR_TEACHER_MODEL values that turn the teacher off
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
 
 
-def _bool(value: str | None, name: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{ENV_PREFIX}{name} must be true or false, got {value!r}")
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """The AIDOOR_* variables that are set, by field name, as strings (lists split)."""
+    raw: dict[str, Any] = {}
+    for field in Settings.__struct_fields__:
+        value = (env.get(ENV_PREFIX + field.upper()) or "").strip()
+        if field in _NOT_FROM_ENV or not value:
+            continue
+        if field in _SEPARATORS:
+            raw[field] = [p.strip() for p in value.split(_SEPARATORS[field]) if p.strip()]
+        elif field in _BOOL_FIELDS:
+            raw[field] = _BOOL_WORDS.get(value.lower(), value)
+        elif field == "teacher_model" and value.lower() in _DISABLED:
+            raw[field] = None
+        else:
+            raw[field] = value
+    return raw
+
+
+def _decode(type_: type, value: Any) -> Any:
+    if type_ is Path and isinstance(value, str | Path):
+        return Path(value)
+    raise NotImplementedError
+
+
+def _config_error(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> ConfigError:
+    """``Expected `int`, got `str` - at `$.port``` -> ``AIDOOR_PORT must be an integer, got 'x'``."""
+    match = re.search(r"Expected `([^`]+)`.* - at `\$\.(\w+)", str(exc))
+    if match is None:
+        return ConfigError(f"invalid {ENV_PREFIX}* setting: {exc}")
+    expected, field = match.groups()
+    return ConfigError(f"{ENV_PREFIX}{field.upper()} must be {_EXPECTED.get(expected, expected)}, "
+                       f"got {raw.get(field)!r}")  # fmt: skip
 
 
 def _url_host(host: str) -> str:

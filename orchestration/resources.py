@@ -9,6 +9,7 @@ real S3 server) instead of two.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -94,9 +95,11 @@ class LocalPathsResource(dg.ConfigurableResource):
         return path
 
 
-def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def resources_from_settings(settings: Settings) -> dict[str, Any]:
     """Resources configured from the same ``AIDOOR_*`` variables the service reads. Secrets stay
-    ``EnvVar`` references so the Dagster UI never shows them."""
+    ``EnvVar`` references so the Dagster UI never shows them. ``settings`` is the ``Settings``
+    itself (a plain resource, no config in the UI) for the assets that need other deployment facts
+    (the teacher model, Roboflow credentials): ``settings: dg.ResourceParam[Settings]``."""
     if settings.s3_endpoint:
         store = ObjectStoreResource(
             bucket=settings.s3_bucket,
@@ -118,4 +121,5 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         "database": DatabaseResource(url=settings.database_url),
         "object_store": store,
         "paths": LocalPathsResource(data_dir=str(settings.data_dir)),
+        "settings": settings,
     }

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import msgspec
 import numpy as np
 import pytest
 import sqlalchemy as sa
 import yaml
 
+from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
 from detection_service.datasets import importer, run_dataset_update
 from detection_service.datasets.auto_collect import BoxError, collect_verified, parse_bbox, split_for_event
@@ -379,17 +381,19 @@ def test_import_into_s3(session_factory, s3_server) -> None:
 # --------------------------------------------------------------------------------- Roboflow
 
 
-def test_roboflow_sync_matches_upload(session_factory, store, tmp_path: Path, monkeypatch) -> None:
+def test_roboflow_sync_matches_upload(session_factory, store, tmp_path: Path) -> None:
     uploaded = import_dataset(session_factory, store, PACKAGES, "uploaded")
     with serve_fake_roboflow(PACKAGES, tmp_path) as fake:
-        # As the Dagster job runs it: job parameters from the API, credentials from the environment.
-        monkeypatch.setenv("AIDOOR_ROBOFLOW_WORKSPACE", fake.workspace)
-        monkeypatch.setenv("AIDOOR_ROBOFLOW_API_KEY", fake.api_key)
-        monkeypatch.setenv("AIDOOR_ROBOFLOW_API_URL", fake.url)
-        monkeypatch.setenv("AIDOOR_ROBOFLOW_TIMEOUT_S", "120")
+        # As the Dagster job runs it: job parameters from the API, credentials from the environment
+        # (the code location's Settings, the ``settings`` resource).
+        settings = Settings.from_env(environ={
+            "AIDOOR_ROBOFLOW_WORKSPACE": fake.workspace, "AIDOOR_ROBOFLOW_API_KEY": fake.api_key,
+            "AIDOOR_ROBOFLOW_API_URL": fake.url, "AIDOOR_ROBOFLOW_TIMEOUT_S": "120"}, data_dir=tmp_path / "data")
         parameters = {"source": "roboflow", "workspace": fake.workspace, "project_name": fake.project,
                       "version": fake.version, "dataset_id": None, "class_mapping": None}
-        synced = run_dataset_update(session_factory, store, parameters, tmp_path / "work")
+        with pytest.raises(RoboflowError, match="not configured"):  # no settings, no credentials
+            run_dataset_update(session_factory, store, parameters, tmp_path / "work")
+        synced = run_dataset_update(session_factory, store, parameters, tmp_path / "work", settings=settings)
         paths = fake.paths()
         with pytest.raises(RoboflowError) as info:
             sync_roboflow(
@@ -413,11 +417,14 @@ def test_roboflow_sync_matches_upload(session_factory, store, tmp_path: Path, mo
     assert not any((tmp_path / "work").iterdir())  # download folders removed
 
 
-def test_roboflow_credentials_from_env() -> None:
+def test_roboflow_credentials_from_env(tmp_path: Path) -> None:
+    def credentials(env: dict[str, str]):
+        return roboflow_credentials(Settings.from_env(environ=env, data_dir=tmp_path))
+
     with pytest.raises(RoboflowError, match="AIDOOR_ROBOFLOW_API_KEY"):
-        roboflow_credentials({"AIDOOR_ROBOFLOW_WORKSPACE": "ws"})
-    creds = roboflow_credentials({"AIDOOR_ROBOFLOW_WORKSPACE": "ws", "AIDOOR_ROBOFLOW_API_KEY": "secret"})
-    assert (creds.workspace, creds.api_key, creds.api_url) == ("ws", "secret", None)
+        credentials({"AIDOOR_ROBOFLOW_WORKSPACE": "ws"})
+    creds = credentials({"AIDOOR_ROBOFLOW_WORKSPACE": " ws ", "AIDOOR_ROBOFLOW_API_KEY": "secret"})
+    assert (creds.workspace, creds.api_key, creds.api_url, creds.timeout_s) == ("ws", "secret", None, 1800.0)
     assert "secret" not in repr(creds)
 
 
@@ -539,9 +546,10 @@ def test_api_create_get_list(client) -> None:
     assert_error(client.get("/api/datasets/999"), 404, "NOT_FOUND")
 
 
-def test_api_update_from_source_path_and_upload(client, tmp_path: Path, monkeypatch) -> None:
+def test_api_update_from_source_path_and_upload(client, tmp_path: Path) -> None:
     client.post("/api/datasets/create", json={"name": "Packages", "dataset_id": "pk"})
-    monkeypatch.setenv("AIDOOR_DATASET_IMPORT_DIRS", str(SHARED_DATASETS))
+    state = client.app.state  # as if started with AIDOOR_DATASET_IMPORT_DIRS=<shared datasets>
+    state.settings = msgspec.structs.replace(state.settings, dataset_import_dirs=(SHARED_DATASETS.resolve(),))
     response = client.put("/api/datasets/pk/update", json={"source_path": str(PACKAGES)})
     assert response.status_code == 200, response.text
     result = response.json()["data"]
@@ -593,7 +601,7 @@ def test_api_update_from_source_path_and_upload(client, tmp_path: Path, monkeypa
     assert store.exists("datasets/pk/2025.08/train/labels/courier.txt")
 
 
-def test_api_jobs_for_auto_collect_and_roboflow(client, monkeypatch) -> None:
+def test_api_jobs_for_auto_collect_and_roboflow(client) -> None:
     client.post("/api/datasets/create", json={"name": "door"})
     response = client.post("/api/datasets/auto-collect", json={"dataset_id": "door", "auto_label": False})
     assert response.status_code == 202, response.text
@@ -602,13 +610,12 @@ def test_api_jobs_for_auto_collect_and_roboflow(client, monkeypatch) -> None:
     assert job["parameters"] == {"source": "auto_collect", "dataset_id": "door", "auto_label": False, "since_version": None}
     assert_error(client.post("/api/datasets/auto-collect", json={"dataset_id": "nope"}), 404, "NOT_FOUND")
 
-    monkeypatch.delenv("AIDOOR_ROBOFLOW_WORKSPACE", raising=False)
-    monkeypatch.delenv("AIDOOR_ROBOFLOW_API_KEY", raising=False)
     body = {"project_name": "packages-g0ton", "version": 6}
     error = assert_error(client.post("/api/datasets/roboflow/sync", json=body), 400, "ROBOFLOW_NOT_CONFIGURED")
     assert "AIDOOR_ROBOFLOW_WORKSPACE" in error["message"]
-    monkeypatch.setenv("AIDOOR_ROBOFLOW_WORKSPACE", "joseph-nelson")
-    monkeypatch.setenv("AIDOOR_ROBOFLOW_API_KEY", "super-secret-key")
+    state = client.app.state  # as if started with AIDOOR_ROBOFLOW_WORKSPACE / AIDOOR_ROBOFLOW_API_KEY
+    state.settings = msgspec.structs.replace(state.settings, roboflow_workspace="joseph-nelson",
+                                             roboflow_api_key="super-secret-key")
     response = client.post("/api/datasets/roboflow/sync", json=body)
     assert response.status_code == 202, response.text
     job = response.json()["data"]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import cv2
+import msgspec
 import numpy as np
 import pytest
 from litestar.testing import TestClient
@@ -123,9 +124,8 @@ def test_cli_builds_into_the_given_path(tmp_path: Path, capsys: pytest.CaptureFi
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["types"] == ["person", "person"]
 
 
-def test_service_plays_the_demo_video_when_no_camera_is_set(settings, short_demo, monkeypatch):
-    monkeypatch.setenv("AIDOOR_DEMO_VIDEO", short_demo.path)
-    with TestClient(create_app(settings)) as client:
+def test_service_plays_the_demo_video_when_no_camera_is_set(settings, short_demo):
+    with TestClient(create_app(msgspec.structs.replace(settings, demo_video=short_demo.path))) as client:
         assert wait_until(lambda: client.get("/api/detection").json()["data"]["camera_status"] == "connected", 8)
         data = client.get("/api/detection").json()["data"]
         assert data["status"] == "running" and data["demo"] is True and data["source"] == short_demo.path
@@ -137,8 +137,7 @@ def test_service_plays_the_demo_video_when_no_camera_is_set(settings, short_demo
         assert data["demo"] is False and data["source"] == "push"
         client.put("/api/settings/camera", json={"source": ""})
         assert client.get("/api/detection").json()["data"]["demo"] is True
-    monkeypatch.setenv("AIDOOR_DEMO_VIDEO", "off")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(msgspec.structs.replace(settings, demo_video="off"))) as client:
         data = client.get("/api/detection").json()["data"]
         assert data["status"] == "stopped" and data["demo"] is False and data["source"] is None
 
@@ -153,8 +152,7 @@ def test_auto_policy_builds_the_default_demo_and_plays_it(settings, monkeypatch)
         return real_build(out, dataset, scenes=1, person_scenes=0, max_frames=20)
 
     monkeypatch.setattr(demo_video, "build", short_build)
-    monkeypatch.setenv("AIDOOR_DEMO_VIDEO", "auto")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(msgspec.structs.replace(settings, demo_video="auto"))) as client:
         assert wait_until(lambda: client.get("/api/detection").json()["data"]["demo"], 15)
         assert wait_until(lambda: client.get("/api/detection").json()["data"]["camera_status"] == "connected", 8)
     default = demo_video.default_path(settings.data_dir)

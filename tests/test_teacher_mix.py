@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import dagster as dg
+import msgspec
 import numpy as np
 import pytest
 import yaml
@@ -138,7 +139,7 @@ def _small_export(source: Path, out: Path, items: list[tuple[str, str]]) -> Path
 
 @pytest.mark.skipif(not (DOORBELL.exists() and PERSON.exists() and TEACHER.exists()),
                     reason="shared doorbell/person datasets or the COCO teacher model missing")
-def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, tmp_path: Path, monkeypatch):
+def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, tmp_path: Path):
     import sqlalchemy as sa
 
     from assets.datasets import data_yaml, dataset_version
@@ -151,7 +152,7 @@ def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, t
     from orchestration.resources import resources_from_settings
     from schemas.db import Dataset, DatasetVersion, Model
 
-    monkeypatch.setenv("AIDOOR_TEACHER_MODEL", str(TEACHER))
+    settings = msgspec.structs.replace(settings, teacher_model=TEACHER)  # AIDOOR_TEACHER_MODEL=<TEACHER>
     session_factory = make_session_factory(make_engine(settings.database_url))
     store = make_object_store(settings)
     store.ensure_bucket()
@@ -197,7 +198,7 @@ def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, t
 
 
 @pytest.mark.skipif(not (DOORBELL.exists() and PERSON.exists()), reason="shared doorbell/person datasets missing")
-def test_bootstrap_queues_the_mix_and_imports_the_extra_export_once(settings, tmp_path: Path, monkeypatch):
+def test_bootstrap_queues_the_mix_and_imports_the_extra_export_once(settings, tmp_path: Path):
     import sqlalchemy as sa
 
     from detection_service.bootstrap import queue_bootstrap_if_needed
@@ -210,7 +211,7 @@ def test_bootstrap_queues_the_mix_and_imports_the_extra_export_once(settings, tm
     people = _small_export(PERSON, tmp_path / "people", [("train", p.stem) for p in sorted((PERSON / "train" / "images").iterdir())[:2]]
                            + [("valid", p.stem) for p in sorted((PERSON / "valid" / "images").iterdir())[:1]])
     missing = tmp_path / "not-there"
-    monkeypatch.setenv("AIDOOR_BOOTSTRAP_DATASET", f"{door}:{people}:{missing}")
+    settings = msgspec.structs.replace(settings, bootstrap_dataset=(door, people, missing))  # AIDOOR_BOOTSTRAP_DATASET
     job_id = queue_bootstrap_if_needed(settings)
     session_factory = make_session_factory(make_engine(settings.database_url))
     with session_factory() as session:

@@ -4,7 +4,6 @@ and Roboflow sync (the last two as background jobs). See docs/datasets.md."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from litestar.datastructures import UploadFile
 from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.api.responses import ApiError, ok
+from detection_service.config import Settings
 from detection_service.datasets.export_reader import ExportError
 from detection_service.datasets.importer import (
     DatasetError,
@@ -48,9 +48,6 @@ from schemas.enums import BatchJobType
 from schemas.envelope import Envelope
 
 T = TypeVar("T")
-
-IMPORT_DIRS_ENV = "AIDOOR_DATASET_IMPORT_DIRS"
-
 
 def _state(request: Request[Any, Any, Any]) -> Any:
     return request.app.state
@@ -137,17 +134,11 @@ def _require(session_factory: sessionmaker[Session], ident: str) -> str:
 # --------------------------------------------------------------------------------- uploads
 
 
-def import_dirs(data_dir: Path) -> list[Path]:
-    """Folders a JSON ``source_path`` may point into: AIDOOR_DATASET_IMPORT_DIRS (os.pathsep
-    separated), default ``<data dir>/imports``. The API has no login, so it must not read any
-    file of the server it is asked to."""
-    raw = os.environ.get(IMPORT_DIRS_ENV, "")
-    dirs = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()] or [data_dir / "imports"]
-    return [p.resolve() for p in dirs]
-
-
-def _allowed_source(path_text: str, data_dir: Path) -> Path:
-    allowed = import_dirs(data_dir)
+def _allowed_source(path_text: str, settings: Settings) -> Path:
+    """A JSON ``source_path`` must point into ``settings.import_dirs`` (AIDOOR_DATASET_IMPORT_DIRS,
+    default ``<data dir>/imports``): the API has no login, so it must not read any file of the
+    server it is asked to."""
+    allowed = settings.import_dirs
     path = Path(path_text).expanduser()
     if not path.is_absolute():
         path = allowed[0] / path
@@ -155,7 +146,7 @@ def _allowed_source(path_text: str, data_dir: Path) -> Path:
     if not any(resolved == root or resolved.is_relative_to(root) for root in allowed):
         raise ApiError(
             403, "SOURCE_PATH_NOT_ALLOWED",
-            f"source_path must be inside one of the import folders ({IMPORT_DIRS_ENV})",
+            "source_path must be inside one of the import folders (AIDOOR_DATASET_IMPORT_DIRS)",
             {"source_path": path_text, "import_dirs": [str(p) for p in allowed]},
         )
     return resolved
@@ -245,7 +236,7 @@ class DatasetController(Controller):
                     raise ApiError(400, "VALIDATION_ERROR", str(exc)) from None
                 except msgspec.DecodeError as exc:
                     raise ApiError(400, "MALFORMED_BODY", "Request body could not be decoded", {"reason": str(exc)}) from None
-                source = _allowed_source(body.source_path, settings.data_dir)
+                source = _allowed_source(body.source_path, settings)
                 kind, name = "path", source.name
                 options = {
                     "version": body.version, "strict": body.strict, "merge": body.merge, "class_mapping": body.class_mapping,
@@ -284,7 +275,7 @@ class DatasetController(Controller):
         self, request: Request[Any, Any, Any], data: RoboflowSyncRequest
     ) -> Response[Envelope[BatchJobView]]:
         try:
-            credentials = roboflow_credentials()
+            credentials = roboflow_credentials(_state(request).settings)
         except RoboflowNotConfigured as exc:
             raise ApiError(400, exc.code, exc.message) from None
         project = data.project_name.strip()

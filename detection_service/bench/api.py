@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from detection_service.bench import percentile
+from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory, upgrade
 from detection_service.services.events import EventFilter, EventService
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
@@ -219,10 +220,11 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    settings = settings or Settings.from_env()
     parser = argparse.ArgumentParser(prog="aidoor bench api", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("AIDOOR_BENCH_DATABASE_URL", DEFAULT_URL),
-                        help="scratch database (dropped and re-created!); default %(default)s")  # fmt: skip
+    parser.add_argument("--database-url", default=settings.bench_database_url or DEFAULT_URL,
+                        help="scratch database (dropped and re-created!); default %(default)s (AIDOOR_BENCH_DATABASE_URL)")  # fmt: skip
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--images-per-event", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)

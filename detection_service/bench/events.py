@@ -442,7 +442,7 @@ def run(*, weights: Path, imgsz: int | None = None, package_scenes: int = 6, per
         eligible: dict[str, Any] | None = None
         if video is None:
             log.info("picking photos (teacher on the valid split)")
-            photos, eligible = pick_bench_photos(package_scenes, person_scenes, teacher_model_path())
+            photos, eligible = pick_bench_photos(package_scenes, person_scenes, teacher_model_path(settings))
             out = (Path(keep_video) if keep_video else work) / "bench-events.mp4"
             info = demo_video.build(out, photos=photos)
             video = out

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from detection_service.bench import stdout_to_stderr
+from detection_service.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = REPO_ROOT.parent / "shared"
@@ -59,14 +60,16 @@ def run(
     datasets: Sequence[Path] = DEFAULT_DATASETS,
     profile: str = "default",
     teacher_model: Path | None | str = "default",
+    settings: Settings | None = None,
     **param_changes: Any,
 ) -> dict[str, Any]:
     """Train ``profile`` on the mix of ``datasets`` (+ teacher labels) and evaluate per class.
 
     With ``data_dir`` the prepared datasets and the run stay under ``<data_dir>/bench/``;
     without it everything goes to a temporary directory that is deleted at the end.
-    ``teacher_model``: "default" (AIDOOR_TEACHER_MODEL or shared/models), None (no teacher labels),
-    or a path. ``param_changes`` override TrainParams fields (e.g. epochs=5, overrides={"mosaic": 0.5}).
+    ``teacher_model``: "default" (``settings.teacher_model``: AIDOOR_TEACHER_MODEL or shared/models;
+    ``settings`` default ``Settings.from_env()``), None (no teacher labels), or a path.
+    ``param_changes`` override TrainParams fields (e.g. epochs=5, overrides={"mosaic": 0.5}).
     """
     from detection_service.ml.ultralytics_env import configure_offline
 
@@ -88,7 +91,10 @@ def run(
         prepare_s = time.monotonic() - t0
 
         t0 = time.monotonic()
-        teacher_path = teacher.teacher_model_path() if teacher_model == "default" else teacher_model
+        if teacher_model == "default":
+            teacher_path = teacher.teacher_model_path(settings or Settings.from_env())
+        else:
+            teacher_path = teacher_model
         sources, teacher_boxes = [], {}
         model = None
         for export, data_yaml in prepared:
@@ -173,7 +179,7 @@ def _value(text: str) -> Any:
         return text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aidoor bench train", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="default", help="TrainParams profile (default, tiny)")
     parser.add_argument("--dataset", type=Path, action="append", default=None,
@@ -195,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["overrides"] = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
     with stdout_to_stderr():
         summary = run(args.data_dir, args.dataset or DEFAULT_DATASETS, args.profile,
-                      None if args.no_teacher else "default", **changes)
+                      None if args.no_teacher else "default", settings=settings, **changes)
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from detection_service.config import Settings
     from detection_service.storage import ObjectStore
     from schemas.datasets import ImportResult
 
@@ -42,12 +43,16 @@ __all__ = sorted([*_EXPORTS, "run_dataset_update"])
 
 
 def run_dataset_update(
-    session_factory: sessionmaker[Session], store: ObjectStore, parameters: dict[str, Any], work_dir: str | Path
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    parameters: dict[str, Any],
+    work_dir: str | Path,
+    settings: Settings | None = None,
 ) -> ImportResult:
     """Execute a ``dataset_update`` batch job as ``/api/datasets`` queues it (``parameters`` =
     ``batch_jobs.parameters``). ``{"source": "roboflow", workspace, project_name, version, dataset_id,
-    class_mapping}``: the API key (and API URL, timeout) come from AIDOOR_ROBOFLOW_* here, never
-    from the job row. ``{"source": "auto_collect", dataset_id, auto_label, since_version}`` (with ``auto_label`` the
+    class_mapping}``: the API key (and API URL, timeout) come from ``settings`` (AIDOOR_ROBOFLOW_*)
+    here, never from the job row; without settings a Roboflow job fails as not configured. ``{"source": "auto_collect", dataset_id, auto_label, since_version}`` (with ``auto_label`` the
     deployed model labels unverified unclassified captures into ``auto_labeled/``).
     Raises what the functions raise; NothingToCollect means "done, nothing new"."""
     from detection_service.datasets.auto_collect import collect_verified
@@ -55,7 +60,7 @@ def run_dataset_update(
 
     source = parameters.get("source")
     if source == "roboflow":
-        credentials = roboflow_credentials()
+        credentials = roboflow_credentials(settings)
         return sync_roboflow(
             session_factory, store, parameters.get("workspace") or credentials.workspace, credentials.api_key,
             parameters["project_name"], parameters["version"], work_dir, parameters.get("dataset_id"),

@@ -9,7 +9,7 @@ The SDK runs in a child process (``python -m detection_service.datasets.roboflow
   fresh folder, removed afterwards.
 The API key reaches the child on stdin (not argv, not the environment) and is masked in errors.
 
-Configuration (environment of the service and of the Dagster code location):
+Configuration (``Settings`` of the service and of the Dagster code location, from the environment):
 ``AIDOOR_ROBOFLOW_WORKSPACE``, ``AIDOOR_ROBOFLOW_API_KEY``, optional ``AIDOOR_ROBOFLOW_API_URL``
 (default: the SDK's, https://api.roboflow.com) and ``AIDOOR_ROBOFLOW_TIMEOUT_S`` (default 1800).
 """
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the child process must not pay for these imports
     from sqlalchemy.orm import Session, sessionmaker
 
+    from detection_service.config import Settings
     from detection_service.storage import ObjectStore
     from schemas.datasets import ImportResult
 
@@ -68,19 +69,15 @@ class RoboflowCredentials:
         return f"RoboflowCredentials(workspace={self.workspace!r}, api_url={self.api_url!r})"
 
 
-def roboflow_credentials(environ: Mapping[str, str] | None = None) -> RoboflowCredentials:
-    """Workspace and API key from AIDOOR_ROBOFLOW_*; RoboflowNotConfigured when either is missing."""
-    env = os.environ if environ is None else environ
-    workspace = (env.get("AIDOOR_ROBOFLOW_WORKSPACE") or "").strip()
-    api_key = (env.get("AIDOOR_ROBOFLOW_API_KEY") or "").strip()
+def roboflow_credentials(settings: Settings | None) -> RoboflowCredentials:
+    """Workspace and API key from the settings (AIDOOR_ROBOFLOW_*); RoboflowNotConfigured when
+    either is missing (or there are no settings)."""
+    workspace = (settings.roboflow_workspace if settings else None) or ""
+    api_key = (settings.roboflow_api_key if settings else None) or ""
     missing = [name for name, value in (("AIDOOR_ROBOFLOW_WORKSPACE", workspace), ("AIDOOR_ROBOFLOW_API_KEY", api_key)) if not value]
-    if missing:
+    if settings is None or missing:
         raise RoboflowNotConfigured(f"Roboflow is not configured: set {' and '.join(missing)} (see docs/datasets.md)")
-    try:
-        timeout = float(env.get("AIDOOR_ROBOFLOW_TIMEOUT_S") or DEFAULT_TIMEOUT_S)
-    except ValueError:
-        raise RoboflowNotConfigured("AIDOOR_ROBOFLOW_TIMEOUT_S must be a number of seconds") from None
-    return RoboflowCredentials(workspace, api_key, (env.get("AIDOOR_ROBOFLOW_API_URL") or "").strip() or None, timeout)
+    return RoboflowCredentials(workspace, api_key, settings.roboflow_api_url, settings.roboflow_timeout_s)
 
 
 def _mask(text: str, secret: str) -> str:

@@ -17,27 +17,25 @@ every visitor's bag.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detection_service.ml.classes import CLASS_IDS, map_class_name
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TEACHER = REPO_ROOT.parent / "shared" / "models" / "yolov8n_coco_int8_openvino_model"
+if TYPE_CHECKING:
+    from detection_service.config import Settings
+
 DEFAULT_THRESHOLD = 0.4  # the COCO teacher's person boxes under 0.4 are mostly reflections and posters
 DEFAULT_IMGSZ = 640
 
 
-def teacher_model_path() -> Path | None:
-    """The configured teacher (``AIDOOR_TEACHER_MODEL``, default the COCO model in shared/), or None
-    when it is not there (``AIDOOR_TEACHER_MODEL=off`` disables teacher labelling)."""
-    value = os.environ.get("AIDOOR_TEACHER_MODEL")
-    if value and value.lower() in ("off", "none", "0"):
-        return None
-    path = Path(value) if value else DEFAULT_TEACHER
-    return path if path.exists() else None
+def teacher_model_path(settings: Settings) -> Path | None:
+    """The configured teacher (``settings.teacher_model``: ``AIDOOR_TEACHER_MODEL``, default the COCO
+    model in shared/), or None when it is not there (``AIDOOR_TEACHER_MODEL=off`` disables teacher
+    labelling)."""
+    path = settings.teacher_model
+    return path if path is not None and path.exists() else None
 
 
 def class_mapping(names: dict[int, str], wanted: Iterable[str] | None = None) -> dict[int, int]:

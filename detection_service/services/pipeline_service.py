@@ -9,7 +9,7 @@ One ``PipelineService`` per app (``app.state.pipeline_service``; its ``pipeline`
   loads the model marked current at start and every ``SYNC_INTERVAL_S`` (Dagster deploys from
   another process),
 - starts the pipeline when a camera source is configured, or plays the demo video when none is
-  (``AIDOOR_DEMO_VIDEO``; docs/pipeline.md "Service wiring"),
+  (``Settings.demo_video``, ``AIDOOR_DEMO_VIDEO``; docs/pipeline.md "Service wiring"),
 - serves start/stop/restart, ``PUT /api/detection/config``, the MJPEG viewers (one encoder
   thread however many viewers) and the WebSocket ingest bookkeeping.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -72,7 +71,6 @@ log = logging.getLogger(__name__)
 
 SYNC_INTERVAL_S = 5.0  # how often the model marked current in the database is checked
 LOAD_RETRY_S = 60.0  # a model that failed to load is not retried sooner (exports are expensive)
-DEMO_ENV = "AIDOOR_DEMO_VIDEO"
 SHUTDOWN_DRAIN_S = 3.0
 
 
@@ -192,10 +190,6 @@ def looks_like_image(data: bytes) -> bool:
 # --------------------------------------------------------------------------- the service
 
 
-def demo_policy_from_env() -> str:
-    return os.environ.get(DEMO_ENV, "").strip()
-
-
 class PipelineService:
     def __init__(
         self,
@@ -214,7 +208,7 @@ class PipelineService:
         self.settings_service = settings_service
         self.model_service = model_service
         self.sync_interval_s = sync_interval_s
-        self.demo_policy = demo_policy_from_env() if demo_policy is None else demo_policy
+        self.demo_policy = settings.demo_video if demo_policy is None else demo_policy
         self.demo_path: Path | None = self._existing_demo()
         self.knobs = self._load_knobs()
         self._knobs_in_flight: PipelineKnobs | None = None
