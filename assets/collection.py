@@ -12,10 +12,9 @@ from typing import Optional
 
 import dagster as dg
 
+from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from detection_service.config import Settings
-from detection_service.database import make_session_factory
 from detection_service.services.jobs import queue_dataset_materialize
-from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from schemas.db import BatchJob, utcnow
 from schemas.enums import JobStatus
 
@@ -58,7 +57,7 @@ def collected_dataset(
     from detection_service.ml.ultralytics_env import configure_offline
 
     configure_offline(Path(paths.data_dir))
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     params = {"source": "auto_collect", "dataset_id": config.dataset_id, "auto_label": config.auto_label,
               "since_version": config.since_version}
     if config.batch_job_id is not None:

@@ -6,12 +6,11 @@ import dagster as dg
 import sqlalchemy as sa
 
 from assets.partitions import dataset_versions, split_partition_key
+from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from detection_service.config import Settings
-from detection_service.database import make_session_factory
 from detection_service.ml.registry import dataset_prefix
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.jobs import queue_dataset_materialize
-from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from schemas.db import BatchJob, Dataset, DatasetVersion, utcnow
 from schemas.enums import JobStatus
 
@@ -38,7 +37,7 @@ def dataset_version(
 ) -> dg.MaterializeResult:
     dataset_id, version = split_partition_key(context.partition_key)
     store = object_store.store()
-    with make_session_factory(database.engine())() as session:
+    with database.session() as session:
         dataset = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == dataset_id))
         if dataset is None:
             raise dg.Failure(f"dataset {dataset_id} is not registered")
@@ -84,7 +83,7 @@ def data_yaml(
     context: dg.AssetExecutionContext, database: DatabaseResource, object_store: ObjectStoreResource
 ) -> dg.MaterializeResult:
     dataset_id, version = split_partition_key(context.partition_key)
-    service = DataYamlService(make_session_factory(database.engine()), object_store.store())
+    service = DataYamlService(database.session_factory(), object_store.store())
     info, created = service.ensure_generated(dataset_id, version)
     return dg.MaterializeResult(
         metadata={
@@ -115,7 +114,7 @@ def dataset_update(
     from detection_service.datasets import run_dataset_update
     from detection_service.datasets.importer import NothingToCollect
 
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     with session_factory.begin() as session:
         job = session.get(BatchJob, config.batch_job_id)
         if job is None:

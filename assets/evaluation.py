@@ -16,7 +16,7 @@ import dagster as dg
 import msgspec
 import sqlalchemy as sa
 
-from detection_service.database import make_session_factory
+from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from detection_service.datasets.evaluation_set import (
     imported_dataset_refs,
     model_base_refs,
@@ -25,7 +25,6 @@ from detection_service.datasets.evaluation_set import (
 from detection_service.ml.evaluation import per_class_table
 from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.services.settings import SettingsService
-from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from schemas.db import BatchJob, Model, utcnow
 from schemas.enums import JobStatus
 
@@ -90,7 +89,7 @@ def evaluation_set(
     object_store: ObjectStoreResource,
     paths: LocalPathsResource,
 ) -> dg.MaterializeResult:
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     sources = list(config.sources)
     if not sources:
         with session_factory() as session:
@@ -119,7 +118,7 @@ def evaluate_registered_model(
     from detection_service.ml.gating import run_gate
 
     configure_offline(Path(paths.data_dir))
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     if config.batch_job_id is not None:
         with session_factory.begin() as session:
             job = session.get(BatchJob, config.batch_job_id)

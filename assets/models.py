@@ -9,11 +9,10 @@ import msgspec
 import sqlalchemy as sa
 
 from assets.partitions import dataset_versions, split_partition_key
-from detection_service.database import make_session_factory
+from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from detection_service.ml.progress import TrainingProgress
 from detection_service.ml.registry import fetch_model, register_model, set_current_model
 from detection_service.ml.ultralytics_env import configure_offline
-from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from schemas.db import Model
 
 HEAVY = {"aidoor/heavy": "true"}
@@ -90,7 +89,7 @@ def trained_model(
     configure_offline(Path(paths.data_dir))
     dataset_id, version = split_partition_key(context.partition_key)
     store = object_store.store()
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     progress = TrainingProgress(session_factory, config.training_id, config.batch_job_id)
     progress.started(context.run_id)
     work_dir = paths.work_dir(f"train-{context.run_id}")
@@ -116,7 +115,7 @@ def trained_model(
             if kept:
                 lineage.append(kept)
                 context.log.info(f"{base.model_id} labelled the classes the data lacks: {kept.labels_for}")
-        params = msgspec.structs.replace(params, model=source)
+        params = params.for_fine_tune(source) if config.base_model_id else msgspec.structs.replace(params, model=source)
 
         def on_epoch(epoch) -> None:
             progress.on_epoch(epoch)
@@ -211,7 +210,7 @@ def model_evaluation(
     from detection_service.ml.gating import run_gate
 
     configure_offline(Path(paths.data_dir))
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     try:
         outcome = run_gate(session_factory, object_store.store(), paths.cache_dir(), trained_model,
                            collected_dataset_id=collected_dataset_id(session_factory), on_log=context.log.info)
@@ -241,7 +240,7 @@ def deployed_model(
     if not (model_evaluation["passed"] or config.force):
         context.log.warning(f"{model_id} not deployed: {model_evaluation['reason']}")
         return
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     with session_factory() as session:
         pk = session.scalar(sa.select(Model.id).where(Model.model_id == model_id))
     set_current_model(session_factory, pk, actor=f"dagster:{context.run_id[:8]}")

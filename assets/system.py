@@ -5,9 +5,8 @@ from collections import defaultdict
 
 import dagster as dg
 
-from detection_service.database import make_session_factory
+from assets.resources import DatabaseResource, ObjectStoreResource
 from detection_service.services.settings import SettingsService
-from orchestration.resources import DatabaseResource, ObjectStoreResource
 from schemas.db import SystemStatusLog
 from schemas.settings import StorageSettings
 
@@ -32,7 +31,7 @@ def storage_usage(
     total_objects = sum(count for count, _ in by_prefix.values())
     total_bytes = sum(size for _, size in by_prefix.values())
 
-    quota: StorageSettings = SettingsService(make_session_factory(database.engine())).get("storage")  # type: ignore[assignment]
+    quota: StorageSettings = SettingsService(database.session_factory()).get("storage")  # type: ignore[assignment]
     quota_pct = round(100.0 * total_bytes / (quota.max_size_gb * GB), 3)
     with database.session() as session:
         session.add(

@@ -8,15 +8,14 @@ from typing import Optional
 import dagster as dg
 
 from assets.partitions import dataset_versions, split_partition_key
+from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from detection_service.config import Settings
-from detection_service.database import make_session_factory
 from detection_service.datasets.importer import VersionDraft, VersionFile, load_version_files, publish_version
 from detection_service.ml import teacher
 from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.ml.registry import fetch_dataset_version
 from detection_service.ml.training_data import resolve_ref, teacher_dataset_id
 from detection_service.ml.ultralytics_env import configure_offline
-from orchestration.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from schemas.db import utcnow
 
 
@@ -46,7 +45,7 @@ def teacher_labels(
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     dataset_id, version = split_partition_key(context.partition_key)
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     with session_factory() as session:
         _, _, changes = resolve_ref(session, context.partition_key)
     if changes.get("kind") in ("teacher", "auto_collect"):

@@ -121,9 +121,11 @@ def run_bootstrap(settings: Settings, exports: list[Path], profile: str = "defau
     instance = dg.DagsterInstance.get()
     key = partition_key(dataset_id, result.version)
     instance.add_dynamic_partitions(dataset_versions.name, [key])
+    # The run lands in the local instance the Dagster UI shows: secrets as EnvVar (settings came
+    # from the environment: the CLI's Settings.from_env()), as in the code location.
     outcome = dg.materialize(
         [dataset_version, data_yaml, teacher_labels, trained_model, model_evaluation, deployed_model],
-        partition_key=key, instance=instance, resources=resources_from_settings(settings),
+        partition_key=key, instance=instance, resources=resources_from_settings(settings, secrets_from_env=True),
         run_config=training_run_config(job_id, params["train"], True), tags={"aidoor/batch_job_id": str(job_id)},
         raise_on_error=False,
     )

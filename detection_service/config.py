@@ -153,16 +153,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("AIDOOR_ROBOFLOW_TIMEOUT_S must be a positive number of seconds")
         return settings
 
+    @property
+    def signing_key_file(self) -> Path:
+        """Where the local store's URL-signing key is kept when AIDOOR_URL_SIGNING_KEY is unset."""
+        return self.data_dir / "url-signing.key"
+
     def signing_key(self) -> bytes:
         """The HMAC key for local signed URLs; created once and kept in the data dir."""
         if self.url_signing_key:
             return self.url_signing_key.encode()
-        key_file = self.data_dir / "url-signing.key"
-        if not key_file.exists():
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            key_file.write_text(secrets.token_hex(32))
-            key_file.chmod(0o600)
-        return key_file.read_text().strip().encode()
+        return load_signing_key(self.signing_key_file)
+
+
+def load_signing_key(key_file: Path) -> bytes:
+    """The URL-signing key kept in ``key_file``, created (random, mode 0600) when missing. The
+    service and the Dagster code location may both create it: the first link wins, atomically."""
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        draft = key_file.with_name(f".{key_file.name}.{secrets.token_hex(4)}")
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(draft, key_file)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this filesystem: a plain rename
+            if not key_file.exists():
+                os.replace(draft, key_file)
+        finally:
+            draft.unlink(missing_ok=True)
+    return key_file.read_text().strip().encode()
 
 
 # Fields that no AIDOOR_* variable sets: derived from others (public_url_set) or read under

@@ -33,5 +33,5 @@ defs = dg.Definitions(
           dataset_update_job, storage_cleanup_job, registered_model_evaluation_job, collection_job],
     schedules=[storage_usage_hourly, storage_cleanup_nightly],
     sensors=[batch_job_sensor, retrain_on_new_labels_sensor, batch_job_succeeded_sensor, batch_job_failed_sensor],
-    resources=resources_from_settings(Settings.from_env()),
+    resources=resources_from_settings(Settings.from_env(), secrets_from_env=True),
 )

@@ -2,11 +2,10 @@ import dagster as dg
 import msgspec
 
 from assets.partitions import dataset_versions
+from assets.resources import DatabaseResource, ObjectStoreResource
 from assets.system import storage_usage
-from detection_service.database import make_session_factory
 from detection_service.services.retention import RetentionService
 from detection_service.services.settings import SettingsService
-from orchestration.resources import DatabaseResource, ObjectStoreResource
 
 storage_usage_job = dg.define_asset_job("storage_usage_job", selection=[storage_usage])
 
@@ -38,7 +37,7 @@ dataset_to_model_job = dg.define_asset_job(
 def storage_cleanup(
     context: dg.OpExecutionContext, database: DatabaseResource, object_store: ObjectStoreResource
 ) -> dg.Output[None]:
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     settings = SettingsService(session_factory)
     if not settings.get("storage").auto_cleanup:  # type: ignore[attr-defined]
         context.log.info("storage.auto_cleanup is off: nothing deleted")

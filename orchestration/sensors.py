@@ -4,15 +4,14 @@ batch job bookkeeping when a run ends."""
 import dagster as dg
 import sqlalchemy as sa
 
-from assets.partitions import dataset_versions, partition_key
-from detection_service.database import make_session_factory
-from detection_service.services.jobs import JobService
-from detection_service.services.settings import SettingsService
 from assets.collection import collection_job
 from assets.datasets import dataset_update_job
 from assets.evaluation import registered_model_evaluation_job
+from assets.partitions import dataset_versions, partition_key
+from assets.resources import DatabaseResource
+from detection_service.services.jobs import JobService
+from detection_service.services.settings import SettingsService
 from orchestration.jobs import dataset_assets_job, dataset_to_model_job, train_and_deploy_job, train_model_job
-from orchestration.resources import DatabaseResource
 from schemas.db import BatchJob, DetectionEvent, Model, ModelTraining, utcnow
 from schemas.enums import JobStatus
 
@@ -93,7 +92,7 @@ def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
     # Nothing is written to the row here: a tick that fails must leave it pending. A row whose run
     # exists already (queued behind the heavy-run limit, or starting) is skipped by its tag, and
     # run_key makes Dagster drop any duplicate that slips through.
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     requests: list[dg.RunRequest] = []
     new_partitions: set[str] = set()
     with session_factory.begin() as session:
@@ -133,7 +132,7 @@ def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
     "collects them into a new dataset version and retrains (training settings).",
 )
 def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource):
-    session_factory = make_session_factory(database.engine())
+    session_factory = database.session_factory()
     training = SettingsService(session_factory).get("training")
     if not training.auto_retrain:
         return dg.SkipReason("automatic retraining is off (training.auto_retrain)")
@@ -173,7 +172,7 @@ def _finish_batch_job(
 ) -> None:
     job_id = context.dagster_run.tags.get(BATCH_JOB_TAG)
     if job_id:  # the run's own code may have recorded the outcome already: finish() then does nothing
-        JobService(make_session_factory(database.engine())).finish(int(job_id), status, error, context.dagster_run.run_id)
+        JobService(database.session_factory()).finish(int(job_id), status, error, context.dagster_run.run_id)
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.partitions import dataset_versions
-from orchestration.resources import DatabaseResource
+from assets.resources import DatabaseResource
 from orchestration.sensors import batch_job_sensor
 
 

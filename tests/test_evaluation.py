@@ -160,9 +160,10 @@ pytest_plain = pytest.mark.skipif(not (DOORBELL.is_dir() and PERSONS.is_dir() an
 @pytest_plain
 def test_registered_openvino_model_is_evaluated_on_the_fixed_set(client, settings, tmp_path: Path):
     from assets.evaluation import registered_model_evaluation_job
+    from assets.resources import DatabaseResource
     from detection_service.datasets.evaluation_set import EVALUATION_SET_ID, update_evaluation_set
     from detection_service.datasets.importer import import_dataset
-    from orchestration.resources import DatabaseResource, resources_from_settings
+    from orchestration.resources import resources_from_settings
     from orchestration.sensors import batch_job_sensor
     from schemas.db import BatchJob, Model
 

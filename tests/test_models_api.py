@@ -6,9 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
+from assets.resources import DatabaseResource
 from detection_service.ml.gate import judge
 from orchestration.sensors import batch_job_sensor
-from orchestration.resources import DatabaseResource
 from schemas.db import BatchJob, Dataset, DatasetVersion, ModelTraining
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from assets.system import storage_usage
-from orchestration.resources import DatabaseResource, ObjectStoreResource, resources_from_settings
+from assets.resources import DatabaseResource, ObjectStoreResource
+from orchestration.resources import resources_from_settings
 from schemas.db import SystemStatusLog
 from tests.conftest import REPO_ROOT
 
@@ -122,3 +124,100 @@ def test_runs_cut_off_by_a_shutdown_are_failed_at_the_next_start(settings):
         training = session.get(ModelTraining, closed.parameters["train"]["training_id"])
         assert training.status == "failed" and "interrupted" in training.error_message
     _close_interrupted_runs(settings)  # nothing left to do
+
+
+def _imported_modules(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+    return modules
+
+
+def test_assets_never_import_orchestration():
+    """One-way: orchestration/ (definitions, jobs, sensors, schedules) assembles assets/; assets/
+    and their resources (assets/resources.py) never import orchestration/."""
+    imports = {path.name: _imported_modules(path) for path in sorted((REPO_ROOT / "assets").rglob("*.py"))}
+    offenders = {name: sorted(m for m in modules if m == "orchestration" or m.startswith("orchestration."))
+                 for name, modules in imports.items()}
+    assert not {name: found for name, found in offenders.items() if found}
+    assert "assets.resources" in imports["system.py"]  # the walk sees the imports
+
+
+def test_database_resource_caches_its_session_factory(migrated_database_url: str):
+    database = DatabaseResource(url=migrated_database_url)
+    factory = database.session_factory()
+    assert database.session_factory() is factory and factory.kw["bind"] is database.engine()
+    seen: list = []
+
+    @dg.asset
+    def probe(database: DatabaseResource) -> None:
+        seen.append((database, database.session_factory(), database.session_factory()))
+        with database.session() as session:
+            session.execute(sa.text("select 1"))
+
+    assert dg.materialize([probe], resources={"database": database}, instance=dg.DagsterInstance.ephemeral()).success
+    [(initialized, first, second)] = seen
+    assert first is second  # one engine and session factory per run's resource
+    assert initialized._engine is None and initialized._session_factory is None  # disposed after the run
+
+
+def _shown_in_ui(defs: dg.Definitions) -> str:
+    """The code location as the Dagster UI gets it (the repository snapshot), serialized."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._serdes import serialize_value
+
+    return serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
+
+
+@pytest.mark.parametrize(("environ", "secrets"), [
+    ({"AIDOOR_URL_SIGNING_KEY": " local-url-signing-secret "}, ["local-url-signing-secret"]),
+    ({"AIDOOR_S3_ENDPOINT": "http://127.0.0.1:9", "AIDOOR_S3_ACCESS_KEY": "s3-access-secret",
+      "AIDOOR_S3_SECRET_KEY": "s3-secret-secret"}, ["s3-access-secret", "s3-secret-secret"]),
+], ids=["local", "s3"])
+def test_code_location_secrets_reach_dagster_as_env_vars(environ, secrets, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """The code location (orchestration/definitions.py) gives its resources every secret as a
+    dg.EnvVar: the UI shows the AIDOOR_* name, never the value. Explicit values (tests) would show."""
+    import importlib.util
+
+    from detection_service.config import Settings
+
+    others = {"AIDOOR_TELEGRAM_KEY": "telegram-secret", "AIDOOR_ROBOFLOW_API_KEY": "roboflow-secret"}
+    for name, value in {"AIDOOR_DATA_DIR": str(tmp_path), "AIDOOR_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+                        **others, **environ}.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("_definitions_probe", REPO_ROOT / "orchestration" / "definitions.py")
+    definitions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(definitions)
+
+    shown = _shown_in_ui(definitions.defs)
+    assert not [s for s in [*secrets, *others.values()] if s in shown]
+    assert all(name in shown for name in environ if name != "AIDOOR_S3_ENDPOINT")
+    explicit = _shown_in_ui(dg.Definitions(assets=[storage_usage], resources=resources_from_settings(Settings.from_env())))
+    assert all(s in explicit for s in secrets)  # the check would see them
+    store = definitions.defs.resources["object_store"]
+    if not store.endpoint:  # used directly, outside a run, the EnvVar is read (and stripped), not taken for the key
+        assert store.store()._signing_key == b"local-url-signing-secret"
+
+
+def test_env_var_secrets_resolve_in_a_run(settings, monkeypatch: pytest.MonkeyPatch):
+    import msgspec
+
+    monkeypatch.setenv("AIDOOR_URL_SIGNING_KEY", "run-signing-key")
+    keyed = msgspec.structs.replace(settings, url_signing_key="run-signing-key")
+    resources = resources_from_settings(keyed, secrets_from_env=True)
+    assert isinstance(resources["object_store"].signing_key, dg.EnvVar)
+    seen: list = []
+
+    @dg.asset
+    def probe(object_store: ObjectStoreResource) -> None:
+        seen.append(object_store.store()._signing_key)
+
+    assert dg.materialize([probe], resources=resources, instance=dg.DagsterInstance.ephemeral()).success
+    assert seen == [b"run-signing-key"] and keyed.signing_key() == b"run-signing-key"
+    # without AIDOOR_URL_SIGNING_KEY the key file is the resource's (a path, not a secret), shared with the service
+    plain = resources_from_settings(settings, secrets_from_env=True)["object_store"]
+    assert plain.signing_key is None and plain.store()._signing_key == settings.signing_key()
