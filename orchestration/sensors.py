@@ -35,18 +35,19 @@ def training_run_config(job_id: int, params: dict, with_deploy: bool) -> dict:
 def retrain_parameters(session_factory, profile: str) -> dict:
     """What a retrain on new labels trains: fine-tune the deployed model (when it has PyTorch
     weights) on the union of the collected version (the run's partition) and the champion's
-    human-labelled base data (``mix``; their teacher overlays come along with them)."""
-    from detection_service.datasets.evaluation_set import model_base_refs
+    human-labelled base data (``mix``; their teacher overlays come along with them). A champion
+    that names no base data (registered from elsewhere) gets every imported data set instead, so
+    a retrain never trains on the collected images alone."""
+    from detection_service.datasets.evaluation_set import imported_dataset_refs, model_base_refs
 
     train: dict = {"profile": profile, "auto_deploy": True, "job_type": "retrain"}
     with session_factory() as session:
         champion = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
-    if champion is not None:
-        if champion.model_path.endswith(".pt"):
-            train["base_model_id"] = champion.model_id
-        mix = model_base_refs(champion)
-        if mix:
-            train["mix"] = mix
+        mix = model_base_refs(champion) or imported_dataset_refs(session)
+    if champion is not None and champion.model_path.endswith(".pt"):
+        train["base_model_id"] = champion.model_id
+    if mix:
+        train["mix"] = mix
     return train
 
 

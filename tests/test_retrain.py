@@ -167,3 +167,19 @@ def test_a_worse_challenger_is_rejected_and_the_champion_keeps_serving(env, tmp_
     [person] = [c for c in gate["per_class"] if c["name"] == "person"]
     assert person["known"] is True and person["champion"]["map50"] > 0.2
     assert person["challenger"]["map50"] < person["champion"]["map50"]
+
+
+def test_a_retrain_of_a_champion_from_elsewhere_still_trains_on_the_base_data(env, tmp_path: Path):
+    """A registered champion names no data it was trained on: the retrain mixes in every imported
+    data set rather than fine-tuning on the collected images alone."""
+    from orchestration.sensors import retrain_parameters
+
+    settings, session_factory, store = env
+    train = [p.stem for p in sorted((DOORBELL / "train" / "images").iterdir())[:2]]
+    valid = [p.stem for p in sorted((DOORBELL / "valid" / "images").iterdir())[:2]]
+    import_dataset(session_factory, store, _subset(DOORBELL, tmp_path / "door", train, valid, ["Box"]), "doorbell")
+    with session_factory.begin() as session:
+        session.add(Model(model_id="elsewhere", model_name="from elsewhere", model_path="models/elsewhere/best.pt",
+                          version="1", is_current=True, metrics={}))
+    train = retrain_parameters(session_factory, "tiny")
+    assert train["base_model_id"] == "elsewhere" and train["mix"] == ["doorbell@v1"]

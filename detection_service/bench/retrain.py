@@ -1,11 +1,13 @@
 """Retrain benchmark: from a deployed model, relabel N events, let the sensors fire; one JSON line.
 
     python -m detection_service.bench.retrain [--events 8] [--profile tiny] [--epochs N]
-        [--champion-epochs 1] [--train-images 48] [--valid-images 24] [--data-dir DIR]
+        [--champion-epochs 1 | --champion-weights best.pt] [--train-images 48] [--valid-images 24]
+        [--data-dir DIR]
 
 In a scratch instance (SQLite, local store, an ephemeral Dagster instance; a temporary folder
 unless ``--data-dir``): a subset of doorbell-camera-alert-v4 is imported and a champion trained
-and deployed on it; then N doorbell frames the champion never saw are recorded as unclassified
+and deployed on it (or ``--champion-weights``, e.g. the starter model ``make run`` or ``aidoor
+bench train --data-dir`` made, registered and deployed as it is); then N doorbell frames the champion never saw are recorded as unclassified
 events and relabelled as packages through the relabel service (what ``PUT
 /api/detections/{id}/classify`` does). From the last relabel the chain runs as the daemon runs it,
 in this process: ``retrain_on_new_labels_sensor`` -> ``batch_job_sensor`` -> ``collection_job``
@@ -51,7 +53,8 @@ def _subset(dest: Path, train: int, valid: int) -> Path:
 
 
 def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champion_epochs: int = 1,
-        train_images: int = 48, valid_images: int = 24, data_dir: Path | None = None) -> dict[str, Any]:
+        train_images: int = 48, valid_images: int = 24, data_dir: Path | None = None,
+        champion_weights: Path | None = None) -> dict[str, Any]:
     import dagster as dg
     import sqlalchemy as sa
 
@@ -61,12 +64,14 @@ def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champ
     from assets.partitions import dataset_versions
     from detection_service.config import Settings
     from detection_service.database import make_engine, make_session_factory, upgrade
+    from detection_service.ml import registry
     from detection_service.datasets.importer import import_dataset
     from detection_service.ml.ultralytics_env import configure_offline
     from detection_service.services.events import EventService
     from detection_service.services.settings import SettingsService
     from detection_service.storage import make_object_store
-    from orchestration.resources import DatabaseResource, resources_from_settings
+    from assets.resources import DatabaseResource
+    from orchestration.resources import resources_from_settings
     from orchestration.sensors import batch_job_sensor, retrain_on_new_labels_sensor
     from schemas.db import DetectionEvent, EventImage, Model, ObjectType
 
@@ -99,11 +104,16 @@ def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champ
         with dg.instance_for_test() as instance:
             started = time.monotonic()
             instance.add_dynamic_partitions(dataset_versions.name, ["doorbell@v1"])
-            first = dg.materialize([trained_model, model_evaluation, deployed_model], partition_key="doorbell@v1",
-                                   run_config=train_config(champion_epochs), instance=instance, resources=resources,
-                                   raise_on_error=False)
-            if not first.success:
-                raise RuntimeError("the champion did not train")
+            if champion_weights:
+                row = registry.register_model(session_factory, store, Path(champion_weights), model_name="champion",
+                                              metrics={}, inference_ms=None, created_by="bench")
+                registry.set_current_model(session_factory, row.id, actor="bench")
+            else:
+                first = dg.materialize([trained_model, model_evaluation, deployed_model], partition_key="doorbell@v1",
+                                       run_config=train_config(champion_epochs), instance=instance,
+                                       resources=resources, raise_on_error=False)
+                if not first.success:
+                    raise RuntimeError("the champion did not train")
             champion_s = time.monotonic() - started
             with session_factory() as session:
                 champion = session.scalar(sa.select(Model.model_id).where(Model.is_current.is_(True)))
@@ -163,6 +173,7 @@ def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champ
             "wall_s": round(wall_s, 1),
             "collect_s": round(collected_s, 1),
             "champion_train_s": round(champion_s, 1),
+            "champion_weights": str(champion_weights) if champion_weights else None,
             "champion": champion,
             "challenger": challenger.model_id,
             "fine_tuned_from": retrain.run_config["ops"]["trained_model"]["config"].get("base_model_id"),
@@ -185,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=8, help="events relabelled (= retrain_min_new_labels)")
     parser.add_argument("--profile", default="tiny", choices=["default", "tiny"], help="training profile")
     parser.add_argument("--epochs", type=int, help="override the profile's epochs for the retrain")
-    parser.add_argument("--champion-epochs", type=int, default=1, help="epochs of the champion trained first")
+    champion = parser.add_mutually_exclusive_group()
+    champion.add_argument("--champion-epochs", type=int, default=1, help="epochs of the champion trained first")
+    champion.add_argument("--champion-weights", type=Path, help="deploy this .pt as the champion instead")
     parser.add_argument("--train-images", type=int, default=48, help="doorbell train frames of the base data")
     parser.add_argument("--valid-images", type=int, default=24, help="doorbell valid frames of the base data")
     parser.add_argument("--data-dir", type=Path, help="keep the scratch instance here (default: a temp dir)")
@@ -195,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     with stdout_to_stderr():
         result = run(args.events, args.profile, args.epochs, args.champion_epochs, args.train_images,
-                     args.valid_images, args.data_dir)
+                     args.valid_images, args.data_dir, args.champion_weights)
     print(json.dumps(result), flush=True)
     return 0
 

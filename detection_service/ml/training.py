@@ -61,6 +61,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "time_budget_s": 840,  # the training loop; + final validation and export stay within 15 min
         "max_train_s": 870,  # hard wall: stop gracefully (valid weights) if an epoch runs long
         "max_images_per_source": 700,  # all 593 doorbell frames, 700 of the 1201 person photos
+        # Fine-tuning a model that already knows the classes (a retrain): a tenth of the LR and no
+        # warm-up, or the first steps on a small mix undo what it knew (docs/training.md).
+        "fine_tune_lr0": 0.0002,
     },
     "tiny": {
         "epochs": 2,
@@ -77,6 +80,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "time_budget_s": None,
         "max_train_s": 120,
         "max_images_per_source": None,
+        "fine_tune_lr0": None,
     },
 }
 
@@ -134,7 +138,7 @@ class TrainParams(msgspec.Struct, kw_only=True):
             raise ValueError(f"unknown profile {self.profile!r}; one of {sorted(PROFILES)}")
         explicit_epochs, explicit_budget = self.epochs is not None, self.time_budget_s is not None
         for key, value in PROFILES[self.profile].items():
-            if getattr(self, key) is None:
+            if key in self.__struct_fields__ and getattr(self, key) is None:
                 setattr(self, key, value)
         if explicit_epochs and not explicit_budget:
             self.time_budget_s = None  # asked for N epochs: run N, not the profile's time plan
@@ -158,6 +162,14 @@ class TrainParams(msgspec.Struct, kw_only=True):
     @property
     def min_confidence(self) -> float:
         return min_confidence(self.confidence_threshold, self.sensitivity)
+
+    def for_fine_tune(self, weights: str) -> TrainParams:
+        """These params for fine-tuning ``weights`` (one of our .pt files): the profile's
+        fine-tune LR without warm-up, unless this run set its own LR."""
+        lr0 = PROFILES[self.profile].get("fine_tune_lr0")
+        if lr0 is None or self.lr0 != PROFILES[self.profile]["lr0"]:
+            return msgspec.structs.replace(self, model=weights)
+        return msgspec.structs.replace(self, model=weights, lr0=lr0, warmup_epochs=0.0)
 
     @classmethod
     def for_profile(cls, profile: str = "default", **changes: Any) -> TrainParams:
