@@ -26,7 +26,7 @@ from detection_service.ml import registry
 from orchestration.resources import resources_from_settings
 from schemas.db import BatchJob, Dataset, DatasetVersion, DetectionEvent, EventImage, ObjectType
 from tests.conftest import SHARED_DATASETS
-from tests.dagster_helpers import next_batch_run
+from tests.dagster_helpers import ephemeral_instance, next_batch_run
 
 PACKAGES = SHARED_DATASETS / "packages-v6"
 PERSONS = SHARED_DATASETS / "person-capston2-v11"
@@ -100,7 +100,7 @@ def test_auto_collect_into_a_new_dataset_gives_train_val_and_a_valid_data_yaml(c
     assert response.status_code == 202, response.text
     job_id = response.json()["data"]["id"]
 
-    with dg.instance_for_test() as instance:
+    with ephemeral_instance() as instance:
         run = next_batch_run(settings, instance)
         assert run.job_name == "collection_job"
         result = dg.materialize([collected_dataset], run_config=run.run_config, instance=instance,

@@ -22,6 +22,7 @@ from detection_service.ml.evaluation import (
 )
 from detection_service.ml.gate import CLASS_TOLERANCE, judge
 from tests.conftest import SHARED_DATASETS
+from tests.dagster_helpers import ephemeral_instance
 
 DOORBELL = SHARED_DATASETS / "doorbell-camera-alert-v4"
 PERSONS = SHARED_DATASETS / "person-capston2-v11"
@@ -186,7 +187,7 @@ def test_registered_openvino_model_is_evaluated_on_the_fixed_set(client, setting
         job = session.scalar(sa.select(BatchJob).where(BatchJob.job_type == "model_evaluation"))
         assert job.parameters == {"model_id": info.model_id} and job.status == "pending"
 
-    with dg.instance_for_test() as instance:
+    with ephemeral_instance() as instance:
         with dg.build_sensor_context(instance=instance,
                                      resources={"database": DatabaseResource(url=settings.database_url)}) as ctx:
             [run] = batch_job_sensor(ctx).run_requests

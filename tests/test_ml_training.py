@@ -98,6 +98,10 @@ def test_configure_offline(offline_dir: Path) -> None:
 
     import ultralytics.utils as uu
 
+    from detection_service.ml.ultralytics_env import configure_offline
+
+    configure_offline(offline_dir)  # an app created by an earlier test may have pointed it at its own data dir
+
     assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "0"
     assert uu.ONLINE is False and uu.AUTOINSTALL is False
     assert uu.SETTINGS["sync"] is False and uu.SETTINGS["runs_dir"] == str(offline_dir / "runs")

@@ -10,6 +10,7 @@ from assets.resources import DatabaseResource
 from detection_service.ml.gate import judge
 from orchestration.sensors import batch_job_sensor
 from schemas.db import BatchJob, Dataset, DatasetVersion, ModelTraining
+from tests.dagster_helpers import ephemeral_instance
 
 
 @dg.op
@@ -72,7 +73,7 @@ def test_train_request_is_queued_once_and_becomes_one_run(client, settings):
 
     # Dagster is down in this test: the request waits in the queue. When the sensor runs:
     database = DatabaseResource(url=settings.database_url)
-    with dg.instance_for_test() as instance:
+    with ephemeral_instance() as instance:
         with dg.build_sensor_context(instance=instance, resources={"database": database}) as context:
             result = batch_job_sensor(context)
         assert isinstance(result, dg.SensorResult)

@@ -28,7 +28,7 @@ from orchestration.resources import resources_from_settings
 from orchestration.sensors import retrain_on_new_labels_sensor
 from schemas.db import DetectionEvent, EventImage, Model, ObjectType, utcnow
 from tests.conftest import SHARED_DATASETS
-from tests.dagster_helpers import next_batch_run, tick
+from tests.dagster_helpers import ephemeral_instance, next_batch_run, tick
 from tests.test_evaluation import _subset
 
 DOORBELL = SHARED_DATASETS / "doorbell-camera-alert-v4"
@@ -78,7 +78,7 @@ def test_relabels_trigger_one_retrain_fine_tuned_from_the_champion(env, tmp_path
     valid_stems = [p.stem for p in sorted((DOORBELL / "valid" / "images").iterdir())[:6]]
     import_dataset(session_factory, store, _subset(DOORBELL, tmp_path / "door", train_stems, valid_stems, ["Box"]),
                    "doorbell")
-    with dg.instance_for_test() as instance:
+    with ephemeral_instance() as instance:
         # The champion: a first model on the base data (no champion yet: deployed).
         first = _materialize(TRAIN, "doorbell@v1", settings, instance, _train_config(epochs=1))
         assert first.success
@@ -153,7 +153,7 @@ def test_a_worse_challenger_is_rejected_and_the_champion_keeps_serving(env, tmp_
     row = registry.register_model_folder(session_factory, store, COCO, model_name="coco", metrics={})
     registry.set_current_model(session_factory, row.id)
 
-    with dg.instance_for_test() as instance:
+    with ephemeral_instance() as instance:
         result = _materialize(TRAIN, "people-shuffled@v1", settings, instance, _train_config(epochs=1))
         assert result.success
         assert not result.asset_materializations_for_node("deployed_model")

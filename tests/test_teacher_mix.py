@@ -20,6 +20,7 @@ from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.ml.mixing import MixSource, keep, merge_datasets, novel_val
 from detection_service.ml.near_duplicates import dhash, min_distances, near_duplicates
 from tests.conftest import SHARED_DATASETS
+from tests.dagster_helpers import ephemeral_instance
 
 DOORBELL = SHARED_DATASETS / "doorbell-camera-alert-v4"
 PERSON = SHARED_DATASETS / "person-capston2-v11"
@@ -164,7 +165,7 @@ def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, t
     import_dataset(session_factory, store, people, "people")
 
     key = f"door@{door_v}"
-    with dg.instance_for_test() as instance:
+    with ephemeral_instance() as instance:
         instance.add_dynamic_partitions(dataset_versions.name, [key])
         result = dg.materialize(
             [dataset_version, data_yaml, teacher_labels, trained_model], partition_key=key, instance=instance,
