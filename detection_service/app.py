@@ -1,5 +1,7 @@
 """Litestar application factory. Long-lived resources are opened in the lifespan and kept on
-``app.state``; controllers reach them from there (or through dependencies built on it)."""
+``app.state``; handlers never read it: they declare what they need as parameters and the
+providers in ``detection_service/api/dependencies.py`` (registered here) inject it. Domain errors
+become the error envelope through ``api/responses.EXCEPTION_HANDLERS``."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from detection_service.api.data_yaml import DataYamlController
 from detection_service.api.datasets import DatasetController
+from detection_service.api.dependencies import DEPENDENCIES
 from detection_service.api.detection import DetectionController
 from detection_service.api.detections import DetectionsController
 from detection_service.api.events import EventsController
@@ -32,6 +35,7 @@ from detection_service.orchestrator import DagsterClient
 from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier
+from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.events import EventService
 from detection_service.services.health import package_version
 from detection_service.services.jobs import JobService
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.event_service = EventService(
             app.state.session_factory, store, url_ttl=timedelta(seconds=settings.image_url_ttl_s)
         )
+        app.state.data_yaml_service = DataYamlService(app.state.session_factory, store)
         app.state.retention = RetentionService(app.state.session_factory, store, app.state.settings_service)
         app.state.model_service = ModelService(
             app.state.session_factory, store, app.state.jobs, app.state.dagster, settings.data_dir / "cache"
@@ -108,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=ROUTE_HANDLERS,
         lifespan=[lifespan],
+        dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_upload_mb * 1024 * 1024,
         cors_config=CORSConfig(allow_origins=[settings.public_url]),

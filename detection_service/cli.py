@@ -95,7 +95,7 @@ def _model_service(settings: Settings):
 def _model(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
 
-    from detection_service.services.models import ModelError
+    from detection_service.errors import DomainError
 
     service = _model_service(settings)
     try:
@@ -110,7 +110,7 @@ def _model(args: argparse.Namespace, settings: Settings) -> int:
             for info in service.versions():
                 print(msgspec.json.encode({k: getattr(info, k) for k in
                       ("model_id", "status", "is_current", "accuracy", "map50_95", "inference_ms")}).decode())
-    except ModelError as exc:
+    except DomainError as exc:
         print(f"aidoor: {exc.message}", file=sys.stderr)
         return 1
     return 0

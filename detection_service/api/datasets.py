@@ -1,5 +1,9 @@
 """Dataset API (``/api/datasets``): list, detail, create, new version from an export, auto-collect
-and Roboflow sync (the last two as background jobs). See docs/datasets.md."""
+and Roboflow sync (the last two as background jobs). See docs/datasets.md.
+
+Handlers are sync (``sync_to_thread=True``) except ``update``, which awaits the request body and
+runs its blocking work through ``in_thread``. Dataset, export and store errors are domain errors
+(``detection_service/errors.py``): they propagate to the app's one exception handler."""
 
 from __future__ import annotations
 
@@ -18,11 +22,9 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import UploadFile
 from sqlalchemy.orm import Session, sessionmaker
 
-from detection_service.api.responses import ApiError, ok
+from detection_service.api.responses import ok
 from detection_service.config import Settings
-from detection_service.datasets.export_reader import ExportError
 from detection_service.datasets.importer import (
-    DatasetError,
     create_dataset,
     import_dataset,
     parse_changes,
@@ -30,9 +32,11 @@ from detection_service.datasets.importer import (
     validate_dataset_id,
     version_prefix,
 )
-from detection_service.datasets.roboflow_sync import RoboflowNotConfigured, roboflow_credentials
-from detection_service.services.jobs import BatchJobView, JobService
-from detection_service.storage import StorageError
+from detection_service.datasets.roboflow_sync import roboflow_credentials
+from detection_service.errors import Forbidden, Invalid, NotFound, UnsupportedMedia
+from detection_service.services.data_yaml import DataYamlService
+from detection_service.services.jobs import BatchJobView, JobService, queue_dataset_materialize
+from detection_service.storage import ObjectStore
 from schemas.datasets import (
     AutoCollectRequest,
     CreateDatasetRequest,
@@ -49,18 +53,10 @@ from schemas.envelope import Envelope
 
 T = TypeVar("T")
 
-def _state(request: Request[Any, Any, Any]) -> Any:
-    return request.app.state
 
-
-async def _in_thread(fn: Callable[[], T]) -> T:
-    """Database and store work off the event loop; dataset errors become enveloped answers."""
-    try:
-        return await anyio.to_thread.run_sync(fn)
-    except (ExportError, DatasetError) as exc:
-        raise ApiError(getattr(exc, "status_code", 400), exc.code, exc.message, exc.details) from None
-    except StorageError as exc:
-        raise ApiError(503, "STORAGE_UNAVAILABLE", f"object store error: {exc}") from None
+async def in_thread(fn: Callable[[], T]) -> T:
+    """Database and store work off the event loop, for the one async handler (``update``)."""
+    return await anyio.to_thread.run_sync(fn)
 
 
 # --------------------------------------------------------------------------------- views
@@ -99,8 +95,8 @@ def _find(session: Session, ident: str) -> Dataset | None:
     return session.scalar(sa.select(Dataset).where(Dataset.dataset_id == ident))
 
 
-def _not_found(ident: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", f"no dataset {ident!r}", {"id": ident})
+def _not_found(ident: str) -> NotFound:
+    return NotFound(f"no dataset {ident!r}", {"id": ident})
 
 
 def _list(session_factory: sessionmaker[Session]) -> list[DatasetView]:
@@ -144,10 +140,10 @@ def _allowed_source(path_text: str, settings: Settings) -> Path:
         path = allowed[0] / path
     resolved = path.resolve()
     if not any(resolved == root or resolved.is_relative_to(root) for root in allowed):
-        raise ApiError(
-            403, "SOURCE_PATH_NOT_ALLOWED",
+        raise Forbidden(
             "source_path must be inside one of the import folders (AIDOOR_DATASET_IMPORT_DIRS)",
             {"source_path": path_text, "import_dirs": [str(p) for p in allowed]},
+            code="SOURCE_PATH_NOT_ALLOWED",
         )
     return resolved
 
@@ -158,7 +154,7 @@ def _form_bool(value: Any, name: str) -> bool:
         return True
     if text in ("", "0", "false", "no", "off"):
         return False
-    raise ApiError(400, "VALIDATION_ERROR", f"{name} must be true or false", {"field": name, "value": str(value)})
+    raise Invalid(f"{name} must be true or false", {"field": name, "value": str(value)}, code="VALIDATION_ERROR")
 
 
 def _form_mapping(value: Any) -> dict[str, str | None] | None:
@@ -169,7 +165,7 @@ def _form_mapping(value: Any) -> dict[str, str | None] | None:
     except ValueError:
         mapping = None
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in mapping.items()):
-        raise ApiError(400, "VALIDATION_ERROR", 'class_mapping must be a JSON object {"name": "model class" or null}')
+        raise Invalid('class_mapping must be a JSON object {"name": "model class" or null}', code="VALIDATION_ERROR")
     return mapping
 
 
@@ -189,29 +185,38 @@ class DatasetController(Controller):
     path = "/api/datasets"
     tags = ["Datasets"]
 
-    @get("/", summary="All datasets")
-    async def list_datasets(self, request: Request[Any, Any, Any]) -> Response[Envelope[list[DatasetView]]]:
-        factory = _state(request).session_factory
-        return ok(await _in_thread(partial(_list, factory)))
+    @get("/", sync_to_thread=True, summary="All datasets")
+    def list_datasets(self, session_factory: sessionmaker[Session]) -> Response[Envelope[list[DatasetView]]]:
+        return ok(_list(session_factory))
 
-    @get("/{dataset_ref:str}", summary="One dataset (numeric id or dataset_id) with its versions")
-    async def get_dataset(self, request: Request[Any, Any, Any], dataset_ref: str) -> Response[Envelope[DatasetDetail]]:
-        return ok(await _in_thread(partial(_detail, _state(request).session_factory, dataset_ref)))
+    @get("/{dataset_ref:str}", sync_to_thread=True, summary="One dataset (numeric id or dataset_id) with its versions")
+    def get_dataset(
+        self, session_factory: sessionmaker[Session], dataset_ref: str
+    ) -> Response[Envelope[DatasetDetail]]:
+        return ok(_detail(session_factory, dataset_ref))
 
-    @post("/create", summary="A new, empty dataset", status_code=201)
-    async def create(self, request: Request[Any, Any, Any], data: CreateDatasetRequest) -> Response[Envelope[DatasetView]]:
-        factory = _state(request).session_factory
-        dataset = await _in_thread(partial(create_dataset, factory, data.name, data.description, data.dataset_id))
+    @post("/create", sync_to_thread=True, summary="A new, empty dataset", status_code=201)
+    def create(
+        self, session_factory: sessionmaker[Session], data: CreateDatasetRequest
+    ) -> Response[Envelope[DatasetView]]:
+        dataset = create_dataset(session_factory, data.name, data.description, data.dataset_id)
         return ok(_view(dataset, 0), message=f"dataset {dataset.dataset_id} created", status_code=201)
 
     @put(
         "/{dataset_ref:str}/update",
         summary="New version from a Roboflow YOLO export: multipart zip upload, or JSON {source_path}",
     )
-    async def update(self, request: Request[Any, Any, Any], dataset_ref: str) -> Response[Envelope[ImportResult]]:
-        state = _state(request)
-        factory, store, settings = state.session_factory, state.object_store, state.settings
-        dataset_id = await _in_thread(partial(_require, factory, dataset_ref))
+    async def update(
+        self,
+        request: Request[Any, Any, Any],
+        session_factory: sessionmaker[Session],
+        object_store: ObjectStore,
+        settings: Settings,
+        data_yaml_service: DataYamlService,
+        dataset_ref: str,
+    ) -> Response[Envelope[ImportResult]]:
+        factory, store = session_factory, object_store
+        dataset_id = await in_thread(partial(_require, factory, dataset_ref))
         work_dir = settings.data_dir / "tmp" / "dataset-imports"
         media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         upload_path: Path | None = None
@@ -220,95 +225,82 @@ class DatasetController(Controller):
                 form = await request.form()
                 upload = form.get("file") or form.get("images")
                 if not isinstance(upload, UploadFile):
-                    raise ApiError(400, "MISSING_FILE", "send the export zip in the form field 'file' (or 'images')")
+                    raise Invalid("send the export zip in the form field 'file' (or 'images')", code="MISSING_FILE")
                 options = {
                     "version": (str(form.get("version")).strip() or None) if form.get("version") is not None else None,
                     "strict": _form_bool(form.get("strict", ""), "strict"),
                     "merge": _form_bool(form.get("merge", ""), "merge"),
                     "class_mapping": _form_mapping(form.get("class_mapping")),
                 }
-                upload_path = await anyio.to_thread.run_sync(partial(_save_upload, upload, work_dir))
+                upload_path = await in_thread(partial(_save_upload, upload, work_dir))
                 source, kind, name = upload_path, "upload", upload.filename or "upload.zip"
             elif media_type == "application/json":
                 try:
                     body = msgspec.json.decode(await request.body(), type=UpdateDatasetRequest)
                 except msgspec.ValidationError as exc:
-                    raise ApiError(400, "VALIDATION_ERROR", str(exc)) from None
+                    raise Invalid(str(exc), code="VALIDATION_ERROR") from None
                 except msgspec.DecodeError as exc:
-                    raise ApiError(400, "MALFORMED_BODY", "Request body could not be decoded", {"reason": str(exc)}) from None
+                    raise Invalid(
+                        "Request body could not be decoded", {"reason": str(exc)}, code="MALFORMED_BODY"
+                    ) from None
                 source = _allowed_source(body.source_path, settings)
                 kind, name = "path", source.name
                 options = {
                     "version": body.version, "strict": body.strict, "merge": body.merge, "class_mapping": body.class_mapping,
                 }
             else:
-                raise ApiError(
-                    415, "UNSUPPORTED_MEDIA_TYPE",
+                raise UnsupportedMedia(
                     "send multipart/form-data with a zip in 'file', or JSON {\"source_path\": ...}",
                     {"content_type": media_type or None},
                 )
-            result = await _in_thread(partial(
+            result = await in_thread(partial(
                 import_dataset, factory, store, source, dataset_id, source_kind=kind, source_name=name,
                 work_dir=work_dir, **options,
             ))
         finally:
             if upload_path is not None:
                 shutil.rmtree(upload_path.parent, ignore_errors=True)
-        await _in_thread(partial(_after_import, request, result.dataset_id, result.version))
+        await in_thread(partial(_after_import, factory, data_yaml_service, result.dataset_id, result.version))
         return ok(result, message=f"dataset {dataset_id} version {result.version} created")
 
-    @post("/auto-collect", summary="Add verified events to a dataset (background job)", status_code=202)
-    async def auto_collect(
-        self, request: Request[Any, Any, Any], data: AutoCollectRequest
+    @post("/auto-collect", sync_to_thread=True, summary="Add verified events to a dataset (background job)", status_code=202)
+    def auto_collect(
+        self, session_factory: sessionmaker[Session], jobs: JobService, data: AutoCollectRequest
     ) -> Response[Envelope[BatchJobView]]:
-        factory = _state(request).session_factory
-        dataset_id = await _in_thread(partial(_require, factory, data.dataset_id))
-        job = await _in_thread(partial(
-            _jobs(request).submit, BatchJobType.DATASET_UPDATE, f"auto-collect -> {dataset_id}",
+        dataset_id = _require(session_factory, data.dataset_id)
+        job = jobs.submit(
+            BatchJobType.DATASET_UPDATE, f"auto-collect -> {dataset_id}",
             {"source": "auto_collect", "dataset_id": dataset_id, "auto_label": data.auto_label,
              "since_version": data.since_version},
-        ))
+        )
         return ok(job, message="auto-collect queued", status_code=202)
 
-    @post("/roboflow/sync", summary="Import a Roboflow dataset version (background job)", status_code=202)
-    async def roboflow_sync(
-        self, request: Request[Any, Any, Any], data: RoboflowSyncRequest
+    @post("/roboflow/sync", sync_to_thread=True, summary="Import a Roboflow dataset version (background job)",
+          status_code=202)
+    def roboflow_sync(
+        self, settings: Settings, jobs: JobService, data: RoboflowSyncRequest
     ) -> Response[Envelope[BatchJobView]]:
-        try:
-            credentials = roboflow_credentials(_state(request).settings)
-        except RoboflowNotConfigured as exc:
-            raise ApiError(400, exc.code, exc.message) from None
+        credentials = roboflow_credentials(settings)  # RoboflowNotConfigured: 400
         project = data.project_name.strip()
         version = str(data.version).strip()
         if not project or "/" in project:
-            raise ApiError(400, "VALIDATION_ERROR", "project_name must be a Roboflow project id (no '/')")
+            raise Invalid("project_name must be a Roboflow project id (no '/')", code="VALIDATION_ERROR")
         if not version.isdigit():
-            raise ApiError(400, "VALIDATION_ERROR", "version must be a Roboflow version number", {"version": version})
-        try:
-            dataset_id = validate_dataset_id(data.dataset_id or slugify(project))
-        except DatasetError as exc:
-            raise ApiError(400, exc.code, exc.message) from None
-        job = await _in_thread(partial(
-            _jobs(request).submit, BatchJobType.DATASET_UPDATE, f"roboflow {project}/{version} -> {dataset_id}",
+            raise Invalid("version must be a Roboflow version number", {"version": version}, code="VALIDATION_ERROR")
+        dataset_id = validate_dataset_id(data.dataset_id or slugify(project))  # InvalidDatasetId: 400
+        job = jobs.submit(
+            BatchJobType.DATASET_UPDATE, f"roboflow {project}/{version} -> {dataset_id}",
             # No API key here: parameters are stored in batch_jobs; the job reads it from the environment.
             {"source": "roboflow", "workspace": credentials.workspace, "project_name": project, "version": int(version),
              "dataset_id": dataset_id, "class_mapping": data.class_mapping},
-        ))
+        )
         return ok(job, message="Roboflow sync queued", status_code=202)
 
 
-def _after_import(request: Request[Any, Any, Any], dataset_id: str, version: str) -> None:
+def _after_import(
+    session_factory: sessionmaker[Session], data_yaml_service: DataYamlService, dataset_id: str, version: str
+) -> None:
     """Record the new version's data.yaml now (the DataYaml API answers at once) and queue the
     Dagster materialization of its assets (it runs whenever Dagster is up)."""
-    from detection_service.services.data_yaml import DataYamlService
-    from detection_service.services.jobs import queue_dataset_materialize
-
-    state = _state(request)
-    DataYamlService(state.session_factory, state.object_store).ensure_generated(dataset_id, version)
-    queue_dataset_materialize(state.session_factory, dataset_id, version)
-
-
-def _jobs(request: Request[Any, Any, Any]) -> JobService:
-    state = _state(request)
-    jobs = getattr(state, "jobs", None)
-    return jobs if jobs is not None else JobService(state.session_factory)
+    data_yaml_service.ensure_generated(dataset_id, version)
+    queue_dataset_materialize(session_factory, dataset_id, version)

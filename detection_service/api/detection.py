@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post, put
-from litestar.connection import ASGIConnection
+from litestar import Controller, Response, get, post, put
 
-from detection_service.api.responses import ApiError, in_thread, ok
+from detection_service.api.responses import ok
+from detection_service.errors import Invalid
 from detection_service.services.pipeline_service import PipelineService
 from schemas.detection import DetectionConfig, DetectionStatus
 from schemas.envelope import Envelope
@@ -15,16 +15,9 @@ from schemas.envelope import Envelope
 ACTIONS = ("start", "stop", "restart")
 
 
-def pipeline_service(connection: ASGIConnection[Any, Any, Any, Any]) -> PipelineService:
-    return connection.app.state.pipeline_service
-
-
-def notification_ready(request: Request[Any, Any, Any]) -> bool:
-    """Whether the Telegram notifier (``app.state.notifier``) can send alerts now."""
-    notifier = getattr(request.app.state, "notifier", None)
+def notification_ready(notifier: Any) -> bool:
+    """Whether the Telegram notifier can send alerts now."""
     return bool(getattr(notifier, "ready", False))
-
-
 
 
 class DetectionController(Controller):
@@ -32,16 +25,17 @@ class DetectionController(Controller):
     tags = ["Detection process"]
 
     @get("/", summary="State of the detection process (seed keys first: status, camera_status, model_loaded, ...)")
-    async def status(self, request: Request[Any, Any, Any]) -> Response[Envelope[DetectionStatus]]:
-        data = pipeline_service(request).status(notification_ready(request))
+    async def status(self, pipeline_service: PipelineService, notifier: Any) -> Response[Envelope[DetectionStatus]]:
+        data = pipeline_service.status(notification_ready(notifier))
         return ok(data, message=f"detection {data.status}")
 
     @get("/config", summary="Detection settings and pipeline knobs in effect")
-    async def get_config(self, request: Request[Any, Any, Any]) -> Response[Envelope[DetectionConfig]]:
-        return ok(pipeline_service(request).config())
+    async def get_config(self, pipeline_service: PipelineService) -> Response[Envelope[DetectionConfig]]:
+        return ok(pipeline_service.config())
 
     @put(
         "/config",
+        sync_to_thread=True,
         summary="Change detection settings and pipeline knobs live (validated as a whole; nothing applied on error)",
         description=(
             "Accepts the detection settings (confidence_threshold, capture_interval, capture_count, jpeg_quality; "
@@ -52,16 +46,18 @@ class DetectionController(Controller):
             "every problem. A backend/imgsz the model cannot run with: 422."
         ),
     )
-    async def put_config(self, request: Request[Any, Any, Any], data: dict[str, Any]) -> Response[Envelope[DetectionConfig]]:
-        config = await in_thread(pipeline_service(request).configure, data)
+    def put_config(
+        self, pipeline_service: PipelineService, data: dict[str, Any]
+    ) -> Response[Envelope[DetectionConfig]]:
+        config = pipeline_service.configure(data)
         return ok(config, message="detection config updated")
 
-    @post("/{action:str}", status_code=200, summary="start, stop or restart the detection process")
-    async def control(self, request: Request[Any, Any, Any], action: str) -> Response[Envelope[DetectionStatus]]:
+    @post("/{action:str}", status_code=200, sync_to_thread=True, summary="start, stop or restart the detection process")
+    def control(
+        self, pipeline_service: PipelineService, notifier: Any, action: str
+    ) -> Response[Envelope[DetectionStatus]]:
         if action not in ACTIONS:
-            raise ApiError(400, "INVALID_ACTION", f"unknown action {action!r}; use start, stop or restart",
-                           {"allowed": list(ACTIONS)})  # fmt: skip
-        service = pipeline_service(request)
-        await in_thread(service.control, action)
+            raise Invalid(f"unknown action {action!r}; use start, stop or restart", {"allowed": list(ACTIONS)}, code="INVALID_ACTION")  # fmt: skip
+        pipeline_service.control(action)
         past = {"start": "started", "stop": "stopped", "restart": "restarted"}[action]
-        return ok(service.status(notification_ready(request)), message=f"detection {past}")
+        return ok(pipeline_service.status(notification_ready(notifier)), message=f"detection {past}")

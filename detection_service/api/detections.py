@@ -12,14 +12,15 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from litestar import Controller, Request, Response, get, post, put
+from litestar import Controller, Response, get, post, put
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
-from detection_service.api.detection import pipeline_service
-from detection_service.api.responses import ApiError, in_thread, ok
+from detection_service.api.responses import ok
+from detection_service.errors import DomainError, Invalid, TooLarge
 from detection_service.services.events import EventFilter, EventService, parse_when
+from detection_service.services.pipeline_service import PipelineService
 from schemas.detection import ManualDetection
 from schemas.envelope import Envelope, Page
 from schemas.events import ClassifyRequest, EventDetail, EventSummary, ObjectTypeInfo
@@ -37,22 +38,15 @@ def decode_image(raw: bytes, filename: str | None, content_type: str | None) -> 
     try:
         with _pil_open()(io.BytesIO(raw)) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise ApiError(413, "IMAGE_TOO_LARGE",
-                               f"image is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels",
-                               details)  # fmt: skip
+                raise TooLarge(f"image is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels", details, code="IMAGE_TOO_LARGE")  # fmt: skip
             image.load()  # decodes everything now: truncated or corrupt data raises here
             upright = ImageOps.exif_transpose(image).convert("RGB")
-    except ApiError:
+    except DomainError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError, Image.DecompressionBombError) as exc:
         reason = "unknown image format" if isinstance(exc, (UnidentifiedImageError, ImportError)) else str(exc)
-        raise ApiError(400, "INVALID_IMAGE", "the file is not a readable image (JPEG, PNG, BMP, WebP ...)",
-                       {**details, "reason": reason}) from None  # fmt: skip
+        raise Invalid("the file is not a readable image (JPEG, PNG, BMP, WebP ...)", {**details, "reason": reason}, code="INVALID_IMAGE") from None  # fmt: skip
     return cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
-
-
-def event_service(request: Request[Any, Any, Any]) -> EventService:
-    return request.app.state.event_service
 
 
 def _pil_open() -> Any:
@@ -74,6 +68,7 @@ class DetectionsController(Controller):
     @post(
         "/",
         status_code=200,
+        sync_to_thread=True,
         summary="Detect objects in one uploaded image with the deployed model (multipart field 'image')",
         description=(
             "Returns each detection's box (pixels), model class, confidence and object type (class-mapping rule in "
@@ -82,22 +77,21 @@ class DetectionsController(Controller):
             "Not an image or corrupt: 400; over AIDOOR_MAX_UPLOAD_MB: 413; no model deployed: 503."
         ),
     )
-    async def detect(
+    def detect(
         self,
-        request: Request[Any, Any, Any],
+        pipeline_service: PipelineService,
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
         record: bool = False,
     ) -> Response[Envelope[ManualDetection]]:
         upload = data.get("image")
         if not isinstance(upload, UploadFile):
-            raise ApiError(400, "MISSING_IMAGE", "send the image as the multipart/form-data file field 'image'",
-                           {"fields": sorted(data)})  # fmt: skip
-        raw = await upload.read()
+            raise Invalid("send the image as the multipart/form-data file field 'image'", {"fields": sorted(data)}, code="MISSING_IMAGE")  # fmt: skip
+        raw = upload.file.read()
         if not raw:
-            raise ApiError(400, "INVALID_IMAGE", "the uploaded file is empty", {"filename": upload.filename})
+            raise Invalid("the uploaded file is empty", {"filename": upload.filename}, code="INVALID_IMAGE")
         image = decode_image(raw, upload.filename, upload.content_type)
         record = record or str(data.get("record", "")).strip().lower() in _TRUE
-        result: ManualDetection = await in_thread(pipeline_service(request).detect_image, image, record)
+        result: ManualDetection = pipeline_service.detect_image(image, record)
         if result.event_id is not None:
             message = f"{result.count} object(s) detected; event {result.event_id} recorded"
         elif record:
@@ -106,11 +100,11 @@ class DetectionsController(Controller):
             message = f"{result.count} object(s) detected"
         return ok(result, message=message)
 
-    @get("/", summary="Detection history, newest first (page, limit <= 100, type, start_date, end_date, status)",
+    @get("/", sync_to_thread=True, summary="Detection history, newest first (page, limit <= 100, type, start_date, end_date, status)",
          description="start_date / end_date: ISO 8601 date or date-time, UTC unless an offset is given; a bare "
          "end date includes that whole day. `data.total` counts every matching event.")  # fmt: skip
-    async def history(
-        self, request: Request[Any, Any, Any], page: int = 1, limit: int = 20, type: str | None = None,
+    def history(
+        self, event_service: EventService, page: int = 1, limit: int = 20, type: str | None = None,
         start_date: str | None = None, end_date: str | None = None, status: str | None = None,
     ) -> Response[Envelope[Page[EventSummary]]]:
         flt = EventFilter(
@@ -118,28 +112,28 @@ class DetectionsController(Controller):
             start=parse_when(start_date, "start_date") if start_date else None,
             end=parse_when(end_date, "end_date", end_of_day=True) if end_date else None,
         )  # fmt: skip
-        result = await in_thread(event_service(request).list_events, flt, page, limit)
+        result = event_service.list_events(flt, page, limit)
         return ok(result, message=f"{len(result.items)} of {result.total} event(s)")
 
-    @get("/recent", summary="The newest events (limit, default 10, at most 100)")
-    async def recent(self, request: Request[Any, Any, Any], limit: int = 10) -> Response[Envelope[list[EventSummary]]]:
-        return ok(await in_thread(event_service(request).recent, limit))
+    @get("/recent", sync_to_thread=True, summary="The newest events (limit, default 10, at most 100)")
+    def recent(self, event_service: EventService, limit: int = 10) -> Response[Envelope[list[EventSummary]]]:
+        return ok(event_service.recent(limit))
 
-    @get("/types", summary="Object types the system knows (object_types)")
-    async def types(self, request: Request[Any, Any, Any]) -> Response[Envelope[list[ObjectTypeInfo]]]:
-        return ok(await in_thread(event_service(request).types))
+    @get("/types", sync_to_thread=True, summary="Object types the system knows (object_types)")
+    def types(self, event_service: EventService) -> Response[Envelope[list[ObjectTypeInfo]]]:
+        return ok(event_service.types())
 
-    @get("/{event_id:int}", summary="One event with its captures (signed image URLs), box, track and duration")
-    async def detail(self, request: Request[Any, Any, Any], event_id: int) -> Response[Envelope[EventDetail]]:
-        return ok(await in_thread(event_service(request).get, event_id))
+    @get("/{event_id:int}", sync_to_thread=True, summary="One event with its captures (signed image URLs), box, track and duration")
+    def detail(self, event_service: EventService, event_id: int) -> Response[Envelope[EventDetail]]:
+        return ok(event_service.get(event_id))
 
-    @put("/{event_id:int}/classify",
+    @put("/{event_id:int}/classify", sync_to_thread=True,
          summary="Relabel an event: {type, verified (default true), false_positive (default false)}",
          description="Keeps the detector's type as original_type (first relabel only), sets reclassified_at, and "
          "writes a YOLO label file beside each capture (events/.../<id>/<seq>.txt; empty for a false positive) "
          "for dataset auto-collection. Unknown type: 400; unknown event: 404; the same call twice changes nothing.")  # fmt: skip
-    async def classify(
-        self, request: Request[Any, Any, Any], event_id: int, data: ClassifyRequest
+    def classify(
+        self, event_service: EventService, event_id: int, data: ClassifyRequest
     ) -> Response[Envelope[EventDetail]]:
-        detail = await in_thread(event_service(request).classify, event_id, data.type, data.verified, data.false_positive)
+        detail = event_service.classify(event_id, data.type, data.verified, data.false_positive)
         return ok(detail, message=f"event {event_id} is {detail.type}")

@@ -7,7 +7,8 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
 
-from detection_service.api.responses import ApiError, in_thread, ok
+from detection_service.api.responses import ok
+from detection_service.errors import Forbidden, Invalid, Unavailable
 from detection_service.notifications.service import NotificationService
 from schemas.envelope import Envelope, Page
 from schemas.notifications import (
@@ -22,28 +23,25 @@ from schemas.notifications import (
 )
 
 
-def _service(request: Request[Any, Any, Any]) -> NotificationService:
-    return request.app.state.notification_service
-
-
 class NotificationController(Controller):
     path = "/api/notifications"
     tags = ["Notifications"]
 
-    @get("/settings", summary="Alert settings: enabled, sensitivity (low/medium/high), types")
-    async def get_settings(self, request: Request[Any, Any, Any]) -> Response[Envelope[NotificationSettingsView]]:
-        return ok(await in_thread(_service(request).settings))
+    @get("/settings", sync_to_thread=True, summary="Alert settings: enabled, sensitivity (low/medium/high), types")
+    def get_settings(self, notification_service: NotificationService) -> Response[Envelope[NotificationSettingsView]]:
+        return ok(notification_service.settings())
 
     @put(
         "/settings",
+        sync_to_thread=True,
         summary="Change alert settings (validated as a whole; 400 on unknown keys or values)",
         description="Body: any of `enabled` (bool), `sensitivity` ('low' | 'medium' | 'high'), `types` (object type "
         "codes). The answer adds what the sensitivity means: min_confidence, cooldown_s, unclassified_alerts.",
     )
-    async def put_settings(
-        self, request: Request[Any, Any, Any], data: dict[str, Any]
+    def put_settings(
+        self, notification_service: NotificationService, data: dict[str, Any]
     ) -> Response[Envelope[NotificationSettingsView]]:
-        return ok(await in_thread(_service(request).update_settings, data), message="notification settings updated")
+        return ok(notification_service.update_settings(data), message="notification settings updated")
 
     @post(
         "/send",
@@ -52,25 +50,25 @@ class NotificationController(Controller):
         description="Waits up to `wait_s` (default 10) for the delivery result. 409 without recipients, 503 when "
         "the bot tokens cannot be decrypted.",
     )
-    async def send(self, request: Request[Any, Any, Any], data: SendRequest) -> Response[Envelope[SendResult]]:
-        result = await _service(request).send_test(data.text, data.wait_s)
+    async def send(self, notification_service: NotificationService, data: SendRequest) -> Response[Envelope[SendResult]]:
+        result = await notification_service.send_test(data.text, data.wait_s)
         return ok(result, message=f"{result.sent} of {result.queued} sent")
 
-    @get("/history", summary="Alert history, newest first: page, limit (1..100), status, event_id, kind")
-    async def history(
+    @get("/history", sync_to_thread=True, summary="Alert history, newest first: page, limit (1..100), status, event_id, kind")
+    def history(
         self,
-        request: Request[Any, Any, Any],
+        notification_service: NotificationService,
         page: int = 1,
         limit: int = 20,
         status: str | None = None,
         event_id: int | None = None,
         kind: str | None = None,
     ) -> Response[Envelope[Page[HistoryItem]]]:
-        return ok(await in_thread(_service(request).history, page, limit, status, event_id, kind))
+        return ok(notification_service.history(page, limit, status, event_id, kind))
 
-    @get("/recipients", summary="Recipients (telegrams table); bot tokens masked")
-    async def recipients(self, request: Request[Any, Any, Any]) -> Response[Envelope[list[RecipientInfo]]]:
-        return ok(await in_thread(_service(request).recipients))
+    @get("/recipients", sync_to_thread=True, summary="Recipients (telegrams table); bot tokens masked")
+    def recipients(self, notification_service: NotificationService) -> Response[Envelope[list[RecipientInfo]]]:
+        return ok(notification_service.recipients())
 
     @post(
         "/recipients",
@@ -80,29 +78,30 @@ class NotificationController(Controller):
         "if Telegram cannot be reached the recipient is stored with verified=false. 409 for a known chat/user.",
     )
     async def add_recipient(
-        self, request: Request[Any, Any, Any], data: RecipientCreate
+        self, notification_service: NotificationService, data: RecipientCreate
     ) -> Response[Envelope[RecipientInfo]]:
-        info = await _service(request).add_recipient(data)
+        info = await notification_service.add_recipient(data)
         return ok(info, message="recipient added", status_code=201)
 
-    @delete("/recipients/{recipient_id:int}", status_code=200, summary="Remove a recipient")
-    async def remove_recipient(
-        self, request: Request[Any, Any, Any], recipient_id: int
+    @delete("/recipients/{recipient_id:int}", sync_to_thread=True, status_code=200, summary="Remove a recipient")
+    def remove_recipient(
+        self, notification_service: NotificationService, recipient_id: int
     ) -> Response[Envelope[RecipientInfo]]:
-        return ok(await in_thread(_service(request).remove_recipient, recipient_id), message="recipient removed")
+        return ok(notification_service.remove_recipient(recipient_id), message="recipient removed")
 
-    @get("/templates", summary="Alert texts TEXT_0..TEXT_4 (one per object type) and TEXT_5 (package removed)")
-    async def templates(self, request: Request[Any, Any, Any]) -> Response[Envelope[list[TemplateInfo]]]:
-        return ok(await in_thread(_service(request).templates))
+    @get("/templates", sync_to_thread=True, summary="Alert texts TEXT_0..TEXT_4 (one per object type) and TEXT_5 (package removed)")
+    def templates(self, notification_service: NotificationService) -> Response[Envelope[list[TemplateInfo]]]:
+        return ok(notification_service.templates())
 
     @put(
         "/templates/{template_key:str}",
+        sync_to_thread=True,
         summary="Edit an alert text (placeholders: {type} {confidence} {time} {event_id}) or (de)activate it",
     )
-    async def update_template(
-        self, request: Request[Any, Any, Any], template_key: str, data: TemplateUpdate
+    def update_template(
+        self, notification_service: NotificationService, template_key: str, data: TemplateUpdate
     ) -> Response[Envelope[TemplateInfo]]:
-        return ok(await in_thread(_service(request).update_template, template_key, data), message="template updated")
+        return ok(notification_service.update_template(template_key, data), message="template updated")
 
     @post(
         "/telegram/webhook/{bot_id:str}",
@@ -110,21 +109,23 @@ class NotificationController(Controller):
         summary="Telegram's webhook (button presses) when AIDOOR_TELEGRAM_UPDATES=webhook",
         include_in_schema=False,
     )
-    async def webhook(self, request: Request[Any, Any, Any], bot_id: str) -> Response[Envelope[None]]:
-        notifier = _service(request).notifier
+    async def webhook(
+        self, request: Request[Any, Any, Any], notification_service: NotificationService, bot_id: str
+    ) -> Response[Envelope[None]]:
+        notifier = notification_service.notifier
         secret = request.headers.get("x-telegram-bot-api-secret-token")
         try:
             payload = await request.json()
         except Exception:
-            raise ApiError(400, "MALFORMED_BODY", "not a JSON update") from None
+            raise Invalid("not a JSON update", code="MALFORMED_BODY") from None
         if not isinstance(payload, dict):
-            raise ApiError(400, "MALFORMED_BODY", "not a JSON update")
+            raise Invalid("not a JSON update", code="MALFORMED_BODY")
         try:
             accepted = await _on_loop(notifier, notifier.handle_webhook(bot_id, secret, payload))
         except RuntimeError as exc:
-            raise ApiError(503, "NOTIFICATIONS_DOWN", str(exc)) from None
+            raise Unavailable(str(exc), code="NOTIFICATIONS_DOWN") from None
         if not accepted:
-            raise ApiError(403, "FORBIDDEN", "unknown bot or wrong secret token")
+            raise Forbidden("unknown bot or wrong secret token", code="FORBIDDEN")
         return ok(None)
 
 

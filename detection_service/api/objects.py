@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import quote
 
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.response import Stream
 
-from detection_service.api.responses import ApiError
-from detection_service.storage import LocalObjectStore
+from detection_service.api.dependencies import DEPENDENCIES
+from detection_service.errors import Forbidden, NotFound
+from detection_service.storage import LocalObjectStore, ObjectStore
 
 _CHUNK = 256 * 1024
 
@@ -21,16 +22,18 @@ _CHUNK = 256 * 1024
 class ObjectController(Controller):
     path = "/api/storage/objects"
     tags = ["storage"]
+    # The app's provider, also on the controller: it is served on its own too (tests/test_storage.py).
+    dependencies = {"object_store": DEPENDENCIES["object_store"]}
 
-    @get("/{key:path}", summary="Download an object through a signed link (local store only)")
-    async def get_object(self, request: Request, key: str, expires: int, signature: str) -> Stream:
-        store = getattr(request.app.state, "object_store", None)
+    @get("/{key:path}", sync_to_thread=True, summary="Download an object through a signed link (local store only)")
+    def get_object(self, object_store: ObjectStore | None, key: str, expires: int, signature: str) -> Stream:
+        store = object_store
         if not isinstance(store, LocalObjectStore):
-            raise ApiError(404, "NOT_FOUND", "Signed object links are served only by the local object store")
+            raise NotFound("Signed object links are served only by the local object store")
         key = key.removeprefix("/")  # Litestar hands path parameters over with their leading "/"
         # Signature before existence: an unsigned request learns nothing about which keys exist.
         if not store.verify_url(key, expires, signature):
-            raise ApiError(403, "INVALID_SIGNATURE", "The link is invalid or has expired")
+            raise Forbidden("The link is invalid or has expired", code="INVALID_SIGNATURE")
         info = store.stat(key)
         try:
             # Opened now, so a delete between here and the last byte cannot break the response.
@@ -38,7 +41,7 @@ class ObjectController(Controller):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             handle = None
         if info is None or handle is None:
-            raise ApiError(404, "NOT_FOUND", "Object not found", {"key": key})
+            raise NotFound("Object not found", {"key": key})
         filename = key.rpartition("/")[2]
         return Stream(
             _chunks(handle),  # a sync iterator: Litestar reads it in a worker thread

@@ -1,8 +1,12 @@
-"""Envelope helpers and the exception handlers that keep every response in the seed's shape."""
+"""Envelope helpers and the exception handlers that keep every response in the seed's shape.
+
+``HTTP_STATUS`` is the one table from a domain error's kind (``detection_service/errors.py``) to an
+HTTP status; the error code and details come from the exception itself. Handlers and services
+raise domain errors; Litestar's own exceptions (validation, 404/405 routing) get stable codes too.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -10,7 +14,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from detection_service.services.errors import ServiceError
+from detection_service import errors
 from schemas.envelope import Envelope, ErrorEnvelope, ErrorInfo
 
 log = logging.getLogger(__name__)
@@ -31,14 +35,27 @@ _CODES = {
 }
 
 
-class ApiError(HTTPException):
-    """Raise from a handler or service to answer with a specific error code and details."""
+# Domain error kind -> HTTP status. The most specific class in an exception's MRO wins.
+HTTP_STATUS: dict[type[errors.DomainError], int] = {
+    errors.Invalid: 400,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.GateFailed: 409,
+    errors.TooLarge: 413,
+    errors.UnsupportedMedia: 415,
+    errors.Unprocessable: 422,
+    errors.Failed: 500,
+    errors.Unavailable: 503,
+}
 
-    def __init__(self, status_code: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(detail=message, status_code=status_code)
-        self.code = code
-        self.message = message
-        self.details = details
+
+def status_of(exc: errors.DomainError) -> int:
+    for kind in type(exc).__mro__:
+        status = HTTP_STATUS.get(kind)  # type: ignore[call-overload]
+        if status is not None:
+            return status
+    return 400  # a DomainError of no listed kind: the client's request could not be served
 
 
 def ok(data: Any = None, message: str = "OK", status_code: int = 200) -> Response[Envelope[Any]]:
@@ -55,8 +72,6 @@ def error_response(status_code: int, code: str, message: str, details: Any = Non
 
 def http_exception_handler(request: Request, exc: HTTPException) -> Response[ErrorEnvelope]:
     status = exc.status_code
-    if isinstance(exc, ApiError):
-        return error_response(status, exc.code, exc.message, exc.details)
     if isinstance(exc, ValidationException):
         # Litestar puts msgspec's field errors in ``extra``: [{"message", "key", "source"}].
         return error_response(400, "VALIDATION_ERROR", _first_line(exc.detail) or "Invalid request", exc.extra or None)
@@ -85,17 +100,12 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if text and text.strip() else ""
 
 
-def service_error_handler(request: Request, exc: ServiceError) -> Response[ErrorEnvelope]:
-    return error_response(exc.status, exc.code, exc.message, exc.details)
-
-
-async def in_thread(fn: Any, *args: Any) -> Any:
-    """Run a blocking service call (DB, object store, model work) off the event loop."""
-    return await asyncio.to_thread(fn, *args)
+def domain_error_handler(request: Request, exc: errors.DomainError) -> Response[ErrorEnvelope]:
+    return error_response(status_of(exc), exc.code, exc.message, exc.details)
 
 
 EXCEPTION_HANDLERS = {
-    ServiceError: service_error_handler,
+    errors.DomainError: domain_error_handler,
     HTTPException: http_exception_handler,
     Exception: internal_error_handler,
 }

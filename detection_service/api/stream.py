@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Controller, MediaType, Request, Response, WebSocket, get, websocket
+from litestar import Controller, MediaType, Response, WebSocket, get, websocket
 from litestar.response import Stream
 
-from detection_service.api.detection import pipeline_service
-from detection_service.api.responses import ApiError, ok
-from detection_service.services.pipeline_service import looks_like_image
+from detection_service.api.responses import ok
+from detection_service.errors import Invalid, NotFound
+from detection_service.services.pipeline_service import PipelineService, looks_like_image
 from schemas.detection import IngestClientMessage, IngestError, IngestHello, IngestPong, IngestReady, StreamStatus
 from schemas.envelope import Envelope
 
@@ -41,8 +41,8 @@ class StreamController(Controller):
     tags = ["Stream"]
 
     @get("/status", summary="Camera/stream state: source, fps, dropped frames, viewers, WebSocket ingest")
-    async def status(self, request: Request[Any, Any, Any]) -> Response[Envelope[StreamStatus]]:
-        status = pipeline_service(request).stream_status()
+    async def status(self, pipeline_service: PipelineService) -> Response[Envelope[StreamStatus]]:
+        status = pipeline_service.stream_status()
         return ok(status, message=f"camera {status.camera_status}")
 
     @get("/viewer", summary="Live viewer page (HTML): stream with boxes, labels, track ids and fps",
@@ -51,11 +51,11 @@ class StreamController(Controller):
         return Response(_viewer_page(), media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
 
     @get("/mjpeg", summary="Annotated live frames as an MJPEG stream (multipart/x-mixed-replace)")
-    async def mjpeg(self, request: Request[Any, Any, Any], max_frames: int | None = None) -> Stream:
+    async def mjpeg(self, pipeline_service: PipelineService, max_frames: int | None = None) -> Stream:
         """``max_frames`` ends the stream after that many frames (e.g. ``curl`` for one look)."""
         if max_frames is not None and max_frames < 1:
-            raise ApiError(400, "BAD_REQUEST", "max_frames must be at least 1")
-        broadcaster = pipeline_service(request).broadcaster
+            raise Invalid("max_frames must be at least 1")
+        broadcaster = pipeline_service.broadcaster
         viewer = broadcaster.subscribe()
 
         async def parts() -> AsyncIterator[bytes]:
@@ -78,15 +78,15 @@ class StreamController(Controller):
         )
 
     @get("/snapshot", summary="The latest annotated frame as one JPEG")
-    async def snapshot(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        _, jpeg = pipeline_service(request).pipeline.latest_jpeg()
+    async def snapshot(self, pipeline_service: PipelineService) -> Response[bytes]:
+        _, jpeg = pipeline_service.pipeline.latest_jpeg()
         if not jpeg:
-            raise ApiError(404, "NO_FRAME", "no frame yet: the pipeline has not handled a frame since start-up")
+            raise NotFound("no frame yet: the pipeline has not handled a frame since start-up", code="NO_FRAME")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @websocket("/ingest")
-    async def ingest(self, socket: WebSocket[Any, Any, Any]) -> None:
-        service = pipeline_service(socket)
+    async def ingest(self, socket: WebSocket[Any, Any, Any], pipeline_service: PipelineService) -> None:
+        service = pipeline_service
         state = service.ingest
         max_bytes = service.settings.max_upload_mb * 1024 * 1024
         await socket.accept()

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 import yaml
 
+from detection_service.errors import Invalid
 from detection_service.ml.classes import CLASS_IDS, MODEL_CLASSES, map_class_name
 from detection_service.storage.base import InvalidKey, validate_key
 from schemas.datasets import FileProblem
@@ -60,15 +61,10 @@ DECODE_WORKERS = 2  # cv2.imdecode releases the GIL; more threads than cores gai
 _IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
-class ExportError(ValueError):
+class ExportError(Invalid, ValueError):
     """The export cannot be imported at all. ``code`` is the API error code, ``details`` JSON-able."""
 
     code = "INVALID_EXPORT"
-
-    def __init__(self, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
 
 
 class UnsafeArchiveError(ExportError):

@@ -38,6 +38,7 @@ import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.datasets.export_reader import SPLITS, YAML_SPLIT_KEYS, ExportError, read_export
+from detection_service.errors import Conflict, DomainError, Invalid, NotFound
 from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.storage import ObjectStore, StorageError, guess_content_type
 from schemas.datasets import ClassCount, ClassDistribution, FileProblem, ImportResult, SplitCount
@@ -62,33 +63,29 @@ _MAX_STORED_PROBLEMS = 100  # in dataset_versions.changes; the full list is in t
 # --------------------------------------------------------------------------------- errors
 
 
-class DatasetError(Exception):
-    """Base of the dataset errors the API maps to a status and code."""
+class DatasetError(DomainError):
+    """Base of the dataset errors; the kind it mixes in (Invalid, NotFound, Conflict) says which."""
 
-    status_code = 400
     code = "DATASET_ERROR"
 
-    def __init__(self, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
+
+class InvalidDataset(DatasetError, Invalid):
+    code = "DATASET_ERROR"
 
 
-class InvalidDatasetId(DatasetError, ValueError):
+class InvalidDatasetId(DatasetError, Invalid, ValueError):
     code = "INVALID_DATASET_ID"
 
 
-class InvalidVersionLabel(DatasetError, ValueError):
+class InvalidVersionLabel(DatasetError, Invalid, ValueError):
     code = "INVALID_VERSION"
 
 
-class DatasetNotFound(DatasetError):
-    status_code = 404
+class DatasetNotFound(DatasetError, NotFound):
     code = "NOT_FOUND"
 
 
-class DatasetConflict(DatasetError):
-    status_code = 409
+class DatasetConflict(DatasetError, Conflict):
     code = "CONFLICT"
 
 
@@ -98,10 +95,9 @@ class ImportRejected(ExportError):
     code = "IMPORT_REJECTED"
 
 
-class NothingToCollect(DatasetError):
+class NothingToCollect(DatasetError, Conflict):
     """auto-collect found no new verified event with a usable image: no version was made."""
 
-    status_code = 409
     code = "NOTHING_TO_COLLECT"
 
 
@@ -595,7 +591,7 @@ def create_dataset(
     """An empty dataset (no version yet: ``version`` and ``yaml_path`` are ""). DatasetConflict
     when the dataset_id is taken."""
     if not name or not name.strip():
-        raise DatasetError("name must not be empty")
+        raise InvalidDataset("name must not be empty")
     if dataset_id is None:
         dataset_id = slugify(name) or f"dataset-{uuid.uuid4().hex[:8]}"
     validate_dataset_id(dataset_id)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detection_service.errors import Invalid
+
 if TYPE_CHECKING:  # the child process must not pay for these imports
     from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,7 +53,7 @@ class RoboflowError(Exception):
         self.stage = stage
 
 
-class RoboflowNotConfigured(RoboflowError):
+class RoboflowNotConfigured(RoboflowError, Invalid):
     code = "ROBOFLOW_NOT_CONFIGURED"
 
     def __init__(self, message: str) -> None:

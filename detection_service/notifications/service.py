@@ -17,7 +17,7 @@ from detection_service.notifications import queue as q
 from detection_service.notifications.crypto import KeyProblem, TokenCipher, is_encrypted, mask, scrub, valid_token
 from detection_service.notifications.messages import SENSITIVITY
 from detection_service.notifications.worker import Notifier
-from detection_service.services.errors import ServiceError
+from detection_service.errors import Conflict, Invalid, NotFound, Unavailable
 from detection_service.services.settings import InvalidSettings, SettingsService
 from schemas.db import NotificationHistory, NotificationTemplate, ObjectType, Telegram
 from schemas.envelope import Page
@@ -53,7 +53,7 @@ class NotificationService:
         try:
             updated: NotificationSettings = self.settings_service.update("notification", changes)  # type: ignore[assignment]
         except InvalidSettings as exc:
-            raise ServiceError(400, "INVALID_SETTINGS", str(exc), exc.details) from None
+            raise Invalid(str(exc), exc.details, code="INVALID_SETTINGS") from None
         return _view(updated)
 
     # -- recipients ---------------------------------------------------------------------------
@@ -63,10 +63,10 @@ class NotificationService:
         if cipher.has_key:
             return cipher
         if cipher.problem:
-            raise ServiceError(503, "TELEGRAM_KEY_UNUSABLE", cipher.problem)
+            raise Unavailable(cipher.problem, code="TELEGRAM_KEY_UNUSABLE")
         stored = session.scalars(sa.select(Telegram.bot_token)).all()
         if any(is_encrypted(t) for t in stored):
-            raise ServiceError(503, "TELEGRAM_KEY_MISSING", cipher.missing_message())
+            raise Unavailable(cipher.missing_message(), code="TELEGRAM_KEY_MISSING")
         # First recipient and no key anywhere: create the key file (docs/notifications.md).
         self.notifier.cipher = TokenCipher.create_key_file(_path(cipher.source))
         return self.notifier.cipher
@@ -74,7 +74,7 @@ class NotificationService:
     async def add_recipient(self, data: RecipientCreate) -> RecipientInfo:
         token = data.bot_token.strip()
         if not valid_token(token):
-            raise ServiceError(400, "INVALID_BOT_TOKEN", "bot_token does not look like a bot token (<digits>:<secret>)")
+            raise Invalid("bot_token does not look like a bot token (<digits>:<secret>)", code="INVALID_BOT_TOKEN")
         verified: bool | None = None
         username = None
         if data.verify:
@@ -82,7 +82,7 @@ class NotificationService:
                 me = await asyncio.wrap_future(self.notifier.submit(self.notifier.get_me(token)))
                 verified, username = True, me.get("username")
             except InvalidToken:
-                raise ServiceError(400, "BOT_TOKEN_REJECTED", "Telegram rejected the bot token (getMe: unauthorized)") from None
+                raise Invalid("Telegram rejected the bot token (getMe: unauthorized)", code="BOT_TOKEN_REJECTED") from None
             except (TelegramError, RuntimeError) as exc:
                 # Telegram unreachable (or the notifier stopped): store it anyway, say so.
                 verified = False
@@ -100,10 +100,9 @@ class NotificationService:
                 info = RecipientInfo(id=row.id, user_id=row.user_id, chat_id=row.chat_id, bot_token=mask(token),
                                      created_at=row.created_at, bot_username=username, verified=verified)  # fmt: skip
         except IntegrityError:
-            raise ServiceError(409, "RECIPIENT_EXISTS", "a recipient with this chat_id or user_id exists",
-                               {"chat_id": data.chat_id, "user_id": data.user_id or data.chat_id}) from None  # fmt: skip
+            raise Conflict("a recipient with this chat_id or user_id exists", {"chat_id": data.chat_id, "user_id": data.user_id or data.chat_id}, code="RECIPIENT_EXISTS") from None  # fmt: skip
         except KeyProblem as exc:
-            raise ServiceError(503, "TELEGRAM_KEY_MISSING", str(exc)) from None
+            raise Unavailable(str(exc), code="TELEGRAM_KEY_MISSING") from None
         self.notifier.recipients_changed()
         return info
 
@@ -123,7 +122,7 @@ class NotificationService:
         with self.session_factory.begin() as session:
             row = session.get(Telegram, recipient_id)
             if row is None:
-                raise ServiceError(404, "NOT_FOUND", f"recipient {recipient_id} not found")
+                raise NotFound(f"recipient {recipient_id} not found")
             info = RecipientInfo(id=row.id, user_id=row.user_id, chat_id=row.chat_id,
                                  bot_token=self._masked(row.bot_token), created_at=row.created_at)  # fmt: skip
             session.delete(row)
@@ -143,11 +142,11 @@ class NotificationService:
 
     def update_template(self, key: str, data: TemplateUpdate) -> TemplateInfo:
         if data.message_text is not None and not data.message_text.strip():
-            raise ServiceError(400, "EMPTY_TEXT", "message_text must not be blank")
+            raise Invalid("message_text must not be blank", code="EMPTY_TEXT")
         with self.session_factory.begin() as session:
             row = session.scalar(sa.select(NotificationTemplate).where(NotificationTemplate.template_key == key))
             if row is None:
-                raise ServiceError(404, "NOT_FOUND", f"template {key!r} not found")
+                raise NotFound(f"template {key!r} not found")
             if data.message_text is not None:
                 row.message_text = data.message_text.strip()
             if data.is_active is not None:
@@ -160,12 +159,12 @@ class NotificationService:
 
     async def send_test(self, text: str, wait_s: float) -> SendResult:
         if not text.strip():
-            raise ServiceError(400, "EMPTY_TEXT", "text must not be empty")
+            raise Invalid("text must not be empty", code="EMPTY_TEXT")
         if self.notifier.key_error:
-            raise ServiceError(503, "NOTIFICATIONS_DOWN", self.notifier.key_error)
+            raise Unavailable(self.notifier.key_error, code="NOTIFICATIONS_DOWN")
         ids = await asyncio.to_thread(self._enqueue_test, text.strip())
         if not ids:
-            raise ServiceError(409, "NO_RECIPIENTS", "no recipients: add one with POST /api/notifications/recipients")
+            raise Conflict("no recipients: add one with POST /api/notifications/recipients", code="NO_RECIPIENTS")
         self.notifier.poke()
         deadline = time.monotonic() + wait_s
         while True:
@@ -191,11 +190,9 @@ class NotificationService:
     def history(self, page: int = 1, limit: int = 20, status: str | None = None, event_id: int | None = None,
                 kind: str | None = None) -> Page[HistoryItem]:  # fmt: skip
         if page < 1 or not 1 <= limit <= MAX_LIMIT:
-            raise ServiceError(400, "INVALID_PAGING", f"page must be >= 1 and limit 1..{MAX_LIMIT}",
-                               {"page": page, "limit": limit})  # fmt: skip
+            raise Invalid(f"page must be >= 1 and limit 1..{MAX_LIMIT}", {"page": page, "limit": limit}, code="INVALID_PAGING")  # fmt: skip
         if status is not None and status not in q.STATUSES:
-            raise ServiceError(400, "INVALID_STATUS", f"status must be one of {', '.join(q.STATUSES)}",
-                               {"status": status})  # fmt: skip
+            raise Invalid(f"status must be one of {', '.join(q.STATUSES)}", {"status": status}, code="INVALID_STATUS")  # fmt: skip
         h = NotificationHistory
         conditions = []
         if status is not None:

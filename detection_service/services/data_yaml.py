@@ -28,6 +28,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.errors import DomainError, Invalid, NotFound
 from detection_service.ml.classes import MODEL_CLASSES, map_class_name
 from detection_service.storage.base import InvalidKey, ObjectStore, validate_key
 from schemas.data_yaml import (
@@ -66,26 +67,32 @@ _PRIMARY_KEY = re.compile(r"[0-9]{1,18}")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class DataYamlError(Exception):
+class DataYamlError(DomainError):
     """Base of this service's errors."""
 
 
-class DatasetNotFound(DataYamlError, LookupError):
-    pass
+class DatasetNotFound(DataYamlError, NotFound, LookupError):
+    def __init__(self, dataset: object) -> None:
+        super().__init__(f"dataset {dataset!r} not found", {"dataset": dataset})
 
 
-class DataYamlNotFound(DataYamlError, LookupError):
+class DataYamlNotFound(DataYamlError, NotFound, LookupError):
     """No such yaml, or it belongs to another dataset."""
 
+    def __init__(self, yaml_id: int, ds_pk: int) -> None:
+        super().__init__(f"no data.yaml {yaml_id} in this dataset", {"dataset": ds_pk, "yaml_id": yaml_id})
 
-class InvalidDataYaml(DataYamlError, ValueError):
+
+class InvalidDataYaml(DataYamlError, Invalid, ValueError):
     """The yaml (or the requested version label) is not acceptable; nothing was stored."""
+
+    code = "INVALID_DATA_YAML"
 
     def __init__(self, problems: Sequence[YamlProblem]) -> None:
         self.problems = list(problems)
         first = "; ".join(f"{p.field}: {p.message}" for p in self.problems[:3])
         more = f" (+{len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
-        super().__init__(f"invalid data.yaml: {first}{more}")
+        super().__init__(f"invalid data.yaml: {first}{more}", self.problems)
 
 
 def file_hash(content: str) -> str:
@@ -405,7 +412,7 @@ class DataYamlService:
         else:
             raise TypeError(f"dataset reference must be a Dataset, int or str, not {type(dataset).__name__}")
         if found is None:
-            raise DatasetNotFound(f"no dataset {dataset if not isinstance(dataset, Dataset) else dataset.id!r}")
+            raise DatasetNotFound(dataset.id if isinstance(dataset, Dataset) else dataset)
         return found
 
     @staticmethod
@@ -425,7 +432,7 @@ class DataYamlService:
         )
         found = session.scalars(sa.select(Dataset).where(Dataset.id == ds_pk)).first()
         if found is None:
-            raise DatasetNotFound(f"no dataset {ds_pk}")
+            raise DatasetNotFound(ds_pk)
         return found
 
 
@@ -599,7 +606,7 @@ def _next_version(used: Mapping[str, int]) -> str:
 def _load_yaml(session: Session, ds_pk: int, yaml_id: int) -> DataYaml:
     row = session.get(DataYaml, yaml_id)
     if row is None or row.dataset_id != ds_pk:  # another dataset's yaml is "not found" too
-        raise DataYamlNotFound(f"no data.yaml {yaml_id} in this dataset")
+        raise DataYamlNotFound(yaml_id, ds_pk)
     return row
 
 

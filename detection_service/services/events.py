@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.datasets.auto_collect import BoxError, parse_bbox
 from detection_service.ml.classes import CLASS_IDS
-from detection_service.services.errors import ServiceError
+from detection_service.errors import Invalid, NotFound, Unavailable
 from detection_service.storage import ObjectStore, StorageError
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
 from schemas.enums import EventStatus, ObjectTypeCode
@@ -70,8 +70,7 @@ def parse_when(text: str, name: str, end_of_day: bool = False) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ServiceError(400, "INVALID_DATE", f"{name} must be an ISO 8601 date or date-time, got {text!r}",
-                           {"field": name, "value": text}) from None  # fmt: skip
+        raise Invalid(f"{name} must be an ISO 8601 date or date-time, got {text!r}", {"field": name, "value": text}, code="INVALID_DATE") from None  # fmt: skip
     if end_of_day and len(text.strip()) == 10:
         value += timedelta(days=1)
     return _naive_utc(value)
@@ -91,9 +90,7 @@ def parse_date_range(text: str, now: datetime | None = None) -> tuple[datetime |
         start, _, end = text.partition("/")
         return (parse_when(start, "date_range") if start else None,
                 parse_when(end, "date_range", end_of_day=True) if end else None)  # fmt: skip
-    raise ServiceError(400, "INVALID_DATE_RANGE",
-                       f"date_range must be one of {['today', *DATE_RANGES, 'all']} or '<start>/<end>' (ISO 8601)",
-                       {"value": text})  # fmt: skip
+    raise Invalid(f"date_range must be one of {['today', *DATE_RANGES, 'all']} or '<start>/<end>' (ISO 8601)", {"value": text}, code="INVALID_DATE_RANGE")  # fmt: skip
 
 
 def check_paging(page: int, limit: int) -> None:
@@ -103,7 +100,7 @@ def check_paging(page: int, limit: int) -> None:
     if not 1 <= limit <= MAX_PAGE_LIMIT:
         problems.append({"field": "limit", "message": f"must be between 1 and {MAX_PAGE_LIMIT}"})
     if problems:
-        raise ServiceError(400, "INVALID_PAGING", "; ".join(f"{p['field']} {p['message']}" for p in problems), problems)
+        raise Invalid("; ".join(f"{p['field']} {p['message']}" for p in problems), problems, code="INVALID_PAGING")
 
 
 class EventService:
@@ -144,8 +141,7 @@ class EventService:
             for type_id, kind in types.items():
                 if kind.code == code:
                     return type_id
-        raise ServiceError(400, "UNKNOWN_TYPE", f"unknown object type {code!r}",
-                           {"types": sorted(kind.code for kind in types.values())})  # fmt: skip
+        raise Invalid(f"unknown object type {code!r}", {"types": sorted(kind.code for kind in types.values())}, code="UNKNOWN_TYPE")  # fmt: skip
 
     # -- lists ----------------------------------------------------------------------------
 
@@ -158,12 +154,10 @@ class EventService:
         if flt.end is not None:
             conds.append(DetectionEvent.detected_at < flt.end)
         if flt.start is not None and flt.end is not None and flt.start >= flt.end:
-            raise ServiceError(400, "INVALID_DATE_RANGE", "the start of the range must be before its end",
-                               {"start": flt.start.isoformat(), "end": flt.end.isoformat()})  # fmt: skip
+            raise Invalid("the start of the range must be before its end", {"start": flt.start.isoformat(), "end": flt.end.isoformat()}, code="INVALID_DATE_RANGE")  # fmt: skip
         if flt.status:
             if flt.status not in tuple(EventStatus):
-                raise ServiceError(400, "INVALID_STATUS", f"status must be one of {[s.value for s in EventStatus]}",
-                                   {"value": flt.status})  # fmt: skip
+                raise Invalid(f"status must be one of {[s.value for s in EventStatus]}", {"value": flt.status}, code="INVALID_STATUS")  # fmt: skip
             conds.append(DetectionEvent.status == flt.status)
         return conds
 
@@ -266,7 +260,7 @@ class EventService:
     def _load(self, session: Session, event_id: int) -> DetectionEvent:
         event = session.get(DetectionEvent, event_id)
         if event is None:
-            raise ServiceError(404, "EVENT_NOT_FOUND", f"no event {event_id}", {"id": event_id})
+            raise NotFound(f"no event {event_id}", {"id": event_id}, code="EVENT_NOT_FOUND")
         return event
 
     def get(self, event_id: int) -> EventDetail:
@@ -348,9 +342,7 @@ class EventService:
             for key, text in labels.items():
                 self.store.put_bytes(key, text.encode(), "text/plain")
         except StorageError as exc:
-            raise ServiceError(503, "STORAGE_UNAVAILABLE",
-                               "the new type is saved, but its label files could not be written; repeat the call",
-                               {"reason": str(exc)}) from None  # fmt: skip
+            raise Unavailable("the new type is saved, but its label files could not be written; repeat the call", {"reason": str(exc)}, code="STORAGE_UNAVAILABLE") from None  # fmt: skip
         if changed:
             self.invalidate_totals()
         return detail

@@ -17,7 +17,7 @@ from detection_service.datasets.evaluation_set import EVALUATION_SET_ID, NoEvalu
 from detection_service.ml import registry
 from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.orchestrator import DagsterClient, DagsterUnavailable
-from detection_service.services.errors import ServiceError
+from detection_service.errors import Conflict, DomainError, GateFailed, Invalid, NotFound
 from detection_service.services.jobs import JobService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectStore
@@ -32,8 +32,8 @@ DeployHook = Callable[[str, Path], None]
 ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
-class ModelError(ServiceError):
-    """A model registry / training / deploy error the client must see."""
+# Any error the model registry / training / deploy raises (NotFound, Invalid, Conflict, GateFailed ...).
+ModelError = DomainError
 
 
 def _float(value: Any) -> float | None:
@@ -87,7 +87,7 @@ class ModelService:
         if row is None and str(ref).isdigit():
             row = session.get(Model, int(ref))
         if row is None:
-            raise ModelError(404, "NOT_FOUND", f"model {ref!r} not found")
+            raise NotFound(f"model {ref!r} not found")
         return row
 
     def current(self) -> ModelInfo | None:
@@ -114,7 +114,7 @@ class ModelService:
         if ref == "current":
             current = self.current()
             if current is None:
-                raise ModelError(404, "NOT_FOUND", "no model is deployed")
+                raise NotFound("no model is deployed")
             ref = current.model_id
         _, weights = self.weights_path(ref)
         destination = Path(destination)
@@ -140,19 +140,20 @@ class ModelService:
 
         weights = Path(weights)
         if not weights.exists():
-            raise ModelError(400, "BAD_REQUEST", f"{weights} does not exist")
+            raise Invalid(f"{weights} does not exist")
         try:
             kind = model_kind(weights)
         except ModelFormatError as exc:
-            raise ModelError(400, "BAD_REQUEST", str(exc)) from None
+            raise Invalid(str(exc)) from None
         try:
             names = dict(YOLO(str(weights), task="detect").names)
         except Exception as exc:
-            raise ModelError(400, "BAD_REQUEST", f"{weights} is not an Ultralytics detection model: {exc}") from None
+            raise Invalid(f"{weights} is not an Ultralytics detection model: {exc}") from None
         mapping = class_mapping_report(names)
         if not mapping["mapped"]:
-            raise ModelError(400, "NO_KNOWN_CLASSES", f"none of the {len(names)} classes of {weights.name} maps onto "
-                             f"ours ({', '.join(MODEL_CLASSES)})", {"classes": list(names.values())[:100]})
+            raise Invalid(
+                f"none of the {len(names)} classes of {weights.name} maps onto "
+                f"ours ({', '.join(MODEL_CLASSES)})", {"classes": list(names.values())[:100]}, code="NO_KNOWN_CLASSES")
         metrics = {"classes": list(names.values()), "class_mapping": mapping, "source": "registered file",
                    "source_file": weights.name, "format": kind}
         if kind == "openvino":
@@ -178,19 +179,18 @@ class ModelService:
         if row is None and ref.isdigit():
             row = session.get(Dataset, int(ref))
         if row is None:
-            raise ModelError(404, "NOT_FOUND", f"dataset {ref!r} not found")
+            raise NotFound(f"dataset {ref!r} not found")
         return row
 
     def request_training(self, request: TrainRequest, job_type: str = "train", base_model: str | None = None) -> TrainingStatus:
         with self._session_factory.begin() as session:
             active = session.scalar(sa.select(ModelTraining).where(ModelTraining.status.in_(ACTIVE)))
             if active is not None:
-                raise ModelError(409, "TRAINING_IN_PROGRESS", f"training {active.id} is {active.status}; cancel it first",
-                                 {"training_id": active.id})
+                raise Conflict(f"training {active.id} is {active.status}; cancel it first", {"training_id": active.id}, code="TRAINING_IN_PROGRESS")
             dataset = self._dataset(session, request.dataset_id)
             version = request.version or dataset.version
             if not self._store.exists(registry.dataset_prefix(dataset.dataset_id, version) + "data.yaml"):
-                raise ModelError(400, "DATASET_NOT_READY", f"dataset {dataset.dataset_id} has no stored version {version!r}")
+                raise Invalid(f"dataset {dataset.dataset_id} has no stored version {version!r}", code="DATASET_NOT_READY")
             base = self._find(session, base_model).model_id if base_model else None
             training = ModelTraining(
                 dataset_id=dataset.id, job_name=f"{job_type} on {dataset.dataset_id} {version}"[:100], job_type=job_type,
@@ -215,7 +215,7 @@ class ModelService:
                 query = sa.select(ModelTraining).where(ModelTraining.id == training_id)
             row = session.scalar(query)
             if row is None:
-                raise ModelError(404, "NOT_FOUND", "no training has been requested yet")
+                raise NotFound("no training has been requested yet")
             job = self._batch_job_of(session, row.id)
             return TrainingStatus(
                 id=row.id, job_name=row.job_name, job_type=row.job_type, status=row.status,
@@ -246,7 +246,7 @@ class ModelService:
             row = session.scalar(sa.select(ModelTraining).where(ModelTraining.status.in_(ACTIVE))
                                  .order_by(ModelTraining.id.desc()))
             if row is None:
-                raise ModelError(409, "NO_ACTIVE_TRAINING", "no training is pending or running")
+                raise Conflict("no training is pending or running", code="NO_ACTIVE_TRAINING")
             # The training loop polls this status between batches and stops within seconds.
             row.status, row.completed_at, row.error_message = JobStatus.CANCELLED, utcnow(), "cancelled by request"
             job = self._batch_job_of(session, row.id)
@@ -274,8 +274,9 @@ class ModelService:
             if champion_id and champion_id != candidate_id:
                 verdict = self._gate(candidate_id, champion_id)
                 if not verdict["passed"] and not force:
-                    raise ModelError(409, "GATE_FAILED", f"{candidate_id} does not beat {champion_id}; "
-                                     "pass force=true to deploy anyway", verdict)
+                    raise GateFailed(
+                        f"{candidate_id} does not beat {champion_id}; "
+                        "pass force=true to deploy anyway", verdict)
             model_id, weights = self.weights_path(candidate_id)
             reloaded = False
             if self.deploy_hook is not None:
@@ -304,7 +305,7 @@ class ModelService:
             outcome = run_gate(self._session_factory, self._store, self._cache_dir, candidate_id,
                                champion_id=champion_id, collected_dataset_id=collected)
         except NoEvaluationSet as exc:
-            raise ModelError(409, "NO_EVALUATION_SET", f"cannot compare the models: {exc}") from None
+            raise Conflict(f"cannot compare the models: {exc}", code="NO_EVALUATION_SET") from None
         return msgspec.to_builtins(outcome.verdict)
 
     def sync_with_database(self) -> str | None:

@@ -45,8 +45,8 @@ from detection_service.pipeline.detector import Detection, DetectorError, Detect
 from detection_service.pipeline.events import RecorderConfig, bbox_json, image_key
 from detection_service.pipeline.runner import DetectionPipeline, PipelineConfig
 from detection_service.pipeline.sources import PUSH_SOURCE_NAMES
-from detection_service.services.errors import ServiceError
-from detection_service.services.models import ModelError, ModelService
+from detection_service.errors import Conflict, Failed, Invalid, Unavailable, Unprocessable
+from detection_service.services.models import ModelService
 from detection_service.services.settings import InvalidSettings, SettingsService
 from detection_service.storage import ObjectStore
 from schemas.db import DetectionEvent, EventImage, ObjectType
@@ -337,11 +337,9 @@ class PipelineService:
         """start / stop / restart (blocking up to a few seconds: call off the event loop)."""
         with self._control_lock:
             if action in ("start", "restart") and not self.pipeline.camera.source.strip():
-                raise ServiceError(
-                    409, "NO_CAMERA_SOURCE",
+                raise Conflict(
                     "no camera source is configured: set one with PUT /api/settings/camera "
-                    '{"source": "rtsp://... | /path/video.mp4 | 0 | push"} (or build the demo video: aidoor demo-video)',
-                )  # fmt: skip
+                    '{"source": "rtsp://... | /path/video.mp4 | 0 | push"} (or build the demo video: aidoor demo-video)', code="NO_CAMERA_SOURCE")  # fmt: skip
             try:
                 if action == "start":
                     self.user_stopped = False
@@ -354,10 +352,9 @@ class PipelineService:
                     self.user_stopped = False
                     self.pipeline.restart()
                 else:
-                    raise ServiceError(400, "INVALID_ACTION", f"unknown action {action!r}",
-                                       {"allowed": ["start", "stop", "restart"]})  # fmt: skip
+                    raise Invalid(f"unknown action {action!r}", {"allowed": ["start", "stop", "restart"]}, code="INVALID_ACTION")  # fmt: skip
             except RuntimeError as exc:  # the previous thread is still inside a blocking read
-                raise ServiceError(409, "BUSY", str(exc)) from None
+                raise Conflict(str(exc), code="BUSY") from None
         return self.pipeline.status()
 
     # -- models ---------------------------------------------------------------------------
@@ -370,7 +367,7 @@ class PipelineService:
         except Exception as exc:
             self.model_error = f"{model_id}: {exc}"
             self.model_state = "loaded" if self.holder.get() is not None else "error"
-            raise ModelError(422, "MODEL_LOAD_FAILED", f"model {model_id} could not be loaded: {exc}") from exc
+            raise Unprocessable(f"model {model_id} could not be loaded: {exc}", code="MODEL_LOAD_FAILED") from exc
         self._loaded = (model_id, Path(weights))
         self.model_state, self.model_error = "loaded", None
 
@@ -435,7 +432,7 @@ class PipelineService:
         """``PUT /api/detection/config``: validate every key first (all problems listed, nothing
         applied on any), then swap the detector if backend/imgsz changed, then store and apply."""
         if not isinstance(changes, dict) or not changes:
-            raise ServiceError(400, "INVALID_CONFIG", "the body must be a non-empty JSON object", [])
+            raise Invalid("the body must be a non-empty JSON object", [], code="INVALID_CONFIG")
         knob_fields = set(PipelineKnobs.__struct_fields__)
         problems: list[dict[str, Any]] = [
             {"key": key, "message": "unknown key"}
@@ -451,7 +448,7 @@ class PipelineService:
             problems += _problem(key, {**current_knobs, key: value}, PipelineKnobs)
         if problems:
             keys = ", ".join(str(p["key"]) for p in problems)
-            raise ServiceError(400, "INVALID_CONFIG", f"invalid detection config ({keys}); nothing was changed", problems)
+            raise Invalid(f"invalid detection config ({keys}); nothing was changed", problems, code="INVALID_CONFIG")
         new_knobs = msgspec.convert({**current_knobs, **knob_changes}, PipelineKnobs)
         with self._control_lock:
             old = self.knobs
@@ -461,22 +458,20 @@ class PipelineService:
                 try:
                     self.holder.load(weights, new_knobs.backend, new_knobs.imgsz, model_id=model_id)
                 except Exception as exc:
-                    raise ServiceError(
-                        422, "BACKEND_UNAVAILABLE",
+                    raise Unprocessable(
                         f"{model_id} cannot run with backend={new_knobs.backend} imgsz={new_knobs.imgsz}: {exc}; "
-                        "nothing was changed", {"backend": new_knobs.backend, "imgsz": new_knobs.imgsz},
-                    ) from None  # fmt: skip
+                        "nothing was changed", {"backend": new_knobs.backend, "imgsz": new_knobs.imgsz}, code="BACKEND_UNAVAILABLE") from None  # fmt: skip
             if detection_changes:
                 try:
                     self.settings_service.update("detection", detection_changes)  # stores + notifies the pipeline
                 except InvalidSettings as exc:  # raced with another change
-                    raise ServiceError(400, "INVALID_CONFIG", str(exc), exc.details) from None
+                    raise Invalid(str(exc), exc.details, code="INVALID_CONFIG") from None
             if knob_changes:
                 self._knobs_in_flight = new_knobs
                 try:
                     self.settings_service.update(PIPELINE_SETTINGS_CATEGORY, knob_changes)
                 except InvalidSettings as exc:  # raced with another change
-                    raise ServiceError(400, "INVALID_CONFIG", str(exc), exc.details) from None
+                    raise Invalid(str(exc), exc.details, code="INVALID_CONFIG") from None
                 finally:
                     self._knobs_in_flight = None
             self.knobs = new_knobs
@@ -543,13 +538,11 @@ class PipelineService:
         if detector is None:
             reason = self.model_error or self.holder.load_error
             if self.model_state == "loading":
-                raise ServiceError(503, "MODEL_LOADING", "the model is being loaded; try again in a few seconds")
-            raise ServiceError(
-                503, "NO_MODEL",
+                raise Unavailable("the model is being loaded; try again in a few seconds", code="MODEL_LOADING")
+            raise Unavailable(
                 "no model is deployed: train and deploy one (POST /api/models/train, then "
                 "POST /api/models/{id}/deploy) or run `aidoor bootstrap-model`"
-                + (f"; last load error: {reason}" if reason else ""),
-            )  # fmt: skip
+                + (f"; last load error: {reason}" if reason else ""), code="NO_MODEL")  # fmt: skip
         detection: DetectionSettings = self.pipeline.detection
         threshold = detection.confidence_threshold
         sensitivity = self.knobs.sensitivity
@@ -559,7 +552,7 @@ class PipelineService:
         except DetectorError:
             detector = self.holder.get()  # swapped for a new model during the call: use that one
             if detector is None:
-                raise ServiceError(503, "NO_MODEL", "the model was unloaded") from None
+                raise Unavailable("the model was unloaded", code="NO_MODEL") from None
             raw = detector.detect(image, conf=floor)
         found = classify_detections(raw, threshold, sensitivity)
         height, width = image.shape[:2]
@@ -590,7 +583,7 @@ class PipelineService:
         box = bbox_json(best.xyxy, width, height)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, detection.jpeg_quality])
         if not ok:
-            raise ServiceError(500, "ENCODE_FAILED", "could not encode the image as JPEG")
+            raise Failed("could not encode the image as JPEG", code="ENCODE_FAILED")
         jpeg = buf.tobytes()
         now = datetime.now(UTC)
         with self.session_factory.begin() as session:

@@ -16,6 +16,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.errors import Invalid, NotFound
 from schemas.db import SystemSetting
 from schemas.settings import SETTINGS_CATEGORIES, decode_setting_value, encode_setting_value
 
@@ -24,16 +25,17 @@ log = logging.getLogger(__name__)
 Listener = Callable[[str, msgspec.Struct], None]
 
 
-class UnknownCategory(KeyError):
-    pass
+class UnknownCategory(NotFound, KeyError):
+    def __init__(self, category: str) -> None:
+        super().__init__(
+            f"unknown settings category {category!r}", {"categories": sorted(SETTINGS_CATEGORIES)}
+        )
 
 
-class InvalidSettings(ValueError):
+class InvalidSettings(Invalid, ValueError):
     """A change that fails validation; ``details`` lists each problem, nothing was stored."""
 
-    def __init__(self, message: str, details: list[dict[str, Any]]) -> None:
-        super().__init__(message)
-        self.details = details
+    code = "INVALID_SETTINGS"
 
 
 class SettingsService:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import msgspec
 
+from detection_service.errors import Unavailable
+
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_KEY_BYTES = 1024  # the S3 limit
 # S3's presigned URLs accept 1 s .. 7 days; the local backend keeps the same range.
@@ -27,8 +29,10 @@ class StorageError(Exception):
     """An object-store operation failed."""
 
 
-class StorageUnavailable(StorageError):
+class StorageUnavailable(StorageError, Unavailable):
     """The store cannot be used: unreachable, bucket missing, or credentials refused."""
+
+    code = "STORAGE_UNAVAILABLE"
 
 
 class StorageAuthError(StorageUnavailable):

@@ -1,0 +1,111 @@
+"""Architecture rules (issue #10 items 1 and 2), checked by reading the source.
+
+* No handler digs services out of ``app.state``: controllers declare what they need as parameters
+  and the providers in ``detection_service/api/dependencies.py`` inject it (that module and the app
+  factory are the only readers of ``app.state``).
+* Services know nothing of HTTP: no ``litestar`` import under ``detection_service/services/`` and
+  no exception raised with a status code; they raise the domain errors of
+  ``detection_service/errors.py``, which ``api/responses.HTTP_STATUS`` maps to a status.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from detection_service import errors
+from detection_service.api.responses import HTTP_STATUS
+
+ROOT = Path(__file__).resolve().parents[1] / "detection_service"
+API_EXEMPT = {"dependencies.py"}  # the DI module; app.py lives outside api/
+STATE = re.compile(r"\bapp\.state\b|\.app\.state\b|getattr\([^)]*\bapp\b[^)]*\"state\"")
+
+
+def _code_lines(path: Path) -> list[tuple[int, str]]:
+    """Source lines without comments and docstrings (a docstring may well mention app.state)."""
+    tree = ast.parse(path.read_text())
+    doc_lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                doc_lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    return [
+        (n, line.split("#", 1)[0])
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if n not in doc_lines
+    ]
+
+
+def test_no_handler_reads_app_state() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT.parent)}:{n}: {line.strip()}"
+        for path in sorted((ROOT / "api").glob("*.py"))
+        if path.name not in API_EXEMPT
+        for n, line in _code_lines(path)
+        if STATE.search(line)
+    ]
+    assert not offenders, "handlers must declare their dependencies, not read app.state:\n" + "\n".join(offenders)
+
+
+def test_the_state_check_catches_a_handler_that_reads_it() -> None:
+    assert STATE.search("        return request.app.state.settings_service")
+    assert STATE.search("    store = getattr(request.app.state, 'object_store', None)")
+    assert STATE.search("state = connection.app.state")
+    assert not STATE.search("def get_all(self, settings_service: SettingsService) -> Response:")
+
+
+def _http_raises(path: Path, root: Path = ROOT) -> list[str]:
+    """``raise X(<int 100..599>, ...)`` or ``raise X(status=...|status_code=...)`` in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Raise) or not isinstance(node.exc, ast.Call):
+            continue
+        call = node.exc
+        first = call.args[0] if call.args else None
+        status_arg = isinstance(first, ast.Constant) and type(first.value) is int and 100 <= first.value <= 599
+        status_kw = any(k.arg in ("status", "status_code") for k in call.keywords)
+        if status_arg or status_kw:
+            found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {ast.unparse(call)[:100]}")
+    return found
+
+
+def _litestar_imports(path: Path, root: Path = ROOT) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        found += [f"{path.relative_to(root.parent)}:{node.lineno}: import {n}" for n in names
+                  if n == "litestar" or n.startswith("litestar.")]
+    return found
+
+
+def test_services_raise_domain_errors_not_http_statuses() -> None:
+    files = sorted((ROOT / "services").rglob("*.py")) + sorted((ROOT / "notifications").rglob("*.py"))
+    offenders = [hit for path in files for hit in _http_raises(path) + _litestar_imports(path)]
+    assert not offenders, "services must raise detection_service.errors kinds and not import litestar:\n" + "\n".join(
+        offenders
+    )
+
+
+def test_the_service_check_catches_an_http_status(tmp_path: Path) -> None:
+    sample = tmp_path / "services" / "bad.py"
+    sample.parent.mkdir()
+    sample.write_text(
+        "from litestar.exceptions import HTTPException\n"
+        "def f():\n    raise ServiceError(409, 'BUSY', 'busy')\n"
+        "def g():\n    raise HTTPException(status_code=404)\n"
+        "def h():\n    raise Conflict('busy', code='BUSY')\n"
+    )
+    assert len(_http_raises(sample, tmp_path)) == 2
+    assert len(_litestar_imports(sample, tmp_path)) == 1
+
+
+def test_every_domain_error_kind_has_a_status() -> None:
+    kinds = [k for k in vars(errors).values() if isinstance(k, type) and issubclass(k, errors.DomainError)]
+    unmapped = [k.__name__ for k in kinds if k is not errors.DomainError and k not in HTTP_STATUS]
+    assert not unmapped, f"add these kinds to api/responses.HTTP_STATUS: {unmapped}"
