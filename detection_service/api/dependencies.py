@@ -89,6 +89,15 @@ def provide_started_at(state: State) -> float:
     return state.started_at
 
 
+def _standalone_object_store(state: State) -> ObjectStore | None:
+    return provide_object_store(state)
+
+
+# For ObjectController's own layer: it is also served on its own (tests/test_storage.py mounts it
+# alone). A distinct provider: Litestar refuses one provider object on two layers.
+STANDALONE_OBJECT_STORE = Provide(_standalone_object_store, sync_to_thread=False)
+
+
 def _provide(fn: Any) -> Provide:
     return Provide(fn, sync_to_thread=False)  # attribute reads: no thread needed
 

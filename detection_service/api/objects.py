@@ -12,7 +12,7 @@ from urllib.parse import quote
 from litestar import Controller, get
 from litestar.response import Stream
 
-from detection_service.api.dependencies import DEPENDENCIES
+from detection_service.api.dependencies import STANDALONE_OBJECT_STORE
 from detection_service.errors import Forbidden, NotFound
 from detection_service.storage import LocalObjectStore, ObjectStore
 
@@ -22,8 +22,8 @@ _CHUNK = 256 * 1024
 class ObjectController(Controller):
     path = "/api/storage/objects"
     tags = ["storage"]
-    # The app's provider, also on the controller: it is served on its own too (tests/test_storage.py).
-    dependencies = {"object_store": DEPENDENCIES["object_store"]}
+    # The app's provider of the store, repeated here: the controller is also served on its own.
+    dependencies = {"object_store": STANDALONE_OBJECT_STORE}
 
     @get("/{key:path}", sync_to_thread=True, summary="Download an object through a signed link (local store only)")
     def get_object(self, object_store: ObjectStore | None, key: str, expires: int, signature: str) -> Stream:
