@@ -3,7 +3,7 @@
 Services, the dataset tools and the stores raise these (or subclasses that mix them in, e.g.
 ``datasets.importer.DatasetNotFound(DatasetError, NotFound)``). Each carries a stable error
 ``code`` (the envelope's ``error.code``), a ``message`` and JSON-able ``details``. The API layer
-has the one table that turns a kind into an HTTP status (``detection_service/api/errors.py``);
+has the one table that turns a kind into an HTTP status (``HTTP_STATUS`` in ``detection_service/api/responses.py``);
 the CLI prints ``message``.
 
     raise NotFound(f"no event {event_id}", {"id": event_id}, code="EVENT_NOT_FOUND")
