@@ -5,7 +5,7 @@ PYTHON  ?= python3.11
 STAMP   := $(VENV)/.aidoor-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run serve test test-mysql migrate clean
+.PHONY: setup run serve test test-mysql lint migrate clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,13 @@ migrate: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# ruff (lint + format check, settings in pyproject.toml) and the import-layer contracts
+# ([tool.importlinter] in pyproject.toml). .ci/run calls this before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # The same suite against the local MariaDB/MySQL server.
 test-mysql: $(STAMP)

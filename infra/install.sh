@@ -15,7 +15,7 @@ fi
 PIP="$VENV/bin/python -m pip"
 
 echo "==> installing ai-door-system and its pinned dependencies (first time: a few minutes)"
-$PIP install --quiet --disable-pip-version-check -e '.[test]' 2> >(grep -v 'is ignored: it is neither' >&2)
+$PIP install --quiet --disable-pip-version-check -e '.[test,lint]' 2> >(grep -v 'is ignored: it is neither' >&2)
 
 # Ultralytics requires opencv-python (GUI build) while we ship opencv-python-headless; both own
 # cv2/, so removing one breaks the other. Remove the GUI build, then lay the headless one back.
