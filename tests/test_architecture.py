@@ -109,3 +109,115 @@ def test_every_domain_error_kind_has_a_status() -> None:
     kinds = [k for k in vars(errors).values() if isinstance(k, type) and issubclass(k, errors.DomainError)]
     unmapped = [k.__name__ for k in kinds if k is not errors.DomainError and k not in HTTP_STATUS]
     assert not unmapped, f"add these kinds to api/responses.HTTP_STATUS: {unmapped}"
+
+
+# One reader of the environment (issue #10 item 7, checked here for item 10): ``Settings`` in the
+# config module is the only code under detection_service/ that reads an ``AIDOOR_*`` variable.
+# Building a child process's environment (``env["AIDOOR_X"] = ...``, ``{**os.environ, "AIDOOR_X": ...}``,
+# ``env.setdefault(...)``) writes, it does not read, and is allowed.
+CONFIG_MODULES = {"config.py", "config"}
+_ENV_READS = {"get", "pop", "__getitem__", "__contains__"}
+
+
+def _is_environ(node: ast.expr, aliases: set[str]) -> bool:
+    """``os.environ``, a name like ``env``/``environ``, or one bound to a copy of it (``e = dict(os.environ)``)."""
+    if isinstance(node, ast.Attribute) and node.attr == "environ":
+        return True
+    if isinstance(node, ast.IfExp):
+        return _is_environ(node.body, aliases) or _is_environ(node.orelse, aliases)
+    return isinstance(node, ast.Name) and ("env" in node.id.lower() or node.id in aliases)
+
+
+def _aidoor_name(node: ast.expr | None, constants: dict[str, str] | None = None) -> bool:
+    """A string naming an ``AIDOOR_*`` variable: a literal, an f-string, or a module constant holding one."""
+    if isinstance(node, ast.Name) and constants and node.id in constants:
+        return True
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.startswith("AIDOOR_")
+    if isinstance(node, ast.JoinedStr) and node.values:
+        first = node.values[0]
+        return isinstance(first, ast.Constant) and str(first.value).startswith("AIDOOR_")
+    return False
+
+
+def _aidoor_env_reads(path: Path, root: Path = ROOT) -> list[str]:
+    tree = ast.parse(path.read_text())
+    constants = {
+        target.id: node.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and _aidoor_name(node.value)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    aliases = {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and (
+            _is_environ(node.value, set())
+            or (isinstance(node.value, ast.Call) and any(_is_environ(a, set()) for a in node.value.args))
+            or (
+                isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Attribute)
+                and node.value.func.attr == "copy"
+                and _is_environ(node.value.func.value, set())
+            )
+        )
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    found = []
+    for node in ast.walk(tree):
+        hit = False
+        if isinstance(node, ast.Call) and node.args and _aidoor_name(node.args[0], constants):
+            func = node.func
+            method = isinstance(func, ast.Attribute) and func.attr in _ENV_READS and _is_environ(func.value, aliases)
+            getenv = (isinstance(func, ast.Attribute) and func.attr == "getenv") or (
+                isinstance(func, ast.Name) and func.id == "getenv"
+            )
+            hit = method or getenv
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            hit = _is_environ(node.value, aliases) and _aidoor_name(node.slice, constants)
+        elif isinstance(node, ast.Compare) and _aidoor_name(node.left, constants):
+            hit = any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) and any(
+                _is_environ(c, aliases) for c in node.comparators
+            )
+        if hit:
+            found.append((node.lineno, f"{path.relative_to(root.parent)}:{node.lineno}: {ast.unparse(node)[:100]}"))
+    return [text for _, text in sorted(found)]
+
+
+def test_only_the_config_module_reads_aidoor_variables() -> None:
+    offenders = [
+        hit
+        for path in sorted(ROOT.rglob("*.py"))
+        if path.relative_to(ROOT).parts[0] not in CONFIG_MODULES
+        for hit in _aidoor_env_reads(path)
+    ]
+    assert not offenders, "read AIDOOR_* through Settings (detection_service/config.py):\n" + "\n".join(offenders)
+
+
+def test_the_environment_check_catches_a_read(tmp_path: Path) -> None:
+    sample = tmp_path / "services" / "bad.py"
+    sample.parent.mkdir()
+    sample.write_text(
+        "import os\nfrom os import environ, getenv\n"
+        "a = os.environ.get('AIDOOR_A', '1')\n"
+        "b = os.environ['AIDOOR_B']\n"
+        "c = getenv('AIDOOR_C')\n"
+        "d = 'AIDOOR_D' in environ\n"
+        "env = dict(os.environ)\n"
+        "e = env.get(f'AIDOOR_{name}')\n"
+        "f = os.environ.pop('AIDOOR_F', None)\n"
+        # writes into a child's environment are not reads
+        "env['AIDOOR_DATA_DIR'] = '/x'\n"
+        "env.setdefault('AIDOOR_DEMO_VIDEO', 'auto')\n"
+        "child = {**os.environ, 'AIDOOR_DATABASE_URL': 'sqlite://'}\n"
+        "g = os.environ.get('HOME')\n"
+        "DEMO = 'AIDOOR_DEMO_VIDEO'\n"
+        "def h(environ=None):\n"
+        "    source = os.environ if environ is None else environ\n"
+        "    return source.get(DEMO), source['AIDOOR_H']\n"
+    )
+    hits = _aidoor_env_reads(sample, tmp_path)
+    assert [h.split(":")[1] for h in hits] == ["3", "4", "5", "6", "8", "9", "17", "17"], hits
