@@ -25,11 +25,14 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # ruff (lint + format check, settings in pyproject.toml) and the import-layer contracts
-# ([tool.importlinter] in pyproject.toml). .ci/run calls this before the tests.
+# ([tool.importlinter] in pyproject.toml). All three run; it fails if any does. .ci/run calls
+# this before the tests.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/lint-imports
+	@rc=0; \
+	$(VENV)/bin/ruff check . || rc=1; \
+	$(VENV)/bin/ruff format --check . || rc=1; \
+	$(VENV)/bin/lint-imports || rc=1; \
+	exit $$rc
 
 # The same suite against the local MariaDB/MySQL server.
 test-mysql: $(STAMP)
