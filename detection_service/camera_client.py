@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detection_service.retry import Backoff
+
 log = logging.getLogger("aidoor.camera")
 
 BACKOFF_INITIAL_S, BACKOFF_MAX_S = 0.5, 10.0
@@ -139,18 +141,14 @@ def run(
     stats = ClientStats()
     src = _Source(source, loop)
     interval = 1.0 / fps
-    failures = 0
-    backoff = BACKOFF_INITIAL_S
+    backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
 
     def give_up(reason: str) -> bool:
-        nonlocal failures, backoff
-        failures += 1
-        if failures > reconnects:
+        if backoff.failures >= reconnects:
             say(f"giving up after {reconnects} reconnect attempt(s): {reason}")
             return True
-        say(f"{reason}; retrying in {backoff:.1f} s ({failures}/{reconnects})")
-        stop.wait(backoff)
-        backoff = min(backoff * 2, BACKOFF_MAX_S)
+        say(f"{reason}; retrying in {backoff.delay:.1f} s ({backoff.failures + 1}/{reconnects})")
+        backoff.wait(stop)
         return False
 
     try:
@@ -201,7 +199,7 @@ def run(
                         stats.frames_sent += 1
                         stats.bytes_sent += len(data)
                         if sent_here == 1:
-                            failures, backoff = 0, BACKOFF_INITIAL_S  # this connection works
+                            backoff.reset()  # this connection works
                         for message in _server_messages(ws):
                             if message.get("type") == "error":
                                 stats.server_errors += 1

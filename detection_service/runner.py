@@ -19,6 +19,7 @@ import httpx
 
 from detection_service.config import Settings
 from detection_service.database import upgrade
+from detection_service.retry import Backoff
 from orchestration.instance import ensure_local_instance, fail_interrupted_runs
 from schemas.enums import JobStatus
 
@@ -76,6 +77,7 @@ def _wait_ready(url: str, stop: threading.Event) -> bool:
 
 
 MAX_RESTARTS = 5
+RESTART_BACKOFF = Backoff(2.0, 30.0)  # a crashed child restarts after 2, 4, 8, 16, 30 s
 
 
 def _close_interrupted_runs(settings: Settings) -> None:
@@ -166,7 +168,7 @@ def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = Tru
                     stop.set()
                     break
                 restarts[name] += 1
-                delay = min(30.0, 2.0**restarts[name])
+                delay = RESTART_BACKOFF.delay_for(restarts[name])
                 print(f"==> {name} exited with code {proc.returncode}; restarting in {delay:.0f} s "
                       f"({restarts[name]}/{MAX_RESTARTS})", flush=True)
                 if not stop.wait(delay):

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from detection_service.pipeline.sources import FrameSource, SourceError
+from detection_service.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class Capture:
 
     def _run(self) -> None:
         source = self.source
-        backoff = self.backoff_initial_s
+        backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
         pace_start, paced = 0.0, 0
         try:
             while not self._stop.is_set():
@@ -179,8 +180,7 @@ class Capture:
                         source.open()
                     except Exception as exc:  # OpenCV and file errors alike: keep retrying
                         self._lost(f"open failed: {exc}")
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, self.backoff_max_s)
+                        backoff.wait(self._stop)
                         continue
                     self._opened, self._opened_at = True, time.monotonic()
                     if self.reconnects or self.last_error:
@@ -206,10 +206,9 @@ class Capture:
                     source.close()
                     self._opened = False
                     self.reconnects += 1
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.backoff_max_s)
+                    backoff.wait(self._stop)
                     continue
-                backoff = self.backoff_initial_s
+                backoff.reset()
                 now, wall = time.monotonic(), time.time()
                 with self._cond:
                     self.frames_read += 1
