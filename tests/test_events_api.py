@@ -19,8 +19,7 @@ from litestar.testing import TestClient
 
 from detection_service.app import create_app
 from detection_service.config import Settings
-from detection_service.pipeline.events import image_key
-from detection_service.services.events import label_key
+from detection_service.storage.keys import event_image_key, label_key
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
 from tests.conftest import free_port
 
@@ -43,7 +42,7 @@ def add_event(state, type_code: str, detected_at: datetime, images: int = 3, end
         event_id = event.id
     with state.session_factory.begin() as session:
         for seq in range(1, images + 1):
-            key = image_key(event_id, detected_at, seq)
+            key = event_image_key(event_id, detected_at, seq)
             state.object_store.put_bytes(key, JPEG, "image/jpeg")
             session.add(EventImage(event_id=event_id, image_path=key, sequence_number=seq, compression_quality=85,
                                    captured_at=detected_at + timedelta(seconds=seq)))
@@ -203,9 +202,9 @@ def _event_objects(store) -> list[str]:
 def test_cleanup_max_days_zero_leaves_nothing_behind(client, populated):
     state = client.app.state
     # Orphans of both kinds: an object whose event row is gone, a row whose object is gone.
-    orphan_key = image_key(999_999, NOW, 1)
+    orphan_key = event_image_key(999_999, NOW, 1)
     state.object_store.put_bytes(orphan_key, JPEG, "image/jpeg")
-    state.object_store.delete(image_key(populated[7], NOW - timedelta(hours=12 * 7), 2))
+    state.object_store.delete(event_image_key(populated[7], NOW - timedelta(hours=12 * 7), 2))
     data(client.put(f"/api/detections/{populated[5]}/classify", json={"type": "package"}))  # + label files
     assert data(client.put("/api/settings/storage", json={"max_days": 0}))["max_days"] == 0
     report = data(client.post("/api/system/cleanup", json={"type": "images"}))
@@ -222,7 +221,7 @@ def test_cleanup_keeps_recent_events_and_respects_the_quota(client, populated):
     state = client.app.state
     in_flight = add_event(state, "person", utcnow(), images=1, ended=False)
     # A capture deleted behind the service's back: its row would hand out a link that 404s.
-    state.object_store.delete(image_key(populated[1], NOW - timedelta(hours=12), 2))
+    state.object_store.delete(event_image_key(populated[1], NOW - timedelta(hours=12), 2))
     report = data(client.post("/api/system/cleanup", json={"type": "images"}))  # defaults: 30 days, 50 GB
     assert report["events_deleted"] == 0 and report["events_kept"] == 26 and report["orphan_rows_deleted"] == 1
     assert data(client.get(f"/api/events/{populated[1]}/images"))[0]["sequence_number"] == 1
@@ -234,7 +233,8 @@ def test_cleanup_keeps_recent_events_and_respects_the_quota(client, populated):
     remaining = [e["id"] for e in data(client.get("/api/detections", params={"limit": 100}))["items"]]
     assert remaining == [in_flight, *populated[:3]]
     assert report["events_deleted"] == 22
-    assert data(client.post("/api/system/cleanup", json={"type": "temp"}), 400)["code"] == "VALIDATION_ERROR"
+    # An unknown type is refused (`temp` is a type now: tests/test_system_storage.py).
+    assert data(client.post("/api/system/cleanup", json={"type": "everything"}), 400)["code"] == "VALIDATION_ERROR"
 
 
 def test_cleanup_logs(client):

@@ -35,6 +35,7 @@ from detection_service.bench import percentile
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory, upgrade
 from detection_service.services.events import EventFilter, EventService
+from detection_service.storage.keys import event_image_key
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
 
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_api"
@@ -73,7 +74,7 @@ def seed(engine: sa.Engine, events: int, images_per_event: int, rng: random.Rand
         for i in range(first, min(events, first + chunk)):
             detected_at = now - timedelta(days=SPAN_DAYS) + step * i
             event_id = i + 1
-            key = f"events/{detected_at:%Y/%m/%d}/{event_id}/1.jpg"
+            key = event_image_key(event_id, detected_at, 1)
             box = {"x1": 100, "y1": 80, "x2": 300, "y2": 400, "frame_width": 1280, "frame_height": 720}
             rows.append({
                 "id": event_id, "object_type_id": type_ids[rng.choices(codes, weights)[0]], "image_path": key,

@@ -49,7 +49,7 @@ from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.ml.evaluation import EvalImage, split_images
 from detection_service.ml.near_duplicates import DEFAULT_MAX_BITS, hash_files, min_distances
 from detection_service.ml.registry import fetch_dataset_version
-from detection_service.storage import ObjectStore
+from detection_service.storage import ObjectStore, keys
 from schemas.db import Dataset, DatasetVersion, Model
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def _frozen_collected(
 def _summary(store: ObjectStore, version: str, changes: dict[str, Any], *, created: bool,
              added: dict[str, int] | None = None, dropped: dict[str, int] | None = None) -> EvaluationSetUpdate:
     groups: dict[str, int] = {}
-    prefix = f"datasets/{EVALUATION_SET_ID}/{version}/valid/images/"
+    prefix = keys.dataset_split_images(EVALUATION_SET_ID, version, "valid")
     for info in store.list(prefix):
         name = info.key[len(prefix):]
         group = name.split("__", 1)[0] if "__" in name else ""

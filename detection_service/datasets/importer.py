@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from detection_service.datasets.export_reader import SPLITS, YAML_SPLIT_KEYS, ExportError, read_export
 from detection_service.errors import Conflict, DomainError, Invalid, NotFound
 from detection_service.ml.classes import MODEL_CLASSES
-from detection_service.storage import ObjectStore, StorageError, guess_content_type
+from detection_service.storage import ObjectStore, StorageError, guess_content_type, keys
 from schemas.datasets import ClassCount, ClassDistribution, FileProblem, ImportResult, SplitCount
 from schemas.db import Dataset, DatasetVersion, utcnow
 
@@ -131,11 +131,11 @@ def slugify(text: str, max_len: int = 50) -> str:
 
 
 def dataset_prefix(dataset_id: str) -> str:
-    return f"datasets/{dataset_id}/"
+    return keys.dataset_root(dataset_id)
 
 
 def version_prefix(dataset_id: str, version: str) -> str:
-    return f"datasets/{dataset_id}/{version}/"
+    return keys.dataset_version_root(dataset_id, version)
 
 
 def data_yaml_text(splits: Iterable[str], path: str = ".") -> str:

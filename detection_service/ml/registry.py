@@ -20,7 +20,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
-from detection_service.storage import ObjectStore
+from detection_service.storage import ObjectStore, keys
 from schemas.db import Model, utcnow
 
 WEIGHTS_NAME = "best.pt"
@@ -30,11 +30,11 @@ _COMPLETE = ".complete"
 
 
 def dataset_prefix(dataset_id: str, version: str) -> str:
-    return f"datasets/{dataset_id}/{version}/"
+    return keys.dataset_version_root(dataset_id, version)
 
 
 def model_prefix(model_id: str) -> str:
-    return f"models/{model_id}/"
+    return keys.model_root(model_id)
 
 
 def fetch_dataset_version(store: ObjectStore, dataset_id: str, version: str, cache_root: Path) -> Path:

@@ -22,6 +22,7 @@ from detection_service.datasets.auto_collect import BoxError, parse_bbox
 from detection_service.ml.classes import CLASS_IDS
 from detection_service.errors import Invalid, NotFound, Unavailable
 from detection_service.storage import ObjectStore, StorageError
+from detection_service.storage.keys import label_key
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
 from schemas.enums import EventStatus, ObjectTypeCode
 from schemas.envelope import Page
@@ -41,11 +42,6 @@ DATE_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timed
 SUMMARY_COLUMNS = ("id", "object_type_id", "original_type_id", "confidence_score", "detected_at", "ended_at",
                    "tracking_duration", "tracking_id", "status", "user_verified", "is_false_positive",
                    "reclassified_at", "model_version", "image_path")  # fmt: skip
-
-
-def label_key(image_key: str) -> str:
-    """The YOLO label of a capture lives beside it: ``events/.../42/3.jpg`` -> ``.../42/3.txt``."""
-    return image_key.rsplit(".", 1)[0] + ".txt"
 
 
 class _Type(NamedTuple):

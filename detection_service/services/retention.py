@@ -11,7 +11,6 @@ detected in the last IN_FLIGHT) are never touched: the pipeline is still adding 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,23 +21,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectInfo, ObjectStore, StorageError
+from detection_service.storage.keys import EVENTS_PREFIX, event_id_of
 from schemas.db import DetectionEvent, EventImage, NotificationHistory, SystemLog, SystemStatusLog, utcnow
 from schemas.events import CleanupReport
 from schemas.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
-EVENTS_PREFIX = "events/"
 IN_FLIGHT = timedelta(minutes=10)
 BATCH = 500
 GB = 1024**3
-# events/YYYY/MM/DD/<event_id>/<file>: see detection_service.pipeline.events.image_key
-_EVENT_KEY = re.compile(r"^events/\d{4}/\d{2}/\d{2}/(\d+)/")
-
-
-def event_id_of(key: str) -> int | None:
-    match = _EVENT_KEY.match(key)
-    return int(match.group(1)) if match else None
 
 
 def _chunks(values: Sequence, size: int = BATCH) -> Iterable[Sequence]:
