@@ -35,6 +35,7 @@ from detection_service.orchestrator import DagsterClient
 from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier
+from detection_service.pipeline.bus import EventBus
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.events import EventService
 from detection_service.services.health import package_version
@@ -83,19 +84,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.model_service = ModelService(
             app.state.session_factory, store, app.state.jobs, app.state.dagster, settings.data_dir / "cache"
         )
+        bus = EventBus()  # pipeline -> notifier, viewers, tests (docs/events.md)
+        # Telegram alerts (docs/notifications.md): its own thread; never blocks start-up. Whatever
+        # records an event queues its alerts with the notifier's queue configuration.
+        notifier = build_notifier(settings, app.state.session_factory, store, bus=bus,
+                                  relabel=app.state.event_service.classify)  # fmt: skip
         # Realtime pipeline (docs/pipeline.md "Service wiring"): nothing heavy here; the current
         # model loads on a background thread, the pipeline starts only if a source is configured.
         pipeline_service = PipelineService(
             settings=settings, session_factory=app.state.session_factory, store=store,
             settings_service=app.state.settings_service, model_service=app.state.model_service,
-        )
+            bus=bus, alerts=notifier.queue_config,
+        )  # fmt: skip
         app.state.pipeline_service = pipeline_service
         app.state.pipeline = pipeline_service.pipeline
-        app.state.bus = pipeline_service.bus
+        app.state.bus = bus
         app.state.detector_holder = pipeline_service.holder
-        # Telegram alerts (docs/notifications.md): its own thread; never blocks start-up.
-        notifier = build_notifier(settings, app.state.session_factory, store, bus=pipeline_service.bus,
-                                  relabel=app.state.event_service.classify)  # fmt: skip
+        app.state.manual_detection = pipeline_service.manual
         notifier.start()
         app.state.notifier = notifier
         app.state.notification_service = NotificationService(

@@ -4,8 +4,8 @@ the WebSocket camera ingest protocol. No I/O here.
 ``PipelineKnobs`` are the pipeline's tuning knobs (motion gate, event confirmation, package
 removal, detector backend and input size): the settings category ``pipeline`` (not in the seed),
 changed by ``PUT /api/detection/config`` or ``PUT /api/settings/pipeline`` and kept in
-``system_settings`` (see docs/pipeline.md, "Service wiring"). Their defaults mirror
-``PipelineConfig`` / ``RecorderConfig`` in ``detection_service.pipeline`` (a test keeps them equal).
+``system_settings`` (see docs/pipeline.md, "Service wiring"). This is their one definition:
+``detection_service.pipeline.config.PipelineConfig`` extends it with the limits that are not knobs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ PIPELINE_SETTINGS_CATEGORY: Final = "pipeline"
 
 
 class PipelineKnobs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    # Motion gate (PipelineConfig)
+    # Motion gate
     motion_mode: Annotated[MotionModeLiteral, msgspec.Meta(description="'off' runs the detector on every frame")] = "on"
     full_check_interval_s: Annotated[
         float, msgspec.Meta(ge=0.2, le=60, description="Run the detector at least this often, motion or not")
@@ -42,7 +42,7 @@ class PipelineKnobs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stall_timeout_s: Annotated[
         float, msgspec.Meta(ge=0.5, le=60, description="Seconds without a frame before the camera is 'disconnected'")
     ] = 3.0
-    # Events (RecorderConfig)
+    # Events
     confirm_hits: Annotated[int, msgspec.Meta(ge=1, le=50, description="Hits that confirm a track as an event")] = 3
     confirm_window_s: Annotated[
         float, msgspec.Meta(ge=0.1, le=60, description="... within this many seconds")
@@ -61,12 +61,7 @@ class PipelineKnobs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     imgsz: Annotated[int, msgspec.Meta(ge=64, le=1280, multiple_of=32)] | None = None
 
 
-PIPELINE_CONFIG_KEYS: Final = (
-    "motion_mode", "full_check_interval_s", "refresh_interval_s", "motion_threshold", "motion_min_area",
-    "sensitivity", "stall_timeout_s",
-)  # fmt: skip
-RECORDER_CONFIG_KEYS: Final = ("confirm_hits", "confirm_window_s", "end_after_s", "package_removed_after_s")
-DETECTOR_KEYS: Final = ("backend", "imgsz")
+DETECTOR_KEYS: Final = ("backend", "imgsz")  # a change swaps the detector (the rest apply to the pipeline)
 # Keys of PUT /api/detection/config that are detection settings (stored and validated by the
 # settings service, the same values as /api/settings/detection).
 DETECTION_SETTING_KEYS: Final = ("confidence_threshold", "capture_interval", "capture_count", "jpeg_quality")

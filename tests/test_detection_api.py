@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
+import msgspec
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -194,13 +195,16 @@ def test_config_applies_live_and_persists(settings):
 
 
 def test_knob_defaults_match_the_pipeline_library():
-    from detection_service.pipeline.events import RecorderConfig
-    from detection_service.pipeline.runner import PipelineConfig
-    from schemas.detection import PIPELINE_CONFIG_KEYS, RECORDER_CONFIG_KEYS, PipelineKnobs
+    # One definition: the pipeline's configuration (read by its gate, capture and event recorder)
+    # is the knobs plus limits, so every knob exists there with the same default.
+    from detection_service.pipeline.config import PipelineConfig
+    from schemas.detection import PipelineKnobs
 
-    knobs, config, recorder = PipelineKnobs(), PipelineConfig(), RecorderConfig()
-    assert {k: getattr(knobs, k) for k in PIPELINE_CONFIG_KEYS} == {k: getattr(config, k) for k in PIPELINE_CONFIG_KEYS}
-    assert {k: getattr(knobs, k) for k in RECORDER_CONFIG_KEYS} == {k: getattr(recorder, k) for k in RECORDER_CONFIG_KEYS}
+    knobs, config = PipelineKnobs(), PipelineConfig()
+    assert issubclass(PipelineConfig, PipelineKnobs)
+    assert {k: getattr(knobs, k) for k in PipelineKnobs.__struct_fields__} == msgspec.structs.asdict(config.knobs)
+    changed = config.with_knobs(PipelineKnobs(confirm_hits=5, motion_mode="off"))
+    assert changed.confirm_hits == 5 and changed.motion_mode == "off" and changed.retry_max_s == config.retry_max_s
 
 
 # --------------------------------------------------------------------------- WebSocket ingest
@@ -325,4 +329,4 @@ def test_deploy_loads_the_model_and_manual_detection_records_an_event(client, ra
     knobs = client.get("/api/detection/config").json()["data"]["pipeline"]
     assert knobs["backend"] == "torch" and knobs["confirm_hits"] == 3
     assert status(client)["model_id"] == row.model_id
-    assert state.model_service.deploy_hook == state.pipeline_service.load_model
+    assert state.model_service.deploy_hook == state.pipeline_service.models.load

@@ -30,6 +30,7 @@ from detection_service.notifications.crypto import TokenCipher
 from detection_service.notifications.worker import Notifier, build_notifier
 from detection_service.pipeline.bus import EventBus
 from detection_service.pipeline.capture import Frame
+from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import Detection, classify_detections
 from detection_service.pipeline.events import (
     EventHandle,
@@ -37,7 +38,6 @@ from detection_service.pipeline.events import (
     EventWriter,
     FrameInfo,
     InsertEvent,
-    RecorderConfig,
     StoreImage,
     bbox_json,
 )
@@ -105,9 +105,16 @@ class Env:
         n = build_notifier(self.settings, self.sf, self.store, bus=self.bus, relabel=self.relabel,
                            **{**FAST, **overrides})  # fmt: skip
         self.notifiers.append(n)
+        if self.writer is not None:
+            self.writer.alerts = n.queue_config  # as the app wires it: events queue with its notifier
         if start:
             n.start()
         return n
+
+    @property
+    def alerts(self) -> q.QueueConfig:
+        """The latest notifier's alert queue configuration (what the app hands the pipeline)."""
+        return self.notifiers[-1].queue_config if self.notifiers else q.QueueConfig()
 
     def relabel(self, event_id: int, type_code: str, verified: bool | None = True,
                 false_positive: bool | None = False) -> Any:  # fmt: skip
@@ -119,7 +126,7 @@ class Env:
     def event(self, type_code: str = "person", confidence: float = 0.87, seed: int = 1) -> int:
         """One event through the pipeline's writer (InsertEvent + capture 1), as the recorder makes it."""
         if self.writer is None:
-            self.writer = EventWriter(self.sf, self.store, self.bus, RecorderConfig(retry_initial_s=0.05))
+            self.writer = EventWriter(self.sf, self.store, self.bus, PipelineConfig(retry_initial_s=0.05), self.alerts)
         now = datetime.now(UTC)
         handle = EventHandle(now, type_code, seed)
         box = bbox_json((40, 30, 100, 110), 160, 120)
@@ -193,7 +200,7 @@ def test_pipeline_event_reaches_the_bot_as_one_photo_with_the_template_text(env:
     env.notifier()
     # The realtime pipeline's recorder, fed scripted detections: a person walks by for 3 s.
     recorder = EventRecorder(env.sf, env.store, lambda: DetectionSettings(capture_count=2, capture_interval=0.5),
-                             env.bus, RecorderConfig(retry_initial_s=0.05))  # fmt: skip
+                             env.bus, PipelineConfig(retry_initial_s=0.05), env.alerts)  # fmt: skip
     tracker = ObjectTracker()
     wall0 = time.time()
     for i in range(40):
@@ -289,7 +296,7 @@ def test_package_removed_alert_uses_its_template(env: Env) -> None:
     env.add_recipient()
     env.notifier()
     recorder = EventRecorder(env.sf, env.store, lambda: DetectionSettings(capture_count=1), env.bus,
-                             RecorderConfig(package_removed_after_s=1.0, retry_initial_s=0.05))  # fmt: skip
+                             PipelineConfig(package_removed_after_s=1.0, retry_initial_s=0.05), env.alerts)  # fmt: skip
     tracker = ObjectTracker()
     wall0 = time.time()
     try:
@@ -391,7 +398,6 @@ def test_two_workers_never_send_the_same_row(env: Env) -> None:
             s.add_all([NotificationHistory(event_id=event.id, telegram_user_id=rid, message_text="x", chat_id=chat,
                                            send_status="pending")
                        for rid, chat in s.execute(sa.select(Telegram.id, Telegram.chat_id)).all()])  # fmt: skip
-    q.configure(q.QueueConfig())
     env.notifier(photo_wait_s=0.0, updates="off")
     env.notifier(photo_wait_s=0.0, updates="off")
     assert wait_until(lambda: len(env.rows(send_status="sent")) == 16, 15)

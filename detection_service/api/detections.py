@@ -20,7 +20,7 @@ from litestar.params import Body
 from detection_service.api.responses import ok
 from detection_service.errors import DomainError, Invalid, TooLarge
 from detection_service.services.events import EventFilter, EventService, parse_when
-from detection_service.services.pipeline_service import PipelineService
+from detection_service.services.manual_detection import ManualDetector
 from schemas.detection import ManualDetection
 from schemas.envelope import Envelope, Page
 from schemas.events import ClassifyRequest, EventDetail, EventSummary, ObjectTypeInfo
@@ -79,7 +79,7 @@ class DetectionsController(Controller):
     )
     def detect(
         self,
-        pipeline_service: PipelineService,
+        manual_detection: ManualDetector,
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
         record: bool = False,
     ) -> Response[Envelope[ManualDetection]]:
@@ -91,7 +91,7 @@ class DetectionsController(Controller):
             raise Invalid("the uploaded file is empty", {"filename": upload.filename}, code="INVALID_IMAGE")
         image = decode_image(raw, upload.filename, upload.content_type)
         record = record or str(data.get("record", "")).strip().lower() in _TRUE
-        result: ManualDetection = pipeline_service.detect_image(image, record)
+        result: ManualDetection = manual_detection.detect(image, record)
         if result.event_id is not None:
             message = f"{result.count} object(s) detected; event {result.event_id} recorded"
         elif record:

@@ -61,7 +61,8 @@ def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = N
     from detection_service.notifications.crypto import TokenCipher
     from detection_service.notifications.worker import build_notifier
     from detection_service.pipeline.bus import EventBus
-    from detection_service.pipeline.events import EventHandle, EventWriter, InsertEvent, RecorderConfig, StoreImage
+    from detection_service.pipeline.config import PipelineConfig
+    from detection_service.pipeline.events import EventHandle, EventWriter, InsertEvent, StoreImage
     from detection_service.storage import make_object_store
     from schemas.db import Telegram
 
@@ -84,7 +85,7 @@ def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = N
         bus = EventBus()
         notifier = build_notifier(settings, sf, store, bus=bus, cooldown_override_s=0.0, updates="off")
         notifier.start()
-        writer = EventWriter(sf, store, bus, RecorderConfig())
+        writer = EventWriter(sf, store, bus, PipelineConfig(), alerts=notifier.queue_config)
         shot = _jpeg()
         rounds: dict[str, dict[int, float]] = {}
         try:

@@ -301,7 +301,8 @@ class _Env:
 
 
 def _pipeline(env: dict[str, Any], holder: Any, *, motion_mode: str, source_factory: Any = None, source: str = "bench") -> Any:
-    from detection_service.pipeline.runner import DetectionPipeline, PipelineConfig
+    from detection_service.pipeline.config import PipelineConfig
+    from detection_service.pipeline.runner import DetectionPipeline
     from schemas.settings import CameraSettings, DetectionSettings
 
     class MeasuredPipeline(DetectionPipeline):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,27 +47,15 @@ KIND_TEST: Final = "test"
 
 @dataclass
 class QueueConfig:
-    """Process-wide rendering/queueing options; the notifier sets them at start (``configure``)."""
+    """How alerts are queued and rendered. The notifier makes one from its own configuration
+    (``Notifier.queue_config``, which wakes it after each commit); the app passes that one to
+    whatever records events (the pipeline, manual detection). No module-level state."""
 
     link_base: str | None = None  # public base URL for event links in captions; None = no link
     timezone: str = "Asia/Seoul"
     cooldown_override_s: float | None = None  # benchmarks: ignore the sensitivity's cooldown
     unclassified_hold_s: float = 3.0  # an unclassified event's alert waits this long for its type to settle
     on_enqueued: list[Any] = field(default_factory=list)  # callbacks(row_ids) after commit
-
-
-_config = QueueConfig()
-_config_lock = threading.Lock()
-
-
-def configure(config: QueueConfig) -> None:
-    global _config
-    with _config_lock:
-        _config = config
-
-
-def current_config() -> QueueConfig:
-    return _config
 
 
 def utcnow() -> datetime:
@@ -132,10 +119,10 @@ def template_for(session: Session, key: str | None) -> tuple[int | None, str]:
     return row.id, row.message_text if row.is_active else DEFAULT_TEXTS.get(key, row.message_text)
 
 
-def enqueue_alerts(session: Session, event_id: int, kind: str = KIND_EVENT) -> list[int]:
+def enqueue_alerts(session: Session, event_id: int, config: QueueConfig, kind: str = KIND_EVENT) -> list[int]:
     """Write pending rows (one per recipient) for an event or its removal, in the caller's
     transaction. Returns the new row ids (empty when no alert is wanted)."""
-    cfg = _config
+    cfg = config
     row = session.execute(
         sa.select(DetectionEvent, ObjectType.code)
         .join(ObjectType, DetectionEvent.object_type_id == ObjectType.id)
@@ -196,11 +183,11 @@ def enqueue_alerts(session: Session, event_id: int, kind: str = KIND_EVENT) -> l
         session.add(item)
         session.flush()
         ids.append(item.id)
-    _after_commit(session, ids)
+    _after_commit(session, ids, cfg)
     return ids
 
 
-def enqueue_test(session: Session, text: str) -> list[int]:
+def enqueue_test(session: Session, text: str, config: QueueConfig) -> list[int]:
     now = utcnow()
     ids = []
     for recipient_id, chat_id in session.execute(sa.select(Telegram.id, Telegram.chat_id)).all():
@@ -209,15 +196,15 @@ def enqueue_test(session: Session, text: str) -> list[int]:
         session.add(item)
         session.flush()
         ids.append(item.id)
-    _after_commit(session, ids)
+    _after_commit(session, ids, config)
     return ids
 
 
-def _after_commit(session: Session, ids: list[int]) -> None:
+def _after_commit(session: Session, ids: list[int], config: QueueConfig) -> None:
     """Wake the worker once the rows are committed (a rolled-back transaction wakes nobody)."""
-    if not ids or not _config.on_enqueued:
+    if not ids or not config.on_enqueued:
         return
-    callbacks = list(_config.on_enqueued)
+    callbacks = list(config.on_enqueued)
 
     def fire(_session: Session) -> None:
         for callback in callbacks:
@@ -294,10 +281,6 @@ def renew(session_factory: sessionmaker[Session], row_id: int, token: str, lease
             .execution_options(synchronize_session=False)
         )  # fmt: skip
         return result.rowcount == 1
-
-
-def backoff_s(retry_count: int, initial_s: float, max_s: float) -> float:
-    return min(max_s, initial_s * (2 ** max(0, retry_count - 1)))
 
 
 def due_at(delay_s: float) -> datetime:

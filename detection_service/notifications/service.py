@@ -179,7 +179,7 @@ class NotificationService:
 
     def _enqueue_test(self, text: str) -> list[int]:
         with self.session_factory.begin() as session:
-            return q.enqueue_test(session, text)
+            return q.enqueue_test(session, text, self.notifier.queue_config)
 
     def _items(self, ids: list[int]) -> list[HistoryItem]:
         with self.session_factory() as session:

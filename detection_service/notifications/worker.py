@@ -59,8 +59,9 @@ from detection_service.notifications.messages import (
     template_key,
 )
 from detection_service.pipeline.bus import BusMessage, EventBus, EventCreated, PackageRemoved, Subscription
-from detection_service.pipeline.events import image_key
+from detection_service.retry import Backoff
 from detection_service.storage import ObjectStore
+from detection_service.storage.keys import event_image_key
 from schemas.db import DetectionEvent, NotificationHistory, ObjectType, Telegram
 
 log = logging.getLogger(__name__)
@@ -147,14 +148,16 @@ class Notifier:
         self._tokens: dict[str, str] = {}  # bot id -> token (for webhooks and polling)
         self._subscription: Subscription | None = None
         self._refresh_recipients = True
+        # What records events queues its alerts with this (the app passes it to the pipeline):
+        # captions and cooldowns follow this notifier's configuration, a commit wakes it.
+        self.queue_config = q.QueueConfig(link_base=self.config.link_base, timezone=self.config.timezone,
+                                          cooldown_override_s=self.config.cooldown_override_s,
+                                          unclassified_hold_s=self.config.unclassified_hold_s,
+                                          on_enqueued=[lambda _ids: self.poke()])  # fmt: skip
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        q.configure(q.QueueConfig(link_base=self.config.link_base, timezone=self.config.timezone,
-                                  cooldown_override_s=self.config.cooldown_override_s,
-                                  unclassified_hold_s=self.config.unclassified_hold_s,
-                                  on_enqueued=[lambda _ids: self.poke()]))  # fmt: skip
         try:
             self.prepare_tokens()
         except Exception as exc:  # the database may be down at start: the loop retries
@@ -174,7 +177,6 @@ class Notifier:
         self.poke()
         if self._thread is not None:
             self._thread.join(self.config.close_grace_s + 2.0 if timeout is None else timeout)
-        q.configure(q.QueueConfig())
 
     def poke(self) -> None:
         loop, wake = self._loop, self._wake
@@ -265,7 +267,7 @@ class Notifier:
             cached = self._photos.get(event.id)
         if cached:
             return cached
-        key = event.image_path or image_key(event.id, event.detected_at, 1)
+        key = event.image_path or event_image_key(event.id, event.detected_at, 1)
         try:
             return self.store.get_bytes(key)
         except Exception:
@@ -492,7 +494,7 @@ class Notifier:
             await self._fail(row.id, f"gave up after {retries} attempts; last error: {error}", retries)
             return
         if delay is None:
-            delay = q.backoff_s(retries, self.config.backoff_initial_s, self.config.backoff_max_s)
+            delay = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s).delay_for(retries)
         log.info("alert %s: %s; attempt %d again in %.0f s", row.id, error, retries + 1, delay)
         await self._finish(row.id, send_status=q.PENDING, retry_count=retries, error_message=error,
                            next_attempt_at=q.due_at(delay))  # fmt: skip
@@ -545,7 +547,7 @@ class Notifier:
     async def _poll(self, token: str) -> None:
         bot = self._bot(token)
         offset: int | None = None
-        delay = 1.0
+        backoff = Backoff(1.0, 60.0)
         try:
             await bot.delete_webhook()  # getUpdates answers 409 while a webhook is set
         except TelegramError:
@@ -554,14 +556,13 @@ class Notifier:
             try:
                 updates = await bot.get_updates(offset=offset, timeout=self.config.long_poll_s,
                                                 allowed_updates=["callback_query"])  # fmt: skip
-                delay = 1.0
+                backoff.reset()
             except InvalidToken:
                 self._error("polling", "InvalidToken: the bot token was rejected; polling stopped for it")
                 return
             except TelegramError as exc:
                 self._error("polling", scrub(f"{type(exc).__name__}: {exc}", [token]))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             for update in updates:
                 offset = update.update_id + 1

@@ -6,6 +6,9 @@ go through ``EventWriter``: two worker threads (one for the database, one for th
 unbounded FIFO queues. A failed write is retried with exponential backoff until it succeeds;
 event rows are never dropped, captures only when more than ``max_pending_image_bytes`` of them
 wait for a store that is down. Bus messages are published after the write they describe.
+A new event takes one path, whoever records it (this recorder or a manual detection,
+``services/manual_detection.py``): ``record_event`` inserts the row, queues its alerts in the
+same transaction and publishes ``EventCreated`` after the commit.
 See docs/pipeline.md for the rules (confirmation, one event per object, package life cycle).
 """
 
@@ -23,16 +26,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import cv2
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from detection_service.notifications.queue import enqueue_alerts
+from detection_service.notifications.queue import QueueConfig, enqueue_alerts
 from detection_service.pipeline.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
 from detection_service.pipeline.capture import Frame
+from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import UNCLASSIFIED, Detection
 from detection_service.pipeline.tracker import Track
+from detection_service.retry import Backoff
 from detection_service.storage.base import ObjectStore
+from detection_service.storage.keys import event_image_key
 from schemas.db import DetectionEvent, EventImage, ObjectType
 from schemas.enums import EventStatus
 from schemas.settings import DetectionSettings
@@ -41,19 +46,6 @@ log = logging.getLogger(__name__)
 
 PACKAGE = "package"
 ACTOR = "pipeline"
-
-
-class RecorderConfig(msgspec.Struct, kw_only=True):
-    confirm_hits: int = 3  # a track becomes an event after this many hits ...
-    confirm_window_s: float = 2.0  # ... within this many seconds
-    end_after_s: float = 3.0  # non-package events end after being unseen this long
-    package_removed_after_s: float = 10.0  # a package is "removed" after being unseen this long
-    readopt_iou: float = 0.3  # a new track this close to an orphaned open event continues it
-    orphan_after_s: float = 0.3  # an event whose track was not seen for this long can be re-adopted
-    max_absence_step_s: float = 2.0  # absence only accrues while the detector runs (gaps capped)
-    max_pending_image_bytes: int = 256 * 1024 * 1024
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +60,6 @@ class FrameInfo:
 # A capture's box is recorded only if the detector saw the object this recently (seconds): an older
 # box would label the wrong pixels.
 BOX_FRESH_S = 0.25
-
-
-def image_key(event_id: int, detected_at: datetime, seq: int) -> str:
-    return f"events/{detected_at:%Y/%m/%d}/{event_id}/{seq}.jpg"
 
 
 def bbox_json(bbox: tuple[float, float, float, float], width: int, height: int) -> dict[str, int]:
@@ -89,6 +77,55 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
 
 def _utc(wall: float) -> datetime:
     return datetime.fromtimestamp(wall, UTC)
+
+
+def object_type_id(session: Session, code: str) -> int | None:
+    return session.scalar(sa.select(ObjectType.id).where(ObjectType.code == code))
+
+
+def record_event(
+    session_factory: sessionmaker[Session],
+    bus: EventBus,
+    alerts: QueueConfig,
+    *,
+    object_type: str,
+    values: dict[str, Any],
+    bbox: dict[str, int],
+    tracking_id: int,
+    snapshot: bytes,
+    type_id: Callable[[Session, str], int | None] = object_type_id,
+    in_transaction: Callable[[Session, DetectionEvent], None] | None = None,
+    committed: Callable[[int], None] | None = None,
+) -> int:
+    """The one path of a new event: insert its ``detection_events`` row (``values``: its columns,
+    ``detected_at`` and ``confidence_score`` among them), run ``in_transaction`` with the flushed
+    row (e.g. store the capture), queue its Telegram alerts, commit all of it together, call ``committed`` and then
+    publish ``EventCreated``. Returns the new event id; raises (nothing committed) on failure."""
+    with session_factory.begin() as session:
+        row = DetectionEvent(object_type_id=type_id(session, object_type), **values)
+        session.add(row)
+        session.flush()
+        event_id = row.id
+        if in_transaction is not None:
+            in_transaction(session, row)
+        enqueue_alerts(session, event_id, alerts)  # pending Telegram alerts commit with the event
+    if committed is not None:
+        committed(event_id)
+    detected_at = values["detected_at"]
+    bus.publish(
+        EventCreated(
+            event_id=event_id,
+            object_type=object_type,
+            confidence=float(values["confidence_score"]),
+            bbox=bbox,
+            tracking_id=tracking_id,
+            model_version=values.get("model_version"),
+            detected_at=detected_at,
+            image_key=event_image_key(event_id, detected_at, 1),
+            snapshot_jpeg=snapshot,
+        )
+    )
+    return event_id
 
 
 # --------------------------------------------------------------------------- writer
@@ -145,7 +182,7 @@ class _Lane:
 
     def _loop(self) -> None:
         cfg = self.writer.config
-        delay = cfg.retry_initial_s
+        backoff = Backoff(cfg.retry_initial_s, cfg.retry_max_s)
         while True:
             with self.cond:
                 job = next((j for j in self.jobs if j.ready()), None)
@@ -161,7 +198,7 @@ class _Lane:
                 job.attempts += 1
                 message = f"{type(job).__name__}: {type(exc).__name__}: {exc}"
                 if message != self.last_error:
-                    log.warning("event writer (%s) failed, retrying in %.1f s: %s", self.name, delay, message)
+                    log.warning("event writer (%s) failed, retrying in %.1f s: %s", self.name, backoff.delay, message)
                 self.last_error = message
                 with self.cond:
                     if job.attempts % 3 == 0 and len(self.jobs) > 1:
@@ -171,10 +208,9 @@ class _Lane:
                         self.jobs.append(job)
                     if self._expired():
                         return
-                    self.cond.wait(delay)
-                delay = min(delay * 2, cfg.retry_max_s)
+                    self.cond.wait(backoff.next_delay())
                 continue
-            delay = cfg.retry_initial_s
+            backoff.reset()
             self.last_error = None
             with self.cond:
                 self.jobs.remove(job)
@@ -183,13 +219,22 @@ class _Lane:
 
 
 class EventWriter:
+    """``alerts``: the alert queue's configuration (``Notifier.queue_config``); without one, alerts
+    are queued with the defaults and no notifier is woken (a pipeline without a notifier)."""
+
     def __init__(
-        self, session_factory: sessionmaker[Session], store: ObjectStore, bus: EventBus, config: RecorderConfig
+        self,
+        session_factory: sessionmaker[Session],
+        store: ObjectStore,
+        bus: EventBus,
+        config: PipelineConfig,
+        alerts: QueueConfig | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.store = store
         self.bus = bus
         self.config = config
+        self.alerts = alerts or QueueConfig()
         self.images_dropped = 0
         self.pending_image_bytes = 0
         self._type_ids: dict[str, int] = {}
@@ -260,27 +305,14 @@ class InsertEvent(_Job):
 
     def run(self, writer: EventWriter) -> None:
         handle = self.handle
-        with writer.session_factory.begin() as session:
-            row = DetectionEvent(object_type_id=writer.type_id(session, self.object_type), **self.values)
-            session.add(row)
-            session.flush()
-            event_id = row.id
-            enqueue_alerts(session, event_id)  # pending Telegram alerts commit with the event
-        handle.event_id = event_id  # only after the commit succeeded
-        writer.images.poke()
-        writer.bus.publish(
-            EventCreated(
-                event_id=event_id,
-                object_type=self.object_type,
-                confidence=float(self.values["confidence_score"]),
-                bbox=self.bbox,
-                tracking_id=handle.tracking_id,
-                model_version=self.values.get("model_version"),
-                detected_at=handle.detected_at,
-                image_key=image_key(event_id, handle.detected_at, 1),
-                snapshot_jpeg=self.snapshot,
-            )
-        )
+
+        def committed(event_id: int) -> None:
+            handle.event_id = event_id  # only after the commit succeeded
+            writer.images.poke()
+
+        record_event(writer.session_factory, writer.bus, writer.alerts, object_type=self.object_type,
+                     values=self.values, bbox=self.bbox, tracking_id=handle.tracking_id, snapshot=self.snapshot,
+                     type_id=writer.type_id, committed=committed)  # fmt: skip
         self.snapshot = b""
 
 
@@ -296,7 +328,7 @@ class StoreImage(_Job):
 
     def run(self, writer: EventWriter) -> None:
         assert self.handle.event_id is not None
-        key = image_key(self.handle.event_id, self.handle.detected_at, self.seq)
+        key = event_image_key(self.handle.event_id, self.handle.detected_at, self.seq)
         writer.store.put_bytes(key, self.jpeg, "image/jpeg")
         writer.db.put(AddImageRow(self.handle, self.seq, key, self.captured_at, self.quality, self.box))
 
@@ -371,7 +403,7 @@ class UpdateEvent(_Job):
                 stmt = stmt.where(DetectionEvent.reclassified_at.is_(None))
             session.execute(stmt.values(**values, updated_by=ACTOR))
             if self.removed:
-                enqueue_alerts(session, self.handle.event_id, kind="removed")  # type: ignore[arg-type]
+                enqueue_alerts(session, self.handle.event_id, writer.alerts, kind="removed")  # type: ignore[arg-type]
         if self.message is not None:
             writer.bus.publish(self.message(self.handle.event_id))  # type: ignore[arg-type]
 
@@ -414,13 +446,14 @@ class EventRecorder:
         store: ObjectStore,
         settings: Callable[[], DetectionSettings],
         bus: EventBus,
-        config: RecorderConfig | None = None,
+        config: PipelineConfig | None = None,
+        alerts: QueueConfig | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.bus = bus
-        self.config = config or RecorderConfig()
-        self.writer = EventWriter(session_factory, store, bus, self.config)
+        self.config = config or PipelineConfig()
+        self.writer = EventWriter(session_factory, store, bus, self.config, alerts)
         self.events: list[OpenEvent] = []
         self.events_created = 0
         self._by_track: dict[int, OpenEvent] = {}
@@ -493,6 +526,11 @@ class EventRecorder:
             log.warning("could not re-adopt open package events: %s", exc)
         if self.events:
             log.info("re-adopted %d open package event(s)", len(self.events))
+
+    def configure(self, config: PipelineConfig) -> None:
+        """New knobs (confirmation, end, removal) from the next frame; the recorder and its
+        writer share one configuration (the writer's lanes keep the retry limits they started with)."""
+        self.config = self.writer.config = config
 
     def close(self, timeout: float = 5.0) -> int:
         """Stop the writer (after ``suspend``); returns the number of writes left undone."""

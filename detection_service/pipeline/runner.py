@@ -21,15 +21,18 @@ import msgspec
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from detection_service.ml.training import SENSITIVITY_FLOOR_FACTOR, min_confidence
+from detection_service.ml.training import min_confidence
+from detection_service.notifications.queue import QueueConfig
 from detection_service.pipeline.bus import EventBus
 from detection_service.pipeline.capture import Capture, Frame
+from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorError, DetectorHolder, classify_detections
-from detection_service.pipeline.events import EventRecorder, FrameInfo, RecorderConfig
-from detection_service.pipeline.motion import MotionDetector, MotionGate, MotionMode
+from detection_service.pipeline.events import EventRecorder, FrameInfo
+from detection_service.pipeline.motion import MotionDetector, MotionGate
 from detection_service.pipeline.sources import PUSH_SOURCE_NAMES, FrameSource, PushSource, open_source
 from detection_service.pipeline.tracker import ObjectTracker
 from detection_service.storage.base import ObjectStore
+from schemas.detection import PipelineKnobs
 from schemas.settings import CameraSettings, DetectionSettings
 
 log = logging.getLogger(__name__)
@@ -42,28 +45,6 @@ _COLOURS = {
     "mail": (255, 160, 0),
     "unclassified": (160, 160, 160),
 }
-
-
-class PipelineConfig(msgspec.Struct, kw_only=True):
-    """Pipeline knobs that are not product settings; all apply live via ``configure``."""
-
-    motion_mode: MotionMode = "on"
-    full_check_interval_s: float = 2.0
-    refresh_interval_s: float = 0.5
-    motion_width: int = 160
-    motion_threshold: int = 25
-    motion_min_area: float = 0.003
-    sensitivity: str = "medium"  # floor for unclassified boxes: min_confidence(threshold, sensitivity)
-    stall_timeout_s: float = 3.0
-    backoff_max_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.motion_mode not in ("on", "off"):
-            raise ValueError("motion_mode must be 'on' or 'off'")
-        if self.sensitivity not in SENSITIVITY_FLOOR_FACTOR:
-            raise ValueError(f"sensitivity must be one of {sorted(SENSITIVITY_FLOOR_FACTOR)}")
-        if self.full_check_interval_s <= 0 or self.refresh_interval_s <= 0 or self.stall_timeout_s <= 0:
-            raise ValueError("intervals must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +68,15 @@ class DetectionPipeline:
         camera: CameraSettings | None = None,
         detection: DetectionSettings | None = None,
         config: PipelineConfig | None = None,
-        recorder_config: RecorderConfig | None = None,
         source_factory: SourceFactory | None = None,
+        alerts: QueueConfig | None = None,
     ) -> None:
         self.holder = holder
         self.bus = bus
         self.camera = camera or CameraSettings()
         self.detection = detection or DetectionSettings()
         self.config = config or PipelineConfig()
-        self.recorder = EventRecorder(session_factory, store, lambda: self.detection, bus, recorder_config)
+        self.recorder = EventRecorder(session_factory, store, lambda: self.detection, bus, self.config, alerts)
         self.push_source = PushSource()  # one for the process: the WebSocket ingest outlives restarts
         self._source_factory = source_factory or self._default_source
         self._lock = threading.RLock()
@@ -184,12 +165,11 @@ class DetectionPipeline:
                 self._swap_capture()
 
     def configure(self, **changes: Any) -> PipelineConfig:
-        """Change PipelineConfig fields live (e.g. ``motion_mode="off"``); ValueError if invalid."""
-        try:
-            new = msgspec.convert({**msgspec.to_builtins(self.config), **changes}, PipelineConfig)
-        except msgspec.ValidationError as exc:
-            raise ValueError(str(exc)) from None
+        """Change PipelineConfig fields live (e.g. ``motion_mode="off"``); ValueError if invalid.
+        The motion gate and the event recorder take the new values from their next frame."""
+        new = self.config.with_changes(**changes)
         self.config = new
+        self.recorder.configure(new)
         gate = self._gate
         gate.mode = new.motion_mode
         gate.full_check_interval_s = new.full_check_interval_s
@@ -197,6 +177,10 @@ class DetectionPipeline:
         gate.detector.width, gate.detector.threshold = new.motion_width, new.motion_threshold
         gate.detector.min_area_ratio = new.motion_min_area
         return new
+
+    def apply_knobs(self, knobs: PipelineKnobs) -> PipelineConfig:
+        """The stored knobs changed: take every one of them (the limits that are not knobs stay)."""
+        return self.configure(**msgspec.structs.asdict(knobs))
 
     def push_jpeg(self, data: bytes) -> bool:
         """Frame from the WebSocket ingest; False (ignored) unless camera.source is "push"."""
@@ -245,6 +229,11 @@ class DetectionPipeline:
         if len(times) < 2 or time.monotonic() - times[-1] > 2.0:
             return 0.0
         return (len(times) - 1) / (times[-1] - times[0]) if times[-1] > times[0] else 0.0
+
+    def frame_size(self) -> tuple[int, int] | None:
+        """(width, height) of the last handled frame; None before the first."""
+        view = self._view
+        return (view.frame.width, view.frame.height) if view is not None else None
 
     def latest_jpeg(self, quality: int = 80) -> tuple[int, bytes | None]:
         """(version, annotated JPEG of the latest frame); encoded on demand, shared by viewers."""

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.pipeline.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
 from detection_service.pipeline.capture import Frame
+from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import Detection, classify_detections
-from detection_service.pipeline.events import EventRecorder, FrameInfo, RecorderConfig
+from detection_service.pipeline.events import EventRecorder, FrameInfo
 from detection_service.pipeline.tracker import ObjectTracker
 from schemas.db import DetectionEvent, EventImage, ObjectType
 from schemas.settings import DetectionSettings
@@ -28,14 +29,14 @@ SIZE = (320, 240)
 
 
 class Rig:
-    def __init__(self, session_factory: sessionmaker[Session], store, config: RecorderConfig | None = None,
+    def __init__(self, session_factory: sessionmaker[Session], store, config: PipelineConfig | None = None,
                  settings: DetectionSettings | None = None) -> None:  # fmt: skip
         self.bus = EventBus()
         self.sub = self.bus.subscribe("test")
         self.settings = settings or DetectionSettings(capture_count=3, capture_interval=0.5, jpeg_quality=70)
         self.recorder = EventRecorder(
             session_factory, store, lambda: self.settings, self.bus,
-            config or RecorderConfig(package_removed_after_s=2.0, retry_initial_s=0.05),
+            config or PipelineConfig(package_removed_after_s=2.0, retry_initial_s=0.05),
         )  # fmt: skip
         self.tracker = ObjectTracker()
         self.t = 0.0

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from detection_service.ml.training import min_confidence
 from detection_service.pipeline.bus import EventBus, EventCreated
+from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorHolder
-from detection_service.pipeline.events import RecorderConfig
-from detection_service.pipeline.runner import DetectionPipeline, PipelineConfig
+from detection_service.pipeline.runner import DetectionPipeline
 from schemas.db import DetectionEvent
 from schemas.settings import CameraSettings, DetectionSettings
 from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
@@ -38,8 +38,8 @@ def _pipeline(session_factory, store, source: str, detector=None, **config) -> t
         camera=CameraSettings(source=source, fps=15),
         detection=DetectionSettings(capture_count=2, capture_interval=0.2),
         # A large motion area: the video's changing 16x16 corner marker is not motion.
-        config=PipelineConfig(motion_min_area=0.05, stall_timeout_s=0.6, **config),
-        recorder_config=RecorderConfig(end_after_s=0.6, package_removed_after_s=1.0, retry_initial_s=0.05),
+        config=PipelineConfig(motion_min_area=0.05, stall_timeout_s=0.6, end_after_s=0.6, package_removed_after_s=1.0,
+                              retry_initial_s=0.05, **config),
     )
     return pipeline, bus
 
