@@ -13,10 +13,10 @@ from typing import Optional
 import dagster as dg
 
 from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
+from detection_service.batch_jobs import BatchJobs
 from detection_service.config import Settings
 from detection_service.services.jobs import queue_dataset_materialize
-from schemas.db import BatchJob, utcnow
-from schemas.enums import JobStatus
+from schemas.batch_jobs import DatasetUpdate, encode_parameters
 
 
 class CollectConfig(dg.Config):
@@ -24,17 +24,6 @@ class CollectConfig(dg.Config):
     dataset_id: Optional[str] = None
     auto_label: bool = True
     since_version: Optional[str] = None
-
-
-def _close(session_factory, job_id: Optional[int], **values) -> None:
-    if job_id is None:
-        return
-    with session_factory.begin() as session:
-        job = session.get(BatchJob, job_id)
-        if job is not None:
-            for key, value in values.items():
-                setattr(job, key, value)
-            job.completed_at = utcnow()
 
 
 @dg.asset(
@@ -58,40 +47,26 @@ def collected_dataset(
 
     configure_offline(Path(paths.data_dir))
     session_factory = database.session_factory()
-    params = {"source": "auto_collect", "dataset_id": config.dataset_id, "auto_label": config.auto_label,
-              "since_version": config.since_version}
-    if config.batch_job_id is not None:
-        with session_factory.begin() as session:
-            job = session.get(BatchJob, config.batch_job_id)
-            if job is None:
-                raise dg.Failure(f"batch job {config.batch_job_id} not found")
-            if JobStatus(job.status).is_finished:
-                raise dg.Failure(f"batch job {job.id} is already {job.status}")
-            params = dict(job.parameters or {})
-            job.status, job.started_at, job.dagster_run_id = JobStatus.RUNNING, utcnow(), context.run_id
-            job.current_step = "collecting verified events"
-    if not params.get("dataset_id"):
-        raise dg.Failure("no dataset_id to collect into")
-    store = object_store.store()
-    try:
-        result = run_dataset_update(session_factory, store, params, paths.work_dir(f"collect-{context.run_id}"),
-                                    settings=settings)
-    except NothingToCollect as exc:
-        _close(session_factory, config.batch_job_id, status=JobStatus.COMPLETED, current_step="nothing new",
-               result={"nothing_new": str(exc)})
-        context.log.info(f"nothing to collect: {exc}")
-        return
-    except Exception as exc:
-        _close(session_factory, config.batch_job_id, status=JobStatus.FAILED,
-               error_message=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    follow_up = queue_dataset_materialize(session_factory, result.dataset_id, result.version, params.get("train"))
-    splits = {name: count.images for name, count in result.splits.items()}
-    summary = {"dataset_id": result.dataset_id, "version": result.version, "total_images": result.total_images,
-               "total_labels": result.total_labels, "collected_events": len(result.collected_events),
-               "auto_labeled_images": result.auto_labeled_images, "splits": splits}
-    _close(session_factory, config.batch_job_id, status=JobStatus.COMPLETED, progress_percentage=100,
-           current_step="done", result={**summary, "follow_up_batch_job_id": follow_up})
+    with BatchJobs(session_factory).running(config.batch_job_id, context.run_id, "collecting verified events") as job:
+        params = job.parameters  # the queued job's parameters win over the config
+        if not isinstance(params, DatasetUpdate):
+            if not config.dataset_id:
+                raise dg.Failure("no dataset_id to collect into")
+            params = DatasetUpdate(source="auto_collect", dataset_id=config.dataset_id, auto_label=config.auto_label,
+                                   since_version=config.since_version)
+        try:
+            result = run_dataset_update(session_factory, object_store.store(), encode_parameters(params),
+                                        paths.work_dir(f"collect-{context.run_id}"), settings=settings)
+        except NothingToCollect as exc:
+            job.complete({"nothing_new": str(exc)}, step="nothing new")
+            context.log.info(f"nothing to collect: {exc}")
+            return
+        follow_up = queue_dataset_materialize(session_factory, result.dataset_id, result.version, params.train or None)
+        splits = {name: count.images for name, count in result.splits.items()}
+        summary = {"dataset_id": result.dataset_id, "version": result.version, "total_images": result.total_images,
+                   "total_labels": result.total_labels, "collected_events": len(result.collected_events),
+                   "auto_labeled_images": result.auto_labeled_images, "splits": splits}
+        job.complete({**summary, "follow_up_batch_job_id": follow_up})
     context.log.info(f"{result.dataset_id}@{result.version}: {len(result.collected_events)} new verified event(s), "
                      f"splits {splits}; materialization queued as batch job {follow_up}")
     yield dg.Output(

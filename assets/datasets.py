@@ -7,12 +7,13 @@ import sqlalchemy as sa
 
 from assets.partitions import dataset_versions, split_partition_key
 from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
+from detection_service.batch_jobs import BatchJobs
 from detection_service.config import Settings
 from detection_service.ml.registry import dataset_prefix
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.jobs import queue_dataset_materialize
-from schemas.db import BatchJob, Dataset, DatasetVersion, utcnow
-from schemas.enums import JobStatus
+from schemas.batch_jobs import DatasetUpdate, encode_parameters
+from schemas.db import Dataset, DatasetVersion
 
 
 def _distribution_md(distribution: dict) -> str:
@@ -115,38 +116,22 @@ def dataset_update(
     from detection_service.datasets.importer import NothingToCollect
 
     session_factory = database.session_factory()
-    with session_factory.begin() as session:
-        job = session.get(BatchJob, config.batch_job_id)
-        if job is None:
-            raise dg.Failure(f"batch job {config.batch_job_id} not found")
-        if JobStatus(job.status).is_finished:
-            raise dg.Failure(f"batch job {job.id} is already {job.status}")
-        params = dict(job.parameters or {})
-        job.status, job.started_at, job.dagster_run_id = JobStatus.RUNNING, utcnow(), context.run_id
-        job.current_step = f"importing ({params.get('source')})"
-    store = object_store.store()
-    try:
-        result = run_dataset_update(session_factory, store, params, paths.work_dir(f"dataset-{context.run_id}"),
-                                    settings=settings)
-    except NothingToCollect as exc:
-        with session_factory.begin() as session:
-            job = session.get(BatchJob, config.batch_job_id)
-            job.status, job.completed_at, job.current_step = JobStatus.COMPLETED, utcnow(), "nothing new"
-            job.result = {"nothing_new": str(exc)}
-        context.log.info(f"nothing to collect: {exc}")
-        return {"nothing_new": True}
-    except Exception as exc:
-        with session_factory.begin() as session:
-            job = session.get(BatchJob, config.batch_job_id)
-            job.status, job.completed_at, job.error_message = JobStatus.FAILED, utcnow(), f"{type(exc).__name__}: {exc}"[:2000]
-        raise
-    summary = {"dataset_id": result.dataset_id, "version": result.version, "total_images": result.total_images,
-               "total_labels": result.total_labels}
-    follow_up = queue_dataset_materialize(session_factory, result.dataset_id, result.version, params.get("train"))
-    with session_factory.begin() as session:
-        job = session.get(BatchJob, config.batch_job_id)
-        job.status, job.completed_at, job.progress_percentage = JobStatus.COMPLETED, utcnow(), 100
-        job.current_step, job.result = "done", {**summary, "follow_up_batch_job_id": follow_up}
+    with BatchJobs(session_factory).running(config.batch_job_id, context.run_id) as job:
+        params = job.parameters
+        if not isinstance(params, DatasetUpdate):
+            raise dg.Failure(f"batch job {config.batch_job_id} is not a dataset_update")
+        job.progress(step=f"importing ({params.source})")
+        try:
+            result = run_dataset_update(session_factory, object_store.store(), encode_parameters(params),
+                                        paths.work_dir(f"dataset-{context.run_id}"), settings=settings)
+        except NothingToCollect as exc:
+            job.complete({"nothing_new": str(exc)}, step="nothing new")
+            context.log.info(f"nothing to collect: {exc}")
+            return {"nothing_new": True}
+        summary = {"dataset_id": result.dataset_id, "version": result.version, "total_images": result.total_images,
+                   "total_labels": result.total_labels}
+        follow_up = queue_dataset_materialize(session_factory, result.dataset_id, result.version, params.train or None)
+        job.complete({**summary, "follow_up_batch_job_id": follow_up})
     context.log.info(f"dataset version {result.dataset_id}@{result.version}: {result.total_images} images; "
                      f"materialization queued as batch job {follow_up}")
     return summary

@@ -17,6 +17,7 @@ import msgspec
 import sqlalchemy as sa
 
 from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
+from detection_service.batch_jobs import BatchJobs
 from detection_service.datasets.evaluation_set import (
     imported_dataset_refs,
     model_base_refs,
@@ -25,8 +26,7 @@ from detection_service.datasets.evaluation_set import (
 from detection_service.ml.evaluation import per_class_table
 from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.services.settings import SettingsService
-from schemas.db import BatchJob, Model, utcnow
-from schemas.enums import JobStatus
+from schemas.db import Model
 
 HEAVY = {"aidoor/heavy": "true"}
 
@@ -119,45 +119,28 @@ def evaluate_registered_model(
 
     configure_offline(Path(paths.data_dir))
     session_factory = database.session_factory()
-    if config.batch_job_id is not None:
-        with session_factory.begin() as session:
-            job = session.get(BatchJob, config.batch_job_id)
-            if job is not None and not JobStatus(job.status).is_finished:
-                job.status, job.started_at, job.dagster_run_id = JobStatus.RUNNING, utcnow(), context.run_id
-                job.current_step = f"evaluating {config.model_id} on the fixed evaluation set"
-    try:
+    step = f"evaluating {config.model_id} on the fixed evaluation set"
+    with BatchJobs(session_factory).running(config.batch_job_id, context.run_id, step) as job:
         outcome = run_gate(session_factory, object_store.store(), paths.cache_dir(), config.model_id,
                            collected_dataset_id=collected_dataset_id(session_factory), on_log=context.log.info)
-    except Exception as exc:
-        if config.batch_job_id is not None:
-            with session_factory.begin() as session:
-                job = session.get(BatchJob, config.batch_job_id)
-                if job is not None:
-                    job.status, job.completed_at = JobStatus.FAILED, utcnow()
-                    job.error_message = f"{type(exc).__name__}: {exc}"[:2000]
-        raise
-    evaluation = outcome.challenger
-    with session_factory.begin() as session:
-        row = session.scalar(sa.select(Model).where(Model.model_id == config.model_id))
-        metrics = dict(row.metrics or {})
-        # A model from elsewhere has no training split: its registry numbers are the fixed set's.
-        if not metrics.get("dataset"):
-            metrics.update({k: evaluation["metrics"][k] for k in ("map50", "map50_95", "precision", "recall")})
-            metrics["per_class"] = [[e["name"], e["images"], e["instances"], e["precision"], e["recall"],
-                                     e["map50"], e["map50_95"]] for e in evaluation["per_class"]]
-            metrics["inference_ms"] = evaluation["inference_ms"]
-            metrics["evaluated_on"] = outcome.verdict.split
-            row.accuracy = round(float(evaluation["metrics"]["map50"]), 4)
-            row.inference_time = round(evaluation["inference_ms"])
-        row.metrics = metrics
-        if config.batch_job_id is not None:
-            job = session.get(BatchJob, config.batch_job_id)
-            if job is not None:
-                job.status, job.completed_at, job.progress_percentage = JobStatus.COMPLETED, utcnow(), 100
-                job.current_step = "done"
-                job.result = {"model_id": config.model_id, "evaluation_set": outcome.verdict.split,
-                              "metrics": evaluation["metrics"], "gate": {"passed": outcome.verdict.passed,
-                                                                        "reason": outcome.verdict.reason}}
+        evaluation = outcome.challenger
+        with session_factory.begin() as session:
+            row = session.scalar(sa.select(Model).where(Model.model_id == config.model_id))
+            metrics = dict(row.metrics or {})
+            # A model from elsewhere has no training split: its registry numbers are the fixed set's.
+            if not metrics.get("dataset"):
+                metrics.update({k: evaluation["metrics"][k] for k in ("map50", "map50_95", "precision", "recall")})
+                metrics["per_class"] = [[e["name"], e["images"], e["instances"], e["precision"], e["recall"],
+                                         e["map50"], e["map50_95"]] for e in evaluation["per_class"]]
+                metrics["inference_ms"] = evaluation["inference_ms"]
+                metrics["evaluated_on"] = outcome.verdict.split
+                row.accuracy = round(float(evaluation["metrics"]["map50"]), 4)
+                row.inference_time = round(evaluation["inference_ms"])
+            row.metrics = metrics
+            job.complete({"model_id": config.model_id, "evaluation_set": outcome.verdict.split,
+                          "metrics": evaluation["metrics"],
+                          "gate": {"passed": outcome.verdict.passed, "reason": outcome.verdict.reason}},
+                         session=session)
     context.log.info(f"gate: {outcome.verdict.reason}")
     if outcome.evaluation_set.created:
         context.log_event(dg.AssetMaterialization(asset_key="evaluation_set",

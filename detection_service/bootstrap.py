@@ -15,10 +15,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from detection_service.batch_jobs import IN_PROCESS, BatchJobs, validate
 from detection_service.config import DEFAULT_BOOTSTRAP_EXPORTS, Settings
 from detection_service.database import make_engine, make_session_factory
-from schemas.db import BatchJob, Model, ModelTraining
-from schemas.enums import JobStatus
+from schemas.batch_jobs import DatasetMaterialize
+from schemas.db import Model, ModelTraining
+from schemas.enums import BatchJobType, JobStatus
 
 
 def dataset_id_for(export_dir: Path) -> str:
@@ -54,8 +56,7 @@ def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> i
         with session_factory.begin() as session:
             if session.scalar(sa.select(sa.func.count()).select_from(Model)):
                 return None
-            busy = session.scalar(sa.select(sa.func.count()).select_from(BatchJob).where(
-                BatchJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING))))
+            busy = BatchJobs(session_factory).active_count(session=session)
             training = session.scalar(sa.select(sa.func.count()).select_from(ModelTraining).where(
                 ModelTraining.status.in_((JobStatus.PENDING, JobStatus.RUNNING))))
             if busy or training:
@@ -64,13 +65,9 @@ def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> i
                 print(f"==> no model yet, and no starter dataset at {export_dir}: set AIDOOR_BOOTSTRAP_DATASET, "
                       "upload a dataset and train, or `aidoor model register FILE`", flush=True)
                 return None
-            job = BatchJob(
-                job_type="dataset_update", job_name="bootstrap: starter model", status=JobStatus.PENDING, priority=2,
-                parameters=bootstrap_parameters(exports, profile),
-            )
-            session.add(job)
-            session.flush()
-            return job.id
+            parameters = validate(BatchJobType.DATASET_UPDATE, bootstrap_parameters(exports, profile))
+            return BatchJobs(session_factory).submit(parameters, "bootstrap: starter model", priority=2,
+                                                     session=session).id
     finally:
         engine.dispose()
 
@@ -91,8 +88,8 @@ def run_bootstrap(settings: Settings, exports: list[Path], profile: str = "defau
     from detection_service.services.jobs import queue_dataset_materialize
     from detection_service.storage import make_object_store
     from orchestration.instance import ensure_local_instance
+    from orchestration.jobs import BATCH_JOB_TAG, training_run_config
     from orchestration.resources import resources_from_settings
-    from orchestration.sensors import IN_PROCESS, training_run_config
 
     configure_offline(settings.data_dir)
     engine = make_engine(settings.database_url)
@@ -109,13 +106,12 @@ def run_bootstrap(settings: Settings, exports: list[Path], profile: str = "defau
                             description="starter dataset (bootstrap)")
     print(f"==> {result.total_images} images, {result.total_labels} boxes -> {dataset_id}@{result.version}", flush=True)
     # The batch job records the request (and makes the training visible in the API); it is run
-    # right here instead of by the sensor, so mark it as submitted.
+    # right here instead of by the sensor, so it is started now (IN_PROCESS keeps the sensor off it).
+    jobs = BatchJobs(session_factory)
     job_id = queue_dataset_materialize(session_factory, dataset_id, result.version, parameters["train"])
-    with session_factory.begin() as session:
-        job = session.get(BatchJob, job_id)
-        job.current_step = IN_PROCESS
-        job.status = JobStatus.RUNNING
-        params = job.parameters
+    params = jobs.start(job_id, None, IN_PROCESS)
+    if not isinstance(params, DatasetMaterialize) or not params.train:
+        raise RuntimeError(f"batch job {job_id} could not be started")
     ensure_local_instance(settings.dagster_home)
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     instance = dg.DagsterInstance.get()
@@ -126,12 +122,13 @@ def run_bootstrap(settings: Settings, exports: list[Path], profile: str = "defau
     outcome = dg.materialize(
         [dataset_version, data_yaml, teacher_labels, trained_model, model_evaluation, deployed_model],
         partition_key=key, instance=instance, resources=resources_from_settings(settings, secrets_from_env=True),
-        run_config=training_run_config(job_id, params["train"], True), tags={"aidoor/batch_job_id": str(job_id)},
+        run_config=training_run_config(job_id, params.train, True), tags={BATCH_JOB_TAG: str(job_id)},
         raise_on_error=False,
     )
-    with session_factory.begin() as session:
-        job = session.get(BatchJob, job_id)
-        job.status = JobStatus.COMPLETED if outcome.success else JobStatus.FAILED
+    # What the run status sensors do for a run of the daemon (none watches this one).
+    jobs.finish(job_id, JobStatus.COMPLETED if outcome.success else JobStatus.FAILED,
+                None if outcome.success else "bootstrap run failed; see its Dagster run logs", outcome.run_id)
+    with session_factory() as session:
         current = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
         current_id = current.model_id if current else None
     engine.dispose()

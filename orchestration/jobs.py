@@ -1,3 +1,8 @@
+"""The Dagster jobs of the code location, and the run config of a training run (shared by the
+batch_job_sensor and `aidoor bootstrap-model`, which runs the same chain in its own process)."""
+
+from typing import Any
+
 import dagster as dg
 import msgspec
 
@@ -6,6 +11,26 @@ from assets.resources import DatabaseResource, ObjectStoreResource
 from assets.system import storage_usage
 from detection_service.services.retention import RetentionService
 from detection_service.services.settings import SettingsService
+from schemas.batch_jobs import ModelRetrain, TrainParameters, train_config
+
+# The tag that ties a Dagster run to the batch_jobs row it executes.
+BATCH_JOB_TAG = "aidoor/batch_job_id"
+# The training fields the trained_model asset's config takes (assets/models.py TrainConfig).
+TRAIN_CONFIG_KEYS = ("training_id", "profile", "epochs", "batch_size", "imgsz", "base_model_id", "mix",
+                     "confidence_threshold", "sensitivity")
+
+
+def training_run_config(job_id: int, train: TrainParameters | ModelRetrain | dict[str, Any], with_deploy: bool) -> dict:
+    """Run config of a training run from a batch job's training parameters (a model_retrain job's,
+    or the ``train`` block of a dataset job)."""
+    given = train if isinstance(train, dict) else train_config(train)
+    config = {key: given[key] for key in TRAIN_CONFIG_KEYS if given.get(key) is not None}
+    config["batch_job_id"] = job_id
+    ops: dict = {"trained_model": {"config": config}}
+    if with_deploy:
+        ops["deployed_model"] = {"config": {"force": bool(given.get("force_deploy", False))}}
+    return {"ops": ops}
+
 
 storage_usage_job = dg.define_asset_job("storage_usage_job", selection=[storage_usage])
 

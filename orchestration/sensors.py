@@ -9,27 +9,28 @@ from assets.datasets import dataset_update_job
 from assets.evaluation import registered_model_evaluation_job
 from assets.partitions import dataset_versions, partition_key
 from assets.resources import DatabaseResource
-from detection_service.services.jobs import JobService
+from detection_service.batch_jobs import BatchJobs, validate
+from detection_service.errors import Invalid
 from detection_service.services.settings import SettingsService
-from orchestration.jobs import dataset_assets_job, dataset_to_model_job, train_and_deploy_job, train_model_job
-from schemas.db import BatchJob, DetectionEvent, Model, ModelTraining, utcnow
-from schemas.enums import JobStatus
+from orchestration.jobs import (
+    BATCH_JOB_TAG,
+    dataset_assets_job,
+    dataset_to_model_job,
+    train_and_deploy_job,
+    train_model_job,
+    training_run_config,
+)
+from schemas.batch_jobs import DatasetMaterialize, DatasetUpdate, JobParameters, ModelEvaluation, ModelRetrain
+from schemas.db import DetectionEvent, Model, ModelTraining
+from schemas.enums import BatchJobType, JobStatus
 
-# current_step of a batch job that `aidoor bootstrap-model` runs itself, outside the sensor.
-IN_PROCESS = "running in `aidoor bootstrap-model`"
-BATCH_JOB_TAG = "aidoor/batch_job_id"
-TRAIN_CONFIG_KEYS = ("training_id", "profile", "epochs", "batch_size", "imgsz", "base_model_id", "mix",
-                     "confidence_threshold", "sensitivity")
+__all__ = ["BATCH_JOB_TAG", "batch_job_sensor", "retrain_on_new_labels_sensor", "retrain_parameters",
+           "run_request_for"]
 
 
-def training_run_config(job_id: int, params: dict, with_deploy: bool) -> dict:
-    """Run config of a training run from a batch job's (training) parameters."""
-    train = {key: params[key] for key in TRAIN_CONFIG_KEYS if params.get(key) is not None}
-    train["batch_job_id"] = job_id
-    ops: dict = {"trained_model": {"config": train}}
-    if with_deploy:
-        ops["deployed_model"] = {"config": {"force": bool(params.get("force_deploy", False))}}
-    return {"ops": ops}
+# A retrain on new labels waits while any of these is queued or running.
+DATA_AND_MODEL_JOBS = (BatchJobType.DATASET_UPDATE, BatchJobType.DATASET_MATERIALIZE, BatchJobType.MODEL_RETRAIN,
+                       BatchJobType.MODEL_EVALUATION)
 
 
 def retrain_parameters(session_factory, profile: str) -> dict:
@@ -51,34 +52,34 @@ def retrain_parameters(session_factory, profile: str) -> dict:
     return train
 
 
-def run_request_for(job: BatchJob) -> tuple[dg.RunRequest, str | None]:
-    """The run that executes a batch job, and the dataset-version partition it needs (if any)."""
-    params = job.parameters or {}
-    tags = {BATCH_JOB_TAG: str(job.id)}
-    run_key = f"batch-job-{job.id}"
-    if job.job_type == "model_retrain":
-        key = partition_key(params["dataset_id"], params["version"])
-        auto_deploy = bool(params.get("auto_deploy"))
-        target = train_and_deploy_job if auto_deploy else train_model_job
-        return dg.RunRequest(run_key=run_key, job_name=target.name, partition_key=key, tags=tags,
-                             run_config=training_run_config(job.id, params, auto_deploy)), key
-    if job.job_type == "dataset_materialize":
-        key = partition_key(params["dataset_id"], params["version"])
-        if params.get("train"):
-            return dg.RunRequest(run_key=run_key, job_name=dataset_to_model_job.name, partition_key=key, tags=tags,
-                                 run_config=training_run_config(job.id, params["train"], True)), key
-        return dg.RunRequest(run_key=run_key, job_name=dataset_assets_job.name, partition_key=key, tags=tags), key
-    if job.job_type == "model_evaluation":
-        return dg.RunRequest(run_key=run_key, job_name=registered_model_evaluation_job.name, tags=tags, run_config={
-            "ops": {"evaluate_registered_model": {"config": {"batch_job_id": job.id, "model_id": params["model_id"]}}},
-        }), None
-    if job.job_type == "dataset_update" and params.get("source") == "auto_collect":
-        return dg.RunRequest(run_key=run_key, job_name=collection_job.name, tags=tags,
-                             run_config={"ops": {"collected_dataset": {"config": {"batch_job_id": job.id}}}}), None
-    if job.job_type == "dataset_update":
-        return dg.RunRequest(run_key=run_key, job_name=dataset_update_job.name, tags=tags,
-                             run_config={"ops": {"dataset_update": {"config": {"batch_job_id": job.id}}}}), None
-    raise ValueError(f"unknown batch job type {job.job_type!r}")
+def run_request_for(job_id: int, params: JobParameters) -> tuple[dg.RunRequest, str | None]:
+    """The run that executes a batch job, and the dataset-version partition it needs (if any).
+    ValueError for a job type no Dagster job runs."""
+    tags = {BATCH_JOB_TAG: str(job_id)}
+    run_key = f"batch-job-{job_id}"
+    match params:
+        case ModelRetrain():
+            key = partition_key(params.dataset_id, params.version)
+            target = train_and_deploy_job if params.auto_deploy else train_model_job
+            return dg.RunRequest(run_key=run_key, job_name=target.name, partition_key=key, tags=tags,
+                                 run_config=training_run_config(job_id, params, params.auto_deploy)), key
+        case DatasetMaterialize():
+            key = partition_key(params.dataset_id, params.version)
+            if params.train:
+                return dg.RunRequest(run_key=run_key, job_name=dataset_to_model_job.name, partition_key=key, tags=tags,
+                                     run_config=training_run_config(job_id, params.train, True)), key
+            return dg.RunRequest(run_key=run_key, job_name=dataset_assets_job.name, partition_key=key, tags=tags), key
+        case ModelEvaluation():
+            return dg.RunRequest(run_key=run_key, job_name=registered_model_evaluation_job.name, tags=tags, run_config={
+                "ops": {"evaluate_registered_model": {"config": {"batch_job_id": job_id, "model_id": params.model_id}}},
+            }), None
+        case DatasetUpdate(source="auto_collect"):
+            return dg.RunRequest(run_key=run_key, job_name=collection_job.name, tags=tags,
+                                 run_config={"ops": {"collected_dataset": {"config": {"batch_job_id": job_id}}}}), None
+        case DatasetUpdate():
+            return dg.RunRequest(run_key=run_key, job_name=dataset_update_job.name, tags=tags,
+                                 run_config={"ops": {"dataset_update": {"config": {"batch_job_id": job_id}}}}), None
+    raise ValueError(f"no Dagster job runs batch job type {type(params).__name__}")
 
 
 @dg.sensor(
@@ -94,23 +95,17 @@ def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
     # exists already (queued behind the heavy-run limit, or starting) is skipped by its tag, and
     # run_key makes Dagster drop any duplicate that slips through.
     session_factory = database.session_factory()
+    jobs = BatchJobs(session_factory)
     requests: list[dg.RunRequest] = []
     new_partitions: set[str] = set()
     with session_factory.begin() as session:
-        pending = session.scalars(
-            sa.select(BatchJob)
-            .where(BatchJob.status == JobStatus.PENDING, BatchJob.dagster_run_id.is_(None),
-                   sa.or_(BatchJob.current_step.is_(None), BatchJob.current_step != IN_PROCESS))
-            .order_by(BatchJob.priority, BatchJob.id)
-            .limit(20)
-        ).all()
-        for job in pending:
+        for job in jobs.waiting_for_a_run(session, limit=20):
             if context.instance.get_run_ids(filters=dg.RunsFilter(tags={BATCH_JOB_TAG: str(job.id)}), limit=1):
                 continue
             try:
-                request, key = run_request_for(job)
-            except (KeyError, ValueError) as exc:
-                job.status, job.error_message, job.completed_at = JobStatus.FAILED, f"cannot run: {exc}", utcnow()
+                request, key = run_request_for(job.id, validate(job.job_type, job.parameters))
+            except (Invalid, ValueError) as exc:
+                jobs.fail(job.id, f"cannot run: {exc}", session=session)
                 continue
             if key and key not in new_partitions and not context.instance.has_dynamic_partition(
                 dataset_versions.name, key
@@ -146,23 +141,17 @@ def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: 
         if last_training is not None:
             query = query.where(DetectionEvent.reclassified_at > last_training)
         count, max_id = session.execute(query).one()
-        busy = session.scalar(
-            sa.select(sa.func.count()).select_from(BatchJob).where(
-                BatchJob.job_type.in_(("dataset_update", "dataset_materialize", "model_retrain", "model_evaluation")),
-                BatchJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
-            )
-        )
+        busy = BatchJobs(session_factory).active_count(DATA_AND_MODEL_JOBS, session=session)
     if count < training.retrain_min_new_labels:
         return dg.SkipReason(f"{count} new verified labels, retraining at {training.retrain_min_new_labels}")
     if busy:
         return dg.SkipReason("a dataset update or training is already queued or running")
-    with session_factory.begin() as session:
-        session.add(BatchJob(
-            job_type="dataset_update", job_name=f"auto-collect {count} verified labels and retrain",
-            status=JobStatus.PENDING, priority=5, scheduled_at=utcnow(),
-            parameters={"source": "auto_collect", "dataset_id": training.auto_collect_dataset_id, "auto_label": True,
-                        "train": retrain_parameters(session_factory, training.profile)},
-        ))
+    BatchJobs(session_factory).submit(
+        validate(BatchJobType.DATASET_UPDATE, {
+            "source": "auto_collect", "dataset_id": training.auto_collect_dataset_id, "auto_label": True,
+            "train": retrain_parameters(session_factory, training.profile)}),
+        f"auto-collect {count} verified labels and retrain", priority=5,
+    )
     # The cursor is the newest label counted: the same labels never trigger a second retrain.
     context.update_cursor(str(max_id))
     return dg.SkipReason(f"queued auto-collect + retrain for {count} new verified labels")
@@ -173,7 +162,7 @@ def _finish_batch_job(
 ) -> None:
     job_id = context.dagster_run.tags.get(BATCH_JOB_TAG)
     if job_id:  # the run's own code may have recorded the outcome already: finish() then does nothing
-        JobService(database.session_factory()).finish(int(job_id), status, error, context.dagster_run.run_id)
+        BatchJobs(database.session_factory()).finish(int(job_id), status, error, context.dagster_run.run_id)
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING)

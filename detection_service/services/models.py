@@ -13,6 +13,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.batch_jobs import BatchJobs
 from detection_service.datasets.evaluation_set import EVALUATION_SET_ID, NoEvaluationSet, latest_evaluation_set
 from detection_service.ml import registry
 from detection_service.ml.classes import MODEL_CLASSES
@@ -21,7 +22,8 @@ from detection_service.errors import Conflict, DomainError, GateFailed, Invalid,
 from detection_service.services.jobs import JobService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectStore
-from schemas.db import BatchJob, Dataset, Model, ModelTraining, utcnow
+from schemas.batch_jobs import ModelRetrain
+from schemas.db import Dataset, Model, ModelTraining, utcnow
 from schemas.enums import BatchJobType, JobStatus
 from schemas.models import DeployResult, ModelInfo, TrainingStatus, TrainRequest
 
@@ -199,12 +201,9 @@ class ModelService:
             )
             session.add(training)
             session.flush()
-            params = {**msgspec.to_builtins(request), "dataset_id": dataset.dataset_id, "version": version,
-                      "training_id": training.id, "base_model_id": base}
-            job = BatchJob(job_type="model_retrain", job_name=training.job_name, status=JobStatus.PENDING,
-                           priority=3, parameters=params, scheduled_at=utcnow())
-            session.add(job)
-            session.flush()
+            params = ModelRetrain(**{**msgspec.structs.asdict(request), "dataset_id": dataset.dataset_id,
+                                     "version": version, "training_id": training.id, "base_model_id": base})
+            self._jobs.submit(params, training.job_name, priority=3, session=session)
             training_id = training.id
         return self.training_status(training_id)
 
@@ -216,7 +215,7 @@ class ModelService:
             row = session.scalar(query)
             if row is None:
                 raise NotFound("no training has been requested yet")
-            job = self._batch_job_of(session, row.id)
+            job = BatchJobs.of_training(session, row.id)
             return TrainingStatus(
                 id=row.id, job_name=row.job_name, job_type=row.job_type, status=row.status,
                 dataset_id=row.dataset.dataset_id if row.dataset else None,
@@ -229,17 +228,6 @@ class ModelService:
                 last_epoch=row.metrics if row.status == JobStatus.RUNNING else None,
             )
 
-    @staticmethod
-    def _batch_job_of(session: Session, training_id: int) -> BatchJob | None:
-        # JSON paths differ between SQLite and MySQL: filter in Python over the few training jobs.
-        jobs = session.scalars(sa.select(BatchJob).where(BatchJob.job_type.in_(("model_retrain", "dataset_materialize")))
-                               .order_by(BatchJob.id.desc()).limit(200))
-        for job in jobs:
-            params = job.parameters or {}
-            if params.get("training_id") == training_id or (params.get("train") or {}).get("training_id") == training_id:
-                return job
-        return None
-
     def cancel_training(self) -> TrainingStatus:
         run_id = None
         with self._session_factory.begin() as session:
@@ -249,9 +237,9 @@ class ModelService:
                 raise Conflict("no training is pending or running", code="NO_ACTIVE_TRAINING")
             # The training loop polls this status between batches and stops within seconds.
             row.status, row.completed_at, row.error_message = JobStatus.CANCELLED, utcnow(), "cancelled by request"
-            job = self._batch_job_of(session, row.id)
-            if job is not None and not JobStatus(job.status).is_finished:
-                job.status, job.completed_at, job.current_step = JobStatus.CANCELLED, utcnow(), "cancelled"
+            job = BatchJobs.of_training(session, row.id)
+            if job is not None:
+                self._jobs.cancel(job.id, session=session)
             run_id = row.dagster_run_id or (job.dagster_run_id if job else None)
             training_id = row.id
         if run_id:
