@@ -221,3 +221,121 @@ def test_the_environment_check_catches_a_read(tmp_path: Path) -> None:
     )
     hits = _aidoor_env_reads(sample, tmp_path)
     assert [h.split(":")[1] for h in hits] == ["3", "4", "5", "6", "8", "9", "17", "17"], hits
+
+# Batch jobs have one owner (issue #10 item 3): detection_service/batch_jobs.py is the only module
+# that writes ``batch_jobs`` rows. Everywhere else (the services, the API, ml/, the assets, the
+# sensors, the CLI) may read them, but there is no ``BatchJob(`` constructor, no
+# ``update/insert/delete(BatchJob)``, no SQL text that writes the table, and no assignment (or
+# ``setattr``) of a job column (``status``, ``current_step``, ...) on a job object: a name bound
+# from an expression that mentions ``BatchJob`` or the owner's readers (``waiting_for_a_run``,
+# ``of_training``), or any name with "job" in it.
+REPO = ROOT.parent
+JOB_OWNER = REPO / "detection_service" / "batch_jobs.py"
+JOB_COLUMNS = {"status", "progress_percentage", "current_step", "total_steps", "result", "error_message",
+               "dagster_run_id", "scheduled_at", "started_at", "completed_at", "parameters", "priority"}
+JOB_TABLE_WRITE = re.compile(r"(?i)\b(update|insert\s+into|delete\s+from)\s+[`\"]?batch_jobs\b")
+
+
+JOB_SOURCES = re.compile(r"\bBatchJob\b|\bwaiting_for_a_run\b|\bof_training\b")
+
+
+def _bound_names(target: ast.expr) -> list[str]:
+    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+
+
+def _job_names(tree: ast.AST) -> set[str]:
+    """Names bound to job rows: ``job = session.get(BatchJob, 1)``, ``for row in jobs.waiting_for_a_run(s)``."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and JOB_SOURCES.search(ast.unparse(node.value)):
+            names.update(n for t in node.targets for n in _bound_names(t))
+        elif (isinstance(node, (ast.For, ast.comprehension)) and JOB_SOURCES.search(ast.unparse(node.iter))) or (
+            isinstance(node, ast.NamedExpr) and JOB_SOURCES.search(ast.unparse(node.value))
+        ):
+            names.update(_bound_names(node.target))
+    return names
+
+
+def _job_like(node: ast.expr, names: set[str]) -> bool:
+    """``job``, ``batch_job``, ``self.job``, ``jobs[0]`` or a name bound to a job row."""
+    while isinstance(node, ast.Subscript):
+        node = node.value
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return "job" in name.lower() or name in names
+
+
+def _batch_job_writes(path: Path, root: Path = REPO) -> list[str]:
+    tree = ast.parse(path.read_text())
+    where = str(path.relative_to(root))
+    names = _job_names(tree)
+    found: list[tuple[int, str]] = []
+
+    def hit(node: ast.AST, what: str) -> None:
+        found.append((node.lineno, f"{where}:{node.lineno}: {what}"))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name == "BatchJob":
+                hit(node, f"constructs a job row: {ast.unparse(node)[:80]}")
+            elif name in ("update", "insert", "delete") and node.args and ast.unparse(node.args[0]).endswith(
+                "BatchJob"
+            ):
+                hit(node, f"writes the table: {ast.unparse(node)[:80]}")
+            elif name == "setattr" and node.args and _job_like(node.args[0], names):
+                hit(node, f"sets a job attribute: {ast.unparse(node)[:80]}")
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            flat = [e for t in targets for e in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])]
+            written = [
+                t for t in flat if isinstance(t, ast.Attribute) and t.attr in JOB_COLUMNS and _job_like(t.value, names)
+            ]
+            if written:
+                hit(node, f"assigns {', '.join(ast.unparse(t) for t in written)}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and JOB_TABLE_WRITE.search(node.value):
+            hit(node, f"SQL that writes batch_jobs: {node.value[:80]!r}")
+    return [text for _, text in sorted(found)]
+
+
+def test_only_the_job_owner_writes_batch_jobs() -> None:
+    files = [
+        path
+        for top in ("detection_service", "assets", "orchestration", "schemas")
+        for path in sorted((REPO / top).rglob("*.py"))
+        if path != JOB_OWNER and "migrations" not in path.parts and path != REPO / "schemas" / "db.py"
+    ]
+    assert JOB_OWNER.exists() and len(files) > 50  # the walk sees the tree
+    offenders = [hit for path in files for hit in _batch_job_writes(path)]
+    assert not offenders, "write batch_jobs through detection_service.batch_jobs.BatchJobs:\n" + "\n".join(offenders)
+    assert _batch_job_writes(JOB_OWNER)  # the owner itself does all of these
+
+
+def test_the_job_owner_check_catches_a_write(tmp_path: Path) -> None:
+    sample = tmp_path / "assets" / "bad.py"
+    sample.parent.mkdir()
+    sample.write_text(
+        "import sqlalchemy as sa\n"
+        "from schemas.db import BatchJob, ModelTraining\n"
+        "def f(session, jobs, training):\n"
+        "    session.add(BatchJob(job_type='dataset_update', job_name='x'))\n"
+        "    job = session.get(BatchJob, 1)\n"
+        "    job.status = 'completed'\n"
+        "    job.status, job.completed_at = 'failed', None\n"
+        "    setattr(job, 'current_step', 'x')\n"
+        "    session.execute(sa.update(BatchJob).values(status='cancelled'))\n"
+        "    session.execute(sa.text('UPDATE batch_jobs SET status = :s'))\n"
+        "    jobs[0].progress_percentage += 1\n"
+        "    training.status = 'failed'\n"  # another table: allowed
+        "    row = session.get(ModelTraining, 1); row.status = 'failed'\n"
+        "    jobs.complete(1, {'ok': True})\n"  # through the owner: allowed
+        "    print(job.status)\n"  # reading is allowed
+        "    other = session.scalar(sa.select(BatchJob).limit(1))\n"
+        "    other.current_step = 'x'\n"
+        "    for pending in jobs.waiting_for_a_run(session):\n"
+        "        pending.status = 'failed'\n"
+        "    for row in session.scalars(sa.select(ModelTraining)):\n"
+        "        row.completed_at = None\n"  # another table: allowed
+    )
+    hits = _batch_job_writes(sample, tmp_path)
+    assert [int(h.split(":")[1]) for h in hits] == [4, 6, 7, 8, 9, 10, 11, 17, 19], hits
