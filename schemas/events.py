@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
@@ -78,26 +78,3 @@ class CompressRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class CompressResult(msgspec.Struct, kw_only=True):
     quality: int
     applies_to: str = "new captures"
-
-
-CleanupType = Literal["images", "logs"]
-
-
-class CleanupRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    type: CleanupType = "images"
-
-
-class CleanupReport(msgspec.Struct, kw_only=True):
-    type: str
-    max_days: int
-    max_size_gb: float
-    events_deleted: int = 0
-    images_deleted: int = 0  # event_images rows
-    objects_deleted: int = 0  # store objects, orphans included
-    bytes_freed: int = 0
-    orphan_objects_deleted: int = 0
-    orphan_rows_deleted: int = 0  # event_images rows whose object was missing
-    logs_deleted: int = 0
-    events_kept: int = 0
-    bytes_kept: int = 0
-    duration_ms: int = 0

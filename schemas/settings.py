@@ -82,7 +82,18 @@ class TrainingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     ] = "default"
 
 
-SettingsStruct = CameraSettings | StorageSettings | DetectionSettings | NotificationSettings | TrainingSettings
+LogLevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class GeneralSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    log_level: Annotated[
+        LogLevelName, msgspec.Meta(description="Lowest level of the service's own log records kept in system_logs")
+    ] = "WARNING"
+
+
+SettingsStruct = (
+    CameraSettings | StorageSettings | DetectionSettings | NotificationSettings | TrainingSettings | GeneralSettings
+)
 
 SETTINGS_CATEGORIES: Final[dict[str, type[Any]]] = {
     "camera": CameraSettings,
@@ -92,6 +103,8 @@ SETTINGS_CATEGORIES: Final[dict[str, type[Any]]] = {
     "training": TrainingSettings,
     # Tuning knobs of the realtime pipeline (also changed by PUT /api/detection/config).
     "pipeline": PipelineKnobs,
+    # The seed's `general` category: the service as a whole (GET /api/system/logs keeps its records).
+    "general": GeneralSettings,
 }
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -22,3 +23,112 @@ class HealthReport(msgspec.Struct, kw_only=True):
     components: dict[str, ComponentHealth]
     version: str
     uptime_s: float
+
+
+# -- POST /api/system/cleanup ------------------------------------------------------------------
+
+CleanupType = Literal["images", "logs", "temp"]
+
+
+class CleanupRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    type: CleanupType = "images"
+    # temp: work dirs, upload and export staging untouched for this long are deleted ...
+    older_than_hours: Annotated[int, msgspec.Meta(ge=1, le=87600)] = 24
+    # ... and cached dataset versions / models not written for this many days.
+    cache_max_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
+
+
+class CleanupReport(msgspec.Struct, kw_only=True):
+    type: str
+    max_days: int
+    max_size_gb: float
+    events_deleted: int = 0
+    images_deleted: int = 0  # event_images rows
+    objects_deleted: int = 0  # store objects, orphans included
+    bytes_freed: int = 0
+    orphan_objects_deleted: int = 0
+    orphan_rows_deleted: int = 0  # event_images rows whose object was missing
+    logs_deleted: int = 0
+    events_kept: int = 0
+    bytes_kept: int = 0
+    # temp: what was deleted (paths relative to the data dir, the first 100) and what was kept
+    # because it is in use (a running job's work dir, the deployed model's cache) or too recent.
+    temp_deleted: int = 0
+    temp_kept: int = 0
+    deleted_paths: list[str] = msgspec.field(default_factory=list)
+    kept_paths: dict[str, str] = msgspec.field(default_factory=dict)  # path -> why
+    duration_ms: int = 0
+
+
+# -- GET /api/system/logs -----------------------------------------------------------------------
+
+
+class SystemLogEntry(msgspec.Struct, kw_only=True):
+    id: int
+    level: str  # schemas.enums.LogLevel
+    component: str
+    message: str
+    details: Any = None
+    user_id: int | None = None
+    created_at: datetime
+
+
+class LogHandlerStats(msgspec.Struct, kw_only=True):
+    """The handler that feeds system_logs (services/system_logs.py): records are queued without
+    waiting; ``dropped`` counts those lost to a full queue, ``failed`` those of a failed write."""
+
+    level: str
+    queue_size: int
+    queue_capacity: int
+    written: int = 0
+    dropped: int = 0
+    failed: int = 0
+    last_error: str | None = None
+
+
+class SystemLogPage(msgspec.Struct, kw_only=True):
+    items: list[SystemLogEntry]
+    total: int
+    page: int
+    limit: int
+    # None where this process keeps no handler (an app without the lifespan's logging).
+    handler: LogHandlerStats | None = None
+
+
+# -- GET /api/system/storage --------------------------------------------------------------------
+
+
+class PrefixUsage(msgspec.Struct, kw_only=True):
+    objects: int
+    bytes: int
+
+
+class ObjectStoreSnapshot(msgspec.Struct, kw_only=True):
+    """The object store by top-level prefix, as the ``storage_usage`` Dagster asset last listed it."""
+
+    taken_at: datetime
+    age_s: float
+    objects: int
+    bytes: int
+    # events, datasets, models, reports always; any other top-level prefix under its name.
+    by_prefix: dict[str, PrefixUsage]
+
+
+class DatabaseUsage(msgspec.Struct, kw_only=True):
+    dialect: str
+    bytes: int | None = None  # None: this database does not say (e.g. SQLite in memory)
+    detail: str | None = None
+
+
+class DiskUsage(msgspec.Struct, kw_only=True):
+    path: str
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+
+
+class StorageReport(msgspec.Struct, kw_only=True):
+    object_store: ObjectStoreSnapshot | None  # None: no snapshot yet (see message)
+    database: DatabaseUsage
+    disk: DiskUsage | None
+    message: str

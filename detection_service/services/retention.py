@@ -11,10 +11,13 @@ detected in the last IN_FLIGHT) are never touched: the pipeline is still adding 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,9 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectInfo, ObjectStore, StorageError
 from detection_service.storage.keys import EVENTS_PREFIX, event_id_of
-from schemas.db import DetectionEvent, EventImage, NotificationHistory, SystemLog, SystemStatusLog, utcnow
-from schemas.events import CleanupReport
+from schemas.db import (BatchJob, DetectionEvent, EventImage, Model, ModelTraining, NotificationHistory, SystemLog,
+                        SystemStatusLog, utcnow)
+from schemas.enums import JobStatus
 from schemas.settings import StorageSettings
+from schemas.system import CleanupReport
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +212,145 @@ class RetentionService:
                     sa.update(DetectionEvent).where(DetectionEvent.image_path.in_(chunk)).values(image_path=None)
                 )
         return deleted
+
+    # -- temp -----------------------------------------------------------------------------
+
+    def cleanup_temp(self, data_dir: Path, older_than: timedelta = timedelta(hours=24),
+                     cache_max_age: timedelta = timedelta(days=30), now: datetime | None = None) -> CleanupReport:
+        """Delete what the data dir holds only for a while: run work dirs (``work/``), upload
+        staging (``tmp/``), export staging left by a crash (``.staging-*``, ``.int8-*``,
+        ``*.partial`` under ``cache/``), all untouched for ``older_than``; and cached dataset
+        versions and models (``cache/datasets/<id>/<version>``, ``cache/models/<id>``) untouched
+        for ``cache_max_age``. Never the work dir of a pending or running job (batch_jobs or
+        model_training with that Dagster run id), never a cache while a job runs, never the
+        deployed model's cache, never anything written within the threshold."""
+        started = time.monotonic()
+        storage: StorageSettings = self.settings.get("storage")  # type: ignore[assignment]
+        report = CleanupReport(type="temp", max_days=storage.max_days, max_size_gb=storage.max_size_gb)
+        now_ts = (now or datetime.now(UTC)).timestamp()
+        busy_runs, current_models = self._in_use()
+        data_dir = Path(data_dir)
+
+        def keep(path: Path, why: str) -> None:
+            report.temp_kept += 1
+            if len(report.kept_paths) < REPORTED_PATHS:
+                report.kept_paths[str(path.relative_to(data_dir))] = why
+
+        def consider(path: Path, age: timedelta) -> None:
+            cutoff = now_ts - age.total_seconds()
+            if _newest_mtime(path, stop_at=cutoff) >= cutoff:
+                keep(path, f"changed within {_human(age)}")
+                return
+            freed = _remove(path)
+            if freed is None:
+                keep(path, "could not be deleted")
+                return
+            report.temp_deleted += 1
+            report.bytes_freed += freed
+            if len(report.deleted_paths) < REPORTED_PATHS:
+                report.deleted_paths.append(str(path.relative_to(data_dir)))
+
+        for entry in _children(data_dir / "work"):
+            run_id = entry.name.partition("-")[2]
+            if run_id and run_id in busy_runs:
+                keep(entry, "work dir of a running job")
+            else:
+                consider(entry, older_than)
+        for entry in _children(data_dir / "tmp"):
+            for child in _children(entry) if entry.is_dir() and not entry.is_symlink() else [entry]:
+                consider(child, older_than)
+        cache = data_dir / "cache"
+        for staging in _staging_entries(cache):
+            consider(staging, older_than)
+        cached = [*(v for d in _children(cache / "datasets") for v in _children(d) if d.is_dir()),
+                  *_children(cache / "models")]
+        for entry in cached:
+            if not entry.exists():
+                continue
+            if busy_runs:
+                keep(entry, "a job is running (it may read the cache)")
+            elif entry.parent.name == "models" and entry.name in current_models:
+                keep(entry, "cache of the deployed model")
+            else:
+                consider(entry, cache_max_age)
+        report.duration_ms = round((time.monotonic() - started) * 1000)
+        log.info("clean-up (temp): %d deleted (%d bytes), %d kept", report.temp_deleted, report.bytes_freed,
+                 report.temp_kept)
+        return report
+
+    def _in_use(self) -> tuple[set[str], set[str]]:
+        """Dagster run ids of pending/running jobs, and the model_id of the deployed model(s)."""
+        active = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
+        with self.session_factory() as session:
+            runs = {run for table in (BatchJob, ModelTraining) for run in session.scalars(
+                sa.select(table.dagster_run_id).where(table.status.in_(active), table.dagster_run_id.is_not(None))
+            )}
+            current = set(session.scalars(sa.select(Model.model_id).where(Model.is_current.is_(True))))
+        return runs, current
+
+
+REPORTED_PATHS = 100
+# Staging a crash leaves in the cache: export staging (pipeline/detector.py), INT8 work dirs
+# (ml/quantize.py), half-done downloads (ml/registry.py).
+_STAGING_PREFIXES = (".staging-", ".int8-")
+_STAGING_SUFFIX = ".partial"
+
+
+def _children(path: Path) -> list[Path]:
+    try:
+        return sorted(path.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _staging_entries(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        for name in list(dirs):
+            if name.startswith(_STAGING_PREFIXES) or name.endswith(_STAGING_SUFFIX):
+                found.append(Path(folder) / name)
+                dirs.remove(name)
+        found.extend(Path(folder) / name for name in files if name.endswith(_STAGING_SUFFIX))
+    return found
+
+
+def _newest_mtime(path: Path, stop_at: float) -> float:
+    """The newest mtime in a tree (symlinks not followed); stops early once one is >= stop_at."""
+    try:
+        newest = path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+    if newest >= stop_at or path.is_symlink() or not path.is_dir():
+        return newest
+    for folder, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            try:
+                newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+            except FileNotFoundError:
+                continue
+            if newest >= stop_at:
+                return newest
+    return newest
+
+
+def _remove(path: Path) -> int | None:
+    """Delete a file, link or tree; its size in bytes, or None if it could not be deleted."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            size = path.lstat().st_size
+            path.unlink()
+            return size
+        size = sum(os.lstat(os.path.join(folder, name)).st_size
+                   for folder, _, files in os.walk(path) for name in files)
+        shutil.rmtree(path)
+        return size
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        log.warning("clean-up (temp): %s stays: %s", path, exc)
+        return None
+
+
+def _human(age: timedelta) -> str:
+    hours = age.total_seconds() / 3600
+    return f"{hours / 24:g} days" if hours >= 48 else f"{hours:g} h"
