@@ -44,6 +44,8 @@ from detection_service.services.models import ModelService
 from detection_service.services.pipeline_service import PipelineService
 from detection_service.services.retention import RetentionService
 from detection_service.services.settings import SettingsService
+from detection_service.services.storage_report import StorageReportService
+from detection_service.services.system_logs import SystemLogService, install_log_handler, remove_log_handler
 from detection_service.storage import StorageError, make_object_store
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.object_store = store
         app.state.dagster = DagsterClient(settings.dagster_url)
         app.state.settings_service = SettingsService(app.state.session_factory)
+        # The service's own records at general.log_level and up reach system_logs, never blocking.
+        log_handler = install_log_handler(app.state.session_factory, app.state.settings_service)
+        app.state.system_logs = SystemLogService(app.state.session_factory, log_handler)
+        app.state.storage_report = StorageReportService(app.state.session_factory, engine, settings.data_dir)
         app.state.jobs = JobService(app.state.session_factory)
         app.state.event_service = EventService(
             app.state.session_factory, store, url_ttl=timedelta(seconds=settings.image_url_ttl_s)
@@ -113,6 +119,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             pipeline_service.close()
             notifier.close()  # after the pipeline's last writes; unsent alerts stay queued
+            remove_log_handler(log_handler)  # writes what is queued
             engine.dispose()
 
     return Litestar(
