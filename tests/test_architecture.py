@@ -222,6 +222,7 @@ def test_the_environment_check_catches_a_read(tmp_path: Path) -> None:
     hits = _aidoor_env_reads(sample, tmp_path)
     assert [h.split(":")[1] for h in hits] == ["3", "4", "5", "6", "8", "9", "17", "17"], hits
 
+
 # Batch jobs have one owner (issue #10 item 3): detection_service/batch_jobs.py is the only module
 # that writes ``batch_jobs`` rows. Everywhere else (the services, the API, ml/, the assets, the
 # sensors, the CLI) may read them, but there is no ``BatchJob(`` constructor, no
@@ -339,3 +340,91 @@ def test_the_job_owner_check_catches_a_write(tmp_path: Path) -> None:
     )
     hits = _batch_job_writes(sample, tmp_path)
     assert [int(h.split(":")[1]) for h in hits] == [4, 6, 7, 8, 9, 10, 11, 17, 19], hits
+
+
+# --------------------------------------------------------------------------- the realtime side
+# (issue #10, items 4, 5 and 8)
+
+KEY_LAYOUT = re.compile(r"""f["'](?:events|datasets|models)/|["'](?:events|datasets|models)/\{""")
+KEYS_MODULE = REPO / "detection_service" / "storage" / "keys.py"
+# A benchmark's throw-away captures, stored before their event rows exist (not the events/ layout).
+KEY_LAYOUT_EXEMPT = {REPO / "detection_service" / "bench" / "retrain.py"}
+
+
+def _key_layouts(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if path == KEYS_MODULE or path in KEY_LAYOUT_EXEMPT:
+            continue
+        found += [f"{rel}:{n}: {line.strip()}" for n, line in _code_lines(path) if KEY_LAYOUT.search(line)]
+    return found
+
+
+def test_object_keys_are_built_in_one_module() -> None:
+    found = _key_layouts(REPO / "detection_service") + _key_layouts(REPO / "assets")
+    assert not found, "object-store keys are built by detection_service/storage/keys.py only:\n" + "\n".join(found)
+
+
+def test_the_key_check_catches_a_layout(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text('def k(i):\n    return f"models/{i}/best.pt"\n')
+    assert _key_layouts(tmp_path) == ['m.py:2: return f"models/{i}/best.pt"']
+
+
+def _imports(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+    return modules
+
+
+def test_notifications_import_no_pipeline_internals_and_keep_no_module_state() -> None:
+    # The bus is the pipeline's public channel; everything else of the pipeline is its own.
+    allowed = {"detection_service.pipeline.bus"}
+    for path in sorted((ROOT / "notifications").glob("*.py")):
+        reached = {m for m in _imports(path) if m.startswith("detection_service.pipeline")} - allowed
+        assert not reached, f"{path.name} imports pipeline internals: {sorted(reached)}"
+        tree = ast.parse(path.read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Global)], f"{path.name} rebinds module state"
+
+
+def test_one_path_records_an_event() -> None:
+    # Only record_event inserts a DetectionEvent and queues its alerts (manual detection calls it).
+    pattern = re.compile(r"\bEventCreated\(")
+    publishers = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted(ROOT.rglob("*.py"))
+        for n, line in _code_lines(path)
+        if pattern.search(line) and path.name != "bus.py"
+    ]
+    assert publishers == [p for p in publishers if p.startswith("pipeline/events.py:")] and len(publishers) == 1, (
+        publishers
+    )
+
+
+def test_nothing_outside_the_pipeline_reads_its_private_attributes() -> None:
+    private = re.compile(r"\b(?:pipeline|recorder|writer|holder)\._[a-z]")
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sorted(ROOT.rglob("*.py"))
+        if "pipeline" not in path.relative_to(ROOT).parts
+        for n, line in _code_lines(path)
+        if private.search(line)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_retry_loops_use_the_one_backoff() -> None:
+    # A hand-written doubling (delay * 2, min(delay * 2, cap), 2 ** n) outside retry.py is a second backoff.
+    doubling = re.compile(r"\b(?:delay|backoff|wait|retry)\w*\s*\*\s*2\b|\b2(?:\.0)?\s*\*\*\s*\w*(?:restart|retr|attempt)")
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sorted(ROOT.rglob("*.py"))
+        if path.name != "retry.py"
+        for n, line in _code_lines(path)
+        if doubling.search(line)
+    ]
+    assert not found, "use detection_service.retry.Backoff:\n" + "\n".join(found)
