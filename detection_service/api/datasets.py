@@ -37,6 +37,7 @@ from detection_service.errors import Forbidden, Invalid, NotFound, UnsupportedMe
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.jobs import BatchJobView, JobService, queue_dataset_materialize
 from detection_service.storage import ObjectStore
+from schemas.batch_jobs import DatasetUpdate
 from schemas.datasets import (
     AutoCollectRequest,
     CreateDatasetRequest,
@@ -48,7 +49,6 @@ from schemas.datasets import (
     UpdateDatasetRequest,
 )
 from schemas.db import Dataset, DatasetVersion
-from schemas.enums import BatchJobType
 from schemas.envelope import Envelope
 
 T = TypeVar("T")
@@ -269,9 +269,9 @@ class DatasetController(Controller):
     ) -> Response[Envelope[BatchJobView]]:
         dataset_id = _require(session_factory, data.dataset_id)
         job = jobs.submit(
-            BatchJobType.DATASET_UPDATE, f"auto-collect -> {dataset_id}",
-            {"source": "auto_collect", "dataset_id": dataset_id, "auto_label": data.auto_label,
-             "since_version": data.since_version},
+            DatasetUpdate(source="auto_collect", dataset_id=dataset_id, auto_label=data.auto_label,
+                          since_version=data.since_version),
+            f"auto-collect -> {dataset_id}",
         )
         return ok(job, message="auto-collect queued", status_code=202)
 
@@ -289,10 +289,10 @@ class DatasetController(Controller):
             raise Invalid("version must be a Roboflow version number", {"version": version}, code="VALIDATION_ERROR")
         dataset_id = validate_dataset_id(data.dataset_id or slugify(project))  # InvalidDatasetId: 400
         job = jobs.submit(
-            BatchJobType.DATASET_UPDATE, f"roboflow {project}/{version} -> {dataset_id}",
-            # No API key here: parameters are stored in batch_jobs; the job reads it from the environment.
-            {"source": "roboflow", "workspace": credentials.workspace, "project_name": project, "version": int(version),
-             "dataset_id": dataset_id, "class_mapping": data.class_mapping},
+            # No API key here: parameters are stored in batch_jobs; the job reads it from the settings.
+            DatasetUpdate(source="roboflow", workspace=credentials.workspace, project_name=project,
+                          version=int(version), dataset_id=dataset_id, class_mapping=data.class_mapping),
+            f"roboflow {project}/{version} -> {dataset_id}",
         )
         return ok(job, message="Roboflow sync queued", status_code=202)
 
