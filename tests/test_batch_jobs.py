@@ -121,6 +121,15 @@ def test_the_api_service_validates_on_submit(session_factory):
     assert service.list() == [job] and service.get(job.id) == job
 
 
+def test_the_api_answers_bad_parameters_and_unknown_or_finished_jobs_with_statuses():
+    from detection_service.api.responses import status_of
+
+    with pytest.raises(Invalid) as raised:
+        validate("no_such_type", {})
+    assert status_of(raised.value) == 400
+    assert status_of(BatchJobNotFound("x")) == 404 and status_of(BatchJobFinished("x")) == 409
+
+
 def test_submit_checks_the_types_of_a_struct_built_by_hand(jobs: BatchJobs):
     with pytest.raises(Invalid, match="model_id"):
         jobs.submit(ModelEvaluation(model_id=3), "x")  # type: ignore[arg-type]  # msgspec does not check at init
