@@ -16,6 +16,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
+from detection_service.api.analytics import AnalyticsController
 from detection_service.api.data_yaml import DataYamlController
 from detection_service.api.datasets import DatasetController
 from detection_service.api.dependencies import DEPENDENCIES
@@ -54,7 +55,7 @@ ROUTE_HANDLERS = [
     SystemController, SettingsController, ObjectController, DatasetController, DataYamlController, ModelController
 ]
 ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController, EventsController]
-ROUTE_HANDLERS += [NotificationController]
+ROUTE_HANDLERS += [NotificationController, AnalyticsController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

@@ -1,0 +1,85 @@
+"""Analytics API (seed, items 1-3 of issue 12): statistics, patterns and anomalies of the recorded
+events, in the alert time zone. Methods: docs/analytics.md; code: services/analytics.py."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Annotated
+
+from litestar import Controller, Response, get
+from litestar.di import Provide
+from litestar.params import Parameter
+from sqlalchemy.orm import Session, sessionmaker
+
+from detection_service.api.responses import ok
+from detection_service.config import Settings
+from detection_service.services.analytics import AnalyticsService
+from schemas.analytics import Anomalies, Patterns, Statistics
+from schemas.envelope import Envelope
+
+_services: weakref.WeakKeyDictionary[sessionmaker[Session], AnalyticsService] = weakref.WeakKeyDictionary()
+_services_lock = threading.Lock()
+
+
+def provide_analytics_service(session_factory: sessionmaker[Session], settings: Settings) -> AnalyticsService:
+    """One AnalyticsService (and so one answer cache) per app, built from the app's own session
+    factory and alert time zone (both injected by api/dependencies.py)."""
+    with _services_lock:
+        service = _services.get(session_factory)
+        if service is None or service.time_zone != settings.alert_timezone:
+            service = _services[session_factory] = AnalyticsService(session_factory, settings.alert_timezone)
+        return service
+
+
+WINDOW_DOC = ("ISO 8601 date or date-time (UTC unless an offset is given). `period` is the span ending at "
+              "`end` (default: now), or starting at `start`; both given: exactly [start, end).")  # fmt: skip
+
+
+class AnalyticsController(Controller):
+    path = "/api/analytics"
+    tags = ["Analytics"]
+    dependencies = {"analytics_service": Provide(provide_analytics_service, sync_to_thread=False)}
+
+    @get("/statistics", sync_to_thread=True,
+         summary="Event counts, mean confidence and duration, relabelled and false-positive shares per group",
+         description="Groups are local time in the alert time zone (`time_zone` in the answer); every group of "
+         "the window is listed, empty ones with count 0. Bad values: INVALID_PERIOD, INVALID_GROUP_BY, "
+         "INVALID_DATE, INVALID_DATE_RANGE.")  # fmt: skip
+    def statistics(
+        self, analytics_service: AnalyticsService,
+        period: Annotated[str, Parameter(description="day | week | month")] = "week",
+        group_by: Annotated[str, Parameter(description="type | hour | weekday | day")] = "type",
+        start: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
+        end: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
+    ) -> Response[Envelope[Statistics]]:
+        result = analytics_service.statistics(period, group_by, start, end)
+        return ok(result, message=f"{result.total} event(s) in {len(result.groups)} group(s)")
+
+    @get("/patterns", sync_to_thread=True,
+         summary="Hour x weekday histograms per type, busiest hours, delivery windows, package stay, person dwell",
+         description="Local time in the alert time zone. Bad values: INVALID_PERIOD, INVALID_DATE, "
+         "INVALID_DATE_RANGE.")  # fmt: skip
+    def patterns(
+        self, analytics_service: AnalyticsService,
+        period: Annotated[str, Parameter(description="day | week | month")] = "month",
+        start: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
+        end: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
+    ) -> Response[Envelope[Patterns]]:
+        result = analytics_service.patterns(period, start, end)
+        return ok(result, message=f"patterns of {result.events} event(s)")
+
+    @get("/anomalies", sync_to_thread=True,
+         summary="Unusual events of the last days against the door's own history (rare_hour, loitering, burst, package_taken)",
+         description="The window is the last `days` local days, today included; the baseline the `baseline_days` "
+         "before it. With too little history the answer says so (`insufficient_history`) and flags nothing. "
+         "Bad values: INVALID_SENSITIVITY, INVALID_DAYS, INVALID_BASELINE_DAYS, INVALID_LIMIT.")  # fmt: skip
+    def anomalies(
+        self, analytics_service: AnalyticsService,
+        sensitivity: Annotated[str, Parameter(description="low | medium | high")] = "medium",
+        days: Annotated[int, Parameter(description="days to look at, today included (1-31)")] = 7,
+        baseline_days: Annotated[int, Parameter(description="days of history before them (14-365)")] = 90,
+        limit: Annotated[int, Parameter(description="most anomalies listed, highest score first (1-500)")] = 100,
+    ) -> Response[Envelope[Anomalies]]:
+        result = analytics_service.anomalies(sensitivity, days, baseline_days, limit)
+        return ok(result, message=result.message)
