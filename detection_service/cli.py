@@ -137,6 +137,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from detection_service.bench.pipeline import main as bench_pipeline
 
         return bench_pipeline(args.rest, settings)
+    if args.bench_command == "analytics":
+        from detection_service.bench.analytics import main as bench_analytics
+
+        return bench_analytics(args.rest, settings)
     if args.bench_command == "retrain":
         from detection_service.bench.retrain import main as bench_retrain
 
@@ -207,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(func=_model)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
-    bench.add_argument("bench_command", choices=["train", "pipeline", "api", "notify", "retrain", "events"])
+    bench.add_argument("bench_command", choices=["train", "pipeline", "api", "notify", "retrain", "events", "analytics"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
     bench.set_defaults(func=_bench)
 
