@@ -17,6 +17,7 @@ Answers are cached per query while the events are unchanged: the key holds ``MAX
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -675,7 +676,10 @@ class AnalyticsService:
 
     def _taken(self, taken: list[Any], events: list[Any], removals: list[int], slots: list[list[int]],
                weeks: float, sens: str, person: int | None) -> list[Anomaly]:  # fmt: skip
-        persons = [ev for ev in events if ev.object_type_id == person]
+        persons = [ev for ev in events if ev.object_type_id == person]  # in detected_at order
+        starts = [ev.detected_at for ev in persons]
+        longest = max(((ev.ended_at or ev.detected_at) - ev.detected_at for ev in persons), default=timedelta(0))
+        near_s = timedelta(seconds=PERSON_NEAR_S)
         total_removals = sum(removals)
         out = []
         for pkg in taken:
@@ -689,9 +693,11 @@ class AnalyticsService:
             else:
                 p, eff = self._slot_rate(slots, local.weekday(), h, weeks)
                 usual = f"the door sees about {eff / max(weeks, 1e-9):.2f} visits a week around {h:02d}:00"
-            near = [ev for ev in persons
-                    if ev.detected_at - timedelta(seconds=PERSON_NEAR_S) <= pkg.ended_at
-                    <= (ev.ended_at or ev.detected_at) + timedelta(seconds=PERSON_NEAR_S)]  # fmt: skip
+            # Person events seen from 15 s before to 15 s after the removal (bisected: only those
+            # that started within the longest person event before it can overlap).
+            lo = bisect.bisect_left(starts, pkg.ended_at - near_s - longest)
+            hi = bisect.bisect_right(starts, pkg.ended_at + near_s)
+            near = [ev for ev in persons[lo:hi] if pkg.ended_at <= (ev.ended_at or ev.detected_at) + near_s]
             unusual = p < RARE_P[sens]
             if not unusual and not (near and sens == "high"):
                 continue
