@@ -152,7 +152,8 @@ def _logger(name: str, handler: logging.Handler) -> logging.Logger:
 
 def test_a_dead_database_never_blocks_logging_and_drops_are_counted(caplog):
     stuck = _StuckDatabase()
-    handler = SystemLogHandler(stuck, capacity=10, flush_interval_s=0.01, retry_after_s=0.01)  # type: ignore[arg-type]
+    handler = SystemLogHandler(stuck, capacity=10, batch_size=10, flush_interval_s=0.01,  # type: ignore[arg-type]
+                               retry_after_s=0.01)
     logger = _logger("detection_service.pipeline.test_dead_database", handler)
     try:
         with caplog.at_level(logging.WARNING, logger="detection_service.services.system_logs"):
@@ -162,8 +163,8 @@ def test_a_dead_database_never_blocks_logging_and_drops_are_counted(caplog):
             elapsed = time.monotonic() - started
             assert elapsed < 1.0  # 500 records while the database hangs: no call waited on it
             stats = handler.stats()
+            # The writer holds at most one batch (10) while it hangs; the queue holds 10; the rest drop.
             assert stats.queue_size == 10 and stats.dropped >= 500 - 10 - handler.batch_size
-            assert stats.dropped + stats.queue_size + 1 >= 500 - 10  # at most one batch in the writer's hands
             full = [r for r in caplog.records if "queue full" in r.getMessage()]
             assert len(full) == 1  # logged once, not once per drop
         stuck.release.set()
