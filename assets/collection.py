@@ -8,7 +8,6 @@ the gated deploy).
 """
 
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 
@@ -20,10 +19,10 @@ from schemas.batch_jobs import DatasetUpdate, encode_parameters
 
 
 class CollectConfig(dg.Config):
-    batch_job_id: Optional[int] = None  # the queued dataset_update job (its parameters win)
-    dataset_id: Optional[str] = None
+    batch_job_id: int | None = None  # the queued dataset_update job (its parameters win)
+    dataset_id: str | None = None
     auto_label: bool = True
-    since_version: Optional[str] = None
+    since_version: str | None = None
 
 
 @dg.asset(
@@ -52,23 +51,40 @@ def collected_dataset(
         if not isinstance(params, DatasetUpdate):
             if not config.dataset_id:
                 raise dg.Failure("no dataset_id to collect into")
-            params = DatasetUpdate(source="auto_collect", dataset_id=config.dataset_id, auto_label=config.auto_label,
-                                   since_version=config.since_version)
+            params = DatasetUpdate(
+                source="auto_collect",
+                dataset_id=config.dataset_id,
+                auto_label=config.auto_label,
+                since_version=config.since_version,
+            )
         try:
-            result = run_dataset_update(session_factory, object_store.store(), encode_parameters(params),
-                                        paths.work_dir(f"collect-{context.run_id}"), settings=settings)
+            result = run_dataset_update(
+                session_factory,
+                object_store.store(),
+                encode_parameters(params),
+                paths.work_dir(f"collect-{context.run_id}"),
+                settings=settings,
+            )
         except NothingToCollect as exc:
             job.complete({"nothing_new": str(exc)}, step="nothing new")
             context.log.info(f"nothing to collect: {exc}")
             return
         follow_up = queue_dataset_materialize(session_factory, result.dataset_id, result.version, params.train or None)
         splits = {name: count.images for name, count in result.splits.items()}
-        summary = {"dataset_id": result.dataset_id, "version": result.version, "total_images": result.total_images,
-                   "total_labels": result.total_labels, "collected_events": len(result.collected_events),
-                   "auto_labeled_images": result.auto_labeled_images, "splits": splits}
+        summary = {
+            "dataset_id": result.dataset_id,
+            "version": result.version,
+            "total_images": result.total_images,
+            "total_labels": result.total_labels,
+            "collected_events": len(result.collected_events),
+            "auto_labeled_images": result.auto_labeled_images,
+            "splits": splits,
+        }
         job.complete({**summary, "follow_up_batch_job_id": follow_up})
-    context.log.info(f"{result.dataset_id}@{result.version}: {len(result.collected_events)} new verified event(s), "
-                     f"splits {splits}; materialization queued as batch job {follow_up}")
+    context.log.info(
+        f"{result.dataset_id}@{result.version}: {len(result.collected_events)} new verified event(s), "
+        f"splits {splits}; materialization queued as batch job {follow_up}"
+    )
     yield dg.Output(
         f"{result.dataset_id}@{result.version}",
         metadata={
@@ -87,6 +103,7 @@ def collected_dataset(
 
 
 collection_job = dg.define_asset_job(
-    "collection_job", selection=[collected_dataset],
+    "collection_job",
+    selection=[collected_dataset],
     description="Auto-collection: verified events -> a new dataset version (then its materialization is queued).",
 )

@@ -1,7 +1,6 @@
 """Dataset assets, one partition per stored dataset version ("<dataset_id>@<version>"), and the op
 job that creates new versions (Roboflow sync, auto-collection, an export folder on disk)."""
 
-
 import dagster as dg
 import sqlalchemy as sa
 
@@ -53,7 +52,7 @@ def dataset_version(
     splits: dict[str, dict[str, int]] = {}
     total_bytes = 0
     for info in store.list(prefix):
-        parts = info.key[len(prefix):].split("/")
+        parts = info.key[len(prefix) :].split("/")
         total_bytes += info.size
         if len(parts) == 3 and parts[1] in ("images", "labels"):
             splits.setdefault(parts[0], {"images": 0, "labels": 0})[parts[1]] += 1
@@ -122,22 +121,35 @@ def dataset_update(
             raise dg.Failure(f"batch job {config.batch_job_id} is not a dataset_update")
         job.progress(step=f"importing ({params.source})")
         try:
-            result = run_dataset_update(session_factory, object_store.store(), encode_parameters(params),
-                                        paths.work_dir(f"dataset-{context.run_id}"), settings=settings)
+            result = run_dataset_update(
+                session_factory,
+                object_store.store(),
+                encode_parameters(params),
+                paths.work_dir(f"dataset-{context.run_id}"),
+                settings=settings,
+            )
         except NothingToCollect as exc:
             job.complete({"nothing_new": str(exc)}, step="nothing new")
             context.log.info(f"nothing to collect: {exc}")
             return {"nothing_new": True}
-        summary = {"dataset_id": result.dataset_id, "version": result.version, "total_images": result.total_images,
-                   "total_labels": result.total_labels}
+        summary = {
+            "dataset_id": result.dataset_id,
+            "version": result.version,
+            "total_images": result.total_images,
+            "total_labels": result.total_labels,
+        }
         follow_up = queue_dataset_materialize(session_factory, result.dataset_id, result.version, params.train or None)
         job.complete({**summary, "follow_up_batch_job_id": follow_up})
-    context.log.info(f"dataset version {result.dataset_id}@{result.version}: {result.total_images} images; "
-                     f"materialization queued as batch job {follow_up}")
+    context.log.info(
+        f"dataset version {result.dataset_id}@{result.version}: {result.total_images} images; "
+        f"materialization queued as batch job {follow_up}"
+    )
     return summary
 
 
-@dg.job(description="Create a dataset version (Roboflow sync, auto-collection, export folder); "
-        "its assets are materialized by a follow-up run.")
+@dg.job(
+    description="Create a dataset version (Roboflow sync, auto-collection, export folder); "
+    "its assets are materialized by a follow-up run."
+)
 def dataset_update_job():
     dataset_update()

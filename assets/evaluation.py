@@ -8,9 +8,7 @@
   set and gated against the champion like any challenger; deploying it stays a person's decision.
 """
 
-
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import msgspec
@@ -73,7 +71,7 @@ class EvaluationSetConfig(dg.Config):
     # "dataset_id@version" refs of base datasets; empty: the deployed model's lineage (or, with no
     # model, every imported dataset's latest version).
     sources: list[str] = []
-    collected_dataset_id: Optional[str] = None  # default: training.auto_collect_dataset_id
+    collected_dataset_id: str | None = None  # default: training.auto_collect_dataset_id
 
 
 @dg.asset(
@@ -102,12 +100,15 @@ def evaluation_set(
 
 
 class RegisteredModelEvaluationConfig(dg.Config):
-    batch_job_id: Optional[int] = None
+    batch_job_id: int | None = None
     model_id: str
 
 
-@dg.op(tags=HEAVY, description="Evaluates a registered model on the fixed evaluation set and gates it "
-       "against the deployed champion (verdict in models.metrics.gate).")  # fmt: skip
+@dg.op(
+    tags=HEAVY,
+    description="Evaluates a registered model on the fixed evaluation set and gates it "
+    "against the deployed champion (verdict in models.metrics.gate).",
+)
 def evaluate_registered_model(
     context: dg.OpExecutionContext,
     config: RegisteredModelEvaluationConfig,
@@ -121,8 +122,14 @@ def evaluate_registered_model(
     session_factory = database.session_factory()
     step = f"evaluating {config.model_id} on the fixed evaluation set"
     with BatchJobs(session_factory).running(config.batch_job_id, context.run_id, step) as job:
-        outcome = run_gate(session_factory, object_store.store(), paths.cache_dir(), config.model_id,
-                           collected_dataset_id=collected_dataset_id(session_factory), on_log=context.log.info)
+        outcome = run_gate(
+            session_factory,
+            object_store.store(),
+            paths.cache_dir(),
+            config.model_id,
+            collected_dataset_id=collected_dataset_id(session_factory),
+            on_log=context.log.info,
+        )
         evaluation = outcome.challenger
         with session_factory.begin() as session:
             row = session.scalar(sa.select(Model).where(Model.model_id == config.model_id))
@@ -130,25 +137,38 @@ def evaluate_registered_model(
             # A model from elsewhere has no training split: its registry numbers are the fixed set's.
             if not metrics.get("dataset"):
                 metrics.update({k: evaluation["metrics"][k] for k in ("map50", "map50_95", "precision", "recall")})
-                metrics["per_class"] = [[e["name"], e["images"], e["instances"], e["precision"], e["recall"],
-                                         e["map50"], e["map50_95"]] for e in evaluation["per_class"]]
+                metrics["per_class"] = [
+                    [e["name"], e["images"], e["instances"], e["precision"], e["recall"], e["map50"], e["map50_95"]]
+                    for e in evaluation["per_class"]
+                ]
                 metrics["inference_ms"] = evaluation["inference_ms"]
                 metrics["evaluated_on"] = outcome.verdict.split
                 row.accuracy = round(float(evaluation["metrics"]["map50"]), 4)
                 row.inference_time = round(evaluation["inference_ms"])
             row.metrics = metrics
-            job.complete({"model_id": config.model_id, "evaluation_set": outcome.verdict.split,
-                          "metrics": evaluation["metrics"],
-                          "gate": {"passed": outcome.verdict.passed, "reason": outcome.verdict.reason}},
-                         session=session)
+            job.complete(
+                {
+                    "model_id": config.model_id,
+                    "evaluation_set": outcome.verdict.split,
+                    "metrics": evaluation["metrics"],
+                    "gate": {"passed": outcome.verdict.passed, "reason": outcome.verdict.reason},
+                },
+                session=session,
+            )
     context.log.info(f"gate: {outcome.verdict.reason}")
     if outcome.evaluation_set.created:
-        context.log_event(dg.AssetMaterialization(asset_key="evaluation_set",
-                                                  metadata=evaluation_set_metadata(outcome.evaluation_set)))
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key="evaluation_set", metadata=evaluation_set_metadata(outcome.evaluation_set)
+            )
+        )
     return dg.Output(msgspec.to_builtins(outcome.verdict), metadata=gate_metadata(outcome))
 
 
-@dg.job(tags=HEAVY, description="Evaluate a registered model (aidoor model register) on the fixed evaluation set "
-        "and gate it against the champion.")  # fmt: skip
+@dg.job(
+    tags=HEAVY,
+    description="Evaluate a registered model (aidoor model register) on the fixed evaluation set "
+    "and gate it against the champion.",
+)
 def registered_model_evaluation_job():
     evaluate_registered_model()

@@ -2,7 +2,6 @@
 
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import msgspec
@@ -21,13 +20,13 @@ HEAVY = {"aidoor/heavy": "true"}
 class TrainModelConfig(dg.Config):
     """One training run. Unset fields take the profile's values (see docs/training.md)."""
 
-    training_id: Optional[int] = None  # model_training row that receives live progress
-    batch_job_id: Optional[int] = None
+    training_id: int | None = None  # model_training row that receives live progress
+    batch_job_id: int | None = None
     profile: str = "default"
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    imgsz: Optional[int] = None
-    base_model_id: Optional[str] = None  # fine-tune one of our models instead of random init
+    epochs: int | None = None
+    batch_size: int | None = None
+    imgsz: int | None = None
+    base_model_id: str | None = None  # fine-tune one of our models instead of random init
     # More dataset versions to train on together with the partition's ("dataset@version", or a bare
     # dataset id = its latest version); teacher overlays of each come along (ml/training_data.py).
     mix: list[str] = []
@@ -58,8 +57,12 @@ def keep_base_classes(base: Model, weights: Path, data_yaml: Path):
     # At the size and threshold the model itself detects at: a 256-px student labels poorly at 640.
     threshold, imgsz = teacher.labelling_settings(weights, model)
     added = add_labels(data_yaml, teacher.label_images(model, images, classes, threshold=threshold, imgsz=imgsz))
-    return LineageEntry(ref=f"model:{base.model_id}", role="teacher", group="mix",
-                        labels_for=f"{', '.join(classes)} ({added} boxes on the mix's images)")
+    return LineageEntry(
+        ref=f"model:{base.model_id}",
+        role="teacher",
+        group="mix",
+        labels_for=f"{', '.join(classes)} ({added} boxes on the mix's images)",
+    )
 
 
 @dg.asset(
@@ -82,7 +85,12 @@ def trained_model(
 ):
     from detection_service.ml.mixing import merge_datasets
     from detection_service.ml.training import (
-        TrainingCancelled, TrainParams, evaluate, export_onnx, per_class_markdown, train,
+        TrainingCancelled,
+        TrainParams,
+        evaluate,
+        export_onnx,
+        per_class_markdown,
+        train,
     )
     from detection_service.ml.training_data import training_sources
 
@@ -95,12 +103,21 @@ def trained_model(
     work_dir = paths.work_dir(f"train-{context.run_id}")
     try:
         params = TrainParams(
-            profile=config.profile, epochs=config.epochs, batch_size=config.batch_size,
-            imgsz=config.imgsz, confidence_threshold=config.confidence_threshold, sensitivity=config.sensitivity,
+            profile=config.profile,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            imgsz=config.imgsz,
+            confidence_threshold=config.confidence_threshold,
+            sensitivity=config.sensitivity,
         )
         progress.step("fetching the training data", 1)
-        sources, lineage = training_sources(session_factory, store, paths.cache_dir(),
-                                            [context.partition_key, *config.mix], params.max_images_per_source)
+        sources, lineage = training_sources(
+            session_factory,
+            store,
+            paths.cache_dir(),
+            [context.partition_key, *config.mix],
+            params.max_images_per_source,
+        )
         data_yaml = merge_datasets(sources, work_dir / "data")
         context.log.info("training on " + ", ".join(f"{e.ref} ({e.role})" for e in lineage))
         source = params.model
@@ -120,7 +137,9 @@ def trained_model(
         def on_epoch(epoch) -> None:
             progress.on_epoch(epoch)
             losses = " ".join(f"{k}={v:.3f}" for k, v in epoch.losses.items())
-            context.log.info(f"epoch {epoch.epoch}/{epoch.epochs} ({epoch.progress_pct:.0f}%) {losses} {epoch.metrics or ''}")
+            context.log.info(
+                f"epoch {epoch.epoch}/{epoch.epochs} ({epoch.progress_pct:.0f}%) {losses} {epoch.metrics or ''}"
+            )
 
         result = train(data_yaml, work_dir, params, on_epoch=on_epoch, should_cancel=progress.should_cancel)
         progress.step("evaluating on the valid split", 96)
@@ -140,21 +159,27 @@ def trained_model(
             "dagster_run_id": context.run_id,
         }
         row = register_model(
-            session_factory, store, result.best_weights, model_name=f"{dataset_id} {version} ({params.profile})",
-            metrics=metrics, inference_ms=evaluation.inference_ms, onnx=onnx,
+            session_factory,
+            store,
+            result.best_weights,
+            model_name=f"{dataset_id} {version} ({params.profile})",
+            metrics=metrics,
+            inference_ms=evaluation.inference_ms,
+            onnx=onnx,
         )
         int8 = None
         if params.profile != "tiny":  # tiny = the tests' profile: no INT8 (quantize + 2 evaluations)
             from detection_service.ml.quantize import int8_for_registered_model
 
             progress.step("INT8 quantization and its mAP check", 99)
-            int8 = int8_for_registered_model(result.best_weights, params.imgsz, data_yaml, paths.cache_dir(),
-                                             row.model_id)  # fmt: skip
+            int8 = int8_for_registered_model(
+                result.best_weights, params.imgsz, data_yaml, paths.cache_dir(), row.model_id
+            )
             context.log.info(f"INT8: {msgspec.to_builtins(int8) if int8 else 'not made'}")
         progress.finished(row.id, metrics, result.wall_s, {"model_id": row.model_id})
     except TrainingCancelled:
         progress.failed("cancelled by request", cancelled=True)
-        raise dg.Failure("training cancelled by request")
+        raise dg.Failure("training cancelled by request") from None
     except Exception as exc:
         progress.failed(f"{type(exc).__name__}: {exc}")
         raise
@@ -177,15 +202,18 @@ def trained_model(
             "epochs_run": result.epochs_run,
             "imgsz": params.imgsz,
             "weights": row.model_path,
-            "lineage": dg.MetadataValue.md("\n".join(["| dataset version | role |", "|---|---|"]
-                                                      + [f"| {e.ref} | {e.role} |" for e in lineage])),
+            "lineage": dg.MetadataValue.md(
+                "\n".join(["| dataset version | role |", "|---|---|"] + [f"| {e.ref} | {e.role} |" for e in lineage])
+            ),
             "train_wall_s": dg.MetadataValue.float(round(result.wall_s, 1)),
         },
     )
     values = [m.get(k) for k in ("map50", "map50_95", "precision", "recall")]
     sane = all(v is not None and 0.0 <= v <= 1.0 for v in values) and m["map50_95"] <= m["map50"] + 1e-6
     yield dg.AssetCheckResult(
-        check_name="metrics_sane", passed=sane, asset_key="trained_model",
+        check_name="metrics_sane",
+        passed=sane,
+        asset_key="trained_model",
         metadata={"map50": m.get("map50"), "map50_95": m.get("map50_95")},
     )
 
@@ -212,18 +240,31 @@ def model_evaluation(
     configure_offline(Path(paths.data_dir))
     session_factory = database.session_factory()
     try:
-        outcome = run_gate(session_factory, object_store.store(), paths.cache_dir(), trained_model,
-                           collected_dataset_id=collected_dataset_id(session_factory), on_log=context.log.info)
+        outcome = run_gate(
+            session_factory,
+            object_store.store(),
+            paths.cache_dir(),
+            trained_model,
+            collected_dataset_id=collected_dataset_id(session_factory),
+            on_log=context.log.info,
+        )
     except LookupError as exc:
         raise dg.Failure(str(exc)) from None
     if outcome.evaluation_set.created:
-        context.log_event(dg.AssetMaterialization(asset_key="evaluation_set",
-                                                  metadata=evaluation_set_metadata(outcome.evaluation_set)))
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key="evaluation_set", metadata=evaluation_set_metadata(outcome.evaluation_set)
+            )
+        )
     verdict = outcome.verdict
     context.log.info(f"gate: {verdict.reason}")
     yield dg.Output(msgspec.to_builtins(verdict), metadata=gate_metadata(outcome))
-    yield dg.AssetCheckResult(check_name="beats_champion", passed=verdict.passed, asset_key="model_evaluation",
-                              metadata={"reason": verdict.reason, "evaluation_set": verdict.split})
+    yield dg.AssetCheckResult(
+        check_name="beats_champion",
+        passed=verdict.passed,
+        asset_key="model_evaluation",
+        metadata={"reason": verdict.reason, "evaluation_set": verdict.split},
+    )
 
 
 @dg.asset(
@@ -244,5 +285,11 @@ def deployed_model(
     with session_factory() as session:
         pk = session.scalar(sa.select(Model.id).where(Model.model_id == model_id))
     set_current_model(session_factory, pk, actor=f"dagster:{context.run_id[:8]}")
-    yield dg.Output(model_id, metadata={"model_id": model_id, "forced": config.force and not model_evaluation["passed"],
-                                        "gate": model_evaluation["reason"]})
+    yield dg.Output(
+        model_id,
+        metadata={
+            "model_id": model_id,
+            "forced": config.force and not model_evaluation["passed"],
+            "gate": model_evaluation["reason"],
+        },
+    )

@@ -1,6 +1,5 @@
 """System assets: snapshots of what the deployment holds."""
 
-
 from collections import defaultdict
 
 import dagster as dg
@@ -42,7 +41,9 @@ def storage_usage(
                 metadata_={"objects": total_objects, "bytes": total_bytes, "by_prefix": dict(by_prefix)},
             )
         )
-    context.log.info("object store %s: %d objects, %d bytes (%.2f%% of quota)", store.bucket, total_objects, total_bytes, quota_pct)
+    context.log.info(
+        "object store %s: %d objects, %d bytes (%.2f%% of quota)", store.bucket, total_objects, total_bytes, quota_pct
+    )
     table = "| prefix | objects | bytes |\n|---|---:|---:|\n" + "".join(
         f"| `{prefix}` | {count} | {size} |\n" for prefix, (count, size) in sorted(by_prefix.items())
     )

@@ -1,9 +1,8 @@
 """Teacher labels: a model from elsewhere labels the classes a dataset version lacks (people in the
 doorbell frames), as a dataset version of its own, ``<dataset_id>-teacher``."""
 
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 
@@ -20,9 +19,9 @@ from schemas.db import utcnow
 
 
 class TeacherConfig(dg.Config):
-    model_path: Optional[str] = None  # default: AIDOOR_TEACHER_MODEL or the COCO model in shared/
+    model_path: str | None = None  # default: AIDOOR_TEACHER_MODEL or the COCO model in shared/
     threshold: float = teacher.DEFAULT_THRESHOLD
-    classes: Optional[list[str]] = None  # default: our classes the dataset version has no box of
+    classes: list[str] | None = None  # default: our classes the dataset version has no box of
     imgsz: int = teacher.DEFAULT_IMGSZ
 
 
@@ -54,8 +53,11 @@ def teacher_labels(
     if model_path is None or not model_path.exists():
         context.log.warning("no teacher model (AIDOOR_TEACHER_MODEL): no teacher labels")
         return dg.MaterializeResult(metadata={"skipped": "no teacher model configured"})
-    labelled = {name for name, counts in (changes.get("class_distribution") or {}).items()
-                if (counts.get("instances") if isinstance(counts, dict) else counts)}
+    labelled = {
+        name
+        for name, counts in (changes.get("class_distribution") or {}).items()
+        if (counts.get("instances") if isinstance(counts, dict) else counts)
+    }
     wanted = config.classes or [c for c in MODEL_CLASSES if c not in labelled]
     configure_offline(Path(paths.data_dir))
     model = teacher.load_teacher(model_path)
@@ -74,10 +76,13 @@ def teacher_labels(
         context.log.info(f"teacher labelling {done}/{total} ({100 * done // total}%)")
 
     started = utcnow()
-    labels = teacher.label_images(model, images, classes, threshold=config.threshold, imgsz=config.imgsz,
-                                  on_progress=progress)
-    out_files = [VersionFile(f.split, f.name, f.image, "".join(f"{line}\n" for line in labels[image]))
-                 for f, image in zip(files, images)]
+    labels = teacher.label_images(
+        model, images, classes, threshold=config.threshold, imgsz=config.imgsz, on_progress=progress
+    )
+    out_files = [
+        VersionFile(f.split, f.name, f.image, "".join(f"{line}\n" for line in labels[image]))
+        for f, image in zip(files, images)
+    ]
     boxes = sum(len(v) for v in labels.values())
     with_boxes = sum(1 for v in labels.values() if v)
     provenance = {
@@ -87,25 +92,34 @@ def teacher_labels(
         "threshold": config.threshold,
         "imgsz": config.imgsz,
         "classes": classes,
-        "created_at": started.replace(tzinfo=timezone.utc).isoformat(),
+        "created_at": started.replace(tzinfo=UTC).isoformat(),
         "dagster_run_id": context.run_id,
     }
-    result = publish_version(session_factory, store, VersionDraft(
-        dataset_id=teacher_dataset_id(dataset_id), files=out_files, source="teacher",
-        source_detail=f"{model_path.name} on {context.partition_key}", name=f"{dataset_id} (teacher labels)",
-        description=f"Boxes for {', '.join(classes)} drawn by {model_path.name} on {context.partition_key}; "
-        "a version uploaded here by a person replaces them",
-        extra_changes={"teacher": provenance},
-    ))
-    context.log.info(f"{with_boxes} of {len(images)} images got {boxes} teacher boxes -> "
-                     f"{result.dataset_id}@{result.version}")
-    return dg.MaterializeResult(metadata={
-        "teacher_dataset": f"{result.dataset_id}@{result.version}",
-        "teacher_model": str(model_path),
-        "threshold": config.threshold,
-        "classes": ", ".join(classes),
-        "images": dg.MetadataValue.int(len(images)),
-        "images_with_boxes": dg.MetadataValue.int(with_boxes),
-        "boxes": dg.MetadataValue.int(boxes),
-    })
-
+    result = publish_version(
+        session_factory,
+        store,
+        VersionDraft(
+            dataset_id=teacher_dataset_id(dataset_id),
+            files=out_files,
+            source="teacher",
+            source_detail=f"{model_path.name} on {context.partition_key}",
+            name=f"{dataset_id} (teacher labels)",
+            description=f"Boxes for {', '.join(classes)} drawn by {model_path.name} on {context.partition_key}; "
+            "a version uploaded here by a person replaces them",
+            extra_changes={"teacher": provenance},
+        ),
+    )
+    context.log.info(
+        f"{with_boxes} of {len(images)} images got {boxes} teacher boxes -> {result.dataset_id}@{result.version}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "teacher_dataset": f"{result.dataset_id}@{result.version}",
+            "teacher_model": str(model_path),
+            "threshold": config.threshold,
+            "classes": ", ".join(classes),
+            "images": dg.MetadataValue.int(len(images)),
+            "images_with_boxes": dg.MetadataValue.int(with_boxes),
+            "boxes": dg.MetadataValue.int(boxes),
+        }
+    )

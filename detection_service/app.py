@@ -32,10 +32,10 @@ from detection_service.api.stream import StreamController
 from detection_service.api.system import SystemController
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
-from detection_service.orchestrator import DagsterClient
 from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier
+from detection_service.orchestrator import DagsterClient
 from detection_service.pipeline.bus import EventBus
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.events import EventService
@@ -52,7 +52,12 @@ from detection_service.storage import StorageError, make_object_store
 log = logging.getLogger(__name__)
 
 ROUTE_HANDLERS = [
-    SystemController, SettingsController, ObjectController, DatasetController, DataYamlController, ModelController
+    SystemController,
+    SettingsController,
+    ObjectController,
+    DatasetController,
+    DataYamlController,
+    ModelController,
 ]
 ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController, EventsController]
 ROUTE_HANDLERS += [NotificationController, AnalyticsController]
@@ -94,15 +99,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         bus = EventBus()  # pipeline -> notifier, viewers, tests (docs/events.md)
         # Telegram alerts (docs/notifications.md): its own thread; never blocks start-up. Whatever
         # records an event queues its alerts with the notifier's queue configuration.
-        notifier = build_notifier(settings, app.state.session_factory, store, bus=bus,
-                                  relabel=app.state.event_service.classify)  # fmt: skip
+        notifier = build_notifier(
+            settings, app.state.session_factory, store, bus=bus, relabel=app.state.event_service.classify
+        )
         # Realtime pipeline (docs/pipeline.md "Service wiring"): nothing heavy here; the current
         # model loads on a background thread, the pipeline starts only if a source is configured.
         pipeline_service = PipelineService(
-            settings=settings, session_factory=app.state.session_factory, store=store,
-            settings_service=app.state.settings_service, model_service=app.state.model_service,
-            bus=bus, alerts=notifier.queue_config,
-        )  # fmt: skip
+            settings=settings,
+            session_factory=app.state.session_factory,
+            store=store,
+            settings_service=app.state.settings_service,
+            model_service=app.state.model_service,
+            bus=bus,
+            alerts=notifier.queue_config,
+        )
         app.state.pipeline_service = pipeline_service
         app.state.pipeline = pipeline_service.pipeline
         app.state.bus = bus

@@ -121,8 +121,14 @@ class BatchJobs:
         job_type = job_type_of(parameters)
         stored = encode_parameters(validate(job_type, encode_parameters(parameters)))  # types checked too
         with self._transaction(session) as tx:
-            job = BatchJob(job_type=job_type.value, job_name=name[:100], parameters=stored, priority=priority,
-                           status=JobStatus.PENDING, scheduled_at=utcnow())
+            job = BatchJob(
+                job_type=job_type.value,
+                job_name=name[:100],
+                parameters=stored,
+                priority=priority,
+                status=JobStatus.PENDING,
+                scheduled_at=utcnow(),
+            )
             tx.add(job)
             tx.flush()
             return BatchJobView.of(job)
@@ -158,20 +164,29 @@ class BatchJobs:
     def waiting_for_a_run(session: Session, limit: int = 20) -> list[BatchJob]:
         """Pending rows no run has claimed (nor `aidoor bootstrap-model`), by priority, oldest first.
         The rows are for reading: change them through the transitions below."""
-        return list(session.scalars(
-            sa.select(BatchJob)
-            .where(BatchJob.status == JobStatus.PENDING, BatchJob.dagster_run_id.is_(None),
-                   sa.or_(BatchJob.current_step.is_(None), BatchJob.current_step != IN_PROCESS))
-            .order_by(BatchJob.priority, BatchJob.id)
-            .limit(limit)
-        ))
+        return list(
+            session.scalars(
+                sa.select(BatchJob)
+                .where(
+                    BatchJob.status == JobStatus.PENDING,
+                    BatchJob.dagster_run_id.is_(None),
+                    sa.or_(BatchJob.current_step.is_(None), BatchJob.current_step != IN_PROCESS),
+                )
+                .order_by(BatchJob.priority, BatchJob.id)
+                .limit(limit)
+            )
+        )
 
     @staticmethod
     def of_training(session: Session, training_id: int) -> BatchJob | None:
         """The job that drives a model_training row (for reading)."""
         # JSON paths differ between SQLite and MySQL: filter in Python over the few training jobs.
-        jobs = session.scalars(sa.select(BatchJob).where(BatchJob.job_type.in_([t.value for t in TRAINING_JOB_TYPES]))
-                               .order_by(BatchJob.id.desc()).limit(200))
+        jobs = session.scalars(
+            sa.select(BatchJob)
+            .where(BatchJob.job_type.in_([t.value for t in TRAINING_JOB_TYPES]))
+            .order_by(BatchJob.id.desc())
+            .limit(200)
+        )
         return next((job for job in jobs if training_id_of(_typed(job)) == training_id), None)
 
     # ------------------------------------------------------------------ running a job
@@ -220,7 +235,12 @@ class BatchJobs:
             return validate(job.job_type, job.parameters)
 
     def progress(
-        self, job_id: int, percentage: int | None = None, step: str | None = None, *, result: Any = _KEEP,
+        self,
+        job_id: int,
+        percentage: int | None = None,
+        step: str | None = None,
+        *,
+        result: Any = _KEEP,
         session: Session | None = None,
     ) -> bool:
         """Record how far a job is (percentage, current step, a partial result)."""
@@ -265,8 +285,15 @@ class BatchJobs:
             return True
 
     def _close(
-        self, job_id: int, status: JobStatus, *, error: str | None = None, step: str | None = None,
-        result: Any = _KEEP, run_id: str | None = None, session: Session | None = None,
+        self,
+        job_id: int,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        step: str | None = None,
+        result: Any = _KEEP,
+        run_id: str | None = None,
+        session: Session | None = None,
     ) -> bool:
         assert JobStatus(status).is_finished
         with self._transaction(session) as tx:

@@ -39,11 +39,22 @@ def bootstrap_exports(settings: Settings) -> list[Path]:
 def bootstrap_parameters(exports: list[Path], profile: str, epochs: int | None = None) -> dict:
     """The dataset_update job that imports the exports and trains the starter model on their mix."""
     main, extras = exports[0], exports[1:]
-    train = {"profile": profile, "auto_deploy": True, "job_type": "train",
-             "mix": [dataset_id_for(p) for p in extras], **({"epochs": epochs} if epochs else {})}
-    return {"source": "path", "path": str(main), "dataset_id": dataset_id_for(main), "name": main.name,
-            "description": "starter dataset (bootstrap)",
-            "with_paths": [{"path": str(p), "dataset_id": dataset_id_for(p)} for p in extras], "train": train}
+    train = {
+        "profile": profile,
+        "auto_deploy": True,
+        "job_type": "train",
+        "mix": [dataset_id_for(p) for p in extras],
+        **({"epochs": epochs} if epochs else {}),
+    }
+    return {
+        "source": "path",
+        "path": str(main),
+        "dataset_id": dataset_id_for(main),
+        "name": main.name,
+        "description": "starter dataset (bootstrap)",
+        "with_paths": [{"path": str(p), "dataset_id": dataset_id_for(p)} for p in extras],
+        "train": train,
+    }
 
 
 def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> int | None:
@@ -57,17 +68,26 @@ def queue_bootstrap_if_needed(settings: Settings, profile: str = "default") -> i
             if session.scalar(sa.select(sa.func.count()).select_from(Model)):
                 return None
             busy = BatchJobs(session_factory).active_count(session=session)
-            training = session.scalar(sa.select(sa.func.count()).select_from(ModelTraining).where(
-                ModelTraining.status.in_((JobStatus.PENDING, JobStatus.RUNNING))))
+            training = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(ModelTraining)
+                .where(ModelTraining.status.in_((JobStatus.PENDING, JobStatus.RUNNING)))
+            )
             if busy or training:
                 return None
             if not (export_dir / "data.yaml").exists():
-                print(f"==> no model yet, and no starter dataset at {export_dir}: set AIDOOR_BOOTSTRAP_DATASET, "
-                      "upload a dataset and train, or `aidoor model register FILE`", flush=True)
+                print(
+                    f"==> no model yet, and no starter dataset at {export_dir}: set AIDOOR_BOOTSTRAP_DATASET, "
+                    "upload a dataset and train, or `aidoor model register FILE`",
+                    flush=True,
+                )
                 return None
             parameters = validate(BatchJobType.DATASET_UPDATE, bootstrap_parameters(exports, profile))
-            return BatchJobs(session_factory).submit(parameters, "bootstrap: starter model", priority=2,
-                                                     session=session).id
+            return (
+                BatchJobs(session_factory)
+                .submit(parameters, "bootstrap: starter model", priority=2, session=session)
+                .id
+            )
     finally:
         engine.dispose()
 
@@ -98,12 +118,20 @@ def run_bootstrap(settings: Settings, exports: list[Path], profile: str = "defau
     store.ensure_bucket()
     parameters = bootstrap_parameters(exports, profile, epochs)
     for extra in parameters["with_paths"]:
-        version = import_missing(session_factory, store, Path(extra["path"]), extra["dataset_id"], settings.data_dir / "work")
+        version = import_missing(
+            session_factory, store, Path(extra["path"]), extra["dataset_id"], settings.data_dir / "work"
+        )
         print(f"==> mixing in {extra['dataset_id']}@{version}", flush=True)
     export_dir, dataset_id = exports[0], parameters["dataset_id"]
     print(f"==> importing {export_dir} as dataset {dataset_id}", flush=True)
-    result = import_dataset(session_factory, store, export_dir, dataset_id=dataset_id, name=export_dir.name,
-                            description="starter dataset (bootstrap)")
+    result = import_dataset(
+        session_factory,
+        store,
+        export_dir,
+        dataset_id=dataset_id,
+        name=export_dir.name,
+        description="starter dataset (bootstrap)",
+    )
     print(f"==> {result.total_images} images, {result.total_labels} boxes -> {dataset_id}@{result.version}", flush=True)
     # The batch job records the request (and makes the training visible in the API); it is run
     # right here instead of by the sensor, so it is started now (IN_PROCESS keeps the sensor off it).
@@ -121,13 +149,20 @@ def run_bootstrap(settings: Settings, exports: list[Path], profile: str = "defau
     # from the environment: the CLI's Settings.from_env()), as in the code location.
     outcome = dg.materialize(
         [dataset_version, data_yaml, teacher_labels, trained_model, model_evaluation, deployed_model],
-        partition_key=key, instance=instance, resources=resources_from_settings(settings, secrets_from_env=True),
-        run_config=training_run_config(job_id, params.train, True), tags={BATCH_JOB_TAG: str(job_id)},
+        partition_key=key,
+        instance=instance,
+        resources=resources_from_settings(settings, secrets_from_env=True),
+        run_config=training_run_config(job_id, params.train, True),
+        tags={BATCH_JOB_TAG: str(job_id)},
         raise_on_error=False,
     )
     # What the run status sensors do for a run of the daemon (none watches this one).
-    jobs.finish(job_id, JobStatus.COMPLETED if outcome.success else JobStatus.FAILED,
-                None if outcome.success else "bootstrap run failed; see its Dagster run logs", outcome.run_id)
+    jobs.finish(
+        job_id,
+        JobStatus.COMPLETED if outcome.success else JobStatus.FAILED,
+        None if outcome.success else "bootstrap run failed; see its Dagster run logs",
+        outcome.run_id,
+    )
     with session_factory() as session:
         current = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
         current_id = current.model_id if current else None

@@ -12,6 +12,7 @@ delivered frames resets the count.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -107,10 +108,8 @@ def _server_messages(ws: object) -> list[dict]:
         except TimeoutError:
             return out
         if isinstance(raw, str):
-            try:
+            with contextlib.suppress(ValueError):
                 out.append(json.loads(raw))
-            except ValueError:
-                pass
 
 
 def run(
@@ -211,7 +210,11 @@ def run(
                             return 0, stats
                     return 0, stats
             except (ConnectionClosed, OSError, TimeoutError, FatalServerError, ValueError) as exc:
-                reason = f"server refused the stream: {exc}" if isinstance(exc, FatalServerError) else f"connection lost: {exc}"
+                reason = (
+                    f"server refused the stream: {exc}"
+                    if isinstance(exc, FatalServerError)
+                    else f"connection lost: {exc}"
+                )
                 if give_up(reason):
                     return 1, stats
         return 0, stats

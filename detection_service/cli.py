@@ -88,8 +88,13 @@ def _model_service(settings: Settings):
     session_factory = make_session_factory(make_engine(settings.database_url))
     store = make_object_store(settings)
     store.ensure_bucket()
-    return ModelService(session_factory, store, JobService(session_factory), DagsterClient(settings.dagster_url),
-                        settings.data_dir / "cache")
+    return ModelService(
+        session_factory,
+        store,
+        JobService(session_factory),
+        DagsterClient(settings.dagster_url),
+        settings.data_dir / "cache",
+    )
 
 
 def _model(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,15 +106,23 @@ def _model(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.model_command == "register":
             info = service.register_file(Path(args.file), args.name)
-            print(f"registered {info.model_id} ({info.model_size} bytes); its evaluation on the fixed set is "
-                  f"queued (see `GET /api/models/{info.model_id}/info`, gate); deploy with "
-                  f"`curl -X POST {settings.public_url}/api/models/{info.model_id}/deploy`")
+            print(
+                f"registered {info.model_id} ({info.model_size} bytes); its evaluation on the fixed set is "
+                f"queued (see `GET /api/models/{info.model_id}/info`, gate); deploy with "
+                f"`curl -X POST {settings.public_url}/api/models/{info.model_id}/deploy`"
+            )
         elif args.model_command == "pull":
             print(service.pull(args.model, Path(args.file)))
         else:
             for info in service.versions():
-                print(msgspec.json.encode({k: getattr(info, k) for k in
-                      ("model_id", "status", "is_current", "accuracy", "map50_95", "inference_ms")}).decode())
+                print(
+                    msgspec.json.encode(
+                        {
+                            k: getattr(info, k)
+                            for k in ("model_id", "status", "is_current", "accuracy", "map50_95", "inference_ms")
+                        }
+                    ).decode()
+                )
     except DomainError as exc:
         print(f"aidoor: {exc.message}", file=sys.stderr)
         return 1
@@ -153,12 +166,21 @@ def _camera(args: argparse.Namespace, settings: Settings) -> int:
 
     url = args.to or settings.public_url.replace("http", "ws", 1) + "/api/stream/ingest"
     code, stats = camera_client.run(
-        args.source, url, fps=args.fps, quality=args.quality, width=args.width, loop=args.loop,
-        reconnects=args.reconnects, max_frames=args.frames, camera_name=args.name,
+        args.source,
+        url,
+        fps=args.fps,
+        quality=args.quality,
+        width=args.width,
+        loop=args.loop,
+        reconnects=args.reconnects,
+        max_frames=args.frames,
+        camera_name=args.name,
         on_status=lambda text: print(f"aidoor camera: {text}", file=sys.stderr, flush=True),
     )
-    print(f"aidoor camera: {stats.frames_sent} frame(s), {stats.bytes_sent} bytes, "
-          f"{stats.connections} connection(s)", file=sys.stderr)
+    print(
+        f"aidoor camera: {stats.frames_sent} frame(s), {stats.bytes_sent} bytes, {stats.connections} connection(s)",
+        file=sys.stderr,
+    )
     return code
 
 
@@ -180,8 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="migrate, then run the service and Dagster (webserver + daemon) together")
     run.add_argument("--no-dagster", action="store_true", help="run the detection service only")
-    run.add_argument("--no-bootstrap", action="store_true",
-                     help="do not train a starter model when none exists")
+    run.add_argument("--no-bootstrap", action="store_true", help="do not train a starter model when none exists")
     run.set_defaults(func=_run)
 
     migrate = sub.add_parser("migrate", help="apply database migrations (default: to head)")
@@ -191,9 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_migrate)
 
     boot = sub.add_parser("bootstrap-model", help="import a starter dataset, train, evaluate and deploy a model")
-    boot.add_argument("export", nargs="*", help="YOLO export folders, the first the main one, the others "
-                      "mixed in (default: AIDOOR_BOOTSTRAP_DATASET or the doorbell parcels + person photos in "
-                      "../shared/datasets)")
+    boot.add_argument(
+        "export",
+        nargs="*",
+        help="YOLO export folders, the first the main one, the others "
+        "mixed in (default: AIDOOR_BOOTSTRAP_DATASET or the doorbell parcels + person photos in "
+        "../shared/datasets)",
+    )
     boot.add_argument("--profile", default="default", choices=["default", "tiny"])
     boot.add_argument("--epochs", type=int, help="override the profile's epochs")
     boot.set_defaults(func=_bootstrap)
@@ -201,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="registered models: list, register a weights file, pull weights")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     model_sub.add_parser("list", help="registered models, newest first")
-    register = model_sub.add_parser("register", help="register an Ultralytics .pt or *_openvino_model folder trained "
-                                    "elsewhere; it is then evaluated on the fixed evaluation set (in Dagster)")
+    register = model_sub.add_parser(
+        "register",
+        help="register an Ultralytics .pt or *_openvino_model folder trained "
+        "elsewhere; it is then evaluated on the fixed evaluation set (in Dagster)",
+    )
     register.add_argument("file")
     register.add_argument("--name")
     pull = model_sub.add_parser("pull", help="write a model's weights file (`current` or a model id)")
@@ -211,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(func=_model)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
-    bench.add_argument("bench_command", choices=["train", "pipeline", "api", "notify", "retrain", "events", "analytics"])
+    bench.add_argument(
+        "bench_command", choices=["train", "pipeline", "api", "notify", "retrain", "events", "analytics"]
+    )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
     bench.set_defaults(func=_bench)
 
@@ -229,11 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-video", help="build the demo door-camera video from ../shared/datasets")
     demo.add_argument("--out", help="output file (default <data dir>/demo/door-demo.mp4, used when no camera is set)")
-    demo.add_argument("--dataset", help="doorbell-camera-alert export (default ../shared/datasets/doorbell-camera-alert-v4)")
+    demo.add_argument(
+        "--dataset", help="doorbell-camera-alert export (default ../shared/datasets/doorbell-camera-alert-v4)"
+    )
     demo.add_argument("--fps", type=float, default=15.0)
     demo.add_argument("--scenes", type=int, default=2, help="parcel scenes, ~26 s each (default 2)")
-    demo.add_argument("--person-scenes", type=int, default=1, help="person scenes, ~15 s each, between the "
-                      "parcel scenes (default 1)")
+    demo.add_argument(
+        "--person-scenes", type=int, default=1, help="person scenes, ~15 s each, between the parcel scenes (default 1)"
+    )
     demo.add_argument("--frames", type=int, help="shorten to about this many frames (tests)")
     demo.set_defaults(func=_demo_video)
 

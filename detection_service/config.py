@@ -25,8 +25,10 @@ ENV_PREFIX = "AIDOOR_"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 DEFAULT_TEACHER_MODEL = SHARED_DIR / "models" / "yolov8n_coco_int8_openvino_model"
-DEFAULT_BOOTSTRAP_EXPORTS = (SHARED_DIR / "datasets" / "doorbell-camera-alert-v4",
-                             SHARED_DIR / "datasets" / "person-capston2-v11")  # fmt: skip
+DEFAULT_BOOTSTRAP_EXPORTS = (
+    SHARED_DIR / "datasets" / "doorbell-camera-alert-v4",
+    SHARED_DIR / "datasets" / "person-capston2-v11",
+)
 
 
 class ConfigError(ValueError):
@@ -89,8 +91,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bench_database_url: str | None = None
 
     def __repr__(self) -> str:  # logs and tracebacks must not show the secrets
-        shown = (f"{name}={'***' if name in _SECRETS and value else repr(value)}"
-                 for name, value in msgspec.structs.asdict(self).items())
+        shown = (
+            f"{name}={'***' if name in _SECRETS and value else repr(value)}"
+            for name, value in msgspec.structs.asdict(self).items()
+        )
         return f"Settings({', '.join(shown)})"
 
     @property
@@ -228,8 +232,9 @@ def _config_error(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> Confi
     if match is None:
         return ConfigError(f"invalid {ENV_PREFIX}* setting: {exc}")
     expected, field = match.groups()
-    return ConfigError(f"{ENV_PREFIX}{field.upper()} must be {_EXPECTED.get(expected, expected)}, "
-                       f"got {raw.get(field)!r}")  # fmt: skip
+    return ConfigError(
+        f"{ENV_PREFIX}{field.upper()} must be {_EXPECTED.get(expected, expected)}, got {raw.get(field)!r}"
+    )
 
 
 def _url_host(host: str) -> str:

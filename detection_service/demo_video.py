@@ -71,11 +71,17 @@ CURATED = (
 # (split, file stem, person box cx cy w h normalised): doorbell frames of a courier; the box is the
 # COCO teacher's (conf >= 0.4), because the doorbell dataset labels parcels only.
 CURATED_PEOPLE = (
-    ("valid", "G8V1-TW02-_2024-03-27T14_34_55-00006_png.rf.3ab37b0add16a21972ddb61cac04f234",
-     (0.6789, 0.5568, 0.2303, 0.8820)),
-    ("valid", "G8V1-TW02-_2024-03-28T09_04_36-00008_png.rf.71fee66d5ba4e717cc22e989e4fed042",
-     (0.5259, 0.6302, 0.1719, 0.7056)),
-)  # fmt: skip
+    (
+        "valid",
+        "G8V1-TW02-_2024-03-27T14_34_55-00006_png.rf.3ab37b0add16a21972ddb61cac04f234",
+        (0.6789, 0.5568, 0.2303, 0.8820),
+    ),
+    (
+        "valid",
+        "G8V1-TW02-_2024-03-28T09_04_36-00008_png.rf.71fee66d5ba4e717cc22e989e4fed042",
+        (0.5259, 0.6302, 0.1719, 0.7056),
+    ),
+)
 # Seconds of each phase of a scene: empty before, arrive (fade in), present, leave (fade out), empty after.
 PHASES_S = {"package": (3.0, 0.8, 10.0, 0.5, 12.0), "person": (3.0, 0.8, 6.0, 0.5, 5.0)}
 EMPTY_BEFORE_S, ARRIVE_S, PRESENT_S, LEAVE_S, EMPTY_AFTER_S = PHASES_S["package"]
@@ -383,9 +389,17 @@ def build(
     writer.release()
     tmp.replace(out)
     used = dict.fromkeys([CREDIT] + [CREDITS.get(s.dataset, s.dataset) for s in timeline])
-    info = DemoInfo(path=str(out), fps=fps, frames=frame_no, width=SIZE, height=SIZE,
-                    seconds=round(frame_no / fps, 2), scenes=timeline, credit="; ".join(used),
-                    version=DEMO_VERSION)  # fmt: skip
+    info = DemoInfo(
+        path=str(out),
+        fps=fps,
+        frames=frame_no,
+        width=SIZE,
+        height=SIZE,
+        seconds=round(frame_no / fps, 2),
+        scenes=timeline,
+        credit="; ".join(used),
+        version=DEMO_VERSION,
+    )
     sidecar_path(out).write_text(json.dumps(asdict(info), indent=2))
     log.info("demo video %s: %d frames, %.1f s, %d scene(s)", out, frame_no, info.seconds, len(timeline))
     return info
@@ -395,8 +409,9 @@ def load_info(video: Path) -> DemoInfo | None:
     """The timeline written beside ``video`` by ``build``, or None."""
     try:
         raw = json.loads(sidecar_path(video).read_text())
-        raw["scenes"] = [Scene(**{**s, "bbox": tuple(s["bbox"]), "carried": tuple(s.get("carried", ()))})
-                         for s in raw["scenes"]]  # fmt: skip
+        raw["scenes"] = [
+            Scene(**{**s, "bbox": tuple(s["bbox"]), "carried": tuple(s.get("carried", ()))}) for s in raw["scenes"]
+        ]
         return DemoInfo(**raw)
     except (OSError, ValueError, TypeError, KeyError):
         return None
@@ -424,10 +439,25 @@ def main(args: object, data_dir: Path) -> int:
         return 2
     scenes = getattr(args, "scenes", None)
     person_scenes = getattr(args, "person_scenes", None)
-    info = build(out, dataset, fps=getattr(args, "fps", 15.0), scenes=2 if scenes is None else scenes,
-                 person_scenes=1 if person_scenes is None else person_scenes,
-                 max_frames=getattr(args, "frames", None))  # fmt: skip
-    print(json.dumps({"path": info.path, "frames": info.frames, "fps": info.fps, "seconds": info.seconds,
-                      "scenes": [s.image for s in info.scenes], "types": [s.object_type for s in info.scenes],
-                      "credit": info.credit}))  # fmt: skip
+    info = build(
+        out,
+        dataset,
+        fps=getattr(args, "fps", 15.0),
+        scenes=2 if scenes is None else scenes,
+        person_scenes=1 if person_scenes is None else person_scenes,
+        max_frames=getattr(args, "frames", None),
+    )
+    print(
+        json.dumps(
+            {
+                "path": info.path,
+                "frames": info.frames,
+                "fps": info.fps,
+                "seconds": info.seconds,
+                "scenes": [s.image for s in info.scenes],
+                "types": [s.object_type for s in info.scenes],
+                "credit": info.credit,
+            }
+        )
+    )
     return 0

@@ -6,6 +6,7 @@ child's whole process group (Dagster's code servers included), so nothing is lef
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -58,10 +59,8 @@ def _stop(name: str, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
     finally:
         # Grandchildren (Dagster code servers) share the group: make sure none survive.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _wait_ready(url: str, stop: threading.Event) -> bool:
@@ -97,8 +96,12 @@ def _close_interrupted_runs(settings: Settings) -> None:
         for run_id, tags in interrupted:
             print(f"==> Dagster run {run_id} was interrupted by the last shutdown: marked failed", flush=True)
             if tags.get(BATCH_JOB_TAG):
-                jobs.finish(int(tags[BATCH_JOB_TAG]), JobStatus.FAILED,
-                            "interrupted: the service stopped while this job ran; request it again", run_id)  # fmt: skip
+                jobs.finish(
+                    int(tags[BATCH_JOB_TAG]),
+                    JobStatus.FAILED,
+                    "interrupted: the service stopped while this job ran; request it again",
+                    run_id,
+                )
     finally:
         engine.dispose()
 
@@ -117,8 +120,13 @@ def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = Tru
         _close_interrupted_runs(settings)
         workspace = str(REPO_ROOT / "workspace.yaml")
         commands["dagster-webserver"] = [
-            _bin("dagster-webserver"), "-w", workspace,
-            "-h", settings.dagster_host, "-p", str(settings.dagster_port),
+            _bin("dagster-webserver"),
+            "-w",
+            workspace,
+            "-h",
+            settings.dagster_host,
+            "-p",
+            str(settings.dagster_port),
         ]
         commands["dagster-daemon"] = [_bin("dagster-daemon"), "run", "-w", workspace]
 
@@ -130,7 +138,7 @@ def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = Tru
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     children: dict[str, subprocess.Popen[bytes]] = {}
-    restarts: dict[str, int] = {name: 0 for name in commands}
+    restarts: dict[str, int] = dict.fromkeys(commands, 0)
     exit_code = 0
 
     def start(name: str) -> None:
@@ -155,8 +163,11 @@ def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = Tru
 
             job_id = queue_bootstrap_if_needed(settings)
             if job_id is not None:
-                print(f"==> no model yet: training a starter model (batch job {job_id}); follow it in the "
-                      f"Dagster UI or GET {settings.public_url}/api/models/train/status", flush=True)
+                print(
+                    f"==> no model yet: training a starter model (batch job {job_id}); follow it in the "
+                    f"Dagster UI or GET {settings.public_url}/api/models/train/status",
+                    flush=True,
+                )
         while not stop.is_set():
             for name, proc in list(children.items()):
                 if proc.poll() is None or stop.is_set():
@@ -169,8 +180,11 @@ def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = Tru
                     break
                 restarts[name] += 1
                 delay = RESTART_BACKOFF.delay_for(restarts[name])
-                print(f"==> {name} exited with code {proc.returncode}; restarting in {delay:.0f} s "
-                      f"({restarts[name]}/{MAX_RESTARTS})", flush=True)
+                print(
+                    f"==> {name} exited with code {proc.returncode}; restarting in {delay:.0f} s "
+                    f"({restarts[name]}/{MAX_RESTARTS})",
+                    flush=True,
+                )
                 if not stop.wait(delay):
                     start(name)
             stop.wait(1.0)

@@ -27,10 +27,28 @@ from orchestration.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[collected_dataset, dataset_version, data_yaml, teacher_labels, trained_model, evaluation_set,
-            model_evaluation, deployed_model, storage_usage],
-    jobs=[storage_usage_job, dataset_assets_job, train_model_job, train_and_deploy_job, dataset_to_model_job,
-          dataset_update_job, storage_cleanup_job, registered_model_evaluation_job, collection_job],
+    assets=[
+        collected_dataset,
+        dataset_version,
+        data_yaml,
+        teacher_labels,
+        trained_model,
+        evaluation_set,
+        model_evaluation,
+        deployed_model,
+        storage_usage,
+    ],
+    jobs=[
+        storage_usage_job,
+        dataset_assets_job,
+        train_model_job,
+        train_and_deploy_job,
+        dataset_to_model_job,
+        dataset_update_job,
+        storage_cleanup_job,
+        registered_model_evaluation_job,
+        collection_job,
+    ],
     schedules=[storage_usage_hourly, storage_cleanup_nightly],
     sensors=[batch_job_sensor, retrain_on_new_labels_sensor, batch_job_succeeded_sensor, batch_job_failed_sensor],
     resources=resources_from_settings(Settings.from_env(), secrets_from_env=True),

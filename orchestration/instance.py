@@ -39,9 +39,9 @@ def ensure_local_instance(dagster_home: Path) -> Path:
 
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
-    if not config.exists() or config.read_text().startswith("# Written by ai-door-system"):
-        if not config.exists() or config.read_text() != LOCAL_INSTANCE_YAML:
-            config.write_text(LOCAL_INSTANCE_YAML)
+    ours = not config.exists() or config.read_text().startswith("# Written by ai-door-system")
+    if ours and (not config.exists() or config.read_text() != LOCAL_INSTANCE_YAML):
+        config.write_text(LOCAL_INSTANCE_YAML)
     with dg.DagsterInstance.from_config(str(dagster_home)):
         pass
     return config

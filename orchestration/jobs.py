@@ -16,8 +16,17 @@ from schemas.batch_jobs import ModelRetrain, TrainParameters, train_config
 # The tag that ties a Dagster run to the batch_jobs row it executes.
 BATCH_JOB_TAG = "aidoor/batch_job_id"
 # The training fields the trained_model asset's config takes (assets/models.py TrainConfig).
-TRAIN_CONFIG_KEYS = ("training_id", "profile", "epochs", "batch_size", "imgsz", "base_model_id", "mix",
-                     "confidence_threshold", "sensitivity")
+TRAIN_CONFIG_KEYS = (
+    "training_id",
+    "profile",
+    "epochs",
+    "batch_size",
+    "imgsz",
+    "base_model_id",
+    "mix",
+    "confidence_threshold",
+    "sensitivity",
+)
 
 
 def training_run_config(job_id: int, train: TrainParameters | ModelRetrain | dict[str, Any], with_deploy: bool) -> dict:
@@ -40,25 +49,32 @@ dataset_assets_job = dg.define_asset_job(
 )
 # Train and evaluate against the champion; deploying stays a person's decision (API / UI).
 train_model_job = dg.define_asset_job(
-    "train_model_job", selection=["trained_model", "model_evaluation"], partitions_def=dataset_versions,
+    "train_model_job",
+    selection=["trained_model", "model_evaluation"],
+    partitions_def=dataset_versions,
     tags={"aidoor/heavy": "true"},
 )
 # Train, evaluate and deploy if the challenger passes the gate (automatic retraining, bootstrap).
 train_and_deploy_job = dg.define_asset_job(
-    "train_and_deploy_job", selection=["trained_model", "model_evaluation", "deployed_model"],
-    partitions_def=dataset_versions, tags={"aidoor/heavy": "true"},
+    "train_and_deploy_job",
+    selection=["trained_model", "model_evaluation", "deployed_model"],
+    partitions_def=dataset_versions,
+    tags={"aidoor/heavy": "true"},
 )
 # A new dataset version end to end: statistics, data.yaml, teacher labels for the classes it lacks,
 # model, gate, deploy.
 dataset_to_model_job = dg.define_asset_job(
     "dataset_to_model_job",
     selection=["dataset_version", "data_yaml", "teacher_labels", "trained_model", "model_evaluation", "deployed_model"],
-    partitions_def=dataset_versions, tags={"aidoor/heavy": "true"},
+    partitions_def=dataset_versions,
+    tags={"aidoor/heavy": "true"},
 )
 
 
-@dg.op(description="Retention (storage settings): events older than max_days, then the oldest while captures "
-       "exceed max_size_gb, then orphans; old system logs too. Skipped while storage.auto_cleanup is off.")  # fmt: skip
+@dg.op(
+    description="Retention (storage settings): events older than max_days, then the oldest while captures "
+    "exceed max_size_gb, then orphans; old system logs too. Skipped while storage.auto_cleanup is off."
+)
 def storage_cleanup(
     context: dg.OpExecutionContext, database: DatabaseResource, object_store: ObjectStoreResource
 ) -> dg.Output[None]:
@@ -74,7 +90,9 @@ def storage_cleanup(
     return dg.Output(None, metadata={**metadata, "logs_deleted": logs.logs_deleted})
 
 
-@dg.job(description="Nightly retention clean-up (schedule storage_cleanup_nightly). POST /api/system/cleanup "
-        "runs the same code inside the service.")  # fmt: skip
+@dg.job(
+    description="Nightly retention clean-up (schedule storage_cleanup_nightly). POST /api/system/cleanup "
+    "runs the same code inside the service."
+)
 def storage_cleanup_job() -> None:
     storage_cleanup()

@@ -24,13 +24,16 @@ from schemas.batch_jobs import DatasetMaterialize, DatasetUpdate, JobParameters,
 from schemas.db import DetectionEvent, Model, ModelTraining
 from schemas.enums import BatchJobType, JobStatus
 
-__all__ = ["BATCH_JOB_TAG", "batch_job_sensor", "retrain_on_new_labels_sensor", "retrain_parameters",
-           "run_request_for"]
+__all__ = ["BATCH_JOB_TAG", "batch_job_sensor", "retrain_on_new_labels_sensor", "retrain_parameters", "run_request_for"]
 
 
 # A retrain on new labels waits while any of these is queued or running.
-DATA_AND_MODEL_JOBS = (BatchJobType.DATASET_UPDATE, BatchJobType.DATASET_MATERIALIZE, BatchJobType.MODEL_RETRAIN,
-                       BatchJobType.MODEL_EVALUATION)
+DATA_AND_MODEL_JOBS = (
+    BatchJobType.DATASET_UPDATE,
+    BatchJobType.DATASET_MATERIALIZE,
+    BatchJobType.MODEL_RETRAIN,
+    BatchJobType.MODEL_EVALUATION,
+)
 
 
 def retrain_parameters(session_factory, profile: str) -> dict:
@@ -61,32 +64,64 @@ def run_request_for(job_id: int, params: JobParameters) -> tuple[dg.RunRequest, 
         case ModelRetrain():
             key = partition_key(params.dataset_id, params.version)
             target = train_and_deploy_job if params.auto_deploy else train_model_job
-            return dg.RunRequest(run_key=run_key, job_name=target.name, partition_key=key, tags=tags,
-                                 run_config=training_run_config(job_id, params, params.auto_deploy)), key
+            return dg.RunRequest(
+                run_key=run_key,
+                job_name=target.name,
+                partition_key=key,
+                tags=tags,
+                run_config=training_run_config(job_id, params, params.auto_deploy),
+            ), key
         case DatasetMaterialize():
             key = partition_key(params.dataset_id, params.version)
             if params.train:
-                return dg.RunRequest(run_key=run_key, job_name=dataset_to_model_job.name, partition_key=key, tags=tags,
-                                     run_config=training_run_config(job_id, params.train, True)), key
+                return dg.RunRequest(
+                    run_key=run_key,
+                    job_name=dataset_to_model_job.name,
+                    partition_key=key,
+                    tags=tags,
+                    run_config=training_run_config(job_id, params.train, True),
+                ), key
             return dg.RunRequest(run_key=run_key, job_name=dataset_assets_job.name, partition_key=key, tags=tags), key
         case ModelEvaluation():
-            return dg.RunRequest(run_key=run_key, job_name=registered_model_evaluation_job.name, tags=tags, run_config={
-                "ops": {"evaluate_registered_model": {"config": {"batch_job_id": job_id, "model_id": params.model_id}}},
-            }), None
+            return dg.RunRequest(
+                run_key=run_key,
+                job_name=registered_model_evaluation_job.name,
+                tags=tags,
+                run_config={
+                    "ops": {
+                        "evaluate_registered_model": {"config": {"batch_job_id": job_id, "model_id": params.model_id}}
+                    },
+                },
+            ), None
         case DatasetUpdate(source="auto_collect"):
-            return dg.RunRequest(run_key=run_key, job_name=collection_job.name, tags=tags,
-                                 run_config={"ops": {"collected_dataset": {"config": {"batch_job_id": job_id}}}}), None
+            return dg.RunRequest(
+                run_key=run_key,
+                job_name=collection_job.name,
+                tags=tags,
+                run_config={"ops": {"collected_dataset": {"config": {"batch_job_id": job_id}}}},
+            ), None
         case DatasetUpdate():
-            return dg.RunRequest(run_key=run_key, job_name=dataset_update_job.name, tags=tags,
-                                 run_config={"ops": {"dataset_update": {"config": {"batch_job_id": job_id}}}}), None
+            return dg.RunRequest(
+                run_key=run_key,
+                job_name=dataset_update_job.name,
+                tags=tags,
+                run_config={"ops": {"dataset_update": {"config": {"batch_job_id": job_id}}}},
+            ), None
     raise ValueError(f"no Dagster job runs batch job type {type(params).__name__}")
 
 
 @dg.sensor(
     minimum_interval_seconds=3,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[train_model_job, train_and_deploy_job, dataset_assets_job, dataset_to_model_job, dataset_update_job,
-          registered_model_evaluation_job, collection_job],
+    jobs=[
+        train_model_job,
+        train_and_deploy_job,
+        dataset_assets_job,
+        dataset_to_model_job,
+        dataset_update_job,
+        registered_model_evaluation_job,
+        collection_job,
+    ],
     description="Starts one Dagster run per pending batch_jobs row (run_key = row id): requests the "
     "service accepted while Dagster was down run once it is back, and none runs twice.",
 )
@@ -107,8 +142,10 @@ def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
             except (Invalid, ValueError) as exc:
                 jobs.fail(job.id, f"cannot run: {exc}", session=session)
                 continue
-            if key and key not in new_partitions and not context.instance.has_dynamic_partition(
-                dataset_versions.name, key
+            if (
+                key
+                and key not in new_partitions
+                and not context.instance.has_dynamic_partition(dataset_versions.name, key)
             ):
                 new_partitions.add(key)
             requests.append(request)
@@ -117,7 +154,9 @@ def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
     context.log.info(f"submitting {len(requests)} batch job(s): {[r.run_key for r in requests]}")
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[dataset_versions.build_add_request(sorted(new_partitions))] if new_partitions else [],
+        dynamic_partitions_requests=[dataset_versions.build_add_request(sorted(new_partitions))]
+        if new_partitions
+        else [],
     )
 
 
@@ -147,10 +186,17 @@ def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: 
     if busy:
         return dg.SkipReason("a dataset update or training is already queued or running")
     BatchJobs(session_factory).submit(
-        validate(BatchJobType.DATASET_UPDATE, {
-            "source": "auto_collect", "dataset_id": training.auto_collect_dataset_id, "auto_label": True,
-            "train": retrain_parameters(session_factory, training.profile)}),
-        f"auto-collect {count} verified labels and retrain", priority=5,
+        validate(
+            BatchJobType.DATASET_UPDATE,
+            {
+                "source": "auto_collect",
+                "dataset_id": training.auto_collect_dataset_id,
+                "auto_label": True,
+                "train": retrain_parameters(session_factory, training.profile),
+            },
+        ),
+        f"auto-collect {count} verified labels and retrain",
+        priority=5,
     )
     # The cursor is the newest label counted: the same labels never trigger a second retrain.
     context.update_cursor(str(max_id))

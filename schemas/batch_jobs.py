@@ -187,8 +187,18 @@ class BatchJobView(msgspec.Struct, kw_only=True):
     @classmethod
     def of(cls, job: BatchJob) -> BatchJobView:
         return cls(
-            id=job.id, job_type=job.job_type, job_name=job.job_name, status=job.status, priority=job.priority,
-            parameters=job.parameters, progress_percentage=job.progress_percentage, current_step=job.current_step,
-            result=job.result, error_message=job.error_message, dagster_run_id=job.dagster_run_id,
-            created_at=job.created_at, started_at=job.started_at, completed_at=job.completed_at,
+            id=job.id,
+            job_type=job.job_type,
+            job_name=job.job_name,
+            status=job.status,
+            priority=job.priority,
+            parameters=job.parameters,
+            progress_percentage=job.progress_percentage,
+            current_step=job.current_step,
+            result=job.result,
+            error_message=job.error_message,
+            dagster_run_id=job.dagster_run_id,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
         )

@@ -290,9 +290,7 @@ class ModelTraining(Base):
     confidence_threshold: Mapped[Decimal] = mapped_column(
         Numeric(3, 2), nullable=False, default=Decimal("0.50"), server_default="0.50"
     )
-    sensitivity: Mapped[str] = mapped_column(
-        String(10), nullable=False, default="medium", server_default="medium"
-    )
+    sensitivity: Mapped[str] = mapped_column(String(10), nullable=False, default="medium", server_default="medium")
     final_accuracy: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
     training_loss: Mapped[Decimal | None] = mapped_column(Numeric(10, 6))
     validation_loss: Mapped[Decimal | None] = mapped_column(Numeric(10, 6))
@@ -349,9 +347,7 @@ class DatasetVersion(Base):
     __table_args__ = table_args()
 
     id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
-    dataset_id: Mapped[int] = mapped_column(
-        ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False, index=True)
     version: Mapped[str] = mapped_column(String(20), nullable=False)
     changes: Mapped[str | None] = mapped_column(Text())
     image_count: Mapped[int] = _count(0)
@@ -453,15 +449,11 @@ class NotificationHistory(Base):
     id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
     # SET NULL: the record of what was sent survives the clean-up of old events; the index
     # keeps that clean-up from scanning this table.
-    event_id: Mapped[int | None] = mapped_column(
-        ForeignKey("detection_events.id", ondelete="SET NULL"), index=True
-    )
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("detection_events.id", ondelete="SET NULL"), index=True)
     telegram_user_id: Mapped[int | None] = mapped_column(ForeignKey("telegrams.id", ondelete="SET NULL"))
     template_id: Mapped[int | None] = mapped_column(ForeignKey("notification_templates.id", ondelete="SET NULL"))
     message_text: Mapped[str] = mapped_column(Text(), nullable=False)
-    send_status: Mapped[str] = mapped_column(
-        String(20), nullable=False, default="pending", server_default="pending"
-    )
+    send_status: Mapped[str] = mapped_column(String(20), nullable=False, default="pending", server_default="pending")
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error_message: Mapped[str | None] = mapped_column(Text())
     retry_count: Mapped[int] = _count(0)

@@ -44,9 +44,7 @@ class PipelineKnobs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = 3.0
     # Events
     confirm_hits: Annotated[int, msgspec.Meta(ge=1, le=50, description="Hits that confirm a track as an event")] = 3
-    confirm_window_s: Annotated[
-        float, msgspec.Meta(ge=0.1, le=60, description="... within this many seconds")
-    ] = 2.0
+    confirm_window_s: Annotated[float, msgspec.Meta(ge=0.1, le=60, description="... within this many seconds")] = 2.0
     end_after_s: Annotated[
         float, msgspec.Meta(ge=0.5, le=3600, description="A non-package event ends after this long unseen")
     ] = 3.0

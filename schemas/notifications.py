@@ -25,8 +25,12 @@ class NotificationSettingsView(msgspec.Struct, kw_only=True):
 
 
 class RecipientCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    chat_id: Annotated[str, msgspec.Meta(pattern=r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$",
-                                         description="Telegram chat id (or @channelname)")]  # fmt: skip
+    chat_id: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$", description="Telegram chat id (or @channelname)"
+        ),
+    ]
     bot_token: Annotated[str, msgspec.Meta(min_length=20, max_length=100, description="Bot token from @BotFather")]
     user_id: Annotated[str, msgspec.Meta(max_length=50, description="Telegram user id; default chat_id")] | None = None
     verify: Annotated[bool, msgspec.Meta(description="Check the token with getMe before storing it")] = True

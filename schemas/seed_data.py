@@ -39,9 +39,7 @@ OBJECT_TYPES: Final[tuple[ObjectTypeSeed, ...]] = (
     ObjectTypeSeed(ObjectTypeCode.PACKAGE, "택배/패키지", "Package", "A parcel or package left at the door"),
     ObjectTypeSeed(ObjectTypeCode.DELIVERY_FOOD, "배달음식", "Food delivery", "A food delivery left at the door"),
     ObjectTypeSeed(ObjectTypeCode.MAIL, "우편물", "Mail", "Letters or other mail"),
-    ObjectTypeSeed(
-        ObjectTypeCode.UNCLASSIFIED, "미분류", "Unclassified", "An object the model could not classify"
-    ),
+    ObjectTypeSeed(ObjectTypeCode.UNCLASSIFIED, "미분류", "Unclassified", "An object the model could not classify"),
 )
 
 # The seed's alert texts, verbatim (TEXT_0 alone ends with a full stop in the seed).

@@ -61,9 +61,9 @@ class DetectionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 class NotificationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: Annotated[bool, msgspec.Meta(description="Send Telegram alerts")] = True
     sensitivity: Annotated[SensitivityLevel, msgspec.Meta(description="Alert sensitivity")] = "medium"
-    types: Annotated[
-        list[ObjectTypeCodeLiteral], msgspec.Meta(description="Object types that trigger an alert")
-    ] = msgspec.field(default_factory=lambda: list(ALL_OBJECT_TYPE_CODES))
+    types: Annotated[list[ObjectTypeCodeLiteral], msgspec.Meta(description="Object types that trigger an alert")] = (
+        msgspec.field(default_factory=lambda: list(ALL_OBJECT_TYPE_CODES))
+    )
 
 
 class TrainingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -74,8 +74,13 @@ class TrainingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         int, msgspec.Meta(ge=1, le=100000, description="Verified labels since the last training that trigger a retrain")
     ] = 50
     auto_collect_dataset_id: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[a-z0-9][a-z0-9_.-]*$",
-                          description="Dataset that receives auto-collected (relabelled) event images")
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=50,
+            pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+            description="Dataset that receives auto-collected (relabelled) event images",
+        ),
     ] = "auto-collected"
     profile: Annotated[
         Literal["default", "tiny"], msgspec.Meta(description="Training profile of automatic retraining")

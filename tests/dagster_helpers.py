@@ -15,14 +15,21 @@ def ephemeral_instance():
     30 s for it to exit after SIGTERM; in the full suite that child was seen to outlive the
     SIGTERM (a cancelled run's thread stayed alive 30+ s after its step had failed). The run's
     events and logs stay in the instance as usual."""
-    return dg.instance_for_test(overrides={"compute_logs": {
-        "module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}})
+    return dg.instance_for_test(
+        overrides={
+            "compute_logs": {
+                "module": "dagster._core.storage.noop_compute_log_manager",
+                "class": "NoOpComputeLogManager",
+            }
+        }
+    )
 
 
 def tick(sensor, settings, instance, cursor: str | None = None):
     """One sensor evaluation against the test database: (its result, the cursor it left)."""
-    with dg.build_sensor_context(instance=instance, cursor=cursor,
-                                 resources={"database": DatabaseResource(url=settings.database_url)}) as ctx:
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"database": DatabaseResource(url=settings.database_url)}
+    ) as ctx:
         return sensor(ctx), ctx.cursor
 
 

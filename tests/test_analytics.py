@@ -42,9 +42,17 @@ class Door:
         self.rows: list[dict] = []
 
     def add(self, code: str, at: datetime, duration_s: int | None = 20, confidence: float = 0.8) -> dict:
-        row = {"object_type_id": self.types[code], "detected_at": at, "confidence_score": confidence,
-               "tracking_duration": duration_s, "ended_at": at + timedelta(seconds=duration_s) if duration_s else None,
-               "status": "active", "model_version": "yolo_v1", "created_at": at, "updated_at": at}  # fmt: skip
+        row = {
+            "object_type_id": self.types[code],
+            "detected_at": at,
+            "confidence_score": confidence,
+            "tracking_duration": duration_s,
+            "ended_at": at + timedelta(seconds=duration_s) if duration_s else None,
+            "status": "active",
+            "model_version": "yolo_v1",
+            "created_at": at,
+            "updated_at": at,
+        }
         self.rows.append(row)
         return row
 
@@ -105,8 +113,11 @@ def test_anomalies_at_medium_find_each_planted_case_and_nothing_else(client, pla
     answer = data(client.get("/api/analytics/anomalies", params={"sensitivity": "medium"}))
     assert answer["insufficient_history"] is False and answer["time_zone"] == "Asia/Seoul"
     assert answer["baseline"]["days"] >= 80 and answer["baseline"]["events"] > 500
-    assert kinds(answer) == {("rare_hour", (planted["visit"],)), ("loitering", (planted["loiter"],)),
-                             ("package_taken", (planted["package"],))}  # fmt: skip
+    assert kinds(answer) == {
+        ("rare_hour", (planted["visit"],)),
+        ("loitering", (planted["loiter"],)),
+        ("package_taken", (planted["package"],)),
+    }
     assert answer["total"] == 3
     by_kind = {a["kind"]: a for a in answer["anomalies"]}
     assert all(a["score"] >= 1 for a in answer["anomalies"])
@@ -120,10 +131,17 @@ def test_anomalies_at_medium_find_each_planted_case_and_nothing_else(client, pla
 
 def test_high_sensitivity_also_lists_every_package_taken_by_a_person(client, planted):
     high = data(client.get("/api/analytics/anomalies", params={"sensitivity": "high"}))
-    assert kinds(high) >= {("rare_hour", (planted["visit"],)), ("loitering", (planted["loiter"],)),
-                           ("package_taken", (planted["package"],))}  # fmt: skip
-    extra = [a for a in high["anomalies"] if (a["kind"], tuple(a["event_ids"])) not in kinds(
-        data(client.get("/api/analytics/anomalies", params={"sensitivity": "medium"})))]  # fmt: skip
+    assert kinds(high) >= {
+        ("rare_hour", (planted["visit"],)),
+        ("loitering", (planted["loiter"],)),
+        ("package_taken", (planted["package"],)),
+    }
+    extra = [
+        a
+        for a in high["anomalies"]
+        if (a["kind"], tuple(a["event_ids"]))
+        not in kinds(data(client.get("/api/analytics/anomalies", params={"sensitivity": "medium"})))
+    ]
     assert extra and all(a["kind"] == "package_taken" and len(a["event_ids"]) == 2 for a in extra)
     assert all("while person event" in a["message"] for a in extra)
 
@@ -139,7 +157,10 @@ def test_a_burst_is_found_and_its_events_listed(client, planted, today):
     assert "8 events" in bursts[0]["message"]
     # Nothing else new (the cache saw the new events: MAX(id) changed).
     assert {k for k in kinds(answer) if k[0] != "burst"} == {
-        ("rare_hour", (planted["visit"],)), ("loitering", (planted["loiter"],)), ("package_taken", (planted["package"],))}
+        ("rare_hour", (planted["visit"],)),
+        ("loitering", (planted["loiter"],)),
+        ("package_taken", (planted["package"],)),
+    }
 
 
 def test_too_little_history_says_so_instead_of_flagging(client, today):
@@ -154,15 +175,20 @@ def test_too_little_history_says_so_instead_of_flagging(client, today):
 
 def test_patterns_find_the_delivery_window_and_the_rhythm(client, planted, today):
     start = (today - timedelta(days=HISTORY_DAYS)).isoformat()
-    answer = data(client.get("/api/analytics/patterns", params={"period": "month", "start": start,
-                                                                 "end": today.isoformat()}))  # fmt: skip
+    answer = data(
+        client.get("/api/analytics/patterns", params={"period": "month", "start": start, "end": today.isoformat()})
+    )
     for code in ("package", "mail"):
         pattern = answer["delivery_windows"][code]
         assert [(w["start"], w["end"]) for w in pattern["windows"]] == [("10:00", "12:00")], pattern
         assert pattern["windows"][0]["share"] == 1.0
         assert pattern["weekdays"] == ["mon", "tue", "wed", "thu", "fri"]
-    assert answer["delivery_windows"]["delivery_food"] == {"arrivals": 0, "coverage": 0.8, "windows": [],
-                                                           "weekdays": []}  # fmt: skip
+    assert answer["delivery_windows"]["delivery_food"] == {
+        "arrivals": 0,
+        "coverage": 0.8,
+        "windows": [],
+        "weekdays": [],
+    }
     grid = answer["histograms"]["package"]
     assert len(grid) == 7 and all(len(row) == 24 for row in grid)
     # Weekdays only (but the planted package, which may fall on a weekend), all at 10 and 11.
@@ -181,18 +207,22 @@ def test_patterns_find_the_delivery_window_and_the_rhythm(client, planted, today
 def test_statistics_per_type_hour_weekday_and_day(client, planted, today):
     state = client.app.state
     with state.session_factory.begin() as session:
-        session.execute(sa.update(DetectionEvent).where(DetectionEvent.id == planted["visit"])
-                        .values(is_false_positive=True))  # fmt: skip
+        session.execute(
+            sa.update(DetectionEvent).where(DetectionEvent.id == planted["visit"]).values(is_false_positive=True)
+        )
     response = client.put(f"/api/detections/{planted['loiter']}/classify", json={"type": "delivery_food"})
     assert response.status_code == 200, response.text
     week = data(client.get("/api/analytics/statistics", params={"period": "week", "group_by": "type"}))
     with state.session_factory() as session:
-        expected = dict(session.execute(
-            sa.select(ObjectType.code, sa.func.count(DetectionEvent.id))
-            .join(DetectionEvent, DetectionEvent.object_type_id == ObjectType.id)
-            .where(DetectionEvent.detected_at >= sa.bindparam("s"))
-            .group_by(ObjectType.code), {"s": datetime.fromisoformat(week["start"]).replace(tzinfo=None)}
-        ).all())  # fmt: skip
+        expected = dict(
+            session.execute(
+                sa.select(ObjectType.code, sa.func.count(DetectionEvent.id))
+                .join(DetectionEvent, DetectionEvent.object_type_id == ObjectType.id)
+                .where(DetectionEvent.detected_at >= sa.bindparam("s"))
+                .group_by(ObjectType.code),
+                {"s": datetime.fromisoformat(week["start"]).replace(tzinfo=None)},
+            ).all()
+        )
     groups = {g["key"]: g for g in week["groups"]}
     assert set(groups) == {"person", "package", "delivery_food", "mail", "unclassified"}
     assert {k: g["count"] for k, g in groups.items() if g["count"]} == expected
@@ -201,9 +231,16 @@ def test_statistics_per_type_hour_weekday_and_day(client, planted, today):
     assert groups["delivery_food"]["reclassified_share"] == 1.0 and groups["delivery_food"]["mean_duration_s"] == 1200
     assert groups["person"]["false_positives"] == 1
     assert groups["person"]["false_positive_share"] == round(1 / groups["person"]["count"], 4)
-    assert groups["unclassified"] == {"key": "unclassified", "count": 0, "mean_confidence": None,
-                                      "mean_duration_s": None, "reclassified": 0, "reclassified_share": None,
-                                      "false_positives": 0, "false_positive_share": None}  # fmt: skip
+    assert groups["unclassified"] == {
+        "key": "unclassified",
+        "count": 0,
+        "mean_confidence": None,
+        "mean_duration_s": None,
+        "reclassified": 0,
+        "reclassified_share": None,
+        "false_positives": 0,
+        "false_positive_share": None,
+    }
     assert groups["person"]["mean_confidence"] == 0.8
 
     hours = data(client.get("/api/analytics/statistics", params={"period": "week", "group_by": "hour"}))
@@ -214,9 +251,16 @@ def test_statistics_per_type_hour_weekday_and_day(client, planted, today):
     weekdays = data(client.get("/api/analytics/statistics", params={"period": "month", "group_by": "weekday"}))
     assert [g["key"] for g in weekdays["groups"]] == ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
-    days = data(client.get("/api/analytics/statistics", params={
-        "group_by": "day", "start": (today - timedelta(days=3)).isoformat() + "T00:00:00+09:00",
-        "end": today.isoformat() + "T00:00:00+09:00"}))  # fmt: skip
+    days = data(
+        client.get(
+            "/api/analytics/statistics",
+            params={
+                "group_by": "day",
+                "start": (today - timedelta(days=3)).isoformat() + "T00:00:00+09:00",
+                "end": today.isoformat() + "T00:00:00+09:00",
+            },
+        )
+    )
     assert [g["key"] for g in days["groups"]] == [(today - timedelta(days=d)).isoformat() for d in (3, 2, 1)]
     assert all(g["count"] >= len(PERSON_HOURS) for g in days["groups"])
 
@@ -244,31 +288,36 @@ def test_local_hours_match_python_across_daylight_saving(settings, zone_name):
         hours = {g.key: g.count for g in service.statistics(group_by="hour", **window).groups}
         assert hours == {f"{h:02d}": sum(1 for t in local if t.hour == h) for h in range(24)}
         days = {g.key: g.count for g in service.statistics(group_by="day", **window).groups if g.count}
-        assert days == {d: sum(1 for t in local if t.date().isoformat() == d) for d in {t.date().isoformat() for t in local}}
+        assert days == {
+            d: sum(1 for t in local if t.date().isoformat() == d) for d in {t.date().isoformat() for t in local}
+        }
         weekdays = [g.count for g in service.statistics(group_by="weekday", **window).groups]
         assert weekdays == [sum(1 for t in local if t.weekday() == wd) for wd in range(7)]
     finally:
         engine.dispose()
 
 
-@pytest.mark.parametrize(("path", "params", "code"), [
-    ("statistics", {"period": "year"}, "INVALID_PERIOD"),
-    ("statistics", {"group_by": "minute"}, "INVALID_GROUP_BY"),
-    ("statistics", {"start": "yesterday"}, "INVALID_DATE"),
-    ("statistics", {"end": "2026-13-01"}, "INVALID_DATE"),
-    ("statistics", {"start": "2026-11-02", "end": "2026-11-01"}, "INVALID_DATE_RANGE"),
-    ("statistics", {"start": "2024-01-01", "end": "2026-01-01"}, "INVALID_DATE_RANGE"),
-    ("patterns", {"period": "hour"}, "INVALID_PERIOD"),
-    ("patterns", {"start": "soon"}, "INVALID_DATE"),
-    ("patterns", {"start": "2026-11-02T00:00:00", "end": "2026-11-02T00:00:00"}, "INVALID_DATE_RANGE"),
-    ("anomalies", {"sensitivity": "extreme"}, "INVALID_SENSITIVITY"),
-    ("anomalies", {"days": 0}, "INVALID_DAYS"),
-    ("anomalies", {"days": 32}, "INVALID_DAYS"),
-    ("anomalies", {"baseline_days": 5}, "INVALID_BASELINE_DAYS"),
-    ("anomalies", {"limit": 0}, "INVALID_LIMIT"),
-    ("anomalies", {"days": "seven"}, "VALIDATION_ERROR"),
-    ("anomalies", {"limit": "all"}, "VALIDATION_ERROR"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "params", "code"),
+    [
+        ("statistics", {"period": "year"}, "INVALID_PERIOD"),
+        ("statistics", {"group_by": "minute"}, "INVALID_GROUP_BY"),
+        ("statistics", {"start": "yesterday"}, "INVALID_DATE"),
+        ("statistics", {"end": "2026-13-01"}, "INVALID_DATE"),
+        ("statistics", {"start": "2026-11-02", "end": "2026-11-01"}, "INVALID_DATE_RANGE"),
+        ("statistics", {"start": "2024-01-01", "end": "2026-01-01"}, "INVALID_DATE_RANGE"),
+        ("patterns", {"period": "hour"}, "INVALID_PERIOD"),
+        ("patterns", {"start": "soon"}, "INVALID_DATE"),
+        ("patterns", {"start": "2026-11-02T00:00:00", "end": "2026-11-02T00:00:00"}, "INVALID_DATE_RANGE"),
+        ("anomalies", {"sensitivity": "extreme"}, "INVALID_SENSITIVITY"),
+        ("anomalies", {"days": 0}, "INVALID_DAYS"),
+        ("anomalies", {"days": 32}, "INVALID_DAYS"),
+        ("anomalies", {"baseline_days": 5}, "INVALID_BASELINE_DAYS"),
+        ("anomalies", {"limit": 0}, "INVALID_LIMIT"),
+        ("anomalies", {"days": "seven"}, "VALIDATION_ERROR"),
+        ("anomalies", {"limit": "all"}, "VALIDATION_ERROR"),
+    ],
+)
 def test_each_bad_value_is_its_own_400(client, path, params, code):
     error = data(client.get(f"/api/analytics/{path}", params=params), 400)
     assert error["code"] == code, error

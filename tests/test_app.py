@@ -28,11 +28,12 @@ def test_wrong_method_is_405_envelope(client):
 
 
 def test_malformed_json_is_400_with_details(client):
-    response = client.put(
-        "/api/settings/camera", content=b'{"fps": 30,', headers={"content-type": "application/json"}
-    )
+    response = client.put("/api/settings/camera", content=b'{"fps": 30,', headers={"content-type": "application/json"})
     body = assert_error(response, 400, "MALFORMED_BODY")
-    assert "malformed" in body["error"]["details"]["reason"].lower() or "truncated" in body["error"]["details"]["reason"].lower()
+    assert (
+        "malformed" in body["error"]["details"]["reason"].lower()
+        or "truncated" in body["error"]["details"]["reason"].lower()
+    )
 
 
 def test_out_of_range_setting_is_400_and_changes_nothing(client):

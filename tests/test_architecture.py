@@ -29,13 +29,13 @@ def _code_lines(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 doc_lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
-    return [
-        (n, line.split("#", 1)[0])
-        for n, line in enumerate(path.read_text().splitlines(), 1)
-        if n not in doc_lines
-    ]
+    return [(n, line.split("#", 1)[0]) for n, line in enumerate(path.read_text().splitlines(), 1) if n not in doc_lines]
 
 
 def test_no_handler_reads_app_state() -> None:
@@ -79,8 +79,11 @@ def _litestar_imports(path: Path, root: Path = ROOT) -> list[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
-        found += [f"{path.relative_to(root.parent)}:{node.lineno}: import {n}" for n in names
-                  if n == "litestar" or n.startswith("litestar.")]
+        found += [
+            f"{path.relative_to(root.parent)}:{node.lineno}: import {n}"
+            for n in names
+            if n == "litestar" or n.startswith("litestar.")
+        ]
     return found
 
 
@@ -232,8 +235,20 @@ def test_the_environment_check_catches_a_read(tmp_path: Path) -> None:
 # ``of_training``), or any name with "job" in it.
 REPO = ROOT.parent
 JOB_OWNER = REPO / "detection_service" / "batch_jobs.py"
-JOB_COLUMNS = {"status", "progress_percentage", "current_step", "total_steps", "result", "error_message",
-               "dagster_run_id", "scheduled_at", "started_at", "completed_at", "parameters", "priority"}
+JOB_COLUMNS = {
+    "status",
+    "progress_percentage",
+    "current_step",
+    "total_steps",
+    "result",
+    "error_message",
+    "dagster_run_id",
+    "scheduled_at",
+    "started_at",
+    "completed_at",
+    "parameters",
+    "priority",
+}
 JOB_TABLE_WRITE = re.compile(r"(?i)\b(update|insert\s+into|delete\s+from)\s+[`\"]?batch_jobs\b")
 
 
@@ -280,8 +295,8 @@ def _batch_job_writes(path: Path, root: Path = REPO) -> list[str]:
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
             if name == "BatchJob":
                 hit(node, f"constructs a job row: {ast.unparse(node)[:80]}")
-            elif name in ("update", "insert", "delete") and node.args and ast.unparse(node.args[0]).endswith(
-                "BatchJob"
+            elif (
+                name in ("update", "insert", "delete") and node.args and ast.unparse(node.args[0]).endswith("BatchJob")
             ):
                 hit(node, f"writes the table: {ast.unparse(node)[:80]}")
             elif name == "setattr" and node.args and _job_like(node.args[0], names):
@@ -419,7 +434,9 @@ def test_nothing_outside_the_pipeline_reads_its_private_attributes() -> None:
 
 def test_retry_loops_use_the_one_backoff() -> None:
     # A hand-written doubling (delay * 2, min(delay * 2, cap), 2 ** n) outside retry.py is a second backoff.
-    doubling = re.compile(r"\b(?:delay|backoff|wait|retry)\w*\s*\*\s*2\b|\b2(?:\.0)?\s*\*\*\s*\w*(?:restart|retr|attempt)")
+    doubling = re.compile(
+        r"\b(?:delay|backoff|wait|retry)\w*\s*\*\s*2\b|\b2(?:\.0)?\s*\*\*\s*\w*(?:restart|retr|attempt)"
+    )
     found = [
         f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
         for path in sorted(ROOT.rglob("*.py"))

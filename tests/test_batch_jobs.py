@@ -63,22 +63,60 @@ def test_every_job_type_has_a_parameter_struct():
     assert job_type_of(ModelEvaluation(model_id="m")) is BatchJobType.MODEL_EVALUATION
 
 
-@pytest.mark.parametrize(("job_type", "parameters"), [
-    ("dataset_update", {"source": "auto_collect", "dataset_id": "door", "auto_label": False, "since_version": None}),
-    ("dataset_update", {"source": "roboflow", "workspace": "w", "project_name": "p", "version": 6,
-                        "dataset_id": "p", "class_mapping": None}),
-    ("dataset_update", {"source": "path", "path": "/x", "dataset_id": "x", "name": "x", "description": "d",
-                        "with_paths": [{"path": "/y", "dataset_id": "y"}],
-                        "train": {"profile": "tiny", "auto_deploy": True, "job_type": "train", "mix": ["y"]}}),
-    ("dataset_materialize", {"dataset_id": "d", "version": "1"}),
-    ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"profile": "tiny", "training_id": 3}}),
-    ("model_retrain", {"dataset_id": "d", "version": "1", "training_id": 1, "base_model_id": None, "epochs": 3,
-                       "batch_size": None, "imgsz": None, "confidence_threshold": 0.5, "sensitivity": "high",
-                       "profile": "tiny", "auto_deploy": False, "force_deploy": False}),
-    ("model_evaluation", {"model_id": "m"}),
-    ("storage_cleanup", {}),
-    ("log_archive", {}),
-])
+@pytest.mark.parametrize(
+    ("job_type", "parameters"),
+    [
+        (
+            "dataset_update",
+            {"source": "auto_collect", "dataset_id": "door", "auto_label": False, "since_version": None},
+        ),
+        (
+            "dataset_update",
+            {
+                "source": "roboflow",
+                "workspace": "w",
+                "project_name": "p",
+                "version": 6,
+                "dataset_id": "p",
+                "class_mapping": None,
+            },
+        ),
+        (
+            "dataset_update",
+            {
+                "source": "path",
+                "path": "/x",
+                "dataset_id": "x",
+                "name": "x",
+                "description": "d",
+                "with_paths": [{"path": "/y", "dataset_id": "y"}],
+                "train": {"profile": "tiny", "auto_deploy": True, "job_type": "train", "mix": ["y"]},
+            },
+        ),
+        ("dataset_materialize", {"dataset_id": "d", "version": "1"}),
+        ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"profile": "tiny", "training_id": 3}}),
+        (
+            "model_retrain",
+            {
+                "dataset_id": "d",
+                "version": "1",
+                "training_id": 1,
+                "base_model_id": None,
+                "epochs": 3,
+                "batch_size": None,
+                "imgsz": None,
+                "confidence_threshold": 0.5,
+                "sensitivity": "high",
+                "profile": "tiny",
+                "auto_deploy": False,
+                "force_deploy": False,
+            },
+        ),
+        ("model_evaluation", {"model_id": "m"}),
+        ("storage_cleanup", {}),
+        ("log_archive", {}),
+    ],
+)
 def test_stored_parameters_keep_their_shape(job_type, parameters):
     """The row's JSON is the Struct's fields without the tag: what was given, no more, no less."""
     typed = validate(job_type, parameters)
@@ -86,19 +124,22 @@ def test_stored_parameters_keep_their_shape(job_type, parameters):
     assert encode_parameters(typed) == parameters
 
 
-@pytest.mark.parametrize(("job_type", "parameters", "says"), [
-    ("nightly_magic", {}, "job_type"),
-    ("model_evaluation", {}, "model_id"),
-    ("model_evaluation", {"model_id": 7}, "Expected `str`"),
-    ("model_evaluation", {"model_id": "m", "force": True}, "unknown field"),
-    ("model_evaluation", {"model_id": "m", "job_type": "model_retrain"}, "job_type"),
-    ("dataset_update", {"source": "ftp", "dataset_id": "d"}, "source"),
-    ("dataset_update", {"source": "roboflow", "dataset_id": "d"}, "needs project_name, version"),
-    ("dataset_update", {"source": "auto_collect", "dataset_id": "d", "path": "/etc"}, "does not take path"),
-    ("dataset_update", {"source": "path", "dataset_id": "d"}, "needs path"),
-    ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"epochs": "many"}}, "train.epochs"),
-    ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"lr": 0.1}}, "unknown field"),
-])
+@pytest.mark.parametrize(
+    ("job_type", "parameters", "says"),
+    [
+        ("nightly_magic", {}, "job_type"),
+        ("model_evaluation", {}, "model_id"),
+        ("model_evaluation", {"model_id": 7}, "Expected `str`"),
+        ("model_evaluation", {"model_id": "m", "force": True}, "unknown field"),
+        ("model_evaluation", {"model_id": "m", "job_type": "model_retrain"}, "job_type"),
+        ("dataset_update", {"source": "ftp", "dataset_id": "d"}, "source"),
+        ("dataset_update", {"source": "roboflow", "dataset_id": "d"}, "needs project_name, version"),
+        ("dataset_update", {"source": "auto_collect", "dataset_id": "d", "path": "/etc"}, "does not take path"),
+        ("dataset_update", {"source": "path", "dataset_id": "d"}, "needs path"),
+        ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"epochs": "many"}}, "train.epochs"),
+        ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"lr": 0.1}}, "unknown field"),
+    ],
+)
 def test_bad_parameters_are_a_domain_error(jobs: BatchJobs, session_factory, job_type, parameters, says):
     with pytest.raises(Invalid, match=says) as raised:
         validate(job_type, parameters)
@@ -178,9 +219,14 @@ def test_a_finished_job_is_frozen(jobs: BatchJobs, session_factory, close):
     assert jobs.start(job_id, "run-2") is None
     assert jobs.progress(job_id, 50, "late") is False
     after = _row(session_factory, job_id)
-    assert (after.status, after.result, after.error_message, after.current_step, after.dagster_run_id,
-            after.completed_at) == (before.status, before.result, before.error_message, before.current_step,
-                                    "run-1", before.completed_at)
+    assert (
+        after.status,
+        after.result,
+        after.error_message,
+        after.current_step,
+        after.dagster_run_id,
+        after.completed_at,
+    ) == (before.status, before.result, before.error_message, before.current_step, "run-1", before.completed_at)
 
 
 def test_unknown_jobs_are_refused_too(jobs: BatchJobs):
@@ -288,7 +334,11 @@ def test_training_progress_writes_through_the_owner(jobs: BatchJobs, session_fac
     progress.finished(None, {}, 1.0, {"model_id": "m"})
     row = _row(session_factory, job_id)
     assert (row.status, row.progress_percentage, row.current_step, row.result) == (
-        "running", 90, "model registered", {"model_id": "m"})
+        "running",
+        90,
+        "model registered",
+        {"model_id": "m"},
+    )
     jobs.cancel(job_id)
     progress.failed("too late")
     assert _row(session_factory, job_id).status == "cancelled"

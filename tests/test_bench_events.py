@@ -13,9 +13,18 @@ FPS = 10.0
 
 def _scene(start: int, kind: str, carried: tuple[str, ...] = ()) -> Scene:
     # arrive 3 s after the start, fully there at +4 s, leaves at +14 s, gone at +15 s, ends at +27 s
-    return Scene(image=f"valid/{start}.jpg", bbox=(0, 0, 10, 10), start_frame=start, arrive_frame=start + 30,
-                 present_frame=start + 40, leave_frame=start + 140, gone_frame=start + 150, end_frame=start + 270,
-                 object_type=kind, carried=carried)  # fmt: skip
+    return Scene(
+        image=f"valid/{start}.jpg",
+        bbox=(0, 0, 10, 10),
+        start_frame=start,
+        arrive_frame=start + 30,
+        present_frame=start + 40,
+        leave_frame=start + 140,
+        gone_frame=start + 150,
+        end_frame=start + 270,
+        object_type=kind,
+        carried=carried,
+    )
 
 
 TIMELINE = [_scene(0, "package"), _scene(270, "person"), _scene(540, "package")]
@@ -25,7 +34,10 @@ VIDEO_S = 81.0
 def test_arrivals_come_from_the_timeline_with_carried_objects():
     truth = arrivals([_scene(0, "package"), _scene(270, "person", carried=("package",))], FPS)
     assert [(a.object_type, a.scene, a.carried) for a in truth] == [
-        ("package", 0, False), ("person", 1, False), ("package", 1, True)]  # fmt: skip
+        ("package", 0, False),
+        ("person", 1, False),
+        ("package", 1, True),
+    ]
     assert truth[1].arrive_s == 30.0 and truth[1].present_s == 31.0 and truth[1].gone_s == 42.0
 
 
@@ -36,7 +48,9 @@ def test_score_counts_found_arrivals_false_events_and_removals():
         SeenEvent("package", 9.0, None),  # a second event for the same parcel: false
         SeenEvent("unclassified", 31.0, 33.0),  # not a class: false, even during the person's stay
         SeenEvent("person", 30.5, 40.0),  # scene 1: found
-        SeenEvent("package", 58.0, 76.0),  # scene 2 (arrives 57 s): found, but ended 7 s after gone (69 s): not a removal seen
+        SeenEvent(
+            "package", 58.0, 76.0
+        ),  # scene 2 (arrives 57 s): found, but ended 7 s after gone (69 s): not a removal seen
         SeenEvent("person", 90.0, None),  # after the video: ignored
     ]
     result = score(truth, events, video_s=VIDEO_S, tolerance_s=2.0)

@@ -36,8 +36,13 @@ pytestmark = pytest.mark.skipif(not PACKAGES.is_dir(), reason=f"shared datasets 
 
 def add_event(session, type_code: str, keys: list[str], *, verified=True, bbox=None, false_positive=False) -> int:
     type_id = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == type_code))
-    event = DetectionEvent(object_type_id=type_id, user_verified=verified, is_false_positive=false_positive,
-                           bbox_coordinates=json.dumps(bbox) if bbox else None, image_path=keys[0])
+    event = DetectionEvent(
+        object_type_id=type_id,
+        user_verified=verified,
+        is_false_positive=false_positive,
+        bbox_coordinates=json.dumps(bbox) if bbox else None,
+        image_path=keys[0],
+    )
     event.images = [EventImage(image_path=key, sequence_number=i + 1) for i, key in enumerate(keys)]
     session.add(event)
     session.flush()
@@ -46,8 +51,15 @@ def add_event(session, type_code: str, keys: list[str], *, verified=True, bbox=N
 
 def _box(key_count: int) -> dict:
     # Pixels of a 640x640 frame; the same box on every capture.
-    return {"x1": 100, "y1": 120, "x2": 400, "y2": 500, "width": 640, "height": 640,
-            "frames": {str(i): {"x1": 100, "y1": 120, "x2": 400, "y2": 500} for i in range(2, key_count + 1)}}
+    return {
+        "x1": 100,
+        "y1": 120,
+        "x2": 400,
+        "y2": 500,
+        "width": 640,
+        "height": 640,
+        "frames": {str(i): {"x1": 100, "y1": 120, "x2": 400, "y2": 500} for i in range(2, key_count + 1)},
+    }
 
 
 def _events(state, count: int, captures: int = 2) -> list[int]:
@@ -94,7 +106,9 @@ def test_split_by_event_id_is_stable_and_never_leaves_val_empty():
 
 def test_auto_collect_into_a_new_dataset_gives_train_val_and_a_valid_data_yaml(client, settings):
     state = client.app.state
-    assert client.post("/api/datasets/create", json={"name": "front door", "dataset_id": "front-door"}).status_code == 201
+    assert (
+        client.post("/api/datasets/create", json={"name": "front door", "dataset_id": "front-door"}).status_code == 201
+    )
     ids = _events(state, 8, captures=2)
     response = client.post("/api/datasets/auto-collect", json={"dataset_id": "front-door", "auto_label": True})
     assert response.status_code == 202, response.text
@@ -103,8 +117,13 @@ def test_auto_collect_into_a_new_dataset_gives_train_val_and_a_valid_data_yaml(c
     with ephemeral_instance() as instance:
         run = next_batch_run(settings, instance)
         assert run.job_name == "collection_job"
-        result = dg.materialize([collected_dataset], run_config=run.run_config, instance=instance,
-                                resources=resources_from_settings(settings), tags=run.tags)
+        result = dg.materialize(
+            [collected_dataset],
+            run_config=run.run_config,
+            instance=instance,
+            resources=resources_from_settings(settings),
+            tags=run.tags,
+        )
         assert result.success
         [materialization] = result.asset_materializations_for_node("collected_dataset")
         metadata = materialization.metadata
@@ -115,8 +134,13 @@ def test_auto_collect_into_a_new_dataset_gives_train_val_and_a_valid_data_yaml(c
         # The follow-up materialization (dataset_version + data_yaml) succeeds: val is there.
         follow = next_batch_run(settings, instance)
         assert follow.job_name == "dataset_assets_job" and follow.partition_key == "front-door@v1"
-        assets = dg.materialize([dataset_version, data_yaml], partition_key=follow.partition_key, instance=instance,
-                                resources=resources_from_settings(settings), tags=follow.tags)
+        assets = dg.materialize(
+            [dataset_version, data_yaml],
+            partition_key=follow.partition_key,
+            instance=instance,
+            resources=resources_from_settings(settings),
+            tags=follow.tags,
+        )
         assert assets.success
         assert assets.asset_materializations_for_node("data_yaml")[0].metadata["nc"].value == 4
 

@@ -32,8 +32,19 @@ query($key: [String!]!) {
 def _diagnostics(log_path: Path) -> str:
     """The supervisor's, daemon's and run's own lines of the `aidoor run` log (the tail alone is
     mostly code-server noise), so a failure on CI says where the request got stuck."""
-    keep = ("==> ", "aidoor.run", "SensorDaemon", "QueuedRunCoordinator", "RUN_", "STEP_FAILURE", "Traceback",
-            "Error", "exited", "restart", "heartbeat")
+    keep = (
+        "==> ",
+        "aidoor.run",
+        "SensorDaemon",
+        "QueuedRunCoordinator",
+        "RUN_",
+        "STEP_FAILURE",
+        "Traceback",
+        "Error",
+        "exited",
+        "restart",
+        "heartbeat",
+    )
     lines = [line[:300] for line in log_path.read_text(errors="replace").splitlines() if any(k in line for k in keep)]
     return "\n".join(lines[-60:])
 
@@ -45,18 +56,30 @@ def test_pending_training_runs_once_dagster_starts(client, settings, tmp_path: P
     state = client.app.state
     import_dataset(state.session_factory, state.object_store, PACKAGES, "packages")
     assert client.get("/api/system/health").json()["data"]["components"]["dagster"]["status"] == "down"
-    response = client.post("/api/models/train", json={"dataset_id": "packages", "profile": "tiny", "epochs": 2,
-                                                      "imgsz": 64, "batch_size": 8})
+    response = client.post(
+        "/api/models/train",
+        json={"dataset_id": "packages", "profile": "tiny", "epochs": 2, "imgsz": 64, "batch_size": 8},
+    )
     assert response.status_code == 202 and response.json()["data"]["status"] == "pending"
 
     api_port, dagster_port = free_port(), free_port()
-    env = {**os.environ, "AIDOOR_DATA_DIR": str(settings.data_dir), "AIDOOR_DATABASE_URL": settings.database_url,
-           "AIDOOR_PORT": str(api_port), "AIDOOR_DAGSTER_PORT": str(dagster_port)}
+    env = {
+        **os.environ,
+        "AIDOOR_DATA_DIR": str(settings.data_dir),
+        "AIDOOR_DATABASE_URL": settings.database_url,
+        "AIDOOR_PORT": str(api_port),
+        "AIDOOR_DAGSTER_PORT": str(dagster_port),
+    }
     env.pop("DAGSTER_HOME", None)
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"],
-                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 420
         status = None
@@ -72,8 +95,9 @@ def test_pending_training_runs_once_dagster_starts(client, settings, tmp_path: P
         assert status["dagster_run_id"] and status["model_id"] == "yolo_v1"
 
         graphql = f"http://127.0.0.1:{dagster_port}/graphql"
-        body = httpx.post(graphql, json={"query": MATERIALIZATION_QUERY, "variables": {"key": ["trained_model"]}},
-                          timeout=30).json()
+        body = httpx.post(
+            graphql, json={"query": MATERIALIZATION_QUERY, "variables": {"key": ["trained_model"]}}, timeout=30
+        ).json()
         [materialization] = body["data"]["assetOrError"]["assetMaterializations"]
         assert materialization["partition"] == "packages@v1"
         assert materialization["runId"] == status["dagster_run_id"]

@@ -123,8 +123,10 @@ def test_valid_yaml_is_parsed_and_resolved(validator):
         ("- a\n- b\n", {"yaml_content"}),
         ("train: [unclosed\n", {"yaml_content"}),
         # every problem at once, not just the first
-        ("train: /home/me/data/train/images\nval: ../valid/images\nnc: five\nnames: [person, cat, 3]\n",
-         {"train", "val", "nc", "names[1]", "names[2]"}),
+        (
+            "train: /home/me/data/train/images\nval: ../valid/images\nnc: five\nnames: [person, cat, 3]\n",
+            {"train", "val", "nc", "names[1]", "names[2]"},
+        ),
         ("path: /data/pk\ntrain: train/images\nval: valid/images\nnc: 1\nnames: [person]\n", {"path"}),
         ("path: datasets/other/v1\ntrain: train/images\nval: valid/images\nnc: 1\nnames: [person]\n", {"path"}),
         ("train: C:\\data\\train\nval: empty/labels\nnc: 1\nnames: [person]\n", {"train", "val"}),

@@ -73,7 +73,7 @@ def keys(store: ObjectStore, prefix: str = "datasets/") -> list[str]:
 
 
 def relative_files(store: ObjectStore, prefix: str) -> set[str]:
-    return {key[len(prefix):] for key in keys(store, prefix)}
+    return {key[len(prefix) :] for key in keys(store, prefix)}
 
 
 def dataset_rows(session_factory) -> tuple[list[Dataset], list[DatasetVersion]]:
@@ -95,9 +95,16 @@ def jpeg(width: int = 64, height: int = 48, value: int = 128) -> bytes:
 def make_export(root: Path, names: list[str], files: dict[str, bytes | str]) -> Path:
     """A small export: data.yaml + the given files (relative path -> content)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "data.yaml").write_text(yaml.safe_dump({
-        "train": "../train/images", "val": "../valid/images", "nc": len(names), "names": names,
-    }))
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "train": "../train/images",
+                "val": "../valid/images",
+                "nc": len(names),
+                "names": names,
+            }
+        )
+    )
     for rel, content in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,24 +141,26 @@ def test_read_export_packages_v6() -> None:
 def test_bad_files_are_rejected_with_a_per_file_report(tmp_path: Path) -> None:
     files = packages_subset(tmp_path)
     good = next(v for k, v in files.items() if k.endswith(".jpg"))
-    files.update({
-        "train/images/corrupt.jpg": b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10,
-        "train/labels/corrupt.txt": "0 0.5 0.5 0.2 0.2\n",
-        "train/images/empty.jpg": b"",
-        "train/images/truncated.jpg": good[: len(good) // 3],
-        "train/images/notes.jpg": "hello, I am text",
-        "train/images/malformed.jpg": jpeg(),
-        "train/labels/malformed.txt": "0 0.5 0.5 0.2 0.2\n0 0.5 0.5\n",
-        "train/images/outside.jpg": jpeg(),
-        "train/labels/outside.txt": "0 1.7 0.5 0.2 0.2\n",
-        "train/images/badclass.jpg": jpeg(),
-        "train/labels/badclass.txt": "3 0.5 0.5 0.2 0.2\n",
-        "train/images/polygon.jpg": jpeg(),
-        "train/labels/polygon.txt": "0 0.1 0.1 0.4 0.1 0.4 0.3 0.1 0.3\n",
-        "train/images/background.jpg": jpeg(),
-        "valid/labels/orphan.txt": "0 0.5 0.5 0.1 0.1\n",
-        "train/images/readme.md": "not an image",
-    })
+    files.update(
+        {
+            "train/images/corrupt.jpg": b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10,
+            "train/labels/corrupt.txt": "0 0.5 0.5 0.2 0.2\n",
+            "train/images/empty.jpg": b"",
+            "train/images/truncated.jpg": good[: len(good) // 3],
+            "train/images/notes.jpg": "hello, I am text",
+            "train/images/malformed.jpg": jpeg(),
+            "train/labels/malformed.txt": "0 0.5 0.5 0.2 0.2\n0 0.5 0.5\n",
+            "train/images/outside.jpg": jpeg(),
+            "train/labels/outside.txt": "0 1.7 0.5 0.2 0.2\n",
+            "train/images/badclass.jpg": jpeg(),
+            "train/labels/badclass.txt": "3 0.5 0.5 0.2 0.2\n",
+            "train/images/polygon.jpg": jpeg(),
+            "train/labels/polygon.txt": "0 0.1 0.1 0.4 0.1 0.4 0.3 0.1 0.3\n",
+            "train/images/background.jpg": jpeg(),
+            "valid/labels/orphan.txt": "0 0.5 0.5 0.1 0.1\n",
+            "train/images/readme.md": "not an image",
+        }
+    )
     make_export(tmp_path / "export", ["package"], files)
     with read_export(tmp_path / "export") as report:
         accepted = {item.name: item for item in report.items}
@@ -194,7 +203,7 @@ def test_unknown_classes_are_an_error_listing_them(tmp_path: Path, session_facto
     assert result.class_mapping == {"Box": "package", "cat": "person"}
     assert result.class_distribution["person"].instances == 1
     assert any("left out as the class mapping asked" in p.problem for p in result.problems)
-    label = store.get_bytes(f"datasets/pets/v1/train/labels/cat.txt").decode()
+    label = store.get_bytes("datasets/pets/v1/train/labels/cat.txt").decode()
     assert label == "0 0.5 0.5 0.2 0.2\n"
 
 
@@ -226,7 +235,9 @@ def test_unsafe_and_oversized_archives_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ArchiveTooLargeError):  # 8 MB of zeros compress ~1000:1
         read_export(archive("bomb.zip", {"train/images/a.jpg": bytes(8 << 20)}), work_dir=tmp_path / "work")
     with pytest.raises(ArchiveTooLargeError):
-        read_export(archive("big.zip", {"train/images/a.jpg": jpeg()}), work_dir=tmp_path / "work", max_extract_bytes=100)
+        read_export(
+            archive("big.zip", {"train/images/a.jpg": jpeg()}), work_dir=tmp_path / "work", max_extract_bytes=100
+        )
     (tmp_path / "not.zip").write_text("plain text")
     with pytest.raises(ExportError):
         read_export(tmp_path / "not.zip")
@@ -266,7 +277,10 @@ def test_import_doorbell_875_images(session_factory, store: LocalObjectStore) ->
     assert len(stored) == 875 * 2 + 1 and "datasets/doorbell/v1/.importing" not in stored
     data = yaml.safe_load(store.get_bytes("datasets/doorbell/v1/data.yaml"))
     assert data == {
-        "path": ".", "train": "train/images", "val": "valid/images", "nc": 4,
+        "path": ".",
+        "train": "train/images",
+        "val": "valid/images",
+        "nc": 4,
         "names": ["person", "package", "delivery_food", "mail"],
     }
     [dataset], [version] = dataset_rows(session_factory)
@@ -286,9 +300,14 @@ def test_versions_increase_and_replace_or_merge(session_factory, store, tmp_path
     assert {s: c.images for s, c in first.splits.items()} == {"train": 19, "valid": 4, "test": 3}
     assert yaml.safe_load(store.get_bytes(first.yaml_path))["test"] == "test/images"
 
-    extra = make_export(tmp_path / "extra", ["package"], {
-        "train/images/new.jpg": jpeg(), "train/labels/new.txt": "0 0.5 0.5 0.2 0.2\n",
-    })
+    extra = make_export(
+        tmp_path / "extra",
+        ["package"],
+        {
+            "train/images/new.jpg": jpeg(),
+            "train/labels/new.txt": "0 0.5 0.5 0.2 0.2\n",
+        },
+    )
     replaced = import_dataset(session_factory, store, extra, "packages")
     assert (replaced.version, replaced.total_images) == ("v2", 1)
     merged = import_dataset(session_factory, store, extra, "packages", merge=True, version="2024.1")
@@ -386,19 +405,39 @@ def test_roboflow_sync_matches_upload(session_factory, store, tmp_path: Path) ->
     with serve_fake_roboflow(PACKAGES, tmp_path) as fake:
         # As the Dagster job runs it: job parameters from the API, credentials from the environment
         # (the code location's Settings, the ``settings`` resource).
-        settings = Settings.from_env(environ={
-            "AIDOOR_ROBOFLOW_WORKSPACE": fake.workspace, "AIDOOR_ROBOFLOW_API_KEY": fake.api_key,
-            "AIDOOR_ROBOFLOW_API_URL": fake.url, "AIDOOR_ROBOFLOW_TIMEOUT_S": "120"}, data_dir=tmp_path / "data")
-        parameters = {"source": "roboflow", "workspace": fake.workspace, "project_name": fake.project,
-                      "version": fake.version, "dataset_id": None, "class_mapping": None}
+        settings = Settings.from_env(
+            environ={
+                "AIDOOR_ROBOFLOW_WORKSPACE": fake.workspace,
+                "AIDOOR_ROBOFLOW_API_KEY": fake.api_key,
+                "AIDOOR_ROBOFLOW_API_URL": fake.url,
+                "AIDOOR_ROBOFLOW_TIMEOUT_S": "120",
+            },
+            data_dir=tmp_path / "data",
+        )
+        parameters = {
+            "source": "roboflow",
+            "workspace": fake.workspace,
+            "project_name": fake.project,
+            "version": fake.version,
+            "dataset_id": None,
+            "class_mapping": None,
+        }
         with pytest.raises(RoboflowError, match="not configured"):  # no settings, no credentials
             run_dataset_update(session_factory, store, parameters, tmp_path / "work")
         synced = run_dataset_update(session_factory, store, parameters, tmp_path / "work", settings=settings)
         paths = fake.paths()
         with pytest.raises(RoboflowError) as info:
             sync_roboflow(
-                session_factory, store, fake.workspace, "wrong-key-abc", fake.project, fake.version,
-                tmp_path / "work", dataset_id="never", api_url=fake.url, timeout_s=120,
+                session_factory,
+                store,
+                fake.workspace,
+                "wrong-key-abc",
+                fake.project,
+                fake.version,
+                tmp_path / "work",
+                dataset_id="never",
+                api_url=fake.url,
+                timeout_s=120,
             )
     assert info.value.stage == "auth" and "wrong-key" not in str(info.value)
     assert paths[0] == "/?api_key=***" and paths[-1] == "/download/export.zip"
@@ -433,7 +472,9 @@ def test_roboflow_is_not_imported_by_the_app() -> None:
     import subprocess
     import sys
 
-    code = "import sys, detection_service.app, detection_service.datasets.roboflow_sync; print('roboflow' in sys.modules)"
+    code = (
+        "import sys, detection_service.app, detection_service.datasets.roboflow_sync; print('roboflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
 
@@ -441,12 +482,16 @@ def test_roboflow_is_not_imported_by_the_app() -> None:
 # --------------------------------------------------------------------------------- auto-collect
 
 
-def add_event(session, type_code: str, *, verified=True, false_positive=False, bbox=None, image_path=None,
-              images=()) -> int:
+def add_event(
+    session, type_code: str, *, verified=True, false_positive=False, bbox=None, image_path=None, images=()
+) -> int:
     type_id = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == type_code))
     event = DetectionEvent(
-        object_type_id=type_id, user_verified=verified, is_false_positive=false_positive,
-        bbox_coordinates=json.dumps(bbox) if bbox is not None else None, image_path=image_path,
+        object_type_id=type_id,
+        user_verified=verified,
+        is_false_positive=false_positive,
+        bbox_coordinates=json.dumps(bbox) if bbox is not None else None,
+        image_path=image_path,
     )
     event.images = [EventImage(image_path=key, sequence_number=seq) for seq, key in images]
     session.add(event)
@@ -455,11 +500,20 @@ def add_event(session, type_code: str, *, verified=True, false_positive=False, b
 
 
 def test_parse_bbox() -> None:
-    main, frames = parse_bbox('{"x1": 10, "y1": 20, "x2": 50, "y2": 60, "width": 100, "height": 80, '
-                              '"frames": {"2": {"x1": 0, "y1": 0, "x2": 10, "y2": 10}}}')
+    main, frames = parse_bbox(
+        '{"x1": 10, "y1": 20, "x2": 50, "y2": 60, "width": 100, "height": 80, '
+        '"frames": {"2": {"x1": 0, "y1": 0, "x2": 10, "y2": 10}}}'
+    )
     assert main.to_yolo(999, 999) == pytest.approx((0.3, 0.5, 0.4, 0.5))  # the JSON's frame size wins
     assert frames[2].to_yolo(100, 80) == pytest.approx((0.05, 0.0625, 0.1, 0.125))
-    for bad in (None, "", "[1]", "{}", '{"x1": 5, "y1": 0, "x2": 1, "y2": 1}', '{"x1": "a", "y1": 0, "x2": 1, "y2": 1}'):
+    for bad in (
+        None,
+        "",
+        "[1]",
+        "{}",
+        '{"x1": 5, "y1": 0, "x2": 1, "y2": 1}',
+        '{"x1": "a", "y1": 0, "x2": 1, "y2": 1}',
+    ):
         with pytest.raises(BoxError):
             parse_bbox(bad)
 
@@ -471,18 +525,33 @@ def test_auto_collect_verified_events(session_factory, store, tmp_path: Path) ->
     store.put_bytes("events/5/broken.jpg", b"not a jpeg", "image/jpeg")
     with session_factory.begin() as session:
         package = add_event(
-            session, "package", image_path="events/1/main.jpg",
-            bbox={"x1": 16, "y1": 12, "x2": 48, "y2": 36, "width": 64, "height": 48,
-                  "frames": {"2": {"x1": 0, "y1": 0, "x2": 32, "y2": 24}}},
+            session,
+            "package",
+            image_path="events/1/main.jpg",
+            bbox={
+                "x1": 16,
+                "y1": 12,
+                "x2": 48,
+                "y2": 36,
+                "width": 64,
+                "height": 48,
+                "frames": {"2": {"x1": 0, "y1": 0, "x2": 32, "y2": 24}},
+            },
             images=[(1, "events/1/main.jpg"), (2, "events/1/2.jpg"), (3, "events/1/3.jpg")],
         )
         false_positive = add_event(session, "person", false_positive=True, images=[(1, "events/2/1.jpg")])
-        unverified = add_event(session, "mail", verified=False, bbox={"x1": 1, "y1": 1, "x2": 9, "y2": 9},
-                               images=[(1, "events/4/1.jpg")])
-        unclassified = add_event(session, "unclassified", bbox={"x1": 1, "y1": 1, "x2": 9, "y2": 9},
-                                 images=[(1, "events/4/1.jpg")])
-        missing = add_event(session, "mail", bbox={"x1": 1, "y1": 1, "x2": 9, "y2": 9}, images=[(1, "events/9/gone.jpg")])
-        broken = add_event(session, "mail", bbox={"x1": 1, "y1": 1, "x2": 9, "y2": 9}, images=[(1, "events/5/broken.jpg")])
+        unverified = add_event(
+            session, "mail", verified=False, bbox={"x1": 1, "y1": 1, "x2": 9, "y2": 9}, images=[(1, "events/4/1.jpg")]
+        )
+        unclassified = add_event(
+            session, "unclassified", bbox={"x1": 1, "y1": 1, "x2": 9, "y2": 9}, images=[(1, "events/4/1.jpg")]
+        )
+        missing = add_event(
+            session, "mail", bbox={"x1": 1, "y1": 1, "x2": 9, "y2": 9}, images=[(1, "events/9/gone.jpg")]
+        )
+        broken = add_event(
+            session, "mail", bbox={"x1": 1, "y1": 1, "x2": 9, "y2": 9}, images=[(1, "events/5/broken.jpg")]
+        )
 
     result = collect_verified(session_factory, store, "door")
     assert (result.version, result.base_version, result.source) == ("v2", "v1", "auto_collect")
@@ -494,7 +563,10 @@ def test_auto_collect_verified_events(session_factory, store, tmp_path: Path) ->
     prefix = f"datasets/door/v2/{split_for_event(package)}/"
     assert store.get_bytes(prefix + f"labels/event_{package}_1.txt") == b"1 0.500000 0.500000 0.500000 0.500000\n"
     assert store.get_bytes(prefix + f"labels/event_{package}_2.txt") == b"1 0.250000 0.250000 0.500000 0.500000\n"
-    assert store.get_bytes(f"datasets/door/v2/{split_for_event(false_positive)}/labels/event_{false_positive}_1.txt") == b""
+    assert (
+        store.get_bytes(f"datasets/door/v2/{split_for_event(false_positive)}/labels/event_{false_positive}_1.txt")
+        == b""
+    )
     assert f"{prefix}images/event_{package}_3.jpg" not in keys(store)  # capture without a box
     problems = {p.file: p.problem for p in result.problems if p.severity == "error"}
     assert set(problems) == {f"event {unclassified}", f"event {missing}", f"event {broken}"}
@@ -532,7 +604,9 @@ def test_api_create_get_list(client) -> None:
     data = created.json()["data"]
     assert (data["dataset_id"], data["version"], data["total_images"]) == ("front-door-v1", None, 0)
     assert_error(client.post("/api/datasets/create", json={"name": "Front door v1"}), 409, "CONFLICT")
-    assert_error(client.post("/api/datasets/create", json={"name": "x", "dataset_id": "Bad/Id"}), 400, "INVALID_DATASET_ID")
+    assert_error(
+        client.post("/api/datasets/create", json={"name": "x", "dataset_id": "Bad/Id"}), 400, "INVALID_DATASET_ID"
+    )
     assert_error(client.post("/api/datasets/create", json={"description": "no name"}), 400, "VALIDATION_ERROR")
     korean = client.post("/api/datasets/create", json={"name": "택배"}).json()["data"]
     assert korean["dataset_id"].startswith("dataset-")
@@ -557,21 +631,33 @@ def test_api_update_from_source_path_and_upload(client, tmp_path: Path) -> None:
     assert result["class_distribution"]["package"]["images"] == 26
 
     assert_error(client.put("/api/datasets/pk/update", json={"source_path": "/etc"}), 403, "SOURCE_PATH_NOT_ALLOWED")
-    assert_error(client.put("/api/datasets/pk/update", json={"source_path": str(SHARED_DATASETS / "nope")}), 400,
-                 "INVALID_EXPORT")
+    assert_error(
+        client.put("/api/datasets/pk/update", json={"source_path": str(SHARED_DATASETS / "nope")}),
+        400,
+        "INVALID_EXPORT",
+    )
     assert_error(client.put("/api/datasets/nope/update", json={"source_path": str(PACKAGES)}), 404, "NOT_FOUND")
     assert_error(client.put("/api/datasets/pk/update", json={"wrong": 1}), 400, "VALIDATION_ERROR")
-    assert_error(client.put("/api/datasets/pk/update", content=b"x", headers={"content-type": "text/plain"}), 415,
-                 "UNSUPPORTED_MEDIA_TYPE")
+    assert_error(
+        client.put("/api/datasets/pk/update", content=b"x", headers={"content-type": "text/plain"}),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
 
     # Multipart: a small zip export, with a version label and a class mapping.
-    export = make_export(tmp_path / "up", ["package", "courier"], {
-        **packages_subset(tmp_path, 2, 1),
-        "train/images/courier.jpg": jpeg(), "train/labels/courier.txt": "1 0.5 0.5 0.4 0.8\n",
-    })
+    export = make_export(
+        tmp_path / "up",
+        ["package", "courier"],
+        {
+            **packages_subset(tmp_path, 2, 1),
+            "train/images/courier.jpg": jpeg(),
+            "train/labels/courier.txt": "1 0.5 0.5 0.4 0.8\n",
+        },
+    )
     archive = zip_folder(export, tmp_path / "up.zip").read_bytes()
     response = client.put(
-        "/api/datasets/pk/update", files={"file": ("up.zip", archive, "application/zip")},
+        "/api/datasets/pk/update",
+        files={"file": ("up.zip", archive, "application/zip")},
         data={"version": "2025.08", "class_mapping": json.dumps({"courier": "person"})},
     )
     assert response.status_code == 200, response.text
@@ -579,17 +665,28 @@ def test_api_update_from_source_path_and_upload(client, tmp_path: Path) -> None:
     assert (result["version"], result["total_images"], result["source"]) == ("2025.08", 4, "upload")
     assert result["class_distribution"]["person"]["instances"] == 1
 
-    error = assert_error(client.put("/api/datasets/pk/update", files={"images": ("up.zip", archive, "application/zip")}),
-                         400, "UNKNOWN_CLASSES")
+    error = assert_error(
+        client.put("/api/datasets/pk/update", files={"images": ("up.zip", archive, "application/zip")}),
+        400,
+        "UNKNOWN_CLASSES",
+    )
     assert error["details"]["unknown_classes"] == ["courier"]
-    assert_error(client.put("/api/datasets/pk/update", files={"file": ("x.zip", b"not a zip", "application/zip")}),
-                 400, "INVALID_EXPORT")
-    assert_error(client.put("/api/datasets/pk/update", data={"version": "x"}, files={"other": ("a", b"a")}),
-                 400, "MISSING_FILE")
+    assert_error(
+        client.put("/api/datasets/pk/update", files={"file": ("x.zip", b"not a zip", "application/zip")}),
+        400,
+        "INVALID_EXPORT",
+    )
+    assert_error(
+        client.put("/api/datasets/pk/update", data={"version": "x"}, files={"other": ("a", b"a")}), 400, "MISSING_FILE"
+    )
     corrupt = make_export(tmp_path / "corrupt", ["package"], {"train/images/x.jpg": b"junk"})
-    error = assert_error(client.put("/api/datasets/pk/update",
-                                    files={"file": ("c.zip", zip_folder(corrupt, tmp_path / "c.zip").read_bytes())}),
-                         400, "NO_VALID_IMAGES")
+    error = assert_error(
+        client.put(
+            "/api/datasets/pk/update", files={"file": ("c.zip", zip_folder(corrupt, tmp_path / "c.zip").read_bytes())}
+        ),
+        400,
+        "NO_VALID_IMAGES",
+    )
     assert error["details"]["problems"][0]["file"] == "train/images/x.jpg"
 
     detail = client.get("/api/datasets/pk").json()["data"]
@@ -607,24 +704,37 @@ def test_api_jobs_for_auto_collect_and_roboflow(client) -> None:
     assert response.status_code == 202, response.text
     job = response.json()["data"]
     assert (job["job_type"], job["status"]) == ("dataset_update", "pending")
-    assert job["parameters"] == {"source": "auto_collect", "dataset_id": "door", "auto_label": False, "since_version": None}
+    assert job["parameters"] == {
+        "source": "auto_collect",
+        "dataset_id": "door",
+        "auto_label": False,
+        "since_version": None,
+    }
     assert_error(client.post("/api/datasets/auto-collect", json={"dataset_id": "nope"}), 404, "NOT_FOUND")
 
     body = {"project_name": "packages-g0ton", "version": 6}
     error = assert_error(client.post("/api/datasets/roboflow/sync", json=body), 400, "ROBOFLOW_NOT_CONFIGURED")
     assert "AIDOOR_ROBOFLOW_WORKSPACE" in error["message"]
     state = client.app.state  # as if started with AIDOOR_ROBOFLOW_WORKSPACE / AIDOOR_ROBOFLOW_API_KEY
-    state.settings = msgspec.structs.replace(state.settings, roboflow_workspace="joseph-nelson",
-                                             roboflow_api_key="super-secret-key")
+    state.settings = msgspec.structs.replace(
+        state.settings, roboflow_workspace="joseph-nelson", roboflow_api_key="super-secret-key"
+    )
     response = client.post("/api/datasets/roboflow/sync", json=body)
     assert response.status_code == 202, response.text
     job = response.json()["data"]
     assert job["parameters"] == {
-        "source": "roboflow", "workspace": "joseph-nelson", "project_name": "packages-g0ton", "version": 6,
-        "dataset_id": "packages-g0ton", "class_mapping": None,
+        "source": "roboflow",
+        "workspace": "joseph-nelson",
+        "project_name": "packages-g0ton",
+        "version": 6,
+        "dataset_id": "packages-g0ton",
+        "class_mapping": None,
     }
     assert "super-secret-key" not in response.text
-    assert_error(client.post("/api/datasets/roboflow/sync", json={"project_name": "p", "version": "latest"}), 400,
-                 "VALIDATION_ERROR")
+    assert_error(
+        client.post("/api/datasets/roboflow/sync", json={"project_name": "p", "version": "latest"}),
+        400,
+        "VALIDATION_ERROR",
+    )
     with client.app.state.session_factory() as session:
         assert session.scalar(sa.select(sa.func.count(BatchJob.id))) == 2

@@ -17,7 +17,9 @@ from detection_service.app import create_app
 from detection_service.cli import main as cli_main
 from tests.pipeline.conftest import wait_until
 
-pytestmark = pytest.mark.skipif(not demo_video.dataset_available(), reason=f"shared dataset missing: {demo_video.DEFAULT_DATASET}")
+pytestmark = pytest.mark.skipif(
+    not demo_video.dataset_available(), reason=f"shared dataset missing: {demo_video.DEFAULT_DATASET}"
+)
 
 
 def _frames(path: Path) -> list[np.ndarray]:
@@ -51,7 +53,9 @@ def test_build_a_short_demo(short_demo: demo_video.DemoInfo):
     for scene in short_demo.scenes:
         assert scene.start_frame < scene.arrive_frame < scene.present_frame <= scene.leave_frame < scene.gone_frame
         x1, y1, x2, y2 = scene.bbox
-        empty, present, gone = (frames[i].astype(int) for i in (scene.start_frame, scene.present_frame, scene.gone_frame))
+        empty, present, gone = (
+            frames[i].astype(int) for i in (scene.start_frame, scene.present_frame, scene.gone_frame)
+        )
         inside = (slice(y1, y2), slice(x1, x2))
         # The parcel changes its box, and (almost) nothing else changes.
         assert np.abs(present[inside] - empty[inside]).mean() > 15
@@ -73,8 +77,10 @@ def test_person_scene_is_a_courier_at_a_real_door(short_demo: demo_video.DemoInf
     assert (y2 - y1) > 2 * (x2 - x1) and (y2 - y1) > 300
     frames = _frames(Path(short_demo.path))
     inside = (slice(y1, y2), slice(x1, x2))
-    diffs = [np.abs(frames[i][inside].astype(int) - frames[person.start_frame][inside]).mean()
-             for i in range(person.start_frame, person.end_frame)]  # fmt: skip
+    diffs = [
+        np.abs(frames[i][inside].astype(int) - frames[person.start_frame][inside]).mean()
+        for i in range(person.start_frame, person.end_frame)
+    ]
     arrive, gone = person.arrive_frame - person.start_frame, person.gone_frame - person.start_frame
     # nothing before the arrival, a rising fade, the whole person while present, nothing after
     assert max(diffs[:arrive]) < 1 and max(diffs[gone:]) < 3
@@ -97,8 +103,11 @@ def test_a_demo_of_the_old_format_is_rebuilt(settings, monkeypatch):
     default = demo_video.default_path(settings.data_dir)
     default.parent.mkdir(parents=True)
     default.write_bytes(b"old")
-    demo_video.sidecar_path(default).write_text(json.dumps(
-        {"path": str(default), "fps": 15, "frames": 1, "width": 640, "height": 640, "seconds": 0.1, "scenes": []}))
+    demo_video.sidecar_path(default).write_text(
+        json.dumps(
+            {"path": str(default), "fps": 15, "frames": 1, "width": 640, "height": 640, "seconds": 0.1, "scenes": []}
+        )
+    )
     assert demo_video.load_info(default).version == 1
     built: list[Path] = []
     real_build = demo_video.build

@@ -34,9 +34,14 @@ COCO = SHARED_DATASETS.parent / "models" / "yolov8n_coco_int8_openvino_model"
 
 def _image(pred, true, scope=None):
     """pred: [(cls, conf, box)], true: [(cls, box)] -> score() input."""
-    return (np.array([p[2] for p in pred], float).reshape(-1, 4), np.array([p[1] for p in pred], float),
-            np.array([p[0] for p in pred], int), np.array([t[1] for t in true], float).reshape(-1, 4),
-            np.array([t[0] for t in true], int), scope)
+    return (
+        np.array([p[2] for p in pred], float).reshape(-1, 4),
+        np.array([p[1] for p in pred], float),
+        np.array([p[0] for p in pred], int),
+        np.array([t[1] for t in true], float).reshape(-1, 4),
+        np.array([t[0] for t in true], int),
+        scope,
+    )
 
 
 BOX = (10, 10, 50, 50)
@@ -52,8 +57,9 @@ def test_score_perfect_wrong_class_and_scopes():
     assert metrics["map50"] == pytest.approx(0.0, abs=1e-6)
     # A person found on a frame that is authoritative for packages only is not a false positive.
     package_only = frozenset({1})
-    with_scope, _ = score([_image([(1, 0.9, BOX), (0, 0.95, SHIFTED)], [(1, BOX)], package_only),
-                           _image([(0, 0.9, BOX)], [(0, BOX)])])
+    with_scope, _ = score(
+        [_image([(1, 0.9, BOX), (0, 0.95, SHIFTED)], [(1, BOX)], package_only), _image([(0, 0.9, BOX)], [(0, BOX)])]
+    )
     without, _ = score([_image([(1, 0.9, BOX), (0, 0.95, SHIFTED)], [(1, BOX)]), _image([(0, 0.9, BOX)], [(0, BOX)])])
     assert with_scope["map50"] == pytest.approx(0.995, abs=1e-3) and without["map50"] < 0.9
 
@@ -85,30 +91,60 @@ def test_class_mapping_by_name(tmp_path: Path):
 
 
 def _pc(**classes):
-    return [{"name": n, "instances": 10, "map50": v[0], "map50_95": v[1], "precision": 0.5, "recall": 0.5}
-            for n, v in classes.items()]
+    return [
+        {"name": n, "instances": 10, "map50": v[0], "map50_95": v[1], "precision": 0.5, "recall": 0.5}
+        for n, v in classes.items()
+    ]
 
 
 def test_gate_per_class_rule():
     champion = _pc(person=(0.60, 0.40), package=(0.80, 0.50))
     overall = {"map50": 0.70, "map50_95": 0.45}
-    better = judge("b", {"map50": 0.75, "map50_95": 0.50}, "a", overall, "evaluation-set@v1",
-                   _pc(person=(0.61, 0.42), package=(0.89, 0.58)), champion)
+    better = judge(
+        "b",
+        {"map50": 0.75, "map50_95": 0.50},
+        "a",
+        overall,
+        "evaluation-set@v1",
+        _pc(person=(0.61, 0.42), package=(0.89, 0.58)),
+        champion,
+    )
     assert better.passed and [v.ok for v in better.per_class] == [True, True]
     # Better on average by forgetting people: refused.
-    forgets = judge("b", {"map50": 0.76, "map50_95": 0.52}, "a", overall, "evaluation-set@v1",
-                    _pc(person=(0.60 - CLASS_TOLERANCE - 0.01, 0.40), package=(0.99, 0.64)), champion)
+    forgets = judge(
+        "b",
+        {"map50": 0.76, "map50_95": 0.52},
+        "a",
+        overall,
+        "evaluation-set@v1",
+        _pc(person=(0.60 - CLASS_TOLERANCE - 0.01, 0.40), package=(0.99, 0.64)),
+        champion,
+    )
     assert not forgets.passed and "person" in forgets.reason
     assert [v.name for v in forgets.per_class if not v.ok] == ["person"]
     # Within the tolerance on a class and better overall: passes.
-    assert judge("b", {"map50": 0.71, "map50_95": 0.47}, "a", overall, "s",
-                 _pc(person=(0.59, 0.41), package=(0.83, 0.53)), champion).passed
+    assert judge(
+        "b",
+        {"map50": 0.71, "map50_95": 0.47},
+        "a",
+        overall,
+        "s",
+        _pc(person=(0.59, 0.41), package=(0.83, 0.53)),
+        champion,
+    ).passed
     # Not better overall: refused even without a per-class loss.
     assert not judge("b", dict(overall), "a", overall, "s", champion, champion).passed
     # A class the champion does not know (mAP50 below KNOWN_MAP50) may stay at zero.
     weak = _pc(person=(0.0, 0.0), package=(0.80, 0.50))
-    passes = judge("b", {"map50": 0.45, "map50_95": 0.30}, "a", {"map50": 0.40, "map50_95": 0.25}, "s",
-                   _pc(person=(0.0, 0.0), package=(0.90, 0.60)), weak)
+    passes = judge(
+        "b",
+        {"map50": 0.45, "map50_95": 0.30},
+        "a",
+        {"map50": 0.40, "map50_95": 0.25},
+        "s",
+        _pc(person=(0.0, 0.0), package=(0.90, 0.60)),
+        weak,
+    )
     assert passes.passed and passes.per_class[0].known is False
     assert judge("b", {"map50": 0.1, "map50_95": 0.1}, None, None, "s").reason == "no champion deployed"
 
@@ -126,8 +162,9 @@ def _subset(root: Path, dest: Path, train: list[str], valid: list[str], names: l
             (dest / split / "labels").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(image, dest / split / "images" / image.name)
             shutil.copyfile(root / split / "labels" / f"{stem}.txt", dest / split / "labels" / f"{stem}.txt")
-    (dest / "data.yaml").write_text(yaml.safe_dump({"train": "train/images", "val": "valid/images",
-                                                    "nc": len(names), "names": names}))
+    (dest / "data.yaml").write_text(
+        yaml.safe_dump({"train": "train/images", "val": "valid/images", "nc": len(names), "names": names})
+    )
     return dest
 
 
@@ -154,8 +191,9 @@ def doorbell_subset(dest: Path, near: int = 3, other: int = 5) -> tuple[Path, in
     return _subset(DOORBELL, dest, partners + extra, dups + clean, ["Box"]), near
 
 
-pytest_plain = pytest.mark.skipif(not (DOORBELL.is_dir() and PERSONS.is_dir() and COCO.is_dir()),
-                                  reason="shared datasets / models missing")
+pytest_plain = pytest.mark.skipif(
+    not (DOORBELL.is_dir() and PERSONS.is_dir() and COCO.is_dir()), reason="shared datasets / models missing"
+)
 
 
 @pytest_plain
@@ -188,12 +226,14 @@ def test_registered_openvino_model_is_evaluated_on_the_fixed_set(client, setting
         assert job.parameters == {"model_id": info.model_id} and job.status == "pending"
 
     with ephemeral_instance() as instance:
-        with dg.build_sensor_context(instance=instance,
-                                     resources={"database": DatabaseResource(url=settings.database_url)}) as ctx:
+        with dg.build_sensor_context(
+            instance=instance, resources={"database": DatabaseResource(url=settings.database_url)}
+        ) as ctx:
             [run] = batch_job_sensor(ctx).run_requests
         assert run.job_name == "registered_model_evaluation_job"
         result = registered_model_evaluation_job.execute_in_process(
-            run_config=run.run_config, instance=instance, resources=resources_from_settings(settings), tags=run.tags)
+            run_config=run.run_config, instance=instance, resources=resources_from_settings(settings), tags=run.tags
+        )
         assert result.success
         [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
         metadata = output.event_specific_data.metadata
@@ -219,16 +259,21 @@ def test_registered_openvino_model_is_evaluated_on_the_fixed_set(client, setting
     assert {c["class"] for c in api["per_class"]} == {"person", "package"}
 
     # The set is append-only: nothing new -> same version; scopes say which class each group is for.
-    again = update_evaluation_set(state.session_factory, state.object_store, settings.data_dir / "cache",
-                                  ["doorbell@v1", "persons@v1"])
+    again = update_evaluation_set(
+        state.session_factory, state.object_store, settings.data_dir / "cache", ["doorbell@v1", "persons@v1"]
+    )
     assert (again.version, again.created, again.images) == ("v1", False, 15)
     assert again.scopes == {"doorbell": ["package"], "persons": ["person"]}
     with state.session_factory() as session:
-        from schemas.db import Dataset, DatasetVersion
         import json
 
-        changes = json.loads(session.scalar(sa.select(DatasetVersion.changes).join(Dataset)
-                                            .where(Dataset.dataset_id == EVALUATION_SET_ID)))
+        from schemas.db import Dataset, DatasetVersion
+
+        changes = json.loads(
+            session.scalar(
+                sa.select(DatasetVersion.changes).join(Dataset).where(Dataset.dataset_id == EVALUATION_SET_ID)
+            )
+        )
     assert changes["sources"]["doorbell"]["near_duplicates_dropped"] == near
 
 
@@ -246,8 +291,13 @@ def test_collected_valid_events_are_frozen_and_the_set_only_grows(settings, tmp_
     store = make_object_store(settings)
     store.ensure_bucket()
     cache = tmp_path / "cache"
-    people = _subset(PERSONS, tmp_path / "people", [p.stem for p in sorted((PERSONS / "train" / "images").iterdir())[:4]],
-                     [p.stem for p in sorted((PERSONS / "valid" / "images").iterdir())[:4]], ["person"])
+    people = _subset(
+        PERSONS,
+        tmp_path / "people",
+        [p.stem for p in sorted((PERSONS / "train" / "images").iterdir())[:4]],
+        [p.stem for p in sorted((PERSONS / "valid" / "images").iterdir())[:4]],
+        ["person"],
+    )
     import_dataset(session_factory, store, people, "persons")
     first = update_evaluation_set(session_factory, store, cache, ["persons@v1"], "auto-collected")
     assert (first.version, first.images, first.created) == ("v1", 4, True)
@@ -259,9 +309,13 @@ def test_collected_valid_events_are_frozen_and_the_set_only_grows(settings, tmp_
             for frame in frames:
                 key = f"events/{frame.name}"
                 store.put_bytes(key, frame.read_bytes(), "image/jpeg")
-                event = DetectionEvent(object_type_id=package, user_verified=True, image_path=key,
-                                       bbox_coordinates=json.dumps({"x1": 10, "y1": 10, "x2": 200, "y2": 200}),
-                                       images=[EventImage(image_path=key, sequence_number=1)])
+                event = DetectionEvent(
+                    object_type_id=package,
+                    user_verified=True,
+                    image_path=key,
+                    bbox_coordinates=json.dumps({"x1": 10, "y1": 10, "x2": 200, "y2": 200}),
+                    images=[EventImage(image_path=key, sequence_number=1)],
+                )
                 session.add(event)
                 session.flush()
                 ids.append(event.id)

@@ -34,9 +34,16 @@ def add_event(state, type_code: str, detected_at: datetime, images: int = 3, end
     """One finished event with ``images`` captures in the store, written in the pipeline's order."""
     with state.session_factory.begin() as session:
         type_id = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == type_code))
-        event = DetectionEvent(object_type_id=type_id, confidence_score=0.8, detected_at=detected_at,
-                               ended_at=detected_at + timedelta(seconds=5) if ended else None, tracking_id=7,
-                               tracking_duration=5, bbox_coordinates=json.dumps(BBOX), model_version="yolo_v1")
+        event = DetectionEvent(
+            object_type_id=type_id,
+            confidence_score=0.8,
+            detected_at=detected_at,
+            ended_at=detected_at + timedelta(seconds=5) if ended else None,
+            tracking_id=7,
+            tracking_duration=5,
+            bbox_coordinates=json.dumps(BBOX),
+            model_version="yolo_v1",
+        )
         session.add(event)
         session.flush()
         event_id = event.id
@@ -44,8 +51,15 @@ def add_event(state, type_code: str, detected_at: datetime, images: int = 3, end
         for seq in range(1, images + 1):
             key = event_image_key(event_id, detected_at, seq)
             state.object_store.put_bytes(key, JPEG, "image/jpeg")
-            session.add(EventImage(event_id=event_id, image_path=key, sequence_number=seq, compression_quality=85,
-                                   captured_at=detected_at + timedelta(seconds=seq)))
+            session.add(
+                EventImage(
+                    event_id=event_id,
+                    image_path=key,
+                    sequence_number=seq,
+                    compression_quality=85,
+                    captured_at=detected_at + timedelta(seconds=seq),
+                )
+            )
             if seq == 1:
                 session.get(DetectionEvent, event_id).image_path = key
     return event_id
@@ -90,8 +104,10 @@ def test_history_filters(client, populated):
     end_day = (NOW - timedelta(days=3)).date().isoformat()  # a bare end date includes that day
     older = data(client.get("/api/detections", params={"end_date": end_day, "type": "person", "limit": 100}))
     assert older["total"] > 0
-    assert all(datetime.fromisoformat(e["detected_at"][:19]) < datetime.fromisoformat(end_day) + timedelta(days=1)
-               for e in older["items"])
+    assert all(
+        datetime.fromisoformat(e["detected_at"][:19]) < datetime.fromisoformat(end_day) + timedelta(days=1)
+        for e in older["items"]
+    )
     events = data(client.get("/api/events", params={"date_range": "7d", "limit": 100}))
     assert events["total"] == 14  # 0..156 hours ago, 7 days = 168 h
     span = f"{(NOW - timedelta(days=1, minutes=1)).isoformat()}/{NOW.isoformat()}"
@@ -268,9 +284,15 @@ def test_storage_cleanup_job_honours_auto_cleanup(client, populated, settings):
 @pytest.mark.s3
 def test_s3_image_urls_open_and_expire(s3_server, migrated_database_url, tmp_path):
     settings = Settings.from_env(
-        environ={}, data_dir=tmp_path / "data", database_url=migrated_database_url, dagster_port=free_port(),
-        s3_endpoint=s3_server.endpoint, s3_access_key=s3_server.access_key, s3_secret_key=s3_server.secret_key,
-        s3_bucket=f"events-{uuid.uuid4().hex[:10]}", image_url_ttl_s=2,
+        environ={},
+        data_dir=tmp_path / "data",
+        database_url=migrated_database_url,
+        dagster_port=free_port(),
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_bucket=f"events-{uuid.uuid4().hex[:10]}",
+        image_url_ttl_s=2,
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         event_id = add_event(client.app.state, "package", NOW, images=2)
@@ -320,9 +342,22 @@ def test_bench_api_prints_every_figure(tmp_path):
 
     aidoor = str(Path(sys.executable).parent / "aidoor")
     out = subprocess.run(
-        [aidoor, "bench", "api", "--database-url", f"sqlite:///{tmp_path / 'bench.db'}", "--events", "400",
-         "--requests", "32", "--clients", "4"],
-        capture_output=True, text=True, timeout=240,
+        [
+            aidoor,
+            "bench",
+            "api",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'bench.db'}",
+            "--events",
+            "400",
+            "--requests",
+            "32",
+            "--clients",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     [line] = out.stdout.strip().splitlines()

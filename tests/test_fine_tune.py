@@ -31,14 +31,30 @@ pytestmark = [
 ]
 IMGSZ = 128
 # Memorising a handful of photos: every epoch shows them as they are.
-NO_AUGMENTATION = {"mosaic": 0.0, "scale": 0.0, "translate": 0.0, "fliplr": 0.0,
-                   "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
+NO_AUGMENTATION = {
+    "mosaic": 0.0,
+    "scale": 0.0,
+    "translate": 0.0,
+    "fliplr": 0.0,
+    "hsv_h": 0.0,
+    "hsv_s": 0.0,
+    "hsv_v": 0.0,
+}
 
 
 def _params(**changes) -> TrainParams:
-    return TrainParams(profile="tiny", imgsz=IMGSZ, batch_size=4, nbs=4, fraction=1.0,
-                       warmup_epochs=1.0, val_every_epoch=False, max_train_s=300, overrides=NO_AUGMENTATION,
-                       **changes)
+    return TrainParams(
+        profile="tiny",
+        imgsz=IMGSZ,
+        batch_size=4,
+        nbs=4,
+        fraction=1.0,
+        warmup_epochs=1.0,
+        val_every_epoch=False,
+        max_train_s=300,
+        overrides=NO_AUGMENTATION,
+        **changes,
+    )
 
 
 def _label(root: Path, image: Path) -> str:
@@ -47,8 +63,12 @@ def _label(root: Path, image: Path) -> str:
 
 def _prepared(root: Path, splits: dict[str, list[tuple[Path, str]]]) -> Path:
     """A prepared dataset (our class ids): {split folder: [(image, label text)]}."""
-    spec = {"path": str(root), "nc": len(MODEL_CLASSES), "names": dict(enumerate(MODEL_CLASSES)),
-            "aidoor": {"splits": {}}}
+    spec = {
+        "path": str(root),
+        "nc": len(MODEL_CLASSES),
+        "names": dict(enumerate(MODEL_CLASSES)),
+        "aidoor": {"splits": {}},
+    }
     for folder, items in splits.items():
         (root / folder / "images").mkdir(parents=True)
         (root / folder / "labels").mkdir(parents=True)
@@ -81,8 +101,10 @@ def _parcel_frames(count: int) -> list[tuple[Path, str]]:
     """Doorbell frames with their parcel boxes, as package (class 1) labels."""
     frames = sorted((DOORBELL / "train" / "images").iterdir())[:count]
     package = MODEL_CLASSES.index("package")
-    return [(f, "".join(f"{package} {' '.join(ln.split()[1:])}\n" for ln in _label(DOORBELL, f).splitlines() if ln.strip()))
-            for f in frames]
+    return [
+        (f, "".join(f"{package} {' '.join(ln.split()[1:])}\n" for ln in _label(DOORBELL, f).splitlines() if ln.strip()))
+        for f in frames
+    ]
 
 
 def _person_map50(weights: Path, data_yaml: Path) -> float:
@@ -129,4 +151,5 @@ def test_the_student_still_finds_the_class_only_its_teacher_labelled(base, tmp_p
 
     assert kept_map50 > 0.7, f"the student lost the teacher's class: person mAP50 {kept_map50:.2f}"
     assert forgot_map50 < kept_map50 - 0.3, (
-        f"without teacher labels the student should forget people: {forgot_map50:.2f} vs {kept_map50:.2f}")
+        f"without teacher labels the student should forget people: {forgot_map50:.2f} vs {kept_map50:.2f}"
+    )

@@ -6,15 +6,14 @@ caches and runs there, once per session (Ultralytics reads YOLO_CONFIG_DIR once,
 
 from __future__ import annotations
 
-import time
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from detection_service.ml.classes import MODEL_CLASSES, map_class_name
-
 from tests.conftest import PACKAGES
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -179,9 +178,7 @@ def test_prepare_rejects_unknown_classes(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(
-    offline_dir: Path, packages_yaml: Path, tmp_path_factory: pytest.TempPathFactory, no_network: list[str]
-):
+def tiny_run(offline_dir: Path, packages_yaml: Path, tmp_path_factory: pytest.TempPathFactory, no_network: list[str]):
     from detection_service.ml.training import TrainParams, train
 
     progress = []

@@ -30,8 +30,15 @@ ALL_MODEL_ASSETS = [dataset_version, data_yaml, trained_model, model_evaluation,
 
 
 def _execute(run: dg.RunRequest, settings, instance, assets) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets, partition_key=run.partition_key, run_config=run.run_config, instance=instance,
-                          resources=resources_from_settings(settings), tags=run.tags, raise_on_error=False)
+    return dg.materialize(
+        assets,
+        partition_key=run.partition_key,
+        run_config=run.run_config,
+        instance=instance,
+        resources=resources_from_settings(settings),
+        tags=run.tags,
+        raise_on_error=False,
+    )
 
 
 def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
@@ -41,8 +48,10 @@ def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
 
     loaded: list[str] = []
     state.model_service.deploy_hook = lambda model_id, weights: loaded.append(model_id) or None
-    response = client.post("/api/models/train", json={"dataset_id": "packages", "profile": "tiny", "epochs": 2,
-                                                      "imgsz": 64, "batch_size": 8})
+    response = client.post(
+        "/api/models/train",
+        json={"dataset_id": "packages", "profile": "tiny", "epochs": 2, "imgsz": 64, "batch_size": 8},
+    )
     assert response.status_code == 202, response.text
     training_id = response.json()["data"]["id"]
 
@@ -54,8 +63,15 @@ def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
 
         [materialization] = result.asset_materializations_for_node("trained_model")
         metadata = materialization.metadata
-        for key in ("mAP50", "mAP50-95", "precision", "recall", "per_class", "inference_ms_per_image",
-                    "model_size_bytes"):
+        for key in (
+            "mAP50",
+            "mAP50-95",
+            "precision",
+            "recall",
+            "per_class",
+            "inference_ms_per_image",
+            "model_size_bytes",
+        ):
             assert key in metadata, key
         assert "| package |" in metadata["per_class"].value
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
@@ -81,8 +97,14 @@ def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
     champion_weights = registry.fetch_model(state.object_store, "yolo_v1", "models/yolo_v1/best.pt", tmp_path)
     with state.session_factory() as session:
         metrics = session.scalar(sa.select(Model.metrics).where(Model.model_id == "yolo_v1"))
-    clone = registry.register_model(state.session_factory, state.object_store, champion_weights,
-                                    model_name="same weights", metrics={**metrics, "gate": None}, inference_ms=None)
+    clone = registry.register_model(
+        state.session_factory,
+        state.object_store,
+        champion_weights,
+        model_name="same weights",
+        metrics={**metrics, "gate": None},
+        inference_ms=None,
+    )
     refused = client.post(f"/api/models/{clone.model_id}/deploy")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "GATE_FAILED", refused.text
     assert client.get("/api/models/current").json()["data"]["model_id"] == "yolo_v1"
@@ -98,8 +120,13 @@ def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
     # `aidoor model pull current FILE` writes the deployed weights, loadable elsewhere.
     target = tmp_path / "pulled.pt"
     env = {**os.environ, "AIDOOR_DATA_DIR": str(settings.data_dir), "AIDOOR_DATABASE_URL": settings.database_url}
-    pulled = subprocess.run([str(Path(sys.executable).parent / "aidoor"), "model", "pull", "current", str(target)],
-                            env=env, capture_output=True, text=True, timeout=120)
+    pulled = subprocess.run(
+        [str(Path(sys.executable).parent / "aidoor"), "model", "pull", "current", str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert pulled.returncode == 0, pulled.stderr
     assert target.read_bytes() == champion_weights.read_bytes()
 
@@ -112,8 +139,12 @@ def test_new_dataset_version_to_deployed_model_in_one_run(settings):
     store = make_object_store(settings)
     store.ensure_bucket()
     imported = import_dataset(session_factory, store, PACKAGES, "packages")
-    queue_dataset_materialize(session_factory, "packages", imported.version,
-                              {"profile": "tiny", "epochs": 1, "imgsz": 64, "auto_deploy": True})
+    queue_dataset_materialize(
+        session_factory,
+        "packages",
+        imported.version,
+        {"profile": "tiny", "epochs": 1, "imgsz": 64, "auto_deploy": True},
+    )
     with ephemeral_instance() as instance:
         run = next_batch_run(settings, instance)
         assert run.job_name == "dataset_to_model_job" and run.partition_key == f"packages@{imported.version}"
@@ -129,13 +160,17 @@ def test_new_dataset_version_to_deployed_model_in_one_run(settings):
 def test_cancel_stops_a_running_training_within_10s(client, settings):
     state = client.app.state
     import_dataset(state.session_factory, state.object_store, PACKAGES, "packages")
-    response = client.post("/api/models/train", json={"dataset_id": "packages", "profile": "tiny", "epochs": 200,
-                                                      "imgsz": 64, "batch_size": 4})
+    response = client.post(
+        "/api/models/train",
+        json={"dataset_id": "packages", "profile": "tiny", "epochs": 200, "imgsz": 64, "batch_size": 4},
+    )
     assert response.status_code == 202
     with ephemeral_instance() as instance:
         run = next_batch_run(settings, instance)
         outcome: dict = {}
-        worker = threading.Thread(target=lambda: outcome.update(result=_execute(run, settings, instance, [trained_model])))
+        worker = threading.Thread(
+            target=lambda: outcome.update(result=_execute(run, settings, instance, [trained_model]))
+        )
         worker.start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -150,8 +185,11 @@ def test_cancel_stops_a_running_training_within_10s(client, settings):
         # run end soon after.
         worker.join(timeout=30)
         assert not worker.is_alive()
-        [failure] = [e for e in instance.all_logs(outcome["result"].run_id)
-                     if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"]
+        [failure] = [
+            e
+            for e in instance.all_logs(outcome["result"].run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+        ]
         stopped_after = failure.timestamp - cancelled_at
     assert stopped_after < 10, f"training stopped {stopped_after:.1f} s after the cancel"
     assert outcome["result"].success is False

@@ -42,19 +42,32 @@ def test_empty_registry_answers_in_envelope(client):
 
 def test_train_request_validation(client):
     _error(client.post("/api/models/train", json={"dataset_id": "nope"}), 404, "NOT_FOUND")
-    for bad in ({"dataset_id": "x", "epochs": 0}, {"dataset_id": "x", "imgsz": 100}, {"dataset_id": "x", "colour": 1},
-                {"dataset_id": "x", "sensitivity": "extreme"}, {}):
+    for bad in (
+        {"dataset_id": "x", "epochs": 0},
+        {"dataset_id": "x", "imgsz": 100},
+        {"dataset_id": "x", "colour": 1},
+        {"dataset_id": "x", "sensitivity": "extreme"},
+        {},
+    ):
         _error(client.post("/api/models/train", json=bad), 400, "VALIDATION_ERROR")
 
 
 def _stored_dataset(client, settings) -> None:
     """A registered dataset version with a data.yaml in the store (what an import leaves)."""
     store = client.app.state.object_store
-    store.put_bytes("datasets/door/v1/data.yaml", b"path: .\ntrain: train/images\nval: valid/images\nnc: 4\n"
-                    b"names: [person, package, delivery_food, mail]\n")
+    store.put_bytes(
+        "datasets/door/v1/data.yaml",
+        b"path: .\ntrain: train/images\nval: valid/images\nnc: 4\nnames: [person, package, delivery_food, mail]\n",
+    )
     with client.app.state.session_factory.begin() as session:
-        dataset = Dataset(dataset_id="door", name="door", version="v1", storage_path="datasets/door/",
-                          yaml_path="datasets/door/v1/data.yaml", total_images=1)
+        dataset = Dataset(
+            dataset_id="door",
+            name="door",
+            version="v1",
+            storage_path="datasets/door/",
+            yaml_path="datasets/door/v1/data.yaml",
+            total_images=1,
+        )
         session.add(dataset)
         session.flush()
         session.add(DatasetVersion(dataset_id=dataset.id, version="v1", image_count=1))
@@ -62,8 +75,9 @@ def _stored_dataset(client, settings) -> None:
 
 def test_train_request_is_queued_once_and_becomes_one_run(client, settings):
     _stored_dataset(client, settings)
-    response = client.post("/api/models/train", json={"dataset_id": "door", "epochs": 3, "profile": "tiny",
-                                                      "sensitivity": "high"})
+    response = client.post(
+        "/api/models/train", json={"dataset_id": "door", "epochs": 3, "profile": "tiny", "sensitivity": "high"}
+    )
     assert response.status_code == 202, response.text
     training = response.json()["data"]
     assert training["status"] == "pending" and training["dataset_id"] == "door"

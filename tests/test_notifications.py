@@ -54,9 +54,20 @@ TOKEN2 = "987654321:BBQwErTyUiOpAsDfGhJkLzXcVbNm1234567"
 CHAT = "555000111"
 CHAT2 = "555000222"
 KEY = Fernet.generate_key().decode()
-FAST = dict(poll_interval_s=0.1, long_poll_s=1, lease_s=2.0, read_timeout_s=1.0, connect_timeout_s=1.0,
-            write_timeout_s=2.0, backoff_initial_s=0.2, photo_wait_s=5.0, unclassified_hold_s=0.0,
-            recipients_refresh_s=0.5, close_grace_s=1.0, updates="polling")  # fmt: skip
+FAST = {
+    "poll_interval_s": 0.1,
+    "long_poll_s": 1,
+    "lease_s": 2.0,
+    "read_timeout_s": 1.0,
+    "connect_timeout_s": 1.0,
+    "write_timeout_s": 2.0,
+    "backoff_initial_s": 0.2,
+    "photo_wait_s": 5.0,
+    "unclassified_hold_s": 0.0,
+    "recipients_refresh_s": 0.5,
+    "close_grace_s": 1.0,
+    "updates": "polling",
+}
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.05) -> Any:
@@ -81,10 +92,15 @@ class Env:
     def __init__(self, tmp_path: Path, url: str, fake: FakeTelegram) -> None:
         self.fake = fake
         self.settings = Settings.from_env(
-            environ={"AIDOOR_TELEGRAM_API_URL": fake.url, "AIDOOR_TELEGRAM_KEY": KEY,
-                     "AIDOOR_PUBLIC_URL": "https://door.example.org"},
-            data_dir=tmp_path / "data", database_url=url, dagster_port=free_port(),
-        )  # fmt: skip
+            environ={
+                "AIDOOR_TELEGRAM_API_URL": fake.url,
+                "AIDOOR_TELEGRAM_KEY": KEY,
+                "AIDOOR_PUBLIC_URL": "https://door.example.org",
+            },
+            data_dir=tmp_path / "data",
+            database_url=url,
+            dagster_port=free_port(),
+        )
         self.engine = make_engine(url)
         self.sf = make_session_factory(self.engine)
         self.store = make_object_store(self.settings)
@@ -102,8 +118,9 @@ class Env:
             return row.id
 
     def notifier(self, start: bool = True, **overrides: Any) -> Notifier:
-        n = build_notifier(self.settings, self.sf, self.store, bus=self.bus, relabel=self.relabel,
-                           **{**FAST, **overrides})  # fmt: skip
+        n = build_notifier(
+            self.settings, self.sf, self.store, bus=self.bus, relabel=self.relabel, **{**FAST, **overrides}
+        )
         self.notifiers.append(n)
         if self.writer is not None:
             self.writer.alerts = n.queue_config  # as the app wires it: events queue with its notifier
@@ -116,12 +133,14 @@ class Env:
         """The latest notifier's alert queue configuration (what the app hands the pipeline)."""
         return self.notifiers[-1].queue_config if self.notifiers else q.QueueConfig()
 
-    def relabel(self, event_id: int, type_code: str, verified: bool | None = True,
-                false_positive: bool | None = False) -> Any:  # fmt: skip
+    def relabel(
+        self, event_id: int, type_code: str, verified: bool | None = True, false_positive: bool | None = False
+    ) -> Any:
         from detection_service.services.events import EventService
 
-        return EventService(self.sf, self.store).classify(event_id, type_code, verified=verified,
-                                                          false_positive=false_positive)  # fmt: skip
+        return EventService(self.sf, self.store).classify(
+            event_id, type_code, verified=verified, false_positive=false_positive
+        )
 
     def event(self, type_code: str = "person", confidence: float = 0.87, seed: int = 1) -> int:
         """One event through the pipeline's writer (InsertEvent + capture 1), as the recorder makes it."""
@@ -130,8 +149,15 @@ class Env:
         now = datetime.now(UTC)
         handle = EventHandle(now, type_code, seed)
         box = bbox_json((40, 30, 100, 110), 160, 120)
-        values = {"confidence_score": confidence, "bbox_coordinates": json.dumps(box), "model_version": "m-test",
-                  "tracking_id": seed, "status": "active", "detected_at": now, "created_by": "pipeline"}  # fmt: skip
+        values = {
+            "confidence_score": confidence,
+            "bbox_coordinates": json.dumps(box),
+            "model_version": "m-test",
+            "tracking_id": seed,
+            "status": "active",
+            "detected_at": now,
+            "created_by": "pipeline",
+        }
         shot = jpeg(seed)
         self.writer.insert_event(InsertEvent(handle, values, shot, box))
         self.writer.store_image(StoreImage(handle, 1, shot, now, 85))
@@ -148,9 +174,10 @@ class Env:
     def type_of(self, event_id: int) -> tuple[str, DetectionEvent]:
         with self.sf() as s:
             event, code = s.execute(
-                sa.select(DetectionEvent, ObjectType.code).join(ObjectType, DetectionEvent.object_type_id == ObjectType.id)
+                sa.select(DetectionEvent, ObjectType.code)
+                .join(ObjectType, DetectionEvent.object_type_id == ObjectType.id)
                 .where(DetectionEvent.id == event_id)
-            ).one()  # fmt: skip
+            ).one()
             return code, event
 
     def close(self) -> None:
@@ -199,8 +226,14 @@ def test_pipeline_event_reaches_the_bot_as_one_photo_with_the_template_text(env:
     env.add_recipient()
     env.notifier()
     # The realtime pipeline's recorder, fed scripted detections: a person walks by for 3 s.
-    recorder = EventRecorder(env.sf, env.store, lambda: DetectionSettings(capture_count=2, capture_interval=0.5),
-                             env.bus, PipelineConfig(retry_initial_s=0.05), env.alerts)  # fmt: skip
+    recorder = EventRecorder(
+        env.sf,
+        env.store,
+        lambda: DetectionSettings(capture_count=2, capture_interval=0.5),
+        env.bus,
+        PipelineConfig(retry_initial_s=0.05),
+        env.alerts,
+    )
     tracker = ObjectTracker()
     wall0 = time.time()
     for i in range(40):
@@ -284,7 +317,7 @@ def test_cooldown_sensitivity_and_disabled(env: Env) -> None:
     d = env.event("mail", 0.3, seed=4)  # under medium's 0.5 minimum confidence
     assert wait_until(lambda: len(env.rows(send_status="sent")) == 2, 10)
     assert {r.event_id for r in env.rows()} == {a, c} and not env.rows(event_id=b) and not env.rows(event_id=d)
-    with env.sf.begin() as s:
+    with env.sf.begin():
         from detection_service.services.settings import SettingsService
 
         SettingsService(env.sf).update("notification", {"enabled": False})
@@ -295,8 +328,14 @@ def test_cooldown_sensitivity_and_disabled(env: Env) -> None:
 def test_package_removed_alert_uses_its_template(env: Env) -> None:
     env.add_recipient()
     env.notifier()
-    recorder = EventRecorder(env.sf, env.store, lambda: DetectionSettings(capture_count=1), env.bus,
-                             PipelineConfig(package_removed_after_s=1.0, retry_initial_s=0.05), env.alerts)  # fmt: skip
+    recorder = EventRecorder(
+        env.sf,
+        env.store,
+        lambda: DetectionSettings(capture_count=1),
+        env.bus,
+        PipelineConfig(package_removed_after_s=1.0, retry_initial_s=0.05),
+        env.alerts,
+    )
     tracker = ObjectTracker()
     wall0 = time.time()
     try:
@@ -304,8 +343,9 @@ def test_package_removed_alert_uses_its_template(env: Env) -> None:
             t = i / 10
             dets = [_det(200, 170, 260, 220, "package", 0.8)] if t < 2 else []
             seen = tracker.update(classify_detections(dets, 0.5, "medium"), t, wall0 + t)
-            recorder.on_frame(Frame(np.full((240, 320, 3), 60, np.uint8), i, t, wall0 + t), t, seen,
-                              FrameInfo("m-test", 10.0, 12.0))  # fmt: skip
+            recorder.on_frame(
+                Frame(np.full((240, 320, 3), 60, np.uint8), i, t, wall0 + t), t, seen, FrameInfo("m-test", 10.0, 12.0)
+            )
         assert wait_until(lambda: len(env.rows(send_status="sent")) == 2, 10)
     finally:
         recorder.close(2)
@@ -359,8 +399,11 @@ def test_killed_worker_pending_rows_are_each_delivered_exactly_once_after_restar
     store_dir = str(env.settings.local_store_dir)
     proc = subprocess.Popen(
         [sys.executable, "-c", WORKER_SCRIPT, env.settings.database_url, env.fake.url, store_dir, KEY],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         assert env.fake.wait_for(lambda: env.fake.calls("sendPhoto") >= 3, 30), proc.stdout and proc.poll()
         time.sleep(0.3)
@@ -390,14 +433,22 @@ def test_two_workers_never_send_the_same_row(env: Env) -> None:
     env.add_recipient()
     env.add_recipient(CHAT2, TOKEN2)
     with env.sf.begin() as s:
-        for i in range(8):
-            event = DetectionEvent(object_type_id=s.scalar(sa.select(ObjectType.id).where(ObjectType.code == "mail")),
-                                   confidence_score=0.9, detected_at=datetime.now(UTC))  # fmt: skip
+        for _ in range(8):
+            event = DetectionEvent(
+                object_type_id=s.scalar(sa.select(ObjectType.id).where(ObjectType.code == "mail")),
+                confidence_score=0.9,
+                detected_at=datetime.now(UTC),
+            )
             s.add(event)
             s.flush()
-            s.add_all([NotificationHistory(event_id=event.id, telegram_user_id=rid, message_text="x", chat_id=chat,
-                                           send_status="pending")
-                       for rid, chat in s.execute(sa.select(Telegram.id, Telegram.chat_id)).all()])  # fmt: skip
+            s.add_all(
+                [
+                    NotificationHistory(
+                        event_id=event.id, telegram_user_id=rid, message_text="x", chat_id=chat, send_status="pending"
+                    )
+                    for rid, chat in s.execute(sa.select(Telegram.id, Telegram.chat_id)).all()
+                ]
+            )
     env.notifier(photo_wait_s=0.0, updates="off")
     env.notifier(photo_wait_s=0.0, updates="off")
     assert wait_until(lambda: len(env.rows(send_status="sent")) == 16, 15)
@@ -454,8 +505,10 @@ def _client(settings: Settings) -> Any:
 def test_api_recipients_settings_send_history_and_tokens_never_shown(env: Env) -> None:
     env.settings = Settings.from_env(
         environ={"AIDOOR_TELEGRAM_API_URL": env.fake.url, "AIDOOR_TELEGRAM_KEY": KEY},
-        data_dir=env.settings.data_dir, database_url=env.settings.database_url, dagster_port=free_port(),
-    )  # fmt: skip
+        data_dir=env.settings.data_dir,
+        database_url=env.settings.database_url,
+        dagster_port=free_port(),
+    )
     bodies: list[str] = []
     with _client(env.settings) as client:
 
@@ -471,8 +524,11 @@ def test_api_recipients_settings_send_history_and_tokens_never_shown(env: Env) -
         assert body["bot_username"] == "aidoor_test_bot"
         r = call("POST", "/api/notifications/recipients", json={"chat_id": CHAT, "bot_token": TOKEN})
         assert r.status_code == 409 and r.json()["error"]["code"] == "RECIPIENT_EXISTS"
-        r = call("POST", "/api/notifications/recipients",
-                 json={"chat_id": CHAT2, "bot_token": "111222333:ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"})  # fmt: skip
+        r = call(
+            "POST",
+            "/api/notifications/recipients",
+            json={"chat_id": CHAT2, "bot_token": "111222333:ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"},
+        )
         assert r.status_code == 400 and r.json()["error"]["code"] == "BOT_TOKEN_REJECTED"
         r = call("POST", "/api/notifications/recipients", json={"chat_id": CHAT2, "bot_token": "not a token at all!!"})
         assert r.status_code == 400
@@ -480,9 +536,14 @@ def test_api_recipients_settings_send_history_and_tokens_never_shown(env: Env) -
         assert [(x["chat_id"], x["bot_token"]) for x in listed] == [(CHAT, "123456789:********")]
 
         r = call("GET", "/api/notifications/settings")
-        assert r.json()["data"] == {"enabled": True, "sensitivity": "medium",
-                                    "types": ["person", "package", "delivery_food", "mail", "unclassified"],
-                                    "min_confidence": 0.5, "cooldown_s": 60, "unclassified_alerts": True}  # fmt: skip
+        assert r.json()["data"] == {
+            "enabled": True,
+            "sensitivity": "medium",
+            "types": ["person", "package", "delivery_food", "mail", "unclassified"],
+            "min_confidence": 0.5,
+            "cooldown_s": 60,
+            "unclassified_alerts": True,
+        }
         r = call("PUT", "/api/notifications/settings", json={"sensitivity": "extreme"})
         assert r.status_code == 400 and r.json()["success"] is False
         r = call("PUT", "/api/notifications/settings", json={"types": ["person", "cat"]})
@@ -551,8 +612,12 @@ def test_encrypted_tokens_without_key_notifications_down_service_up(env: Env, tm
     with env.sf() as s:
         stored = s.scalar(sa.select(Telegram.bot_token))
     assert stored.startswith("gAAAAA") and SECRET not in stored
-    no_key = Settings.from_env(environ={"AIDOOR_TELEGRAM_API_URL": env.fake.url}, data_dir=tmp_path / "other",
-                               database_url=env.settings.database_url, dagster_port=free_port())  # fmt: skip
+    no_key = Settings.from_env(
+        environ={"AIDOOR_TELEGRAM_API_URL": env.fake.url},
+        data_dir=tmp_path / "other",
+        database_url=env.settings.database_url,
+        dagster_port=free_port(),
+    )
     with _client(no_key) as client:
         report = client.get("/api/system/health").json()["data"]
         component = report["components"]["notifications"]
@@ -566,10 +631,12 @@ def test_encrypted_tokens_without_key_notifications_down_service_up(env: Env, tm
         assert listed[0]["bot_token"] == "********"
         time.sleep(0.5)
     assert env.fake.sent == [] and env.rows()[0].send_status == "pending"  # kept for when the key is back
-    wrong = Settings.from_env(environ={"AIDOOR_TELEGRAM_API_URL": env.fake.url,
-                                       "AIDOOR_TELEGRAM_KEY": Fernet.generate_key().decode()},
-                              data_dir=tmp_path / "other", database_url=env.settings.database_url,
-                              dagster_port=free_port())  # fmt: skip
+    wrong = Settings.from_env(
+        environ={"AIDOOR_TELEGRAM_API_URL": env.fake.url, "AIDOOR_TELEGRAM_KEY": Fernet.generate_key().decode()},
+        data_dir=tmp_path / "other",
+        database_url=env.settings.database_url,
+        dagster_port=free_port(),
+    )
     with _client(wrong) as client:
         component = client.get("/api/system/health").json()["data"]["components"]["notifications"]
         assert component["status"] == "down" and "does not decrypt" in component["detail"]
@@ -598,9 +665,16 @@ def test_webhook_update_is_checked_and_applied(env: Env) -> None:
     event_id = env.event()
     assert wait_until(lambda: env.rows(send_status="sent"), 10)  # the alert's message id is recorded
     message_id = _photos(env.fake)[0].message_id
-    update = {"update_id": 1, "callback_query": {
-        "id": "cb1", "from": {"id": 1, "is_bot": False, "first_name": "O"}, "chat_instance": "x",
-        "data": f"rl:{event_id}:ok", "message": env.fake.message(CHAT, message_id)}}  # fmt: skip
+    update = {
+        "update_id": 1,
+        "callback_query": {
+            "id": "cb1",
+            "from": {"id": 1, "is_bot": False, "first_name": "O"},
+            "chat_instance": "x",
+            "data": f"rl:{event_id}:ok",
+            "message": env.fake.message(CHAT, message_id),
+        },
+    }
     assert n.submit(n.handle_webhook("123456789", "wrong", update)).result(5) is False
     assert n.submit(n.handle_webhook("123456789", hook["secret_token"], update)).result(5) is True
     code, event = env.type_of(event_id)

@@ -13,20 +13,28 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from assets.system import storage_usage
 from assets.resources import DatabaseResource, ObjectStoreResource
+from assets.system import storage_usage
 from orchestration.resources import resources_from_settings
 from schemas.db import SystemStatusLog
 from tests.conftest import REPO_ROOT
 
 
 def test_workspace_definitions_validate(tmp_path: Path, migrated_database_url: str):
-    env = {**os.environ, "AIDOOR_DATA_DIR": str(tmp_path), "AIDOOR_DATABASE_URL": migrated_database_url,
-           "DAGSTER_HOME": str(tmp_path / "dagster")}
+    env = {
+        **os.environ,
+        "AIDOOR_DATA_DIR": str(tmp_path),
+        "AIDOOR_DATABASE_URL": migrated_database_url,
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
     (tmp_path / "dagster").mkdir()
     result = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -63,8 +71,10 @@ def test_storage_usage_asset_on_local_store(settings):
 @pytest.mark.s3
 def test_storage_usage_asset_on_s3(s3_server, migrated_database_url):
     resource = ObjectStoreResource(
-        bucket=f"usage-{uuid.uuid4().hex[:12]}", endpoint=s3_server.endpoint,
-        access_key=s3_server.access_key, secret_key=s3_server.secret_key,
+        bucket=f"usage-{uuid.uuid4().hex[:12]}",
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
     )
     store = resource.store()
     store.ensure_bucket()
@@ -98,22 +108,27 @@ def test_runs_cut_off_by_a_shutdown_are_failed_at_the_next_start(settings):
 
     from detection_service.database import make_engine, make_session_factory
     from detection_service.runner import _close_interrupted_runs
-    from detection_service.services.jobs import JobService
+    from detection_service.services.jobs import JobService, queue_dataset_materialize
     from orchestration.instance import ensure_local_instance
     from orchestration.sensors import BATCH_JOB_TAG
-
-    from detection_service.services.jobs import queue_dataset_materialize
     from schemas.db import Dataset, ModelTraining
 
     session_factory = make_session_factory(make_engine(settings.database_url))
     jobs = JobService(session_factory)
     with session_factory.begin() as session:
-        session.add(Dataset(dataset_id="d", name="d", version="1", storage_path="datasets/d/1/", yaml_path="datasets/d/1/data.yaml"))
+        session.add(
+            Dataset(
+                dataset_id="d", name="d", version="1", storage_path="datasets/d/1/", yaml_path="datasets/d/1/data.yaml"
+            )
+        )
     job = jobs.get(queue_dataset_materialize(session_factory, "d", "1", train={"profile": "tiny"}))
     ensure_local_instance(settings.dagster_home)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        run = instance.add_run(DagsterRun(job_name="train_model_job", status=dg.DagsterRunStatus.STARTED,
-                                          tags={BATCH_JOB_TAG: str(job.id)}))  # fmt: skip
+        run = instance.add_run(
+            DagsterRun(
+                job_name="train_model_job", status=dg.DagsterRunStatus.STARTED, tags={BATCH_JOB_TAG: str(job.id)}
+            )
+        )
     _close_interrupted_runs(settings)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
@@ -140,8 +155,10 @@ def test_assets_never_import_orchestration():
     """One-way: orchestration/ (definitions, jobs, sensors, schedules) assembles assets/; assets/
     and their resources (assets/resources.py) never import orchestration/."""
     imports = {path.name: _imported_modules(path) for path in sorted((REPO_ROOT / "assets").rglob("*.py"))}
-    offenders = {name: sorted(m for m in modules if m == "orchestration" or m.startswith("orchestration."))
-                 for name, modules in imports.items()}
+    offenders = {
+        name: sorted(m for m in modules if m == "orchestration" or m.startswith("orchestration."))
+        for name, modules in imports.items()
+    }
     assert not {name: found for name, found in offenders.items() if found}
     assert "assets.resources" in imports["system.py"]  # the walk sees the imports
 
@@ -172,13 +189,24 @@ def _shown_in_ui(defs: dg.Definitions) -> str:
     return serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
 
 
-@pytest.mark.parametrize(("environ", "secrets"), [
-    ({"AIDOOR_URL_SIGNING_KEY": " local-url-signing-secret "}, ["local-url-signing-secret"]),
-    ({"AIDOOR_S3_ENDPOINT": "http://127.0.0.1:9", "AIDOOR_S3_ACCESS_KEY": "s3-access-secret",
-      "AIDOOR_S3_SECRET_KEY": "s3-secret-secret"}, ["s3-access-secret", "s3-secret-secret"]),
-], ids=["local", "s3"])
-def test_code_location_secrets_reach_dagster_as_env_vars(environ, secrets, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize(
+    ("environ", "secrets"),
+    [
+        ({"AIDOOR_URL_SIGNING_KEY": " local-url-signing-secret "}, ["local-url-signing-secret"]),
+        (
+            {
+                "AIDOOR_S3_ENDPOINT": "http://127.0.0.1:9",
+                "AIDOOR_S3_ACCESS_KEY": "s3-access-secret",
+                "AIDOOR_S3_SECRET_KEY": "s3-secret-secret",
+            },
+            ["s3-access-secret", "s3-secret-secret"],
+        ),
+    ],
+    ids=["local", "s3"],
+)
+def test_code_location_secrets_reach_dagster_as_env_vars(
+    environ, secrets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """The code location (orchestration/definitions.py) gives its resources every secret as a
     dg.EnvVar: the UI shows the AIDOOR_* name, never the value. Explicit values (tests) would show."""
     import importlib.util
@@ -186,8 +214,12 @@ def test_code_location_secrets_reach_dagster_as_env_vars(environ, secrets, tmp_p
     from detection_service.config import Settings
 
     others = {"AIDOOR_TELEGRAM_KEY": "telegram-secret", "AIDOOR_ROBOFLOW_API_KEY": "roboflow-secret"}
-    for name, value in {"AIDOOR_DATA_DIR": str(tmp_path), "AIDOOR_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
-                        **others, **environ}.items():
+    for name, value in {
+        "AIDOOR_DATA_DIR": str(tmp_path),
+        "AIDOOR_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        **others,
+        **environ,
+    }.items():
         monkeypatch.setenv(name, value)
     spec = importlib.util.spec_from_file_location("_definitions_probe", REPO_ROOT / "orchestration" / "definitions.py")
     definitions = importlib.util.module_from_spec(spec)
@@ -196,7 +228,9 @@ def test_code_location_secrets_reach_dagster_as_env_vars(environ, secrets, tmp_p
     shown = _shown_in_ui(definitions.defs)
     assert not [s for s in [*secrets, *others.values()] if s in shown]
     assert all(name in shown for name in environ if name != "AIDOOR_S3_ENDPOINT")
-    explicit = _shown_in_ui(dg.Definitions(assets=[storage_usage], resources=resources_from_settings(Settings.from_env())))
+    explicit = _shown_in_ui(
+        dg.Definitions(assets=[storage_usage], resources=resources_from_settings(Settings.from_env()))
+    )
     assert all(s in explicit for s in secrets)  # the check would see them
     store = definitions.defs.resources["object_store"]
     if not store.endpoint:  # used directly, outside a run, the EnvVar is read (and stripped), not taken for the key

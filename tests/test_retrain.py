@@ -52,8 +52,15 @@ def _materialize(assets, run_or_key, settings, instance, run_config=None, tags=N
     else:
         key = run_or_key
         instance.add_dynamic_partitions(dataset_versions.name, [key])
-    return dg.materialize(assets, partition_key=key, run_config=run_config or {}, instance=instance,
-                          resources=resources_from_settings(settings), tags=tags or {}, raise_on_error=False)
+    return dg.materialize(
+        assets,
+        partition_key=key,
+        run_config=run_config or {},
+        instance=instance,
+        resources=resources_from_settings(settings),
+        tags=tags or {},
+        raise_on_error=False,
+    )
 
 
 def _train_config(**values) -> dict:
@@ -76,8 +83,9 @@ def test_relabels_trigger_one_retrain_fine_tuned_from_the_champion(env, tmp_path
     settings, session_factory, store = env
     train_stems = [p.stem for p in sorted((DOORBELL / "train" / "images").iterdir())[:16]]
     valid_stems = [p.stem for p in sorted((DOORBELL / "valid" / "images").iterdir())[:6]]
-    import_dataset(session_factory, store, _subset(DOORBELL, tmp_path / "door", train_stems, valid_stems, ["Box"]),
-                   "doorbell")
+    import_dataset(
+        session_factory, store, _subset(DOORBELL, tmp_path / "door", train_stems, valid_stems, ["Box"]), "doorbell"
+    )
     with ephemeral_instance() as instance:
         # The champion: a first model on the base data (no champion yet: deployed).
         first = _materialize(TRAIN, "doorbell@v1", settings, instance, _train_config(epochs=1))
@@ -93,13 +101,27 @@ def test_relabels_trigger_one_retrain_fine_tuned_from_the_champion(env, tmp_path
             for n, frame in enumerate(frames):
                 key = f"events/retrain/{n}.jpg"
                 store.put_bytes(key, frame.read_bytes(), "image/jpeg")
-                cx, cy, w, h = (float(v) for v in (DOORBELL / "valid" / "labels" / f"{frame.stem}.txt")
-                                .read_text().split()[1:5])
-                box = {"x1": (cx - w / 2) * 640, "y1": (cy - h / 2) * 640, "x2": (cx + w / 2) * 640,
-                       "y2": (cy + h / 2) * 640, "width": 640, "height": 640}
-                session.add(DetectionEvent(object_type_id=package, user_verified=True, reclassified_at=utcnow(),
-                                           bbox_coordinates=json.dumps(box), image_path=key,
-                                           images=[EventImage(image_path=key, sequence_number=1)]))
+                cx, cy, w, h = (
+                    float(v) for v in (DOORBELL / "valid" / "labels" / f"{frame.stem}.txt").read_text().split()[1:5]
+                )
+                box = {
+                    "x1": (cx - w / 2) * 640,
+                    "y1": (cy - h / 2) * 640,
+                    "x2": (cx + w / 2) * 640,
+                    "y2": (cy + h / 2) * 640,
+                    "width": 640,
+                    "height": 640,
+                }
+                session.add(
+                    DetectionEvent(
+                        object_type_id=package,
+                        user_verified=True,
+                        reclassified_at=utcnow(),
+                        bbox_coordinates=json.dumps(box),
+                        image_path=key,
+                        images=[EventImage(image_path=key, sequence_number=1)],
+                    )
+                )
         skipped, cursor = tick(retrain_on_new_labels_sensor, settings, instance)
         assert "queued auto-collect + retrain" in str(skipped)
         again, _ = tick(retrain_on_new_labels_sensor, settings, instance, cursor)
@@ -107,8 +129,13 @@ def test_relabels_trigger_one_retrain_fine_tuned_from_the_champion(env, tmp_path
 
         collect = next_batch_run(settings, instance)
         assert collect.job_name == "collection_job"
-        assert dg.materialize([collected_dataset], run_config=collect.run_config, instance=instance,
-                              resources=resources_from_settings(settings), tags=collect.tags).success
+        assert dg.materialize(
+            [collected_dataset],
+            run_config=collect.run_config,
+            instance=instance,
+            resources=resources_from_settings(settings),
+            tags=collect.tags,
+        ).success
         retrain = next_batch_run(settings, instance)
         assert retrain.job_name == "dataset_to_model_job" and retrain.partition_key == "auto-collected@v1"
         config = retrain.run_config["ops"]["trained_model"]["config"]
@@ -130,7 +157,9 @@ def test_relabels_trigger_one_retrain_fine_tuned_from_the_champion(env, tmp_path
     assert {c["name"] for c in gate["per_class"]} == {"package"}
     assert all(c["champion"] is not None and c["challenger"] is not None for c in gate["per_class"])
     # Both evaluations are stored against the same evaluation-set version.
-    assert gate["split"] in metrics["evaluations"] and gate["split"] in _metrics(session_factory, champion)["evaluations"]
+    assert (
+        gate["split"] in metrics["evaluations"] and gate["split"] in _metrics(session_factory, champion)["evaluations"]
+    )
     assert _current(session_factory) == (challenger.model_id if gate["passed"] else champion)
 
 
@@ -179,7 +208,15 @@ def test_a_retrain_of_a_champion_from_elsewhere_still_trains_on_the_base_data(en
     valid = [p.stem for p in sorted((DOORBELL / "valid" / "images").iterdir())[:2]]
     import_dataset(session_factory, store, _subset(DOORBELL, tmp_path / "door", train, valid, ["Box"]), "doorbell")
     with session_factory.begin() as session:
-        session.add(Model(model_id="elsewhere", model_name="from elsewhere", model_path="models/elsewhere/best.pt",
-                          version="1", is_current=True, metrics={}))
+        session.add(
+            Model(
+                model_id="elsewhere",
+                model_name="from elsewhere",
+                model_path="models/elsewhere/best.pt",
+                version="1",
+                is_current=True,
+                metrics={},
+            )
+        )
     train = retrain_parameters(session_factory, "tiny")
     assert train["base_model_id"] == "elsewhere" and train["mix"] == ["doorbell@v1"]

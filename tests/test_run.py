@@ -40,9 +40,13 @@ def test_run_starts_service_and_dagster_and_stops_cleanly(tmp_path: Path, migrat
         "AIDOOR_DAGSTER_PORT": str(dagster_port),
     }
     env.pop("DAGSTER_HOME", None)
-    log = open(tmp_path / "run.log", "wb")
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - the child writes to it until the test stops it
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_for(f"http://127.0.0.1:{dagster_port}/server_info", 180, proc)

@@ -83,21 +83,32 @@ def test_seed_indexes_exist_with_detected_at() -> None:
 
 def test_frozen_seed_rows_match_the_current_seed_data() -> None:
     seed = _load_migration("0002_seed_rows")
-    assert seed.OBJECT_TYPES == tuple((str(t.code), t.name_ko, t.description) for t in OBJECT_TYPES)
-    assert seed.NOTIFICATION_TEMPLATES == tuple(
-        (t.template_key, str(t.object_type_code), t.message_text) for t in NOTIFICATION_TEMPLATES
+    assert tuple((str(t.code), t.name_ko, t.description) for t in OBJECT_TYPES) == seed.OBJECT_TYPES
+    assert (
+        tuple((t.template_key, str(t.object_type_code), t.message_text) for t in NOTIFICATION_TEMPLATES)
+        == seed.NOTIFICATION_TEMPLATES
     )
     # 0002 inserted the first categories' rows, 0004 the `general` category's.
     later = _load_migration("0004_general_settings")
-    assert seed.SYSTEM_SETTINGS + later.SYSTEM_SETTINGS == tuple(
-        (r["category"], r["setting_key"], r["setting_value"], r["data_type"], r["description"])
-        for r in default_setting_rows()
+    assert (
+        tuple(
+            (r["category"], r["setting_key"], r["setting_value"], r["data_type"], r["description"])
+            for r in default_setting_rows()
+        )
+        == seed.SYSTEM_SETTINGS + later.SYSTEM_SETTINGS
     )
 
 
 def test_settings_structs_hold_defaults_and_ranges() -> None:
-    assert set(SETTINGS_CATEGORIES) == {"camera", "storage", "detection", "notification", "training", "pipeline",
-                                        "general"}
+    assert set(SETTINGS_CATEGORIES) == {
+        "camera",
+        "storage",
+        "detection",
+        "notification",
+        "training",
+        "pipeline",
+        "general",
+    }
     camera = CameraSettings()
     assert (camera.resolution, camera.fps, camera.brightness, camera.contrast) == ("1280x720", 15, 0, 0)
     assert NotificationSettings().types == [str(c) for c in ObjectTypeCode]

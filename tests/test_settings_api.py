@@ -14,8 +14,11 @@ def _everything(client) -> dict:
 def test_put_all_changes_several_categories_in_one_call(client):
     response = client.put(
         "/api/settings",
-        json={"camera": {"fps": 20, "resolution": "640x480"}, "storage": {"max_days": 7},
-              "detection": {"capture_count": 3}},
+        json={
+            "camera": {"fps": 20, "resolution": "640x480"},
+            "storage": {"max_days": 7},
+            "detection": {"capture_count": 3},
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -36,7 +39,8 @@ def test_put_all_with_one_invalid_field_changes_nothing(client):
             "/api/settings",
             json={"camera": {"fps": 30}, "storage": {"max_days": 5}, "detection": {"confidence_threshold": 3.0}},
         ),
-        400, "INVALID_SETTINGS",
+        400,
+        "INVALID_SETTINGS",
     )
     assert "detection" in body["error"]["message"]
     assert [problem["category"] for problem in body["error"]["details"]] == ["detection"]
@@ -47,7 +51,8 @@ def test_put_all_lists_every_problem_of_every_category(client):
     before = _everything(client)
     body = assert_error(
         client.put("/api/settings", json={"camera": {"fps": 500, "colour": "red"}, "storage": {"max_days": -1}}),
-        400, "INVALID_SETTINGS",
+        400,
+        "INVALID_SETTINGS",
     )
     categories = sorted({problem["category"] for problem in body["error"]["details"]})
     assert categories == ["camera", "storage"]
@@ -56,8 +61,9 @@ def test_put_all_lists_every_problem_of_every_category(client):
 
 def test_put_all_refuses_unknown_categories_and_empty_or_odd_bodies(client):
     before = _everything(client)
-    body = assert_error(client.put("/api/settings", json={"camera": {"fps": 20}, "colours": {}}), 400,
-                        "INVALID_SETTINGS")
+    body = assert_error(
+        client.put("/api/settings", json={"camera": {"fps": 20}, "colours": {}}), 400, "INVALID_SETTINGS"
+    )
     assert body["error"]["details"][0]["category"] == "colours"
     assert_error(client.put("/api/settings", json={}), 400, "INVALID_SETTINGS")
     assert_error(client.put("/api/settings", json={"camera": 5}), 400, "INVALID_SETTINGS")

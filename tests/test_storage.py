@@ -264,9 +264,7 @@ def test_validate_key_accepts_ordinary_keys() -> None:
     assert isinstance(InvalidKey("x"), ValueError)
 
 
-def test_url_for_opens_with_plain_http(
-    object_store: ObjectStore, prefix: str, fetch: Fetch
-) -> None:
+def test_url_for_opens_with_plain_http(object_store: ObjectStore, prefix: str, fetch: Fetch) -> None:
     key = prefix + "alerts/person.jpg"
     object_store.put_bytes(key, b"\xff\xd8jpeg-bytes", "image/jpeg")
     url = object_store.url_for(key, expires=timedelta(minutes=5))
@@ -279,9 +277,7 @@ def test_url_for_opens_with_plain_http(
         object_store.url_for(key, expires=timedelta(days=8))
 
 
-def test_expired_url_is_refused(
-    object_store: ObjectStore, prefix: str, fetch: Fetch
-) -> None:
+def test_expired_url_is_refused(object_store: ObjectStore, prefix: str, fetch: Fetch) -> None:
     key = prefix + "old.jpg"
     object_store.put_bytes(key, b"old", "image/jpeg")
     if isinstance(object_store, LocalObjectStore):
@@ -297,9 +293,7 @@ def test_expired_url_is_refused(
         assert response.json()["error"]["code"] == "INVALID_SIGNATURE"
 
 
-def test_tampered_url_is_refused(
-    object_store: ObjectStore, prefix: str, fetch: Fetch
-) -> None:
+def test_tampered_url_is_refused(object_store: ObjectStore, prefix: str, fetch: Fetch) -> None:
     object_store.put_bytes(prefix + "a.jpg", b"a", "image/jpeg")
     object_store.put_bytes(prefix + "b.jpg", b"b", "image/jpeg")
     url = object_store.url_for(prefix + "a.jpg")

@@ -75,19 +75,37 @@ def _only_these_rows(client) -> None:
 
 def _add_rows(client) -> None:
     _only_these_rows(client)
-    rows = [("DEBUG", "camera", 1), ("INFO", "camera", 2), ("WARNING", "camera", 3), ("ERROR", "detection", 4),
-            ("CRITICAL", "storage", 5), ("WARNING", "api", 48)]
+    rows = [
+        ("DEBUG", "camera", 1),
+        ("INFO", "camera", 2),
+        ("WARNING", "camera", 3),
+        ("ERROR", "detection", 4),
+        ("CRITICAL", "storage", 5),
+        ("WARNING", "api", 48),
+    ]
     with client.app.state.session_factory.begin() as session:
         for level, component, hours_ago in rows:
-            session.add(SystemLog(level=level, component=component, message=f"{level} {component} {hours_ago}h",
-                                  created_at=NOW - timedelta(hours=hours_ago)))
+            session.add(
+                SystemLog(
+                    level=level,
+                    component=component,
+                    message=f"{level} {component} {hours_ago}h",
+                    created_at=NOW - timedelta(hours=hours_ago),
+                )
+            )
 
 
 def test_filters_newest_first_and_paged(client):
     _add_rows(client)
     everything = _data(client.get("/api/system/logs", params={"date_range": "7d", "limit": 100}))
-    assert [i["message"] for i in everything["items"]] == ["DEBUG camera 1h", "INFO camera 2h", "WARNING camera 3h", "ERROR detection 4h",
-                    "CRITICAL storage 5h", "WARNING api 48h"]
+    assert [i["message"] for i in everything["items"]] == [
+        "DEBUG camera 1h",
+        "INFO camera 2h",
+        "WARNING camera 3h",
+        "ERROR detection 4h",
+        "CRITICAL storage 5h",
+        "WARNING api 48h",
+    ]
     serious = _data(client.get("/api/system/logs", params={"level": "error", "date_range": "7d"}))
     assert [i["level"] for i in serious["items"]] == ["ERROR", "CRITICAL"]
     camera = _data(client.get("/api/system/logs", params={"component": "camera", "level": "INFO"}))
@@ -99,8 +117,9 @@ def test_filters_newest_first_and_paged(client):
     end = (NOW - timedelta(hours=4, minutes=30)).isoformat()
     span = _data(client.get("/api/system/logs", params={"date_range": f"{start}/{end}"}))
     assert [i["message"] for i in span["items"]] == ["CRITICAL storage 5h", "WARNING api 48h"]
-    page2 = _data(client.get("/api/system/logs", params={"component": "camera", "level": "DEBUG", "limit": 2,
-                                                         "page": 2}))
+    page2 = _data(
+        client.get("/api/system/logs", params={"component": "camera", "level": "DEBUG", "limit": 2, "page": 2})
+    )
     assert [i["message"] for i in page2["items"]] == ["WARNING camera 3h"] and page2["total"] == 3
     assert page2["page"] == 2 and page2["limit"] == 2 and page2["handler"]["dropped"] == 0
 
@@ -152,8 +171,13 @@ def _logger(name: str, handler: logging.Handler) -> logging.Logger:
 
 def test_a_dead_database_never_blocks_logging_and_drops_are_counted(caplog):
     stuck = _StuckDatabase()
-    handler = SystemLogHandler(stuck, capacity=10, batch_size=10, flush_interval_s=0.01,  # type: ignore[arg-type]
-                               retry_after_s=0.01)
+    handler = SystemLogHandler(
+        stuck,
+        capacity=10,
+        batch_size=10,
+        flush_interval_s=0.01,  # type: ignore[arg-type]
+        retry_after_s=0.01,
+    )
     logger = _logger("detection_service.pipeline.test_dead_database", handler)
     try:
         with caplog.at_level(logging.WARNING, logger="detection_service.services.system_logs"):

@@ -38,8 +38,9 @@ def test_storage_says_when_there_is_no_snapshot_then_serves_the_assets(client, s
     store.put_bytes("events/2026/11/29/1/1.jpg", b"x" * 1000, "image/jpeg")
     store.put_bytes("models/m1/best.pt", b"y" * 500)
     store.put_bytes("exports/odd.bin", b"z" * 7)
-    result = dg.materialize([storage_usage], resources=resources_from_settings(settings),
-                            instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        [storage_usage], resources=resources_from_settings(settings), instance=dg.DagsterInstance.ephemeral()
+    )
     assert result.success
     report = _data(client.get("/api/system/storage"))
     snapshot = report["object_store"]
@@ -79,13 +80,23 @@ def test_temp_cleanup_deletes_stale_and_keeps_live(settings):
     data_dir = settings.data_dir
     try:
         with session_factory.begin() as session:
-            session.add(BatchJob(job_type="model_retrain", job_name="retrain", status="running",
-                                 dagster_run_id="run-live"))
-            session.add(BatchJob(job_type="dataset_update", job_name="update", status="completed",
-                                 dagster_run_id="run-done"))
+            session.add(
+                BatchJob(job_type="model_retrain", job_name="retrain", status="running", dagster_run_id="run-live")
+            )
+            session.add(
+                BatchJob(job_type="dataset_update", job_name="update", status="completed", dagster_run_id="run-done")
+            )
             session.add(ModelTraining(job_name="t", job_type="train", status="running", dagster_run_id="run-train"))
-            session.add(Model(model_id="champion", model_name="c", model_path="models/champion/best.pt",
-                              version="1", is_current=True, status="deployed"))
+            session.add(
+                Model(
+                    model_id="champion",
+                    model_name="c",
+                    model_path="models/champion/best.pt",
+                    version="1",
+                    is_current=True,
+                    status="deployed",
+                )
+            )
         _tree(data_dir / "work" / "train-run-live", {"weights/last.pt": b"w" * 10}, OLD)  # running job
         _tree(data_dir / "work" / "train-run-train", {"data/x.txt": b"1"}, OLD)  # running training
         _tree(data_dir / "work" / "dataset-run-done", {"export/a.jpg": b"a" * 100}, OLD)  # finished: stale
@@ -99,8 +110,11 @@ def test_temp_cleanup_deletes_stale_and_keeps_live(settings):
 
         report = retention.cleanup_temp(data_dir, older_than=timedelta(hours=24), cache_max_age=timedelta(days=30))
         gone = set(report.deleted_paths)
-        assert gone == {"work/dataset-run-done", "tmp/dataset-imports/upload-old",
-                        "cache/models/m2/best.exports/640-abc/.staging-x"}
+        assert gone == {
+            "work/dataset-run-done",
+            "tmp/dataset-imports/upload-old",
+            "cache/models/m2/best.exports/640-abc/.staging-x",
+        }
         assert report.kept_paths["work/train-run-live"] == "work dir of a running job"
         assert report.kept_paths["work/train-run-train"] == "work dir of a running job"
         assert report.kept_paths["work/collect-run-new"].startswith("changed within")
@@ -119,8 +133,12 @@ def test_temp_cleanup_deletes_stale_and_keeps_live(settings):
             for training in session.query(ModelTraining).all():
                 training.status = "completed"
         report = retention.cleanup_temp(data_dir, older_than=timedelta(hours=24), cache_max_age=timedelta(days=30))
-        assert set(report.deleted_paths) == {"work/train-run-live", "work/train-run-train",
-                                             "cache/models/old-model", "cache/datasets/packages/v1"}
+        assert set(report.deleted_paths) == {
+            "work/train-run-live",
+            "work/train-run-train",
+            "cache/models/old-model",
+            "cache/datasets/packages/v1",
+        }
         assert report.kept_paths["cache/models/champion"] == "cache of the deployed model"
         assert (data_dir / "cache" / "models" / "champion" / "best.pt").exists()
         assert (data_dir / "cache" / "models" / "m2").exists()  # not stale: its staging went a moment ago
@@ -135,6 +153,7 @@ def test_temp_cleanup_through_the_api(client, settings):
     assert report["type"] == "temp" and report["temp_deleted"] == 1 and report["bytes_freed"] == 5
     assert not stale.exists() and fresh.exists()
     assert report["kept_paths"] == {"work/train-someone": "changed within 1 h"}
-    assert_error(client.post("/api/system/cleanup", json={"type": "temp", "older_than_hours": 0}), 400,
-                 "VALIDATION_ERROR")
+    assert_error(
+        client.post("/api/system/cleanup", json={"type": "temp", "older_than_hours": 0}), 400, "VALIDATION_ERROR"
+    )
     assert_error(client.post("/api/system/cleanup", json={"type": "everything"}), 400, "VALIDATION_ERROR")

@@ -54,37 +54,55 @@ def test_dhash_finds_re_encoded_copies_not_other_images(tmp_path: Path):
     cv2.imwrite(str(tmp_path / "a_low.jpg"), cv2.resize(base, (200, 200)), [cv2.IMWRITE_JPEG_QUALITY, 40])
     cv2.imwrite(str(tmp_path / "b.jpg"), _image(2, 256))
     assert dhash(base).shape == (32,)  # 256 bits
-    distances = min_distances(np.stack([dhash(tmp_path / "a_low.jpg"), dhash(tmp_path / "b.jpg")]),
-                              np.stack([dhash(tmp_path / "a.jpg")]))
+    distances = min_distances(
+        np.stack([dhash(tmp_path / "a_low.jpg"), dhash(tmp_path / "b.jpg")]), np.stack([dhash(tmp_path / "a.jpg")])
+    )
     assert distances[0] <= 5 < distances[1]
-    assert near_duplicates([tmp_path / "a_low.jpg", tmp_path / "b.jpg"], [tmp_path / "a.jpg"]) == {tmp_path / "a_low.jpg"}
+    assert near_duplicates([tmp_path / "a_low.jpg", tmp_path / "b.jpg"], [tmp_path / "a.jpg"]) == {
+        tmp_path / "a_low.jpg"
+    }
 
 
 def test_merge_unions_labels_per_image_within_a_group_only(tmp_path: Path):
     seeds = {"door1": 1, "door2": 2, "v1": 3, "p1": 4, "pv": 5}
-    human = _dataset(tmp_path / "door", {"train": {"door1": "1 0.5 0.5 0.2 0.2\n", "door2": ""},
-                                         "valid": {"v1": "1 0.4 0.4 0.1 0.1\n"}}, seeds)
-    teacher = _dataset(tmp_path / "door-teacher", {"train": {"door1": "0 0.2 0.5 0.1 0.6\n", "door2": "0 0.7 0.5 0.2 0.8\n"},
-                                                   "valid": {"v1": ""}}, seeds)
-    people = _dataset(tmp_path / "people", {"train": {"p1": "0 0.5 0.5 0.3 0.9\n"}, "valid": {"pv": "0 0.5 0.5 0.3 0.9\n"}},
-                      seeds)
+    human = _dataset(
+        tmp_path / "door",
+        {"train": {"door1": "1 0.5 0.5 0.2 0.2\n", "door2": ""}, "valid": {"v1": "1 0.4 0.4 0.1 0.1\n"}},
+        seeds,
+    )
+    teacher = _dataset(
+        tmp_path / "door-teacher",
+        {"train": {"door1": "0 0.2 0.5 0.1 0.6\n", "door2": "0 0.7 0.5 0.2 0.8\n"}, "valid": {"v1": ""}},
+        seeds,
+    )
+    people = _dataset(
+        tmp_path / "people", {"train": {"p1": "0 0.5 0.5 0.3 0.9\n"}, "valid": {"pv": "0 0.5 0.5 0.3 0.9\n"}}, seeds
+    )
     # A person dataset image named like a doorbell one must not merge with it.
-    shutil.copy(tmp_path / "people" / "train" / "images" / "p1.jpg", tmp_path / "people" / "train" / "images" / "door1.jpg")
+    shutil.copy(
+        tmp_path / "people" / "train" / "images" / "p1.jpg", tmp_path / "people" / "train" / "images" / "door1.jpg"
+    )
     (tmp_path / "people" / "train" / "labels" / "door1.txt").write_text("0 0.1 0.1 0.1 0.1\n")
 
-    mix = merge_datasets([MixSource(human, "door"), MixSource(teacher, "door", "teacher"), MixSource(people, "people")],
-                         tmp_path / "mix")
+    mix = merge_datasets(
+        [MixSource(human, "door"), MixSource(teacher, "door", "teacher"), MixSource(people, "people")], tmp_path / "mix"
+    )
     labels = tmp_path / "mix" / "train" / "labels"
-    assert sorted(p.name for p in labels.iterdir()) == ["door__door1.txt", "door__door2.txt", "people__door1.txt",
-                                                        "people__p1.txt"]
+    assert sorted(p.name for p in labels.iterdir()) == [
+        "door__door1.txt",
+        "door__door2.txt",
+        "people__door1.txt",
+        "people__p1.txt",
+    ]
     assert (labels / "door__door1.txt").read_text().splitlines() == ["1 0.5 0.5 0.2 0.2", "0 0.2 0.5 0.1 0.6"]
     assert (labels / "door__door2.txt").read_text().splitlines() == ["0 0.7 0.5 0.2 0.8"]
     assert (labels / "people__door1.txt").read_text().splitlines() == ["0 0.1 0.1 0.1 0.1"]
     spec = yaml.safe_load(mix.read_text())
     assert spec["val"] == "valid/images" and spec["aidoor"]["splits"]["valid"]["images"] == 2
     assert [m["role"] for m in spec["aidoor"]["mix"]] == ["human", "teacher", "human"]
-    assert (tmp_path / "mix" / "train" / "images" / "door__door1.jpg").resolve() == \
-        (tmp_path / "door" / "train" / "images" / "door1.jpg").resolve()
+    assert (tmp_path / "mix" / "train" / "images" / "door__door1.jpg").resolve() == (
+        tmp_path / "door" / "train" / "images" / "door1.jpg"
+    ).resolve()
 
     # Rebuilding replaces the earlier mix; a foreign non-empty folder is refused.
     merge_datasets([MixSource(human, "door")], tmp_path / "mix")
@@ -112,9 +130,14 @@ def test_merge_refuses_other_class_lists(tmp_path: Path):
 
 
 def test_novel_val_leaves_out_repeats_of_training_frames(tmp_path: Path):
-    data = _dataset(tmp_path / "d", {"train": {"t1": "1 0.5 0.5 0.2 0.2\n"},
-                                     "valid": {"v_repeat": "1 0.5 0.5 0.2 0.2\n", "v_new": "1 0.5 0.5 0.2 0.2\n"}},
-                    {"t1": 7, "v_repeat": 7, "v_new": 8})
+    data = _dataset(
+        tmp_path / "d",
+        {
+            "train": {"t1": "1 0.5 0.5 0.2 0.2\n"},
+            "valid": {"v_repeat": "1 0.5 0.5 0.2 0.2\n", "v_new": "1 0.5 0.5 0.2 0.2\n"},
+        },
+        {"t1": 7, "v_repeat": 7, "v_new": 8},
+    )
     novel, kept, dropped = novel_val(data, tmp_path / "novel")
     assert (kept, dropped) == (1, 1)
     assert [p.name for p in (tmp_path / "novel" / "valid" / "images").iterdir()] == ["v_new.jpg"]
@@ -122,10 +145,16 @@ def test_novel_val_leaves_out_repeats_of_training_frames(tmp_path: Path):
 
 
 # Real doorbell frames: three with a courier in view (the COCO teacher finds them), three without.
-WITH_PEOPLE = [("train", "10_jpg.rf.3d8637fe14938edc586e170a5fc3417f"), ("train", "10_jpg.rf.565a40d4fb31584141fbc9be890378e2"),
-               ("valid", "1955_jpg.rf.135badf6f02ff9099476c5e1a26a3196")]
-WITHOUT_PEOPLE = [("train", "1000_jpg.rf.b4650e31fcd4d9b5626992324a108a6a"), ("train", "1005_jpg.rf.7b10e047d6482d89c67958cb918c52a8"),
-                  ("valid", "1040_jpg.rf.4a5713b4ebf0149dc64eb6f64d498e3a")]
+WITH_PEOPLE = [
+    ("train", "10_jpg.rf.3d8637fe14938edc586e170a5fc3417f"),
+    ("train", "10_jpg.rf.565a40d4fb31584141fbc9be890378e2"),
+    ("valid", "1955_jpg.rf.135badf6f02ff9099476c5e1a26a3196"),
+]
+WITHOUT_PEOPLE = [
+    ("train", "1000_jpg.rf.b4650e31fcd4d9b5626992324a108a6a"),
+    ("train", "1005_jpg.rf.7b10e047d6482d89c67958cb918c52a8"),
+    ("valid", "1040_jpg.rf.4a5713b4ebf0149dc64eb6f64d498e3a"),
+]
 
 
 def _small_export(source: Path, out: Path, items: list[tuple[str, str]]) -> Path:
@@ -138,8 +167,10 @@ def _small_export(source: Path, out: Path, items: list[tuple[str, str]]) -> Path
     return out
 
 
-@pytest.mark.skipif(not (DOORBELL.exists() and PERSON.exists() and TEACHER.exists()),
-                    reason="shared doorbell/person datasets or the COCO teacher model missing")
+@pytest.mark.skipif(
+    not (DOORBELL.exists() and PERSON.exists() and TEACHER.exists()),
+    reason="shared doorbell/person datasets or the COCO teacher model missing",
+)
 def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, tmp_path: Path):
     import sqlalchemy as sa
 
@@ -158,8 +189,9 @@ def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, t
     store = make_object_store(settings)
     store.ensure_bucket()
     door = _small_export(DOORBELL, tmp_path / "door-export", WITH_PEOPLE + WITHOUT_PEOPLE)
-    people_items = [("train", p.stem) for p in sorted((PERSON / "train" / "images").iterdir())[:4]] + \
-                   [("valid", p.stem) for p in sorted((PERSON / "valid" / "images").iterdir())[:2]]
+    people_items = [("train", p.stem) for p in sorted((PERSON / "train" / "images").iterdir())[:4]] + [
+        ("valid", p.stem) for p in sorted((PERSON / "valid" / "images").iterdir())[:2]
+    ]
     people = _small_export(PERSON, tmp_path / "people-export", people_items)
     door_v = import_dataset(session_factory, store, door, "door").version
     import_dataset(session_factory, store, people, "people")
@@ -168,10 +200,13 @@ def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, t
     with ephemeral_instance() as instance:
         instance.add_dynamic_partitions(dataset_versions.name, [key])
         result = dg.materialize(
-            [dataset_version, data_yaml, teacher_labels, trained_model], partition_key=key, instance=instance,
+            [dataset_version, data_yaml, teacher_labels, trained_model],
+            partition_key=key,
+            instance=instance,
             resources=resources_from_settings(settings),
-            run_config={"ops": {"trained_model": {"config": {"profile": "tiny", "epochs": 1, "imgsz": 64,
-                                                             "mix": ["people"]}}}},
+            run_config={
+                "ops": {"trained_model": {"config": {"profile": "tiny", "epochs": 1, "imgsz": 64, "mix": ["people"]}}}
+            },
         )
         assert result.success
         meta = result.asset_materializations_for_node("teacher_labels")[0].metadata
@@ -180,8 +215,9 @@ def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, t
 
     with session_factory() as session:
         teacher_ds = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == "door-teacher"))
-        changes = parse_changes(session.scalar(sa.select(DatasetVersion.changes)
-                                               .where(DatasetVersion.dataset_id == teacher_ds.id)))
+        changes = parse_changes(
+            session.scalar(sa.select(DatasetVersion.changes).where(DatasetVersion.dataset_id == teacher_ds.id))
+        )
         model = session.scalar(sa.select(Model))
     provenance = changes["teacher"]
     assert provenance["base"] == key and provenance["threshold"] == 0.4 and provenance["classes"] == ["person"]
@@ -195,7 +231,10 @@ def test_teacher_labels_asset_feeds_the_training_mix_and_the_lineage(settings, t
 
     lineage = model.metrics["lineage"]
     assert [(e["ref"], e["role"]) for e in lineage] == [
-        (key, "human"), (f"door-teacher@{teacher_ds.version}", "teacher"), ("people@v1", "human")]
+        (key, "human"),
+        (f"door-teacher@{teacher_ds.version}", "teacher"),
+        ("people@v1", "human"),
+    ]
 
 
 @pytest.mark.skipif(not (DOORBELL.exists() and PERSON.exists()), reason="shared doorbell/person datasets missing")
@@ -209,8 +248,12 @@ def test_bootstrap_queues_the_mix_and_imports_the_extra_export_once(settings, tm
     from schemas.db import BatchJob, Dataset
 
     door = _small_export(DOORBELL, tmp_path / "door", WITHOUT_PEOPLE)
-    people = _small_export(PERSON, tmp_path / "people", [("train", p.stem) for p in sorted((PERSON / "train" / "images").iterdir())[:2]]
-                           + [("valid", p.stem) for p in sorted((PERSON / "valid" / "images").iterdir())[:1]])
+    people = _small_export(
+        PERSON,
+        tmp_path / "people",
+        [("train", p.stem) for p in sorted((PERSON / "train" / "images").iterdir())[:2]]
+        + [("valid", p.stem) for p in sorted((PERSON / "valid" / "images").iterdir())[:1]],
+    )
     missing = tmp_path / "not-there"
     settings = msgspec.structs.replace(settings, bootstrap_dataset=(door, people, missing))  # AIDOOR_BOOTSTRAP_DATASET
     job_id = queue_bootstrap_if_needed(settings)
@@ -230,8 +273,9 @@ def test_bootstrap_queues_the_mix_and_imports_the_extra_export_once(settings, tm
     assert versions == {"door": "v2", "people": "v1"}  # the extra export is imported once, not per restart
 
 
-
-@pytest.mark.skipif(not (DOORBELL.exists() and TEACHER.exists()), reason="shared doorbell dataset or COCO model missing")
+@pytest.mark.skipif(
+    not (DOORBELL.exists() and TEACHER.exists()), reason="shared doorbell dataset or COCO model missing"
+)
 def test_fine_tuning_first_labels_what_the_base_model_knows_and_the_data_lacks(tmp_path: Path):
     """Before a model is fine-tuned on parcel-only labels, it labels the people in the training
     images itself (here the COCO model stands in for a base model from elsewhere)."""
@@ -246,8 +290,11 @@ def test_fine_tuning_first_labels_what_the_base_model_knows_and_the_data_lacks(t
     entry = keep_base_classes(base, TEACHER, mix)
     assert entry is not None and entry.ref == "model:coco" and entry.role == "teacher"
     assert entry.labels_for.startswith("person")
-    labels = {p.stem.split("__", 1)[1]: p.read_text().splitlines()
-              for folder in ("train", "valid") for p in (tmp_path / "mix" / folder / "labels").iterdir()}
+    labels = {
+        p.stem.split("__", 1)[1]: p.read_text().splitlines()
+        for folder in ("train", "valid")
+        for p in (tmp_path / "mix" / folder / "labels").iterdir()
+    }
     for _, stem in WITH_PEOPLE:
         assert any(line.startswith("0 ") for line in labels[stem]), stem
         assert any(line.startswith("1 ") for line in labels[stem]), stem  # the parcel labels stay

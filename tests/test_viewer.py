@@ -22,9 +22,15 @@ from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_vid
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PERSON_RGB = (80, 200, 80)  # the viewer's box colour for "person" (runner._COLOURS, BGR there)
 
 
@@ -35,8 +41,9 @@ class LiveServer:
         self.app = create_app(settings)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=2)  # fmt: skip
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
 
@@ -130,12 +137,15 @@ def test_viewer_page_in_headless_chromium(live: LiveServer, tmp_path: Path):
                     const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
                     let n = 0;
                     for (let i = 0; i < px.length; i += 4)
-                        if (Math.abs(px[i] - r) < 40 && Math.abs(px[i + 1] - g) < 40 && Math.abs(px[i + 2] - b) < 40) n++;
+                        if (Math.abs(px[i] - r) < 40 && Math.abs(px[i + 1] - g) < 40
+                            && Math.abs(px[i + 2] - b) < 40) n++;
                     return n;
                 }""",
                 list(PERSON_RGB),
             )
-            size = page.evaluate("[document.getElementById('stream').naturalWidth, document.getElementById('stream').naturalHeight]")
+            size = page.evaluate(
+                "[document.getElementById('stream').naturalWidth, document.getElementById('stream').naturalHeight]"
+            )
             camera = page.text_content("#camera")
             screenshot = tmp_path / "viewer.png"
             page.screenshot(path=str(screenshot))
@@ -212,9 +222,15 @@ def test_websocket_camera_client_gives_the_same_events_as_the_file_source(live: 
     statuses: list[str] = []
 
     def push() -> None:
-        code, stats = camera_client.run(str(video), live.url.replace("http", "ws") + "/api/stream/ingest",
-                                        fps=15, quality=85, camera_name="test-cam", on_status=statuses.append)
-        assert code == 0 and stats.frames_sent >= 90, statuses  # fmt: skip
+        code, stats = camera_client.run(
+            str(video),
+            live.url.replace("http", "ws") + "/api/stream/ingest",
+            fps=15,
+            quality=85,
+            camera_name="test-cam",
+            on_status=statuses.append,
+        )
+        assert code == 0 and stats.frames_sent >= 90, statuses
 
     ws_events = _one_pass(live, push)
     assert file_events == (["package"], 1), file_events
@@ -229,11 +245,13 @@ def test_camera_client_gives_up_after_bounded_reconnects(live: LiveServer, tmp_p
     video = write_video(tmp_path / "v.avi", frames=10, fps=15)
     started = time.monotonic()
     # Nothing listens on this port.
-    code, stats = camera_client.run(str(video), f"ws://127.0.0.1:{free_port()}/api/stream/ingest", reconnects=2,
-                                    on_status=lambda _: None)  # fmt: skip
+    code, stats = camera_client.run(
+        str(video), f"ws://127.0.0.1:{free_port()}/api/stream/ingest", reconnects=2, on_status=lambda _: None
+    )
     assert code == 1 and stats.connections == 0 and time.monotonic() - started < 5
     # The service refuses frames while camera.source is not "push": also retried, then given up.
     messages: list[str] = []
-    code, stats = camera_client.run(str(video), live.url.replace("http", "ws") + "/api/stream/ingest",
-                                    reconnects=1, on_status=messages.append)  # fmt: skip
+    code, stats = camera_client.run(
+        str(video), live.url.replace("http", "ws") + "/api/stream/ingest", reconnects=1, on_status=messages.append
+    )
     assert code == 1 and stats.connections == 2 and any("push" in m for m in messages), messages

@@ -32,8 +32,10 @@ def provide_analytics_service(session_factory: sessionmaker[Session], settings: 
         return service
 
 
-WINDOW_DOC = ("ISO 8601 date or date-time (UTC unless an offset is given). `period` is the span ending at "
-              "`end` (default: now), or starting at `start`; both given: exactly [start, end).")  # fmt: skip
+WINDOW_DOC = (
+    "ISO 8601 date or date-time (UTC unless an offset is given). `period` is the span ending at "
+    "`end` (default: now), or starting at `start`; both given: exactly [start, end)."
+)
 
 
 class AnalyticsController(Controller):
@@ -41,13 +43,17 @@ class AnalyticsController(Controller):
     tags = ["Analytics"]
     dependencies = {"analytics_service": Provide(provide_analytics_service, sync_to_thread=False)}
 
-    @get("/statistics", sync_to_thread=True,
-         summary="Event counts, mean confidence and duration, relabelled and false-positive shares per group",
-         description="Groups are local time in the alert time zone (`time_zone` in the answer); every group of "
-         "the window is listed, empty ones with count 0. Bad values: INVALID_PERIOD, INVALID_GROUP_BY, "
-         "INVALID_DATE, INVALID_DATE_RANGE.")  # fmt: skip
+    @get(
+        "/statistics",
+        sync_to_thread=True,
+        summary="Event counts, mean confidence and duration, relabelled and false-positive shares per group",
+        description="Groups are local time in the alert time zone (`time_zone` in the answer); every group of "
+        "the window is listed, empty ones with count 0. Bad values: INVALID_PERIOD, INVALID_GROUP_BY, "
+        "INVALID_DATE, INVALID_DATE_RANGE.",
+    )
     def statistics(
-        self, analytics_service: AnalyticsService,
+        self,
+        analytics_service: AnalyticsService,
         period: Annotated[str, Parameter(description="day | week | month")] = "week",
         group_by: Annotated[str, Parameter(description="type | hour | weekday | day")] = "type",
         start: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
@@ -56,12 +62,15 @@ class AnalyticsController(Controller):
         result = analytics_service.statistics(period, group_by, start, end)
         return ok(result, message=f"{result.total} event(s) in {len(result.groups)} group(s)")
 
-    @get("/patterns", sync_to_thread=True,
-         summary="Hour x weekday histograms per type, busiest hours, delivery windows, package stay, person dwell",
-         description="Local time in the alert time zone. Bad values: INVALID_PERIOD, INVALID_DATE, "
-         "INVALID_DATE_RANGE.")  # fmt: skip
+    @get(
+        "/patterns",
+        sync_to_thread=True,
+        summary="Hour x weekday histograms per type, busiest hours, delivery windows, package stay, person dwell",
+        description="Local time in the alert time zone. Bad values: INVALID_PERIOD, INVALID_DATE, INVALID_DATE_RANGE.",
+    )
     def patterns(
-        self, analytics_service: AnalyticsService,
+        self,
+        analytics_service: AnalyticsService,
         period: Annotated[str, Parameter(description="day | week | month")] = "month",
         start: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
         end: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
@@ -69,13 +78,18 @@ class AnalyticsController(Controller):
         result = analytics_service.patterns(period, start, end)
         return ok(result, message=f"patterns of {result.events} event(s)")
 
-    @get("/anomalies", sync_to_thread=True,
-         summary="Unusual events of the last days against the door's own history (rare_hour, loitering, burst, package_taken)",
-         description="The window is the last `days` local days, today included; the baseline the `baseline_days` "
-         "before it. With too little history the answer says so (`insufficient_history`) and flags nothing. "
-         "Bad values: INVALID_SENSITIVITY, INVALID_DAYS, INVALID_BASELINE_DAYS, INVALID_LIMIT.")  # fmt: skip
+    @get(
+        "/anomalies",
+        sync_to_thread=True,
+        summary="Unusual events of the last days against the door's own history "
+        "(rare_hour, loitering, burst, package_taken)",
+        description="The window is the last `days` local days, today included; the baseline the `baseline_days` "
+        "before it. With too little history the answer says so (`insufficient_history`) and flags nothing. "
+        "Bad values: INVALID_SENSITIVITY, INVALID_DAYS, INVALID_BASELINE_DAYS, INVALID_LIMIT.",
+    )
     def anomalies(
-        self, analytics_service: AnalyticsService,
+        self,
+        analytics_service: AnalyticsService,
         sensitivity: Annotated[str, Parameter(description="low | medium | high")] = "medium",
         days: Annotated[int, Parameter(description="days to look at, today included (1-31)")] = 7,
         baseline_days: Annotated[int, Parameter(description="days of history before them (14-365)")] = 90,

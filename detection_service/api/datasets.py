@@ -68,12 +68,22 @@ def _view(dataset: Dataset, version_count: int) -> DatasetView:
 
 def _view_fields(dataset: Dataset, version_count: int) -> dict[str, Any]:
     return {
-        "id": dataset.id, "dataset_id": dataset.dataset_id, "name": dataset.name, "description": dataset.description,
-        "version": dataset.version or None, "storage_path": dataset.storage_path, "yaml_path": dataset.yaml_path or None,
-        "total_images": dataset.total_images, "total_labels": dataset.total_labels,
-        "class_distribution": dataset.class_distribution, "roboflow_project": dataset.roboflow_project,
-        "roboflow_version": dataset.roboflow_version, "last_sync_at": dataset.last_sync_at,
-        "is_active": dataset.is_active, "created_at": dataset.created_at, "updated_at": dataset.updated_at,
+        "id": dataset.id,
+        "dataset_id": dataset.dataset_id,
+        "name": dataset.name,
+        "description": dataset.description,
+        "version": dataset.version or None,
+        "storage_path": dataset.storage_path,
+        "yaml_path": dataset.yaml_path or None,
+        "total_images": dataset.total_images,
+        "total_labels": dataset.total_labels,
+        "class_distribution": dataset.class_distribution,
+        "roboflow_project": dataset.roboflow_project,
+        "roboflow_version": dataset.roboflow_version,
+        "last_sync_at": dataset.last_sync_at,
+        "is_active": dataset.is_active,
+        "created_at": dataset.created_at,
+        "updated_at": dataset.updated_at,
         "version_count": version_count,
     }
 
@@ -83,8 +93,11 @@ def _version_view(dataset: Dataset, row: DatasetVersion) -> DatasetVersionView:
     if changes is not None and isinstance(changes.get("events_collected"), list):
         changes = {**changes, "events_collected": len(changes["events_collected"])}  # a count, not the ids
     return DatasetVersionView(
-        version=row.version, image_count=row.image_count, created_at=row.created_at,
-        yaml_path=version_prefix(dataset.dataset_id, row.version) + "data.yaml", changes=changes,
+        version=row.version,
+        image_count=row.image_count,
+        created_at=row.created_at,
+        yaml_path=version_prefix(dataset.dataset_id, row.version) + "data.yaml",
+        changes=changes,
     )
 
 
@@ -101,9 +114,15 @@ def _not_found(ident: str) -> NotFound:
 
 def _list(session_factory: sessionmaker[Session]) -> list[DatasetView]:
     with session_factory() as session:
-        counts = dict(session.execute(
-            sa.select(DatasetVersion.dataset_id, sa.func.count(DatasetVersion.id)).group_by(DatasetVersion.dataset_id)
-        ).tuples().all())
+        counts = dict(
+            session.execute(
+                sa.select(DatasetVersion.dataset_id, sa.func.count(DatasetVersion.id)).group_by(
+                    DatasetVersion.dataset_id
+                )
+            )
+            .tuples()
+            .all()
+        )
         datasets = session.scalars(sa.select(Dataset).order_by(Dataset.id)).all()
         return [_view(d, counts.get(d.id, 0)) for d in datasets]
 
@@ -164,7 +183,9 @@ def _form_mapping(value: Any) -> dict[str, str | None] | None:
         mapping = json.loads(str(value))
     except ValueError:
         mapping = None
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in mapping.items()):
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in mapping.items()
+    ):
         raise Invalid('class_mapping must be a JSON object {"name": "model class" or null}', code="VALIDATION_ERROR")
     return mapping
 
@@ -246,37 +267,62 @@ class DatasetController(Controller):
                 source = _allowed_source(body.source_path, settings)
                 kind, name = "path", source.name
                 options = {
-                    "version": body.version, "strict": body.strict, "merge": body.merge, "class_mapping": body.class_mapping,
+                    "version": body.version,
+                    "strict": body.strict,
+                    "merge": body.merge,
+                    "class_mapping": body.class_mapping,
                 }
             else:
                 raise UnsupportedMedia(
                     "send multipart/form-data with a zip in 'file', or JSON {\"source_path\": ...}",
                     {"content_type": media_type or None},
                 )
-            result = await in_thread(partial(
-                import_dataset, factory, store, source, dataset_id, source_kind=kind, source_name=name,
-                work_dir=work_dir, **options,
-            ))
+            result = await in_thread(
+                partial(
+                    import_dataset,
+                    factory,
+                    store,
+                    source,
+                    dataset_id,
+                    source_kind=kind,
+                    source_name=name,
+                    work_dir=work_dir,
+                    **options,
+                )
+            )
         finally:
             if upload_path is not None:
                 shutil.rmtree(upload_path.parent, ignore_errors=True)
         await in_thread(partial(_after_import, factory, data_yaml_service, result.dataset_id, result.version))
         return ok(result, message=f"dataset {dataset_id} version {result.version} created")
 
-    @post("/auto-collect", sync_to_thread=True, summary="Add verified events to a dataset (background job)", status_code=202)
+    @post(
+        "/auto-collect",
+        sync_to_thread=True,
+        summary="Add verified events to a dataset (background job)",
+        status_code=202,
+    )
     def auto_collect(
         self, session_factory: sessionmaker[Session], jobs: JobService, data: AutoCollectRequest
     ) -> Response[Envelope[BatchJobView]]:
         dataset_id = _require(session_factory, data.dataset_id)
         job = jobs.submit(
-            DatasetUpdate(source="auto_collect", dataset_id=dataset_id, auto_label=data.auto_label,
-                          since_version=data.since_version),
+            DatasetUpdate(
+                source="auto_collect",
+                dataset_id=dataset_id,
+                auto_label=data.auto_label,
+                since_version=data.since_version,
+            ),
             f"auto-collect -> {dataset_id}",
         )
         return ok(job, message="auto-collect queued", status_code=202)
 
-    @post("/roboflow/sync", sync_to_thread=True, summary="Import a Roboflow dataset version (background job)",
-          status_code=202)
+    @post(
+        "/roboflow/sync",
+        sync_to_thread=True,
+        summary="Import a Roboflow dataset version (background job)",
+        status_code=202,
+    )
     def roboflow_sync(
         self, settings: Settings, jobs: JobService, data: RoboflowSyncRequest
     ) -> Response[Envelope[BatchJobView]]:
@@ -290,8 +336,14 @@ class DatasetController(Controller):
         dataset_id = validate_dataset_id(data.dataset_id or slugify(project))  # InvalidDatasetId: 400
         job = jobs.submit(
             # No API key here: parameters are stored in batch_jobs; the job reads it from the settings.
-            DatasetUpdate(source="roboflow", workspace=credentials.workspace, project_name=project,
-                          version=int(version), dataset_id=dataset_id, class_mapping=data.class_mapping),
+            DatasetUpdate(
+                source="roboflow",
+                workspace=credentials.workspace,
+                project_name=project,
+                version=int(version),
+                dataset_id=dataset_id,
+                class_mapping=data.class_mapping,
+            ),
             f"roboflow {project}/{version} -> {dataset_id}",
         )
         return ok(job, message="Roboflow sync queued", status_code=202)

@@ -17,9 +17,24 @@ from litestar.di import Provide
 # declare them: Settings, Engine, sessionmaker, DagsterClient, SettingsService, JobService,
 # EventService, RetentionService, ModelService, DataYamlService, PipelineService, ManualDetector,
 # NotificationService, SystemLogService, StorageReportService, float (started_at).
-_ALWAYS_THERE = ("settings", "engine", "session_factory", "dagster", "settings_service", "jobs", "event_service",
-                 "retention", "model_service", "data_yaml_service", "pipeline_service", "manual_detection",
-                 "notification_service", "system_logs", "storage_report", "started_at")
+_ALWAYS_THERE = (
+    "settings",
+    "engine",
+    "session_factory",
+    "dagster",
+    "settings_service",
+    "jobs",
+    "event_service",
+    "retention",
+    "model_service",
+    "data_yaml_service",
+    "pipeline_service",
+    "manual_detection",
+    "notification_service",
+    "system_logs",
+    "storage_report",
+    "started_at",
+)
 # None until start-up made them: the store in an app that serves objects alone, the Telegram
 # notifier (``notifications.worker``) before start-up finished.
 _MAYBE_THERE = ("object_store", "notifier")

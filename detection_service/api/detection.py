@@ -57,7 +57,11 @@ class DetectionController(Controller):
         self, pipeline_service: PipelineService, notifier: Any, action: str
     ) -> Response[Envelope[DetectionStatus]]:
         if action not in ACTIONS:
-            raise Invalid(f"unknown action {action!r}; use start, stop or restart", {"allowed": list(ACTIONS)}, code="INVALID_ACTION")  # fmt: skip
+            raise Invalid(
+                f"unknown action {action!r}; use start, stop or restart",
+                {"allowed": list(ACTIONS)},
+                code="INVALID_ACTION",
+            )
         pipeline_service.control(action)
         past = {"start": "started", "stop": "stopped", "restart": "restarted"}[action]
         return ok(pipeline_service.status(notification_ready(notifier)), message=f"detection {past}")

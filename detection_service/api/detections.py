@@ -38,14 +38,22 @@ def decode_image(raw: bytes, filename: str | None, content_type: str | None) -> 
     try:
         with _pil_open()(io.BytesIO(raw)) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise TooLarge(f"image is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels", details, code="IMAGE_TOO_LARGE")  # fmt: skip
+                raise TooLarge(
+                    f"image is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels",
+                    details,
+                    code="IMAGE_TOO_LARGE",
+                )
             image.load()  # decodes everything now: truncated or corrupt data raises here
             upright = ImageOps.exif_transpose(image).convert("RGB")
     except DomainError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError, Image.DecompressionBombError) as exc:
         reason = "unknown image format" if isinstance(exc, (UnidentifiedImageError, ImportError)) else str(exc)
-        raise Invalid("the file is not a readable image (JPEG, PNG, BMP, WebP ...)", {**details, "reason": reason}, code="INVALID_IMAGE") from None  # fmt: skip
+        raise Invalid(
+            "the file is not a readable image (JPEG, PNG, BMP, WebP ...)",
+            {**details, "reason": reason},
+            code="INVALID_IMAGE",
+        ) from None
     return cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
 
 
@@ -85,7 +93,11 @@ class DetectionsController(Controller):
     ) -> Response[Envelope[ManualDetection]]:
         upload = data.get("image")
         if not isinstance(upload, UploadFile):
-            raise Invalid("send the image as the multipart/form-data file field 'image'", {"fields": sorted(data)}, code="MISSING_IMAGE")  # fmt: skip
+            raise Invalid(
+                "send the image as the multipart/form-data file field 'image'",
+                {"fields": sorted(data)},
+                code="MISSING_IMAGE",
+            )
         raw = upload.file.read()
         if not raw:
             raise Invalid("the uploaded file is empty", {"filename": upload.filename}, code="INVALID_IMAGE")
@@ -100,18 +112,29 @@ class DetectionsController(Controller):
             message = f"{result.count} object(s) detected"
         return ok(result, message=message)
 
-    @get("/", sync_to_thread=True, summary="Detection history, newest first (page, limit <= 100, type, start_date, end_date, status)",
-         description="start_date / end_date: ISO 8601 date or date-time, UTC unless an offset is given; a bare "
-         "end date includes that whole day. `data.total` counts every matching event.")  # fmt: skip
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="Detection history, newest first (page, limit <= 100, type, start_date, end_date, status)",
+        description="start_date / end_date: ISO 8601 date or date-time, UTC unless an offset is given; a bare "
+        "end date includes that whole day. `data.total` counts every matching event.",
+    )
     def history(
-        self, event_service: EventService, page: int = 1, limit: int = 20, type: str | None = None,
-        start_date: str | None = None, end_date: str | None = None, status: str | None = None,
+        self,
+        event_service: EventService,
+        page: int = 1,
+        limit: int = 20,
+        type: str | None = None,
+        start_date: str | None = None,
+        end_date: str | None = None,
+        status: str | None = None,
     ) -> Response[Envelope[Page[EventSummary]]]:
         flt = EventFilter(
-            type=type or None, status=status or None,
+            type=type or None,
+            status=status or None,
             start=parse_when(start_date, "start_date") if start_date else None,
             end=parse_when(end_date, "end_date", end_of_day=True) if end_date else None,
-        )  # fmt: skip
+        )
         result = event_service.list_events(flt, page, limit)
         return ok(result, message=f"{len(result.items)} of {result.total} event(s)")
 
@@ -123,15 +146,22 @@ class DetectionsController(Controller):
     def types(self, event_service: EventService) -> Response[Envelope[list[ObjectTypeInfo]]]:
         return ok(event_service.types())
 
-    @get("/{event_id:int}", sync_to_thread=True, summary="One event with its captures (signed image URLs), box, track and duration")
+    @get(
+        "/{event_id:int}",
+        sync_to_thread=True,
+        summary="One event with its captures (signed image URLs), box, track and duration",
+    )
     def detail(self, event_service: EventService, event_id: int) -> Response[Envelope[EventDetail]]:
         return ok(event_service.get(event_id))
 
-    @put("/{event_id:int}/classify", sync_to_thread=True,
-         summary="Relabel an event: {type, verified (default true), false_positive (default false)}",
-         description="Keeps the detector's type as original_type (first relabel only), sets reclassified_at, and "
-         "writes a YOLO label file beside each capture (events/.../<id>/<seq>.txt; empty for a false positive) "
-         "for dataset auto-collection. Unknown type: 400; unknown event: 404; the same call twice changes nothing.")  # fmt: skip
+    @put(
+        "/{event_id:int}/classify",
+        sync_to_thread=True,
+        summary="Relabel an event: {type, verified (default true), false_positive (default false)}",
+        description="Keeps the detector's type as original_type (first relabel only), sets reclassified_at, and "
+        "writes a YOLO label file beside each capture (events/.../<id>/<seq>.txt; empty for a false positive) "
+        "for dataset auto-collection. Unknown type: 400; unknown event: 404; the same call twice changes nothing.",
+    )
     def classify(
         self, event_service: EventService, event_id: int, data: ClassifyRequest
     ) -> Response[Envelope[EventDetail]]:

@@ -15,12 +15,21 @@ class EventsController(Controller):
     path = "/api/events"
     tags = ["Events"]
 
-    @get("/", sync_to_thread=True, summary="Every event, newest first (page, limit <= 100, type, date_range, status)",
-         description="date_range: today, 1h, 24h, 7d, 30d, 90d, all, or '<start>/<end>' in ISO 8601 (either side "
-         "may be empty). `data.total` counts every matching event.")  # fmt: skip
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="Every event, newest first (page, limit <= 100, type, date_range, status)",
+        description="date_range: today, 1h, 24h, 7d, 30d, 90d, all, or '<start>/<end>' in ISO 8601 (either side "
+        "may be empty). `data.total` counts every matching event.",
+    )
     def list_events(
-        self, event_service: EventService, page: int = 1, limit: int = 20, type: str | None = None,
-        date_range: str | None = None, status: str | None = None,
+        self,
+        event_service: EventService,
+        page: int = 1,
+        limit: int = 20,
+        type: str | None = None,
+        date_range: str | None = None,
+        status: str | None = None,
     ) -> Response[Envelope[Page[EventSummary]]]:
         start, end = parse_date_range(date_range) if date_range else (None, None)
         flt = EventFilter(type=type or None, start=start, end=end, status=status or None)
@@ -35,18 +44,24 @@ class EventsController(Controller):
     def images(self, event_service: EventService, event_id: int) -> Response[Envelope[list[EventImageInfo]]]:
         return ok(event_service.images(event_id))
 
-    @get("/images/unclassified", sync_to_thread=True, summary="Captures of events still unclassified, newest first (page, limit)")
+    @get(
+        "/images/unclassified",
+        sync_to_thread=True,
+        summary="Captures of events still unclassified, newest first (page, limit)",
+    )
     def unclassified(
         self, event_service: EventService, page: int = 1, limit: int = 20
     ) -> Response[Envelope[Page[EventImageInfo]]]:
         result = event_service.unclassified_images(page, limit)
         return ok(result, message=f"{len(result.items)} of {result.total} unclassified capture(s)")
 
-    @put("/images/compress", sync_to_thread=True, summary="JPEG quality (1-100) of new captures (detection setting jpeg_quality)",
-         description="Stored images keep their quality (each image reports its compression_quality); new captures "
-         "use this one from the next event on.")  # fmt: skip
-    def compress(
-        self, settings_service: SettingsService, data: CompressRequest
-    ) -> Response[Envelope[CompressResult]]:
+    @put(
+        "/images/compress",
+        sync_to_thread=True,
+        summary="JPEG quality (1-100) of new captures (detection setting jpeg_quality)",
+        description="Stored images keep their quality (each image reports its compression_quality); new captures "
+        "use this one from the next event on.",
+    )
+    def compress(self, settings_service: SettingsService, data: CompressRequest) -> Response[Envelope[CompressResult]]:
         updated = settings_service.update("detection", {"jpeg_quality": data.quality})
         return ok(CompressResult(quality=updated.jpeg_quality), message=f"new captures use JPEG quality {data.quality}")

@@ -28,12 +28,20 @@ class ModelController(Controller):
     def versions(self, model_service: ModelService) -> Response[Envelope[list[ModelInfo]]]:
         return ok(model_service.versions())
 
-    @get("/{model_ref:str}/info", sync_to_thread=True, summary="One model with its evaluation (by model_id or numeric id)")
+    @get(
+        "/{model_ref:str}/info",
+        sync_to_thread=True,
+        summary="One model with its evaluation (by model_id or numeric id)",
+    )
     def info(self, model_service: ModelService, model_ref: str) -> Response[Envelope[ModelInfo]]:
         return ok(model_service.info(model_ref))
 
-    @post("/{model_ref:str}/deploy", status_code=200, sync_to_thread=True,
-          summary="Switch the running detector to this model (champion/challenger gate unless force)")
+    @post(
+        "/{model_ref:str}/deploy",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Switch the running detector to this model (champion/challenger gate unless force)",
+    )
     def deploy(
         self, model_service: ModelService, model_ref: str, data: DeployRequest | None = None, force: str = ""
     ) -> Response[Envelope[DeployResult]]:
@@ -45,8 +53,12 @@ class ModelController(Controller):
         status = model_service.request_training(data, "train", None)
         return ok(status, message="training requested", status_code=202)
 
-    @post("/{model_ref:str}/update", status_code=202, sync_to_thread=True,
-          summary="Retrain: fine-tune this model on a dataset")
+    @post(
+        "/{model_ref:str}/update",
+        status_code=202,
+        sync_to_thread=True,
+        summary="Retrain: fine-tune this model on a dataset",
+    )
     def update(
         self, model_service: ModelService, model_ref: str, data: TrainRequest
     ) -> Response[Envelope[TrainingStatus]]:

@@ -50,11 +50,17 @@ class NotificationController(Controller):
         description="Waits up to `wait_s` (default 10) for the delivery result. 409 without recipients, 503 when "
         "the bot tokens cannot be decrypted.",
     )
-    async def send(self, notification_service: NotificationService, data: SendRequest) -> Response[Envelope[SendResult]]:
+    async def send(
+        self, notification_service: NotificationService, data: SendRequest
+    ) -> Response[Envelope[SendResult]]:
         result = await notification_service.send_test(data.text, data.wait_s)
         return ok(result, message=f"{result.sent} of {result.queued} sent")
 
-    @get("/history", sync_to_thread=True, summary="Alert history, newest first: page, limit (1..100), status, event_id, kind")
+    @get(
+        "/history",
+        sync_to_thread=True,
+        summary="Alert history, newest first: page, limit (1..100), status, event_id, kind",
+    )
     def history(
         self,
         notification_service: NotificationService,
@@ -89,7 +95,11 @@ class NotificationController(Controller):
     ) -> Response[Envelope[RecipientInfo]]:
         return ok(notification_service.remove_recipient(recipient_id), message="recipient removed")
 
-    @get("/templates", sync_to_thread=True, summary="Alert texts TEXT_0..TEXT_4 (one per object type) and TEXT_5 (package removed)")
+    @get(
+        "/templates",
+        sync_to_thread=True,
+        summary="Alert texts TEXT_0..TEXT_4 (one per object type) and TEXT_5 (package removed)",
+    )
     def templates(self, notification_service: NotificationService) -> Response[Envelope[list[TemplateInfo]]]:
         return ok(notification_service.templates())
 

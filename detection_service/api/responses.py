@@ -78,7 +78,9 @@ def http_exception_handler(request: Request, exc: HTTPException) -> Response[Err
     if isinstance(exc.__cause__, SerializationException):
         # The body could not be decoded at all (e.g. broken JSON): say where, not just "bad".
         return error_response(
-            400, "MALFORMED_BODY", "Request body could not be decoded",
+            400,
+            "MALFORMED_BODY",
+            "Request body could not be decoded",
             {"reason": str(exc.__cause__), "content_type": request.headers.get("content-type")},
         )
     code = _CODES.get(status, "HTTP_ERROR" if status < 500 else "SERVER_ERROR")

@@ -20,13 +20,15 @@ class SettingsController(Controller):
     def get_all(self, settings_service: SettingsService) -> Response[Envelope[dict[str, Any]]]:
         return ok(settings_service.get_all())
 
-    @put("/", sync_to_thread=True, summary="Change any subset of categories at once: all of it or nothing",
-         description="Body: {category: {setting: value}}, e.g. {\"camera\": {\"fps\": 20}, \"storage\": "
-         "{\"max_days\": 7}}. Every category is validated first; one invalid value (or unknown category or key) "
-         "answers 400 INVALID_SETTINGS listing every problem and changes nothing. Returns the changed categories.")
-    def put_all(
-        self, settings_service: SettingsService, data: dict[str, Any]
-    ) -> Response[Envelope[dict[str, Any]]]:
+    @put(
+        "/",
+        sync_to_thread=True,
+        summary="Change any subset of categories at once: all of it or nothing",
+        description='Body: {category: {setting: value}}, e.g. {"camera": {"fps": 20}, "storage": '
+        '{"max_days": 7}}. Every category is validated first; one invalid value (or unknown category or key) '
+        "answers 400 INVALID_SETTINGS listing every problem and changes nothing. Returns the changed categories.",
+    )
+    def put_all(self, settings_service: SettingsService, data: dict[str, Any]) -> Response[Envelope[dict[str, Any]]]:
         updated = settings_service.update_many(data)
         return ok(updated, message=f"settings updated: {', '.join(updated)}")
 

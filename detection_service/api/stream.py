@@ -46,8 +46,11 @@ class StreamController(Controller):
         status = pipeline_service.stream_status()
         return ok(status, message=f"camera {status.camera_status}")
 
-    @get("/viewer", summary="Live viewer page (HTML): stream with boxes, labels, track ids and fps",
-         media_type=MediaType.HTML)  # fmt: skip
+    @get(
+        "/viewer",
+        summary="Live viewer page (HTML): stream with boxes, labels, track ids and fps",
+        media_type=MediaType.HTML,
+    )
     async def viewer(self) -> Response[bytes]:
         return Response(_viewer_page(), media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
 
@@ -96,8 +99,13 @@ class StreamController(Controller):
             await socket.send_data(msgspec.json.encode(message).decode(), mode="text")
 
         if not service.push_mode:
-            await send(IngestError(code="NOT_PUSH_SOURCE", fatal=True, message=(
-                "camera.source is not 'push': set it with PUT /api/settings/camera {\"source\": \"push\"}")))
+            await send(
+                IngestError(
+                    code="NOT_PUSH_SOURCE",
+                    fatal=True,
+                    message=('camera.source is not \'push\': set it with PUT /api/settings/camera {"source": "push"}'),
+                )
+            )
             await socket.close(CLOSE_NOT_PUSH, "camera source is not push")
             return
         client = f"{socket.client.host}:{socket.client.port}" if socket.client else "unknown"
@@ -116,12 +124,21 @@ class StreamController(Controller):
                 if data:
                     if len(data) > max_bytes or not looks_like_image(data):
                         state.frames_invalid += 1
-                        await send(IngestError(code="INVALID_FRAME",
-                                               message="a frame must be one JPEG or PNG image within max_frame_bytes"))
+                        await send(
+                            IngestError(
+                                code="INVALID_FRAME",
+                                message="a frame must be one JPEG or PNG image within max_frame_bytes",
+                            )
+                        )
                         continue
                     if not service.pipeline.push_jpeg(data):
-                        await send(IngestError(code="NOT_PUSH_SOURCE", fatal=True,
-                                               message="camera.source changed; frames are no longer accepted"))
+                        await send(
+                            IngestError(
+                                code="NOT_PUSH_SOURCE",
+                                fatal=True,
+                                message="camera.source changed; frames are no longer accepted",
+                            )
+                        )
                         await socket.close(CLOSE_NOT_PUSH, "camera source is not push")
                         return
                     state.frames_received += 1
@@ -136,7 +153,12 @@ class StreamController(Controller):
                         if message.camera:
                             state.client = f"{message.camera} ({client})"
                     else:
-                        await send(IngestPong(frames_received=state.frames_received, frames_invalid=state.frames_invalid,
-                                              camera_status=service.pipeline.status()["camera_status"]))  # fmt: skip
+                        await send(
+                            IngestPong(
+                                frames_received=state.frames_received,
+                                frames_invalid=state.frames_invalid,
+                                camera_status=service.pipeline.status()["camera_status"],
+                            )
+                        )
         finally:
             state.release()

@@ -42,8 +42,13 @@ class SystemController(Controller):
         "non-blocking handler wrote, dropped (queue full) or lost to a failed write.",
     )
     def logs(
-        self, system_logs: SystemLogService, level: str | None = None, component: str | None = None,
-        date_range: str | None = None, page: int = 1, limit: int = 50,
+        self,
+        system_logs: SystemLogService,
+        level: str | None = None,
+        component: str | None = None,
+        date_range: str | None = None,
+        page: int = 1,
+        limit: int = 50,
     ) -> Response[Envelope[SystemLogPage]]:
         result = system_logs.list(level=level, component=component, date_range=date_range, page=page, limit=limit)
         return ok(result, message=f"{len(result.items)} of {result.total} log record(s)")
@@ -73,13 +78,17 @@ class SystemController(Controller):
         "deployed model's cache. Runs whatever auto_cleanup says (that switch is for the nightly Dagster schedule).",
     )
     def cleanup(
-        self, retention: RetentionService, event_service: EventService, settings: Settings,
+        self,
+        retention: RetentionService,
+        event_service: EventService,
+        settings: Settings,
         data: CleanupRequest | None = None,
     ) -> Response[Envelope[CleanupReport]]:
         data = data or CleanupRequest()
         if data.type == "temp":
-            report = retention.cleanup_temp(settings.data_dir, timedelta(hours=data.older_than_hours),
-                                            timedelta(days=data.cache_max_days))
+            report = retention.cleanup_temp(
+                settings.data_dir, timedelta(hours=data.older_than_hours), timedelta(days=data.cache_max_days)
+            )
             return ok(report, message=f"temp clean-up: {report.temp_deleted} deleted, {report.temp_kept} kept")
         report = retention.cleanup_images() if data.type == "images" else retention.cleanup_logs()
         event_service.invalidate_totals()

@@ -37,7 +37,7 @@ RHYTHM = {
     "package": (20, {10: 5, 11: 5, 14: 3, 15: 3, 16: 2}, range(6)),
     "delivery_food": (12, {12: 4, 18: 5, 19: 5, 20: 2}, range(7)),
     "mail": (8, {10: 5, 11: 5}, range(5)),
-    "unclassified": (10, {h: 1 for h in range(24)}, range(7)),
+    "unclassified": (10, dict.fromkeys(range(24), 1), range(7)),
 }
 
 
@@ -62,15 +62,27 @@ def seed(engine: sa.Engine, events: int, zone: ZoneInfo, rng: random.Random) -> 
     rows = []
     for at, code in stamps:
         duration = rng.randint(3600, 9 * 3600) if code == "package" else int(rng.lognormvariate(3.5, 0.6))
-        rows.append({"object_type_id": type_ids[code], "detected_at": at, "ended_at": at + timedelta(seconds=duration),
-                     "tracking_duration": duration, "confidence_score": round(rng.uniform(0.4, 0.99), 4),
-                     "is_false_positive": rng.random() < 0.02, "status": "active", "model_version": "yolo_v1",
-                     "created_at": at, "updated_at": at})  # fmt: skip
+        rows.append(
+            {
+                "object_type_id": type_ids[code],
+                "detected_at": at,
+                "ended_at": at + timedelta(seconds=duration),
+                "tracking_duration": duration,
+                "confidence_score": round(rng.uniform(0.4, 0.99), 4),
+                "is_false_positive": rng.random() < 0.02,
+                "status": "active",
+                "model_version": "yolo_v1",
+                "created_at": at,
+                "updated_at": at,
+            }
+        )
     for first in range(0, len(rows), 5000):
         with engine.begin() as conn:
             conn.execute(DetectionEvent.__table__.insert(), rows[first : first + 5000])
     with engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE TABLE detection_events" if engine.dialect.name in ("mysql", "mariadb") else "ANALYZE")
+        conn.exec_driver_sql(
+            "ANALYZE TABLE detection_events" if engine.dialect.name in ("mysql", "mariadb") else "ANALYZE"
+        )
     return time.perf_counter() - started
 
 
@@ -95,8 +107,11 @@ def measure(service: AnalyticsService, call, clients: int, requests: int) -> dic
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
-    return {"p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-            "rps": round(len(latencies) / wall, 1)}  # fmt: skip
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "rps": round(len(latencies) / wall, 1),
+    }
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict:
@@ -105,8 +120,13 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
     _scratch_database(args.database_url)
     upgrade(args.database_url)
     engine = make_engine(args.database_url)
-    result: dict = {"events": args.events, "days": SPAN_DAYS, "database": engine.dialect.name,
-                    "clients": args.clients, "time_zone": settings.alert_timezone}  # fmt: skip
+    result: dict = {
+        "events": args.events,
+        "days": SPAN_DAYS,
+        "database": engine.dialect.name,
+        "clients": args.clients,
+        "time_zone": settings.alert_timezone,
+    }
     try:
         result["seed_s"] = round(seed(engine, args.events, zone, rng), 1)
         factory = make_session_factory(engine)
@@ -114,8 +134,10 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
         cached = AnalyticsService(factory, settings.alert_timezone, cache=True)
         queries = {}
         for name, call in QUERIES.items():
-            queries[name] = {"cold": measure(cold, call, args.clients, args.requests),
-                             "cached": measure(cached, call, args.clients, args.requests)}  # fmt: skip
+            queries[name] = {
+                "cold": measure(cold, call, args.clients, args.requests),
+                "cached": measure(cached, call, args.clients, args.requests),
+            }
         result["queries"] = queries
         answer = cold.anomalies("medium")
         result["anomalies_found"] = answer.total
@@ -130,8 +152,9 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     settings = settings or Settings.from_env()
     parser = argparse.ArgumentParser(prog="aidoor bench analytics", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=DEFAULT_URL,
-                        help="scratch database (dropped and re-created!); default %(default)s")  # fmt: skip
+    parser.add_argument(
+        "--database-url", default=DEFAULT_URL, help="scratch database (dropped and re-created!); default %(default)s"
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=60, help="calls per query and cache mode")

@@ -52,7 +52,9 @@ def _scratch_database(url: str, create: bool = True) -> None:
         with server.begin() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{parsed.database}`")
             if create:
-                conn.exec_driver_sql(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                conn.exec_driver_sql(
+                    f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )
         server.dispose()
     elif parsed.database and Path(parsed.database).exists():
         Path(parsed.database).unlink()
@@ -76,19 +78,38 @@ def seed(engine: sa.Engine, events: int, images_per_event: int, rng: random.Rand
             event_id = i + 1
             key = event_image_key(event_id, detected_at, 1)
             box = {"x1": 100, "y1": 80, "x2": 300, "y2": 400, "frame_width": 1280, "frame_height": 720}
-            rows.append({
-                "id": event_id, "object_type_id": type_ids[rng.choices(codes, weights)[0]], "image_path": key,
-                "confidence_score": round(rng.uniform(0.4, 0.99), 4), "bbox_coordinates": json.dumps(box),
-                "model_version": "yolo_v1", "fps": 15, "processing_time": 30, "tracking_id": event_id % 5000,
-                "tracking_duration": rng.randint(1, 120), "status": "active", "detected_at": detected_at,
-                "ended_at": detected_at + timedelta(seconds=30), "notification_sent": True,
-                "user_verified": False, "is_false_positive": False, "created_at": detected_at, "updated_at": detected_at,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "id": event_id,
+                    "object_type_id": type_ids[rng.choices(codes, weights)[0]],
+                    "image_path": key,
+                    "confidence_score": round(rng.uniform(0.4, 0.99), 4),
+                    "bbox_coordinates": json.dumps(box),
+                    "model_version": "yolo_v1",
+                    "fps": 15,
+                    "processing_time": 30,
+                    "tracking_id": event_id % 5000,
+                    "tracking_duration": rng.randint(1, 120),
+                    "status": "active",
+                    "detected_at": detected_at,
+                    "ended_at": detected_at + timedelta(seconds=30),
+                    "notification_sent": True,
+                    "user_verified": False,
+                    "is_false_positive": False,
+                    "created_at": detected_at,
+                    "updated_at": detected_at,
+                }
+            )
             for seq in range(1, images_per_event + 1):
-                image_rows.append({
-                    "event_id": event_id, "image_path": key.replace("/1.jpg", f"/{seq}.jpg"), "sequence_number": seq,
-                    "compression_quality": 85, "captured_at": detected_at + timedelta(seconds=2 * seq),
-                })  # fmt: skip
+                image_rows.append(
+                    {
+                        "event_id": event_id,
+                        "image_path": key.replace("/1.jpg", f"/{seq}.jpg"),
+                        "sequence_number": seq,
+                        "compression_quality": 85,
+                        "captured_at": detected_at + timedelta(seconds=2 * seq),
+                    }
+                )
         with engine.begin() as conn:
             conn.execute(event_table.insert(), rows)
             conn.execute(image_table.insert(), image_rows)
@@ -105,9 +126,13 @@ def query_cases(events: int, limit: int) -> dict[str, dict[str, str | int]]:
     return {
         "first_page": {"limit": limit},
         "deep_page": {"limit": limit, "page": max(1, events // limit // 2)},
-        "filtered": {"limit": limit, "type": "package", "start_date": (now - timedelta(days=90)).date().isoformat(),
-                     "end_date": (now - timedelta(days=30)).date().isoformat()},
-    }  # fmt: skip
+        "filtered": {
+            "limit": limit,
+            "type": "package",
+            "start_date": (now - timedelta(days=90)).date().isoformat(),
+            "end_date": (now - timedelta(days=30)).date().isoformat(),
+        },
+    }
 
 
 def sql_floor(service: EventService, params: dict, repeats: int) -> float:
@@ -118,7 +143,7 @@ def sql_floor(service: EventService, params: dict, repeats: int) -> float:
         type=params.get("type"),
         start=parse_when(str(params["start_date"]), "start_date") if "start_date" in params else None,
         end=parse_when(str(params["end_date"]), "end_date", end_of_day=True) if "end_date" in params else None,
-    )  # fmt: skip
+    )
     page, limit = int(params.get("page", 1)), int(params["limit"])
     times = []
     for _ in range(repeats):
@@ -153,9 +178,12 @@ async def load(base_url: str, params: dict, clients: int, requests: int) -> dict
         await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - started
     return {
-        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-        "p99_ms": percentile(latencies, 99), "rps": round(len(latencies) / wall, 1), "errors": errors,
-    }  # fmt: skip
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99),
+        "rps": round(len(latencies) / wall, 1),
+        "errors": errors,
+    }
 
 
 def _free_port() -> int:
@@ -171,20 +199,31 @@ def run(args: argparse.Namespace) -> dict:
     _scratch_database(args.database_url)
     upgrade(args.database_url)
     engine = make_engine(args.database_url)
-    result: dict = {"events": args.events, "images": args.events * args.images_per_event,
-                    "database": engine.dialect.name, "clients": args.clients}  # fmt: skip
+    result: dict = {
+        "events": args.events,
+        "images": args.events * args.images_per_event,
+        "database": engine.dialect.name,
+        "clients": args.clients,
+    }
     result["seed_s"] = round(seed(engine, args.events, args.images_per_event, rng), 1)
     data_dir = Path(tempfile.mkdtemp(prefix="aidoor-bench-api-"))
     service = EventService(make_session_factory(engine), store=None)  # type: ignore[arg-type]
     cases = query_cases(args.events, args.limit)
 
     port = _free_port()
-    env = {**os.environ, "AIDOOR_DATABASE_URL": args.database_url, "AIDOOR_DATA_DIR": str(data_dir),
-           "AIDOOR_PORT": str(port), "AIDOOR_DEMO_VIDEO": "off", "AIDOOR_LOG_LEVEL": "WARNING",
-           "AIDOOR_DAGSTER_PORT": str(_free_port())}  # fmt: skip
+    env = {
+        **os.environ,
+        "AIDOOR_DATABASE_URL": args.database_url,
+        "AIDOOR_DATA_DIR": str(data_dir),
+        "AIDOOR_PORT": str(port),
+        "AIDOOR_DEMO_VIDEO": "off",
+        "AIDOOR_LOG_LEVEL": "WARNING",
+        "AIDOOR_DAGSTER_PORT": str(_free_port()),
+    }
     aidoor = str(Path(sys.executable).parent / "aidoor")
-    server = subprocess.Popen([aidoor, "serve", "--no-migrate"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)  # fmt: skip
+    server = subprocess.Popen(
+        [aidoor, "serve", "--no-migrate"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -224,8 +263,11 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     settings = settings or Settings.from_env()
     parser = argparse.ArgumentParser(prog="aidoor bench api", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=settings.bench_database_url or DEFAULT_URL,
-                        help="scratch database (dropped and re-created!); default %(default)s (AIDOOR_BENCH_DATABASE_URL)")  # fmt: skip
+    parser.add_argument(
+        "--database-url",
+        default=settings.bench_database_url or DEFAULT_URL,
+        help="scratch database (dropped and re-created!); default %(default)s (AIDOOR_BENCH_DATABASE_URL)",
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--images-per-event", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)

@@ -66,7 +66,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,9 @@ def arrivals(scenes: Iterable[demo_video.Scene], fps: float) -> list[Arrival]:
     return out
 
 
-def score(truth: Sequence[Arrival], events: Sequence[SeenEvent], *, video_s: float, tolerance_s: float = 2.0) -> dict[str, Any]:
+def score(
+    truth: Sequence[Arrival], events: Sequence[SeenEvent], *, video_s: float, tolerance_s: float = 2.0
+) -> dict[str, Any]:
     """Arrivals found per class, false events, removals seen (see the module docstring)."""
     inside = sorted((e for e in events if 0 <= e.start_s <= video_s), key=lambda e: e.start_s)
     used: set[int] = set()
@@ -130,10 +132,12 @@ def score(truth: Sequence[Arrival], events: Sequence[SeenEvent], *, video_s: flo
     false = [e for i, e in enumerate(inside) if i not in used]
     removals = [i for i, a in enumerate(truth) if a.object_type == "package" and not a.carried]
     removed = sum(
-        1 for i in removals
-        if i in matched and matched[i].end_s is not None
+        1
+        for i in removals
+        if i in matched
+        and matched[i].end_s is not None
         and truth[i].leave_s - tolerance_s <= matched[i].end_s <= truth[i].gone_s + tolerance_s
-    )  # fmt: skip
+    )
     latencies = [matched[i].start_s - truth[i].arrive_s for i in matched]
     n = len(truth)
     return {
@@ -194,9 +198,13 @@ def every_kth(items: Sequence[Any], count: int) -> list[Any]:
     return list(items[::k][:count])
 
 
-def pick_bench_photos(package_scenes: int, person_scenes: int, teacher_model: Path | None,
-                      dataset: Path = demo_video.DEFAULT_DATASET,
-                      person_dataset: Path = demo_video.PERSON_DATASET) -> tuple[list[demo_video.Photo], dict[str, Any]]:  # fmt: skip
+def pick_bench_photos(
+    package_scenes: int,
+    person_scenes: int,
+    teacher_model: Path | None,
+    dataset: Path = demo_video.DEFAULT_DATASET,
+    person_dataset: Path = demo_video.PERSON_DATASET,
+) -> tuple[list[demo_video.Photo], dict[str, Any]]:
     """The photos of the bench video by the module docstring's rule, and how many were eligible."""
     from detection_service.ml.near_duplicates import near_duplicates
     from detection_service.ml.teacher import label_images, load_teacher
@@ -228,13 +236,17 @@ def pick_bench_photos(package_scenes: int, person_scenes: int, teacher_model: Pa
     persons_door = every_kth(door_people, from_door)
     persons_other = every_kth(labelled_people, person_scenes - len(persons_door))
     persons = [p for pair in zip(persons_door, persons_other) for p in pair]
-    persons += persons_door[len(persons_other):] + persons_other[len(persons_door):]
+    persons += persons_door[len(persons_other) :] + persons_other[len(persons_door) :]
     ordered: list[demo_video.Photo] = []
     for i in range(max(len(packages), len(persons))):
         ordered += packages[i : i + 1] + persons[i : i + 1]
-    eligible = {"valid_doorbell": len(valid), "near_duplicates_dropped": len(dups),
-                "package_candidates": len(package_candidates), "doorbell_person_candidates": len(door_people),
-                "capston2_person_candidates": len(labelled_people)}  # fmt: skip
+    eligible = {
+        "valid_doorbell": len(valid),
+        "near_duplicates_dropped": len(dups),
+        "package_candidates": len(package_candidates),
+        "doorbell_person_candidates": len(door_people),
+        "capston2_person_candidates": len(labelled_people),
+    }
     return ordered, eligible
 
 
@@ -254,7 +266,7 @@ def _aidoor() -> str:
 def _wall(text: str) -> float:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.timestamp()
 
 
@@ -280,17 +292,27 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def register(self, weights: Path) -> str:
-        out = subprocess.run([_aidoor(), "model", "register", str(weights), "--name", "bench-events"], env=self.env,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        out = subprocess.run(
+            [_aidoor(), "model", "register", str(weights), "--name", "bench-events"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         found = re.search(r"registered (\S+)", out.stdout)
         if out.returncode != 0 or not found:
             raise RuntimeError(f"aidoor model register failed: {out.stdout[-500:]} {out.stderr[-2000:]}")
         return found.group(1)
 
     def start(self) -> None:
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([_aidoor(), "serve", "--port", str(self.port)], env=self.env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - held until stop() closes it
+        self.proc = subprocess.Popen(
+            [_aidoor(), "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.wait(lambda: self.get("/api/system/health") is not None, 120, "the service did not answer")
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
@@ -388,11 +410,20 @@ def run_service(work: Path, weights: Path, video: Path, video_s: float, fps: flo
             page += 1
     finally:
         service.stop()
-    events = [SeenEvent(e["type"], _wall(e["detected_at"]) - t0, _wall(e["ended_at"]) - t0 if e.get("ended_at") else None)
-              for e in items]  # fmt: skip
-    return {"events": events, "cpu_s": cpu1 - cpu0, "backend": status.get("backend"), "imgsz": final.get("imgsz"),
-            "inferences": final.get("inferences"), "gated_skips": final.get("gated_skips"),
-            "model_id": model_id, "threshold": threshold}  # fmt: skip
+    events = [
+        SeenEvent(e["type"], _wall(e["detected_at"]) - t0, _wall(e["ended_at"]) - t0 if e.get("ended_at") else None)
+        for e in items
+    ]
+    return {
+        "events": events,
+        "cpu_s": cpu1 - cpu0,
+        "backend": status.get("backend"),
+        "imgsz": final.get("imgsz"),
+        "inferences": final.get("inferences"),
+        "gated_skips": final.get("gated_skips"),
+        "model_id": model_id,
+        "threshold": threshold,
+    }
 
 
 # --------------------------------------------------------------------------- plain loop
@@ -407,8 +438,9 @@ def run_plain(weights: Path, video: Path, video_s: float, fps: float, imgsz: int
     me = psutil.Process()
     collected: list[tuple[float, list[tuple[int, str]]]] = []
     c0, w0 = me.cpu_times(), time.monotonic()
-    results = model.track(source=str(video), stream=True, imgsz=imgsz, conf=conf, tracker="bytetrack.yaml",
-                          verbose=False, persist=True)  # fmt: skip
+    results = model.track(
+        source=str(video), stream=True, imgsz=imgsz, conf=conf, tracker="bytetrack.yaml", verbose=False, persist=True
+    )
     for index, result in enumerate(results):
         boxes = result.boxes
         frame: list[tuple[int, str]] = []
@@ -416,16 +448,28 @@ def run_plain(weights: Path, video: Path, video_s: float, fps: float, imgsz: int
             frame = [(int(i), str(names[int(c)])) for i, c in zip(boxes.id.tolist(), boxes.cls.tolist())]
         collected.append((index / fps, frame))
     c1, wall = me.cpu_times(), time.monotonic() - w0
-    return {"events": plain_events(collected, video_s=video_s), "cpu_s": (c1.user + c1.system) - (c0.user + c0.system),
-            "wall_s": round(wall, 1), "frames": len(collected)}  # fmt: skip
+    return {
+        "events": plain_events(collected, video_s=video_s),
+        "cpu_s": (c1.user + c1.system) - (c0.user + c0.system),
+        "wall_s": round(wall, 1),
+        "frames": len(collected),
+    }
 
 
 # --------------------------------------------------------------------------- main
 
 
-def run(*, weights: Path, imgsz: int | None = None, package_scenes: int = 6, person_scenes: int = 6,
-        tolerance_s: float = 2.0, video: Path | None = None, keep_video: Path | None = None,
-        settings: Any = None) -> dict[str, Any]:  # fmt: skip
+def run(
+    *,
+    weights: Path,
+    imgsz: int | None = None,
+    package_scenes: int = 6,
+    person_scenes: int = 6,
+    tolerance_s: float = 2.0,
+    video: Path | None = None,
+    keep_video: Path | None = None,
+    settings: Any = None,
+) -> dict[str, Any]:
     from detection_service.config import Settings
     from detection_service.ml.teacher import teacher_model_path
     from detection_service.ml.training import read_inference_config
@@ -464,15 +508,29 @@ def run(*, weights: Path, imgsz: int | None = None, package_scenes: int = 6, per
     s_cpu, p_cpu = service["cpu_s"] * per_hour, plain["cpu_s"] * per_hour
     ratio = p_cpu / s_cpu if s_cpu else None
     result = {
-        "service": {**s_score, "cpu_s_per_video_hour": round(s_cpu, 1), "cpu_s": round(service["cpu_s"], 1),
-                    "backend": service["backend"], "imgsz": service["imgsz"], "inferences": service["inferences"],
-                    "gated_skips": service["gated_skips"]},
-        "plain": {**p_score, "cpu_s_per_video_hour": round(p_cpu, 1), "cpu_s": round(plain["cpu_s"], 1),
-                  "backend": "torch", "imgsz": imgsz, "wall_s": plain["wall_s"], "frames": plain["frames"]},
+        "service": {
+            **s_score,
+            "cpu_s_per_video_hour": round(s_cpu, 1),
+            "cpu_s": round(service["cpu_s"], 1),
+            "backend": service["backend"],
+            "imgsz": service["imgsz"],
+            "inferences": service["inferences"],
+            "gated_skips": service["gated_skips"],
+        },
+        "plain": {
+            **p_score,
+            "cpu_s_per_video_hour": round(p_cpu, 1),
+            "cpu_s": round(plain["cpu_s"], 1),
+            "backend": "torch",
+            "imgsz": imgsz,
+            "wall_s": plain["wall_s"],
+            "frames": plain["frames"],
+        },
         "cpu_ratio_plain_over_service": round(ratio, 2) if ratio else None,
         "targets": {
             "service_found_ge_0.9": (s_score["found_ratio"] or 0) >= 0.9,
-            "service_false_per_arrival_le_0.1": s_score["false_per_arrival"] is not None and s_score["false_per_arrival"] <= 0.1,
+            "service_false_per_arrival_le_0.1": s_score["false_per_arrival"] is not None
+            and s_score["false_per_arrival"] <= 0.1,
             "service_cpu_ge_3x_less": ratio is not None and ratio >= 3,
         },
         "weights": str(weights),
@@ -485,7 +543,7 @@ def run(*, weights: Path, imgsz: int | None = None, package_scenes: int = 6, per
         "video": str(video) if keep_video or eligible is None else None,
         "cpu_count": os.cpu_count(),
         "loadavg": round(os.getloadavg()[0], 2),
-    }  # fmt: skip
+    }
     return result
 
 
@@ -500,11 +558,20 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     parser.add_argument("--keep-video", type=Path, help="folder to keep the built video and its sidecar in")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     with stdout_to_stderr():
-        result = run(weights=args.weights, imgsz=args.imgsz, package_scenes=args.package_scenes,
-                     person_scenes=args.person_scenes, tolerance_s=args.tolerance, video=args.video,
-                     keep_video=args.keep_video, settings=settings)  # fmt: skip
+        result = run(
+            weights=args.weights,
+            imgsz=args.imgsz,
+            package_scenes=args.package_scenes,
+            person_scenes=args.person_scenes,
+            tolerance_s=args.tolerance,
+            video=args.video,
+            keep_video=args.keep_video,
+            settings=settings,
+        )
     print(json.dumps(result), flush=True)
     return 0
 

@@ -74,14 +74,19 @@ def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = N
         fake = FakeTelegram()
         fake.add_bot(TOKEN)
         fake.start()
-        settings = Settings.from_env(environ={"AIDOOR_TELEGRAM_API_URL": fake.url, "AIDOOR_TELEGRAM_KEY": key},
-                                     data_dir=Path(tmp) / "data", database_url=url)  # fmt: skip
+        settings = Settings.from_env(
+            environ={"AIDOOR_TELEGRAM_API_URL": fake.url, "AIDOOR_TELEGRAM_KEY": key},
+            data_dir=Path(tmp) / "data",
+            database_url=url,
+        )
         engine = make_engine(url)
         sf = make_session_factory(engine)
         store = make_object_store(settings)
         store.ensure_bucket()
         with sf.begin() as session:
-            session.add(Telegram(user_id=CHAT, chat_id=CHAT, bot_token=TokenCipher(key.encode(), "bench").encrypt(TOKEN)))
+            session.add(
+                Telegram(user_id=CHAT, chat_id=CHAT, bot_token=TokenCipher(key.encode(), "bench").encrypt(TOKEN))
+            )
         bus = EventBus()
         notifier = build_notifier(settings, sf, store, bus=bus, cooldown_override_s=0.0, updates="off")
         notifier.start()
@@ -94,7 +99,7 @@ def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = N
                     counter = {"n": 0}
                     original = fake._take_failure
 
-                    def every_tenth(method: str, chat_id: Any, _orig: Any = original) -> Any:
+                    def every_tenth(method: str, chat_id: Any, _orig: Any = original, counter: Any = counter) -> Any:
                         if method == "sendPhoto":
                             counter["n"] += 1
                             if counter["n"] % 10 == 0:
@@ -106,8 +111,15 @@ def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = N
                 for i in range(events):
                     now = datetime.now(UTC)
                     handle = EventHandle(now, "person", i)
-                    values = {"confidence_score": 0.9, "bbox_coordinates": "{}", "model_version": "bench",
-                              "tracking_id": i, "status": "active", "detected_at": now, "created_by": "bench"}  # fmt: skip
+                    values = {
+                        "confidence_score": 0.9,
+                        "bbox_coordinates": "{}",
+                        "model_version": "bench",
+                        "tracking_id": i,
+                        "status": "active",
+                        "detected_at": now,
+                        "created_by": "bench",
+                    }
                     t0 = time.monotonic()
                     writer.insert_event(InsertEvent(handle, values, shot, {}))
                     writer.store_image(StoreImage(handle, 1, shot, now, 85))
@@ -131,7 +143,9 @@ def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = N
             event_id = _event_of(sent)
             if event_id is not None:
                 counts[event_id] = counts.get(event_id, 0) + 1
-        latency = {name: [(accepted[e] - t0) * 1000 for e, t0 in r.items() if e in accepted] for name, r in rounds.items()}
+        latency = {
+            name: [(accepted[e] - t0) * 1000 for e, t0 in r.items() if e in accepted] for name, r in rounds.items()
+        }
         return {
             "events": events,
             "interval_s": interval_s,

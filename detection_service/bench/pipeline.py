@@ -47,8 +47,8 @@ import cv2
 import numpy as np
 import sqlalchemy as sa
 
-from detection_service.pipeline.sources import FrameSource
 from detection_service.bench import stdout_to_stderr
+from detection_service.pipeline.sources import FrameSource
 
 log = logging.getLogger("aidoor.bench.pipeline")
 
@@ -77,7 +77,8 @@ def _threads_cpu_s() -> dict[int, float]:
         return out
     for tid in tids:
         try:
-            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
@@ -98,8 +99,6 @@ def _loadavg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
-
-
 
 
 # --------------------------------------------------------------------------- inputs
@@ -221,7 +220,7 @@ def bench_backends(weights: Path, imgsz: int, frames: list[np.ndarray], cache_di
             log.warning("%s unavailable: %s", backend, exc)
             out[f"{backend}_fps"] = None
             continue
-        ms = _median_ms(lambda f: det.detect(f, conf), frames)
+        ms = _median_ms(lambda f, det=det: det.detect(f, conf), frames)
         out[f"{backend}_fps"] = round(1000 / ms, 2)
         if fastest is None or ms < fastest[1]:
             fastest = (backend, ms, det)
@@ -300,7 +299,9 @@ class _Env:
             engine.dispose()
 
 
-def _pipeline(env: dict[str, Any], holder: Any, *, motion_mode: str, source_factory: Any = None, source: str = "bench") -> Any:
+def _pipeline(
+    env: dict[str, Any], holder: Any, *, motion_mode: str, source_factory: Any = None, source: str = "bench"
+) -> Any:
     from detection_service.pipeline.config import PipelineConfig
     from detection_service.pipeline.runner import DetectionPipeline
     from schemas.settings import CameraSettings, DetectionSettings
@@ -317,15 +318,22 @@ def _pipeline(env: dict[str, Any], holder: Any, *, motion_mode: str, source_fact
                 self.ages.append(self.frame_age_ms)
 
     pipeline = MeasuredPipeline(
-        session_factory=env["session_factory"], store=env["store"], bus=env["bus"], holder=holder,
-        camera=CameraSettings(source=source), detection=DetectionSettings(),
-        config=PipelineConfig(motion_mode=motion_mode), source_factory=source_factory,
-    )  # fmt: skip
+        session_factory=env["session_factory"],
+        store=env["store"],
+        bus=env["bus"],
+        holder=holder,
+        camera=CameraSettings(source=source),
+        detection=DetectionSettings(),
+        config=PipelineConfig(motion_mode=motion_mode),
+        source_factory=source_factory,
+    )
     pipeline.ages = []
     return pipeline
 
 
-def _throughput(env: dict[str, Any], holder: Any, frames: list[np.ndarray], fps: float, seconds: float) -> tuple[float, list[float]]:
+def _throughput(
+    env: dict[str, Any], holder: Any, frames: list[np.ndarray], fps: float, seconds: float
+) -> tuple[float, list[float]]:
     pipeline = _pipeline(env, holder, motion_mode="off", source_factory=lambda _: MemorySource(frames, fps))
     pipeline.start()
     try:
@@ -358,8 +366,13 @@ def _video_pass(env: dict[str, Any], holder: Any, video: Path, seconds: float, m
         elif isinstance(message, PackageRemoved):
             removed += 1
     sub.close()
-    return {"inferences": inferences, "frames": frames, "events": len(created), "types": sorted(created),
-            "removed": removed}  # fmt: skip
+    return {
+        "inferences": inferences,
+        "frames": frames,
+        "events": len(created),
+        "types": sorted(created),
+        "removed": removed,
+    }
 
 
 def _cpu_pass(env: dict[str, Any], holder: Any, video: Path, seconds: float) -> dict[str, Any]:
@@ -381,9 +394,17 @@ def _cpu_pass(env: dict[str, Any], holder: Any, video: Path, seconds: float) -> 
     for tid, cpu in t1.items():
         label = _thread_label(tid, names)
         by_thread[label] = by_thread.get(label, 0.0) + cpu - t0.get(tid, 0.0)
-    per = {k: round(v / runs * 1000, 2) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1]) if v > 0} if runs else {}
-    return {"cpu_ms_per_inference": round((c1 - c0) / runs * 1000, 2) if runs else None, "cpu_ms_by_thread": per,
-            "cpu_pass_inferences": runs, "cpu_pass_s": round(seconds, 1)}  # fmt: skip
+    per = (
+        {k: round(v / runs * 1000, 2) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1]) if v > 0}
+        if runs
+        else {}
+    )
+    return {
+        "cpu_ms_per_inference": round((c1 - c0) / runs * 1000, 2) if runs else None,
+        "cpu_ms_by_thread": per,
+        "cpu_pass_inferences": runs,
+        "cpu_pass_s": round(seconds, 1),
+    }
 
 
 def plain_track_cpu(weights: Path, video: Path, imgsz: int, skip: int = 20) -> dict[str, Any]:
@@ -400,12 +421,22 @@ def plain_track_cpu(weights: Path, video: Path, imgsz: int, skip: int = 20) -> d
     counted = frames - skip
     if counted <= 0:
         return {"plain_cpu_ms_per_frame": None, "plain_fps": None, "plain_frames": 0}
-    return {"plain_cpu_ms_per_frame": round((_process_cpu_s() - c0) / counted * 1000, 2),
-            "plain_fps": round(counted / (time.monotonic() - t0), 2), "plain_frames": counted}  # fmt: skip
+    return {
+        "plain_cpu_ms_per_frame": round((_process_cpu_s() - c0) / counted * 1000, 2),
+        "plain_fps": round(counted / (time.monotonic() - t0), 2),
+        "plain_frames": counted,
+    }
 
 
-def bench_int8(weights: Path, imgsz: int, frames: list[np.ndarray], cache_dir: Path, conf: float,
-               data_yaml: Path | None, data_dir: Path) -> dict[str, Any]:  # fmt: skip
+def bench_int8(
+    weights: Path,
+    imgsz: int,
+    frames: list[np.ndarray],
+    cache_dir: Path,
+    conf: float,
+    data_yaml: Path | None,
+    data_dir: Path,
+) -> dict[str, Any]:
     """Quantize (or reuse the cached INT8), its check, and its speed."""
     from detection_service.ml import quantize
     from detection_service.pipeline.detector import create_detector
@@ -430,7 +461,11 @@ def bench_int8(weights: Path, imgsz: int, frames: list[np.ndarray], cache_dir: P
         ms = _median_ms(lambda f: det.detect(f, conf), frames)
     finally:
         det.close()
-    return {"int8_fps": round(1000 / ms, 2), "int8_map50_delta": check.map50_delta, "int8_check": quantize.to_builtins(check)}
+    return {
+        "int8_fps": round(1000 / ms, 2),
+        "int8_map50_delta": check.map50_delta,
+        "int8_check": quantize.to_builtins(check),
+    }
 
 
 def _soak(env: dict[str, Any], holder: Any, video: Path, minutes: float) -> dict[str, Any]:
@@ -451,8 +486,12 @@ def _soak(env: dict[str, Any], holder: Any, video: Path, minutes: float) -> dict
         end = _rss_mb()
     finally:
         pipeline.close(10)
-    return {"rss_mb_start": start, "rss_mb_end": end, "rss_mb_max": max(samples + [start, end]),
-            "soak_inferences": pipeline.inferences}  # fmt: skip
+    return {
+        "rss_mb_start": start,
+        "rss_mb_end": end,
+        "rss_mb_max": max(samples + [start, end]),
+        "soak_inferences": pipeline.inferences,
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -482,8 +521,16 @@ def run(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, settings: Any, work: Path,
-         throughput_s: float, data_yaml: Path | None = None) -> dict[str, Any]:  # fmt: skip
+def _run(
+    minutes: float,
+    weights: Path | None,
+    video: Path | None,
+    imgsz: int,
+    settings: Any,
+    work: Path,
+    throughput_s: float,
+    data_yaml: Path | None = None,
+) -> dict[str, Any]:
     from detection_service import demo_video
     from detection_service.ml.training import min_confidence
     from detection_service.pipeline.detector import DetectorHolder
@@ -499,8 +546,10 @@ def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, s
     else:
         weights = random_init_weights(work / "random-init" / "yolo11n-random.pt")
         model_id, model_source = "yolo11n-random-init", "random init"
-        note = ("random-init model: speed figures are valid, event counts are not (it detects nothing real); "
-                "deploy a trained model or pass --weights")  # fmt: skip
+        note = (
+            "random-init model: speed figures are valid, event counts are not (it detects nothing real); "
+            "deploy a trained model or pass --weights"
+        )
     weights = Path(weights).resolve()
     if video is None:
         video = demo_video.ensure(settings.data_dir)
@@ -612,8 +661,11 @@ def _run(minutes: float, weights: Path | None, video: Path | None, imgsz: int, s
         "fastest_ge_2.5x_torch": (backends.get("speedup_vs_torch") or 0) >= 2.5,
         "int8_ge_4x_torch": bool(int8.get("int8_fps")) and int8["int8_fps"] >= 4 * backends["torch_fps"],
         "int8_map50_within_0.01": int8.get("int8_check", {}).get("passed"),
-        "cpu_per_inference_le_plain": (cpu["cpu_ms_per_inference"] is not None and plain["plain_cpu_ms_per_frame"] is not None
-                                       and cpu["cpu_ms_per_inference"] <= plain["plain_cpu_ms_per_frame"]),
+        "cpu_per_inference_le_plain": (
+            cpu["cpu_ms_per_inference"] is not None
+            and plain["plain_cpu_ms_per_frame"] is not None
+            and cpu["cpu_ms_per_inference"] <= plain["plain_cpu_ms_per_frame"]
+        ),
         "rss_flat_50mb": abs(soak["rss_mb_end"] - soak["rss_mb_start"]) <= 50 if minutes > 0 else None,
     }
     holder.unload()
@@ -626,15 +678,28 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     parser.add_argument("--weights", type=Path, help="model .pt (default: the deployed model, else random init)")
     parser.add_argument("--video", type=Path, help="video file (default: the demo video)")
     parser.add_argument("--imgsz", type=int, default=320, help="detector input size (default 320)")
-    parser.add_argument("--data", type=Path, help="data.yaml the model was trained on: INT8 calibration (train split) "
-                        "and its check (val split); default: the bootstrap dataset, prepared under the data dir")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="data.yaml the model was trained on: INT8 calibration (train split) "
+        "and its check (val split); default: the bootstrap dataset, prepared under the data dir",
+    )
     parser.add_argument("--throughput-seconds", type=float, default=15.0, help="length of phases 2 and 3")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     with stdout_to_stderr():
-        result = run(minutes=args.minutes, weights=args.weights, video=args.video, imgsz=args.imgsz,
-                     settings=settings, throughput_s=args.throughput_seconds, data_yaml=args.data)  # fmt: skip
+        result = run(
+            minutes=args.minutes,
+            weights=args.weights,
+            video=args.video,
+            imgsz=args.imgsz,
+            settings=settings,
+            throughput_s=args.throughput_seconds,
+            data_yaml=args.data,
+        )
     print(json.dumps(result), flush=True)
     return 0
 

@@ -7,7 +7,8 @@
 In a scratch instance (SQLite, local store, an ephemeral Dagster instance; a temporary folder
 unless ``--data-dir``): a subset of doorbell-camera-alert-v4 is imported and a champion trained
 and deployed on it (or ``--champion-weights``, e.g. the starter model ``make run`` or ``aidoor
-bench train --data-dir`` made, registered and deployed as it is); then N doorbell frames the champion never saw are recorded as unclassified
+bench train --data-dir`` made, registered and deployed as it is); then N doorbell frames the champion never
+saw are recorded as unclassified
 events and relabelled as packages through the relabel service (what ``PUT
 /api/detections/{id}/classify`` does). From the last relabel the chain runs as the daemon runs it,
 in this process: ``retrain_on_new_labels_sensor`` -> ``batch_job_sensor`` -> ``collection_job``
@@ -46,15 +47,25 @@ def _subset(dest: Path, train: int, valid: int) -> Path:
         (dest / split / "labels").mkdir(parents=True)
         for image in sorted((DOORBELL / split / "images").iterdir())[:count]:
             shutil.copyfile(image, dest / split / "images" / image.name)
-            shutil.copyfile(DOORBELL / split / "labels" / f"{image.stem}.txt", dest / split / "labels" / f"{image.stem}.txt")
-    (dest / "data.yaml").write_text(yaml.safe_dump({"train": "train/images", "val": "valid/images", "nc": 1,
-                                                    "names": ["Box"]}))
+            shutil.copyfile(
+                DOORBELL / split / "labels" / f"{image.stem}.txt", dest / split / "labels" / f"{image.stem}.txt"
+            )
+    (dest / "data.yaml").write_text(
+        yaml.safe_dump({"train": "train/images", "val": "valid/images", "nc": 1, "names": ["Box"]})
+    )
     return dest
 
 
-def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champion_epochs: int = 1,
-        train_images: int = 48, valid_images: int = 24, data_dir: Path | None = None,
-        champion_weights: Path | None = None) -> dict[str, Any]:
+def run(
+    events: int = 8,
+    profile: str = "tiny",
+    epochs: int | None = None,
+    champion_epochs: int = 1,
+    train_images: int = 48,
+    valid_images: int = 24,
+    data_dir: Path | None = None,
+    champion_weights: Path | None = None,
+) -> dict[str, Any]:
     import dagster as dg
     import sqlalchemy as sa
 
@@ -62,23 +73,24 @@ def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champ
     from assets.datasets import data_yaml, dataset_version
     from assets.models import deployed_model, model_evaluation, trained_model
     from assets.partitions import dataset_versions
+    from assets.resources import DatabaseResource
     from detection_service.config import Settings
     from detection_service.database import make_engine, make_session_factory, upgrade
-    from detection_service.ml import registry
     from detection_service.datasets.importer import import_dataset
+    from detection_service.ml import registry
     from detection_service.ml.ultralytics_env import configure_offline
     from detection_service.services.events import EventService
     from detection_service.services.settings import SettingsService
     from detection_service.storage import make_object_store
-    from assets.resources import DatabaseResource
     from orchestration.resources import resources_from_settings
     from orchestration.sensors import batch_job_sensor, retrain_on_new_labels_sensor
     from schemas.db import DetectionEvent, EventImage, Model, ObjectType
 
     scratch = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="aidoor-bench-retrain-"))
     try:
-        settings = Settings.from_env(environ={}, data_dir=scratch / "data",
-                                     database_url=f"sqlite:///{scratch / 'data' / 'bench.db'}")
+        settings = Settings.from_env(
+            environ={}, data_dir=scratch / "data", database_url=f"sqlite:///{scratch / 'data' / 'bench.db'}"
+        )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         configure_offline(settings.data_dir)
         upgrade(settings.database_url)
@@ -105,13 +117,25 @@ def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champ
             started = time.monotonic()
             instance.add_dynamic_partitions(dataset_versions.name, ["doorbell@v1"])
             if champion_weights:
-                row = registry.register_model(session_factory, store, Path(champion_weights), model_name="champion",
-                                              metrics={}, inference_ms=None, created_by="bench")
+                row = registry.register_model(
+                    session_factory,
+                    store,
+                    Path(champion_weights),
+                    model_name="champion",
+                    metrics={},
+                    inference_ms=None,
+                    created_by="bench",
+                )
                 registry.set_current_model(session_factory, row.id, actor="bench")
             else:
-                first = dg.materialize([trained_model, model_evaluation, deployed_model], partition_key="doorbell@v1",
-                                       run_config=train_config(champion_epochs), instance=instance,
-                                       resources=resources, raise_on_error=False)
+                first = dg.materialize(
+                    [trained_model, model_evaluation, deployed_model],
+                    partition_key="doorbell@v1",
+                    run_config=train_config(champion_epochs),
+                    instance=instance,
+                    resources=resources,
+                    raise_on_error=False,
+                )
                 if not first.success:
                     raise RuntimeError("the champion did not train")
             champion_s = time.monotonic() - started
@@ -121,19 +145,30 @@ def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champ
             # N frames the champion never saw, recorded as unclassified events with the box a
             # detector would have drawn, then relabelled by a person.
             SettingsService(session_factory).update("training", {"retrain_min_new_labels": events, "profile": profile})
-            frames = sorted((DOORBELL / "valid" / "images").iterdir())[valid_images:valid_images + events]
+            frames = sorted((DOORBELL / "valid" / "images").iterdir())[valid_images : valid_images + events]
             ids = []
             with session_factory.begin() as session:
                 unclassified = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == "unclassified"))
                 for n, frame in enumerate(frames):
                     key = f"events/bench/{n}.jpg"
                     store.put_bytes(key, frame.read_bytes(), "image/jpeg")
-                    cx, cy, w, h = (float(v) for v in (DOORBELL / "valid" / "labels" / f"{frame.stem}.txt")
-                                    .read_text().split()[1:5])
-                    box = {"x1": (cx - w / 2) * 640, "y1": (cy - h / 2) * 640, "x2": (cx + w / 2) * 640,
-                           "y2": (cy + h / 2) * 640, "width": 640, "height": 640}
-                    event = DetectionEvent(object_type_id=unclassified, bbox_coordinates=json.dumps(box), image_path=key,
-                                           images=[EventImage(image_path=key, sequence_number=1)])
+                    cx, cy, w, h = (
+                        float(v) for v in (DOORBELL / "valid" / "labels" / f"{frame.stem}.txt").read_text().split()[1:5]
+                    )
+                    box = {
+                        "x1": (cx - w / 2) * 640,
+                        "y1": (cy - h / 2) * 640,
+                        "x2": (cx + w / 2) * 640,
+                        "y2": (cy + h / 2) * 640,
+                        "width": 640,
+                        "height": 640,
+                    }
+                    event = DetectionEvent(
+                        object_type_id=unclassified,
+                        bbox_coordinates=json.dumps(box),
+                        image_path=key,
+                        images=[EventImage(image_path=key, sequence_number=1)],
+                    )
                     session.add(event)
                     session.flush()
                     ids.append(event.id)
@@ -147,16 +182,27 @@ def run(events: int = 8, profile: str = "tiny", epochs: int | None = None, champ
             if "queued" not in fired:
                 raise RuntimeError(f"retrain sensor did not fire: {fired}")
             collect = next_run(instance)
-            if not dg.materialize([collected_dataset], run_config=collect.run_config, instance=instance,
-                                  resources=resources, tags=collect.tags).success:
+            if not dg.materialize(
+                [collected_dataset],
+                run_config=collect.run_config,
+                instance=instance,
+                resources=resources,
+                tags=collect.tags,
+            ).success:
                 raise RuntimeError("collection failed")
             collected_s = time.monotonic() - last_relabel
             retrain = next_run(instance)
             if epochs:
                 retrain.run_config["ops"]["trained_model"]["config"]["epochs"] = epochs
-            result = dg.materialize([dataset_version, data_yaml, trained_model, model_evaluation, deployed_model],
-                                    partition_key=retrain.partition_key, run_config=retrain.run_config,
-                                    instance=instance, resources=resources, tags=retrain.tags, raise_on_error=False)
+            result = dg.materialize(
+                [dataset_version, data_yaml, trained_model, model_evaluation, deployed_model],
+                partition_key=retrain.partition_key,
+                run_config=retrain.run_config,
+                instance=instance,
+                resources=resources,
+                tags=retrain.tags,
+                raise_on_error=False,
+            )
             wall_s = time.monotonic() - last_relabel
             if not result.success:
                 raise RuntimeError("the retrain run failed")
@@ -207,8 +253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aidoor bench retrain: {DOORBELL} is missing", file=sys.stderr)
         return 2
     with stdout_to_stderr():
-        result = run(args.events, args.profile, args.epochs, args.champion_epochs, args.train_images,
-                     args.valid_images, args.data_dir, args.champion_weights)
+        result = run(
+            args.events,
+            args.profile,
+            args.epochs,
+            args.champion_epochs,
+            args.train_images,
+            args.valid_images,
+            args.data_dir,
+            args.champion_weights,
+        )
     print(json.dumps(result), flush=True)
     return 0
 

@@ -86,8 +86,10 @@ def run(
         load_start = _loadavg()
         params = training.TrainParams(profile=profile, **param_changes)  # type: ignore[arg-type]
         t0 = time.monotonic()
-        prepared = [(Path(d).resolve(), training.prepare_yolo_dataset(Path(d), work / "datasets" / Path(d).name))
-                    for d in datasets]
+        prepared = [
+            (Path(d).resolve(), training.prepare_yolo_dataset(Path(d), work / "datasets" / Path(d).name))
+            for d in datasets
+        ]
         prepare_s = time.monotonic() - t0
 
         t0 = time.monotonic()
@@ -132,10 +134,15 @@ def run(
                     continue
                 novel_row = novel_rows.get(row.name)
                 per_class[row.name] = {
-                    "dataset": export.name, "images": full.images, "instances": row.instances,
-                    "map50": round(row.map50, 4), "map50_95": round(row.map50_95, 4),
-                    "precision": round(row.precision, 4), "recall": round(row.recall, 4),
-                    "novel_images": kept, "near_duplicates_left_out": dropped,
+                    "dataset": export.name,
+                    "images": full.images,
+                    "instances": row.instances,
+                    "map50": round(row.map50, 4),
+                    "map50_95": round(row.map50_95, 4),
+                    "precision": round(row.precision, 4),
+                    "recall": round(row.recall, 4),
+                    "novel_images": kept,
+                    "near_duplicates_left_out": dropped,
                     "map50_novel": round(novel_row.map50, 4) if novel_row else None,
                     "map50_95_novel": round(novel_row.map50_95, 4) if novel_row else None,
                 }
@@ -182,8 +189,13 @@ def _value(text: str) -> Any:
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aidoor bench train", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="default", help="TrainParams profile (default, tiny)")
-    parser.add_argument("--dataset", type=Path, action="append", default=None,
-                        help="Roboflow YOLO export folder (repeat for a mix; default: doorbell + person in shared/)")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        action="append",
+        default=None,
+        help="Roboflow YOLO export folder (repeat for a mix; default: doorbell + person in shared/)",
+    )
     parser.add_argument("--no-teacher", action="store_true", help="train without teacher labels")
     parser.add_argument("--data-dir", type=Path, default=None, help="keep outputs here (default: temp, deleted)")
     parser.add_argument(
@@ -200,8 +212,14 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     if args.set:
         changes["overrides"] = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
     with stdout_to_stderr():
-        summary = run(args.data_dir, args.dataset or DEFAULT_DATASETS, args.profile,
-                      None if args.no_teacher else "default", settings=settings, **changes)
+        summary = run(
+            args.data_dir,
+            args.dataset or DEFAULT_DATASETS,
+            args.profile,
+            None if args.no_teacher else "default",
+            settings=settings,
+            **changes,
+        )
     print(json.dumps(summary), flush=True)
     return 0
 

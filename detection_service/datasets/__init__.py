@@ -52,7 +52,8 @@ def run_dataset_update(
     """Execute a ``dataset_update`` batch job as ``/api/datasets`` queues it (``parameters`` =
     ``batch_jobs.parameters``). ``{"source": "roboflow", workspace, project_name, version, dataset_id,
     class_mapping}``: the API key (and API URL, timeout) come from ``settings`` (AIDOOR_ROBOFLOW_*)
-    here, never from the job row; without settings a Roboflow job fails as not configured. ``{"source": "auto_collect", dataset_id, auto_label, since_version}`` (with ``auto_label`` the
+    here, never from the job row; without settings a Roboflow job fails as not configured.
+    ``{"source": "auto_collect", dataset_id, auto_label, since_version}`` (with ``auto_label`` the
     deployed model labels unverified unclassified captures into ``auto_labeled/``).
     Raises what the functions raise; NothingToCollect means "done, nothing new"."""
     from detection_service.datasets.auto_collect import collect_verified
@@ -62,9 +63,16 @@ def run_dataset_update(
     if source == "roboflow":
         credentials = roboflow_credentials(settings)
         return sync_roboflow(
-            session_factory, store, parameters.get("workspace") or credentials.workspace, credentials.api_key,
-            parameters["project_name"], parameters["version"], work_dir, parameters.get("dataset_id"),
-            api_url=credentials.api_url, class_mapping=parameters.get("class_mapping"),
+            session_factory,
+            store,
+            parameters.get("workspace") or credentials.workspace,
+            credentials.api_key,
+            parameters["project_name"],
+            parameters["version"],
+            work_dir,
+            parameters.get("dataset_id"),
+            api_url=credentials.api_url,
+            class_mapping=parameters.get("class_mapping"),
             timeout_s=credentials.timeout_s,
         )
     if source == "auto_collect":
@@ -75,8 +83,13 @@ def run_dataset_update(
 
             labeler = deployed_model_labeler(session_factory, store, Path(work_dir) / "models")
         return collect_verified(
-            session_factory, store, parameters["dataset_id"], auto_label, parameters.get("since_version"),
-            labeler=labeler[1] if labeler else None, labeler_model=labeler[0] if labeler else None,
+            session_factory,
+            store,
+            parameters["dataset_id"],
+            auto_label,
+            parameters.get("since_version"),
+            labeler=labeler[1] if labeler else None,
+            labeler_model=labeler[0] if labeler else None,
         )
     if source == "path":
         # An export folder or zip on this machine (the starter-model bootstrap uses this).
@@ -87,9 +100,14 @@ def run_dataset_update(
         for extra in parameters.get("with_paths") or []:
             import_missing(session_factory, store, Path(extra["path"]), extra["dataset_id"], work_dir)
         return import_dataset(
-            session_factory, store, Path(parameters["path"]), parameters["dataset_id"],
-            name=parameters.get("name"), description=parameters.get("description"),
-            class_mapping=parameters.get("class_mapping"), work_dir=work_dir,
+            session_factory,
+            store,
+            Path(parameters["path"]),
+            parameters["dataset_id"],
+            name=parameters.get("name"),
+            description=parameters.get("description"),
+            class_mapping=parameters.get("class_mapping"),
+            work_dir=work_dir,
         )
     raise ValueError(f"unknown dataset_update source {source!r} (roboflow, auto_collect or path)")
 
@@ -104,8 +122,15 @@ def import_missing(
         dataset, row = latest_version(session, dataset_id)
         if dataset is not None and row is not None:
             return row.version
-    return import_dataset(session_factory, store, path, dataset_id, name=path.name,
-                          description="training mix (bootstrap)", work_dir=work_dir).version
+    return import_dataset(
+        session_factory,
+        store,
+        path,
+        dataset_id,
+        name=path.name,
+        description="training mix (bootstrap)",
+        work_dir=work_dir,
+    ).version
 
 
 def __getattr__(name: str) -> Any:

@@ -40,12 +40,12 @@ unclassified, bad box) are reported and not marked: a later run tries them again
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import re
 import threading
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -257,43 +257,71 @@ def collect_verified(
         if since_version is not None:
             row = None
             if dataset is not None:
-                row = session.scalar(sa.select(DatasetVersion).where(
-                    DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == since_version
-                ).order_by(DatasetVersion.id.desc()).limit(1))
+                row = session.scalar(
+                    sa.select(DatasetVersion)
+                    .where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == since_version)
+                    .order_by(DatasetVersion.id.desc())
+                    .limit(1)
+                )
             if row is None:
                 raise DatasetNotFound(f"dataset {dataset_id!r} has no version {since_version!r}")
             cutoff = row.created_at
-        id_query = sa.select(DetectionEvent.id).where(DetectionEvent.user_verified.is_(True)).order_by(DetectionEvent.id)
+        id_query = (
+            sa.select(DetectionEvent.id).where(DetectionEvent.user_verified.is_(True)).order_by(DetectionEvent.id)
+        )
         if cutoff is not None:
             id_query = id_query.where(DetectionEvent.detected_at >= cutoff)
         candidate_ids = [i for i in session.scalars(id_query) if i not in collected][:max_events]
-        events = list(session.scalars(
-            sa.select(DetectionEvent).where(DetectionEvent.id.in_(candidate_ids)).order_by(DetectionEvent.id)
-            .options(selectinload(DetectionEvent.images), selectinload(DetectionEvent.object_type))
-        )) if candidate_ids else []
+        events = (
+            list(
+                session.scalars(
+                    sa.select(DetectionEvent)
+                    .where(DetectionEvent.id.in_(candidate_ids))
+                    .order_by(DetectionEvent.id)
+                    .options(selectinload(DetectionEvent.images), selectinload(DetectionEvent.object_type))
+                )
+            )
+            if candidate_ids
+            else []
+        )
         guess_events: list[DetectionEvent] = []
         if auto_label and labeler is not None:
             guess_query = (
-                sa.select(DetectionEvent.id).join(DetectionEvent.object_type)
-                .where(DetectionEvent.user_verified.is_(False), DetectionEvent.is_false_positive.is_(False),
-                       ObjectType.code == "unclassified")
+                sa.select(DetectionEvent.id)
+                .join(DetectionEvent.object_type)
+                .where(
+                    DetectionEvent.user_verified.is_(False),
+                    DetectionEvent.is_false_positive.is_(False),
+                    ObjectType.code == "unclassified",
+                )
                 .order_by(DetectionEvent.id)
             )
             if cutoff is not None:
                 guess_query = guess_query.where(DetectionEvent.detected_at >= cutoff)
             guess_ids = [i for i in session.scalars(guess_query) if i not in auto_labeled_before][:max_events]
-            guess_events = list(session.scalars(
-                sa.select(DetectionEvent).where(DetectionEvent.id.in_(guess_ids)).order_by(DetectionEvent.id)
-                .options(selectinload(DetectionEvent.images))
-            )) if guess_ids else []
+            guess_events = (
+                list(
+                    session.scalars(
+                        sa.select(DetectionEvent)
+                        .where(DetectionEvent.id.in_(guess_ids))
+                        .order_by(DetectionEvent.id)
+                        .options(selectinload(DetectionEvent.images))
+                    )
+                )
+                if guess_ids
+                else []
+            )
         base_version = dataset.version if dataset is not None and dataset.version else None
 
     problems: list[FileProblem] = []
     captures: list[_Capture] = []
     for event in events:
         captures += _event_captures(event, auto_label, problems)
-    guesses = [_Capture(event.id, key, name, AUTO_LABELED, None) for event in guess_events
-               for seq, key, name in _images_of(event)]
+    guesses = [
+        _Capture(event.id, key, name, AUTO_LABELED, None)
+        for event in guess_events
+        for seq, key, name in _images_of(event)
+    ]
 
     # Every capture is fetched and decoded once to prove it is an image (and get its size);
     # publish_version copies it again from the store rather than holding all bytes in memory.
@@ -350,7 +378,10 @@ def collect_verified(
     if not files and not guessed:
         raise NothingToCollect(
             f"no new verified event with a usable image for dataset {dataset_id!r}",
-            {"events_checked": len(events), "problems": [{"file": p.file, "problem": p.problem} for p in problems[:200]]},
+            {
+                "events_checked": len(events),
+                "problems": [{"file": p.file, "problem": p.problem} for p in problems[:200]],
+            },
         )
     files += guessed
     new_names = {(f.split, f.stem) for f in files}
@@ -365,15 +396,22 @@ def collect_verified(
     for event_id in sorted(per_event):
         splits.setdefault(next(c.split for c in captures if c.event_id == event_id), []).append(event_id)
     draft = VersionDraft(
-        dataset_id=dataset_id, files=files, source="auto_collect",
+        dataset_id=dataset_id,
+        files=files,
+        source="auto_collect",
         source_detail=f"{len(per_event)} verified event(s)"
         + (f", {len(guessed_events)} unverified labelled by {labeler_model or 'the model'}" if guessed_events else ""),
-        version=version, name=dataset_id, description="Collected from verified detection events",
-        problems=problems, rejected=rejected, base_version=base_version,
+        version=version,
+        name=dataset_id,
+        description="Collected from verified detection events",
+        problems=problems,
+        rejected=rejected,
+        base_version=base_version,
         collected_events=sorted(per_event),
         extra_changes={
-            "auto_label": auto_label, "since_version": since_version,
-            "event_splits": {split: ids for split, ids in sorted(splits.items())},
+            "auto_label": auto_label,
+            "since_version": since_version,
+            "event_splits": dict(sorted(splits.items())),
             # Unverified, model-labelled (auto_labeled/): never in data.yaml, never trained on.
             "auto_labeled_events": sorted(guessed_events),
             "auto_labeled_by": labeler_model if guessed_events else None,
@@ -390,8 +428,10 @@ def _assign_splits(captures: list[_Capture], base_files: list[VersionFile]) -> N
     for capture in labelled:
         capture.split = split_for_event(capture.event_id)
     usable = {c.event_id for c in labelled if c.error is None}
-    if not usable or any(f.split == "valid" for f in base_files) or any(
-        c.split == "valid" for c in labelled if c.error is None
+    if (
+        not usable
+        or any(f.split == "valid" for f in base_files)
+        or any(c.split == "valid" for c in labelled if c.error is None)
     ):
         return
     base_events = {event_id_of(f.name) for f in base_files if f.split in ("train", "valid", "test")} - {None}
@@ -435,9 +475,12 @@ def _event_captures(event: DetectionEvent, auto_label: bool, problems: list[File
     if not auto_label:
         return [_Capture(event.id, key, name(seq, key), UNLABELED, None) for seq, key in images]
     if code not in CLASS_IDS:
-        problems.append(FileProblem(
-            file=where, problem=f"verified but its type is {code!r}: reclassify it as one of {sorted(CLASS_IDS)}",
-        ))
+        problems.append(
+            FileProblem(
+                file=where,
+                problem=f"verified but its type is {code!r}: reclassify it as one of {sorted(CLASS_IDS)}",
+            )
+        )
         return []
     try:
         main_box, frames = parse_bbox(event.bbox_coordinates)
@@ -453,9 +496,13 @@ def _event_captures(event: DetectionEvent, auto_label: bool, problems: list[File
             continue
         captures.append(_Capture(event.id, key, name(seq, key), "train", box))
     if skipped:
-        problems.append(FileProblem(
-            file=where, severity="warning", problem=f"{skipped} capture(s) without a box left out",
-        ))
+        problems.append(
+            FileProblem(
+                file=where,
+                severity="warning",
+                problem=f"{skipped} capture(s) without a box left out",
+            )
+        )
     if not captures:
         problems.append(FileProblem(file=where, problem="no capture of this event has a box"))
     return captures

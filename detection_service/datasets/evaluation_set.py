@@ -107,8 +107,11 @@ def imported_dataset_refs(session: Session) -> list[str]:
     for dataset in session.scalars(sa.select(Dataset).where(Dataset.version != "").order_by(Dataset.id)):
         if dataset.dataset_id == EVALUATION_SET_ID:
             continue
-        row = session.scalar(sa.select(DatasetVersion).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.version))
+        row = session.scalar(
+            sa.select(DatasetVersion).where(
+                DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.version
+            )
+        )
         if row is not None and (parse_changes(row.changes) or {}).get("kind") in BASE_KINDS:
             refs.append(f"{dataset.dataset_id}@{dataset.version}")
     return refs
@@ -192,30 +195,55 @@ def update_evaluation_set(
         if not count:
             continue
         scopes[group] = [MODEL_CLASSES[c] for c in sorted(classes)]
-        new_sources[dataset_id] = {"ref": ref, "group": group, "images": count, "near_duplicates_dropped": near,
-                                   "classes": scopes[group]}
+        new_sources[dataset_id] = {
+            "ref": ref,
+            "group": group,
+            "images": count,
+            "near_duplicates_dropped": near,
+            "classes": scopes[group],
+        }
         added[group], dropped[group] = count, near
 
     if collected_dataset_id:
-        new_files += _frozen_collected(session_factory, store, cache_dir, collected_dataset_id, frozen_events,
-                                       train_hashes, max_bits, scopes, added, dropped)
+        new_files += _frozen_collected(
+            session_factory,
+            store,
+            cache_dir,
+            collected_dataset_id,
+            frozen_events,
+            train_hashes,
+            max_bits,
+            scopes,
+            added,
+            dropped,
+        )
 
     if not new_files:
         if prev_version is None:
-            raise NoEvaluationSet("no evaluation set yet and no base dataset to build one from "
-                                  "(train or import a dataset first)")
+            raise NoEvaluationSet(
+                "no evaluation set yet and no base dataset to build one from (train or import a dataset first)"
+            )
         # Candidates that were all near-duplicates leave the set as it is (they would be dropped
         # again: the references only grow); the count is still reported.
         return _summary(store, prev_version, previous, created=False, dropped=dropped)
     files = (load_version_files(store, EVALUATION_SET_ID, prev_version) if prev_version else []) + new_files
     all_sources = {**prev_sources, **new_sources}
     draft = VersionDraft(
-        dataset_id=EVALUATION_SET_ID, files=files, source=SOURCE_KIND,
-        source_detail=", ".join(f"+{n} {g}" for g, n in added.items()), name="Evaluation set",
+        dataset_id=EVALUATION_SET_ID,
+        files=files,
+        source=SOURCE_KIND,
+        source_detail=", ".join(f"+{n} {g}" for g, n in added.items()),
+        name="Evaluation set",
         description="Fixed evaluation set of the champion/challenger gate (append-only)",
         base_version=prev_version,
-        extra_changes={"sources": all_sources, "scopes": scopes, "frozen_events": sorted(frozen_events),
-                       "added": added, "near_duplicates_dropped": dropped, "max_bits": max_bits},
+        extra_changes={
+            "sources": all_sources,
+            "scopes": scopes,
+            "frozen_events": sorted(frozen_events),
+            "added": added,
+            "near_duplicates_dropped": dropped,
+            "max_bits": max_bits,
+        },
     )
     result = publish_version(session_factory, store, draft)
     log.info("evaluation set %s: %d images (%s)", result.version, result.total_images, draft.source_detail)
@@ -223,9 +251,16 @@ def update_evaluation_set(
 
 
 def _frozen_collected(
-    session_factory: sessionmaker[Session], store: ObjectStore, cache_dir: Path, dataset_id: str,
-    frozen_events: set[int], train_hashes: list[Any], max_bits: int, scopes: dict[str, list[str]],
-    added: dict[str, int], dropped: dict[str, int],
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    cache_dir: Path,
+    dataset_id: str,
+    frozen_events: set[int],
+    train_hashes: list[Any],
+    max_bits: int,
+    scopes: dict[str, list[str]],
+    added: dict[str, int],
+    dropped: dict[str, int],
 ) -> list[VersionFile]:
     import numpy as np
 
@@ -238,8 +273,9 @@ def _frozen_collected(
     train = _split_files(local_yaml, "train")
     _, own = hash_files(train)
     references = np.concatenate([own, *train_hashes]) if train_hashes else own
-    candidates = [p for p in _split_files(local_yaml, "val") if (e := event_id_of(p.name)) is not None
-                  and e not in frozen_events]
+    candidates = [
+        p for p in _split_files(local_yaml, "val") if (e := event_id_of(p.name)) is not None and e not in frozen_events
+    ]
     paths, hashes = hash_files(candidates)
     distances = min_distances(hashes, references)
     files: list[VersionFile] = []
@@ -259,17 +295,29 @@ def _frozen_collected(
     return files
 
 
-def _summary(store: ObjectStore, version: str, changes: dict[str, Any], *, created: bool,
-             added: dict[str, int] | None = None, dropped: dict[str, int] | None = None) -> EvaluationSetUpdate:
+def _summary(
+    store: ObjectStore,
+    version: str,
+    changes: dict[str, Any],
+    *,
+    created: bool,
+    added: dict[str, int] | None = None,
+    dropped: dict[str, int] | None = None,
+) -> EvaluationSetUpdate:
     groups: dict[str, int] = {}
     prefix = keys.dataset_split_images(EVALUATION_SET_ID, version, "valid")
     for info in store.list(prefix):
-        name = info.key[len(prefix):]
+        name = info.key[len(prefix) :]
         group = name.split("__", 1)[0] if "__" in name else ""
         groups[group] = groups.get(group, 0) + 1
     return EvaluationSetUpdate(
-        version=version, created=created, images=sum(groups.values()), groups=groups,
-        scopes=dict(changes.get("scopes") or {}), added=added or {}, near_duplicates_dropped=dropped or {},
+        version=version,
+        created=created,
+        images=sum(groups.values()),
+        groups=groups,
+        scopes=dict(changes.get("scopes") or {}),
+        added=added or {},
+        near_duplicates_dropped=dropped or {},
         frozen_events=len(changes.get("frozen_events") or []),
     )
 
@@ -294,8 +342,11 @@ def evaluation_images(
         version, scopes = latest
     else:
         with session_factory() as session:
-            row = session.scalar(sa.select(DatasetVersion).join(Dataset).where(
-                Dataset.dataset_id == EVALUATION_SET_ID, DatasetVersion.version == version))
+            row = session.scalar(
+                sa.select(DatasetVersion)
+                .join(Dataset)
+                .where(Dataset.dataset_id == EVALUATION_SET_ID, DatasetVersion.version == version)
+            )
             if row is None:
                 raise NoEvaluationSet(f"evaluation set has no version {version!r}")
             scopes = dict((parse_changes(row.changes) or {}).get("scopes") or {})

@@ -377,10 +377,14 @@ def _split_dirs(root: Path, data: dict[str, Any], problems: list[FileProblem]) -
                 break
         else:
             if spec:
-                problems.append(FileProblem(
-                    file="data.yaml", severity="warning",
-                    problem=f"{YAML_SPLIT_KEYS[split]}: {spec!r} names no image folder inside the export; split skipped",
-                ))
+                problems.append(
+                    FileProblem(
+                        file="data.yaml",
+                        severity="warning",
+                        problem=f"{YAML_SPLIT_KEYS[split]}: {spec!r} names no image folder inside the export; "
+                        "split skipped",
+                    )
+                )
     return dirs
 
 
@@ -423,9 +427,15 @@ def parse_label_text(text: str, nc: int, tolerance: float = COORD_TOLERANCE) -> 
             continue
         if len(values) == 4:
             cx, cy, w, h = values
-            if not (-tolerance <= cx <= 1 + tolerance and -tolerance <= cy <= 1 + tolerance
-                    and 0 < w <= 1 + tolerance and 0 < h <= 1 + tolerance):
-                result.errors.append((number, f"box outside 0..1 or of zero size (not normalised?): {raw.strip()[:80]!r}"))
+            if not (
+                -tolerance <= cx <= 1 + tolerance
+                and -tolerance <= cy <= 1 + tolerance
+                and 0 < w <= 1 + tolerance
+                and 0 < h <= 1 + tolerance
+            ):
+                result.errors.append(
+                    (number, f"box outside 0..1 or of zero size (not normalised?): {raw.strip()[:80]!r}")
+                )
                 continue
             x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
             coords_text = " ".join(tokens[1:5])
@@ -438,9 +448,12 @@ def parse_label_text(text: str, nc: int, tolerance: float = COORD_TOLERANCE) -> 
             coords_text = ""
             result.polygons += 1
         else:
-            result.errors.append((
-                number, f"expected 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...', got {len(tokens)} values",
-            ))
+            result.errors.append(
+                (
+                    number,
+                    f"expected 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...', got {len(tokens)} values",
+                )
+            )
             continue
         cx1, cy1, cx2, cy2 = max(0.0, x1), max(0.0, y1), min(1.0, x2), min(1.0, y2)
         if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
@@ -507,16 +520,18 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
 
 
-def _read_folder(
-    root: Path, source: Path, mapping: dict[str, str | None], check_images: bool
-) -> ExportReport:
+def _read_folder(root: Path, source: Path, mapping: dict[str, str | None], check_images: bool) -> ExportReport:
     data, names = load_data_yaml(root)
     nc = len(names)
     problems: list[FileProblem] = []
     if "nc" in data and data.get("nc") != nc:
-        problems.append(FileProblem(
-            file="data.yaml", severity="warning", problem=f"nc is {data.get('nc')!r} but names lists {nc} classes; names used",
-        ))
+        problems.append(
+            FileProblem(
+                file="data.yaml",
+                severity="warning",
+                problem=f"nc is {data.get('nc')!r} but names lists {nc} classes; names used",
+            )
+        )
     split_dirs = _split_dirs(root, data, problems)
     if not split_dirs:
         raise ExportError("no split folders with images (train/images, valid/images, test/images)")
@@ -535,9 +550,13 @@ def _read_folder(
                 problems.append(FileProblem(file=rel, severity="warning", problem="sub-folder ignored"))
                 continue
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                problems.append(FileProblem(
-                    file=rel, severity="warning", problem=f"ignored: not an image file type ({path.suffix or 'no suffix'})",
-                ))
+                problems.append(
+                    FileProblem(
+                        file=rel,
+                        severity="warning",
+                        problem=f"ignored: not an image file type ({path.suffix or 'no suffix'})",
+                    )
+                )
                 continue
             try:
                 validate_key(f"x/{path.name}")
@@ -546,7 +565,11 @@ def _read_folder(
                 rejected += 1
                 continue
             if path.stem in stems:
-                problems.append(FileProblem(file=rel, problem="another image has the same name stem (they would share a label file)"))
+                problems.append(
+                    FileProblem(
+                        file=rel, problem="another image has the same name stem (they would share a label file)"
+                    )
+                )
                 rejected += 1
                 continue
             stems.add(path.stem)
@@ -567,9 +590,13 @@ def _read_folder(
         if labels_dir.is_dir():
             for label in sorted(labels_dir.iterdir()):
                 if label.suffix == ".txt" and label.name not in used_labels and label.stem not in stems:
-                    problems.append(FileProblem(
-                        file=_rel(label, root), severity="warning", problem="label file without an image; ignored",
-                    ))
+                    problems.append(
+                        FileProblem(
+                            file=_rel(label, root),
+                            severity="warning",
+                            problem="label file without an image; ignored",
+                        )
+                    )
 
     if check_images and candidates:
         with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="export-decode") as pool:
@@ -599,10 +626,13 @@ def _read_folder(
             if instances[i]:
                 unknown[name] = unknown.get(name, 0) + instances[i]
             else:
-                problems.append(FileProblem(
-                    file="data.yaml", severity="warning",
-                    problem=f"class {name!r} has no model class but also no boxes; ignored",
-                ))
+                problems.append(
+                    FileProblem(
+                        file="data.yaml",
+                        severity="warning",
+                        problem=f"class {name!r} has no model class but also no boxes; ignored",
+                    )
+                )
             id_map[i] = None
             continue
         id_map[i] = CLASS_IDS[target]
@@ -646,18 +676,29 @@ def _read_folder(
         label = "\n".join(lines) + "\n" if lines else ""
         items.append(ExportItem(candidate.split, candidate.image, candidate.rel, label, tuple(boxes)))
     if dropped_boxes:
-        problems.append(FileProblem(
-            file="data.yaml", severity="warning",
-            problem=f"{dropped_boxes} box(es) of {dropped} left out as the class mapping asked",
-        ))
+        problems.append(
+            FileProblem(
+                file="data.yaml",
+                severity="warning",
+                problem=f"{dropped_boxes} box(es) of {dropped} left out as the class mapping asked",
+            )
+        )
     problems.sort(key=lambda p: (p.severity != "error", p.file, p.line or 0))
     if not items:
         raise NoValidImagesError(
             "no image of the export can be imported", {"problems": [_builtin(p) for p in problems[:500]]}
         )
     return ExportReport(
-        root=root, source=source, names=names, class_mapping=class_mapping, dropped_classes=dropped,
-        items=items, problems=problems, rejected=rejected, data_yaml=data, converted_polygons=polygons,
+        root=root,
+        source=source,
+        names=names,
+        class_mapping=class_mapping,
+        dropped_classes=dropped,
+        items=items,
+        problems=problems,
+        rejected=rejected,
+        data_yaml=data,
+        converted_polygons=polygons,
     )
 
 

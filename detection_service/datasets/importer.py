@@ -112,7 +112,9 @@ def validate_dataset_id(dataset_id: str) -> str:
             f"invalid dataset_id {dataset_id!r}: 1-50 of a-z 0-9 _ . -, starting with a letter or digit, no '..'"
         )
     if dataset_id.isdigit():
-        raise InvalidDatasetId(f"invalid dataset_id {dataset_id!r}: must not be all digits (that reads as a numeric id)")
+        raise InvalidDatasetId(
+            f"invalid dataset_id {dataset_id!r}: must not be all digits (that reads as a numeric id)"
+        )
     return dataset_id
 
 
@@ -241,8 +243,13 @@ def compute_stats(files: Iterable[VersionFile]) -> _Stats:
             entry.by_split.setdefault(f.split, ClassCount()).instances += 1
     ordered = {s: splits[s] for s in SPLITS if s in splits}
     return _Stats(
-        splits=ordered, distribution=dist, total_images=total_images, total_labels=total_labels,
-        backgrounds=backgrounds, unlabeled=unlabeled, auto_labeled=auto_labeled,
+        splits=ordered,
+        distribution=dist,
+        total_images=total_images,
+        total_labels=total_labels,
+        backgrounds=backgrounds,
+        unlabeled=unlabeled,
+        auto_labeled=auto_labeled,
     )
 
 
@@ -262,14 +269,16 @@ def _prefix_used(store: ObjectStore, prefix: str) -> bool:
     return next(iter(store.list(prefix)), None) is not None
 
 
-def _reserve_version(session_factory: sessionmaker[Session], store: ObjectStore, dataset_id: str, requested: str | None) -> str:
+def _reserve_version(
+    session_factory: sessionmaker[Session], store: ObjectStore, dataset_id: str, requested: str | None
+) -> str:
     """Pick the version and write its marker. Serialised per dataset in this process; another
     process sees the marker (or the files) and moves on to the next number."""
     with _dataset_lock(dataset_id):
         with session_factory() as session:
-            existing = set(session.scalars(
-                sa.select(DatasetVersion.version).join(Dataset).where(Dataset.dataset_id == dataset_id)
-            ))
+            existing = set(
+                session.scalars(sa.select(DatasetVersion.version).join(Dataset).where(Dataset.dataset_id == dataset_id))
+            )
         if requested is not None:
             version = validate_version_label(requested)
             if version in existing or _prefix_used(store, version_prefix(dataset_id, version)):
@@ -320,7 +329,9 @@ def _upload_tasks(store: ObjectStore, prefix: str, files: list[VersionFile]) -> 
         elif isinstance(image, bytes):
             tasks.append(lambda k=image_key, b=image: store.put_bytes(k, b, guess_content_type(k)))
         else:
-            tasks.append(lambda k=image_key, src=image.key: store.put_bytes(k, store.get_bytes(src), guess_content_type(k)))
+            tasks.append(
+                lambda k=image_key, src=image.key: store.put_bytes(k, store.get_bytes(src), guess_content_type(k))
+            )
         label = f.label if f.label is not None or f.split == UNLABELED else ""
         if label is not None:
             label_key = f"{prefix}{f.split}/labels/{f.stem}.txt"
@@ -367,12 +378,24 @@ def publish_version(session_factory: sessionmaker[Session], store: ObjectStore, 
     except StorageError:
         log.warning("could not remove the import marker of %s", prefix, exc_info=True)
     return ImportResult(
-        dataset_id=dataset_id, version=version, storage_path=prefix, yaml_path=yaml_key,
-        total_images=stats.total_images, total_labels=stats.total_labels, background_images=stats.backgrounds,
-        class_distribution=stats.distribution, splits=stats.splits, rejected=draft.rejected,
-        problems=draft.problems, source=draft.source, class_mapping=draft.class_mapping,
-        base_version=draft.base_version, unlabeled_images=stats.unlabeled, auto_labeled_images=stats.auto_labeled,
-        collected_events=draft.collected_events, duration_s=round(time.perf_counter() - started, 3),
+        dataset_id=dataset_id,
+        version=version,
+        storage_path=prefix,
+        yaml_path=yaml_key,
+        total_images=stats.total_images,
+        total_labels=stats.total_labels,
+        background_images=stats.backgrounds,
+        class_distribution=stats.distribution,
+        splits=stats.splits,
+        rejected=draft.rejected,
+        problems=draft.problems,
+        source=draft.source,
+        class_mapping=draft.class_mapping,
+        base_version=draft.base_version,
+        unlabeled_images=stats.unlabeled,
+        auto_labeled_images=stats.auto_labeled,
+        collected_events=draft.collected_events,
+        duration_s=round(time.perf_counter() - started, 3),
     )
 
 
@@ -403,22 +426,31 @@ def _changes(draft: VersionDraft, stats: _Stats) -> dict[str, Any]:
 
 
 def _commit(
-    session_factory: sessionmaker[Session], draft: VersionDraft, version: str, yaml_key: str,
-    stats: _Stats, changes: dict[str, Any],
+    session_factory: sessionmaker[Session],
+    draft: VersionDraft,
+    version: str,
+    yaml_key: str,
+    stats: _Stats,
+    changes: dict[str, Any],
 ) -> None:
     now = utcnow()
     with session_factory.begin() as session:
         # A no-op UPDATE first, not SELECT ... FOR UPDATE (SQLite ignores that): it takes SQLite's
         # write lock / the InnoDB row lock, so writers of one dataset are serialised.
         session.execute(
-            sa.update(Dataset).where(Dataset.dataset_id == draft.dataset_id)
-            .values(updated_at=Dataset.updated_at).execution_options(synchronize_session=False)
+            sa.update(Dataset)
+            .where(Dataset.dataset_id == draft.dataset_id)
+            .values(updated_at=Dataset.updated_at)
+            .execution_options(synchronize_session=False)
         )
         dataset = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == draft.dataset_id))
         if dataset is None:
             dataset = Dataset(
-                dataset_id=draft.dataset_id, name=(draft.name or draft.dataset_id)[:100],
-                description=draft.description, version=version, storage_path=dataset_prefix(draft.dataset_id),
+                dataset_id=draft.dataset_id,
+                name=(draft.name or draft.dataset_id)[:100],
+                description=draft.description,
+                version=version,
+                storage_path=dataset_prefix(draft.dataset_id),
                 yaml_path=yaml_key,
             )
             session.add(dataset)
@@ -426,9 +458,14 @@ def _commit(
                 session.flush()
             except sa.exc.IntegrityError:
                 raise DatasetConflict(f"dataset {draft.dataset_id!r} was created concurrently; try again") from None
-        elif session.scalar(
-            sa.select(DatasetVersion.id).where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version)
-        ) is not None:
+        elif (
+            session.scalar(
+                sa.select(DatasetVersion.id).where(
+                    DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version
+                )
+            )
+            is not None
+        ):
             raise DatasetConflict(f"dataset {draft.dataset_id!r} already has a version {version!r}")
         dataset.version = version
         dataset.yaml_path = yaml_key
@@ -439,10 +476,14 @@ def _commit(
             dataset.roboflow_project = draft.roboflow[0][:100]
             dataset.roboflow_version = str(draft.roboflow[1])[:20]
             dataset.last_sync_at = now
-        session.add(DatasetVersion(
-            dataset_id=dataset.id, version=version, image_count=stats.total_images,
-            changes=json.dumps(changes, ensure_ascii=False),
-        ))
+        session.add(
+            DatasetVersion(
+                dataset_id=dataset.id,
+                version=version,
+                image_count=stats.total_images,
+                changes=json.dumps(changes, ensure_ascii=False),
+            )
+        )
 
 
 # --------------------------------------------------------------------------------- reading back
@@ -462,10 +503,16 @@ def latest_version(session: Session, dataset_id: str) -> tuple[Dataset | None, D
     dataset = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == dataset_id))
     if dataset is None:
         return None, None
-    row = session.scalar(
-        sa.select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.version)
-        .order_by(DatasetVersion.id.desc()).limit(1)
-    ) if dataset.version else None
+    row = (
+        session.scalar(
+            sa.select(DatasetVersion)
+            .where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.version)
+            .order_by(DatasetVersion.id.desc())
+            .limit(1)
+        )
+        if dataset.version
+        else None
+    )
     return dataset, row
 
 
@@ -475,7 +522,7 @@ def load_version_files(store: ObjectStore, dataset_id: str, version: str) -> lis
     images: dict[tuple[str, str], tuple[str, str]] = {}  # (split, stem) -> (name, key)
     label_keys: dict[tuple[str, str], str] = {}
     for info in store.list(prefix):
-        parts = info.key[len(prefix):].split("/")
+        parts = info.key[len(prefix) :].split("/")
         if len(parts) != 3 or parts[0] not in (*SPLITS, *EXTRA_FOLDERS):
             continue  # data.yaml, the marker, anything foreign
         split, kind, name = parts
@@ -506,7 +553,9 @@ def load_version_files(store: ObjectStore, dataset_id: str, version: str) -> lis
 # --------------------------------------------------------------------------------- import
 
 
-def check_problems(problems: list[FileProblem], rejected: int, seen: int, strict: bool, max_problem_ratio: float) -> None:
+def check_problems(
+    problems: list[FileProblem], rejected: int, seen: int, strict: bool, max_problem_ratio: float
+) -> None:
     """Rejected files: imported without them, unless ``strict`` or more than ``max_problem_ratio``
     of the images were rejected (then the export is probably not what it claims): ImportRejected."""
     if not rejected:
@@ -570,15 +619,26 @@ def import_dataset(
                     else:
                         files.append(old)
                 if replaced:
-                    problems.append(FileProblem(
-                        file=f"{dataset_id}/{base_version}", severity="warning",
-                        problem=f"{replaced} file(s) of {base_version} replaced by files of the same name",
-                    ))
+                    problems.append(
+                        FileProblem(
+                            file=f"{dataset_id}/{base_version}",
+                            severity="warning",
+                            problem=f"{replaced} file(s) of {base_version} replaced by files of the same name",
+                        )
+                    )
         draft = VersionDraft(
-            dataset_id=dataset_id, files=files, source=source_kind,
-            source_detail=source_name or Path(source).name, version=version, name=name, description=description,
-            class_mapping=report.class_mapping, original_classes=report.names,
-            dropped_classes=report.dropped_classes, problems=problems, rejected=report.rejected,
+            dataset_id=dataset_id,
+            files=files,
+            source=source_kind,
+            source_detail=source_name or Path(source).name,
+            version=version,
+            name=name,
+            description=description,
+            class_mapping=report.class_mapping,
+            original_classes=report.names,
+            dropped_classes=report.dropped_classes,
+            problems=problems,
+            rejected=report.rejected,
             base_version=base_version,
             roboflow=(roboflow[0], str(roboflow[1])) if roboflow else None,
         )
@@ -600,8 +660,14 @@ def create_dataset(
             if session.scalar(sa.select(Dataset.id).where(Dataset.dataset_id == dataset_id)) is not None:
                 raise DatasetConflict(f"dataset {dataset_id!r} already exists", {"dataset_id": dataset_id})
             dataset = Dataset(
-                dataset_id=dataset_id, name=name.strip()[:100], description=description, version="",
-                storage_path=dataset_prefix(dataset_id), yaml_path="", total_images=0, total_labels=0,
+                dataset_id=dataset_id,
+                name=name.strip()[:100],
+                description=description,
+                version="",
+                storage_path=dataset_prefix(dataset_id),
+                yaml_path="",
+                total_images=0,
+                total_labels=0,
                 class_distribution=None,
             )
             session.add(dataset)

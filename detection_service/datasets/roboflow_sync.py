@@ -16,6 +16,7 @@ Configuration (``Settings`` of the service and of the Dagster code location, fro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,7 +77,11 @@ def roboflow_credentials(settings: Settings | None) -> RoboflowCredentials:
     either is missing (or there are no settings)."""
     workspace = (settings.roboflow_workspace if settings else None) or ""
     api_key = (settings.roboflow_api_key if settings else None) or ""
-    missing = [name for name, value in (("AIDOOR_ROBOFLOW_WORKSPACE", workspace), ("AIDOOR_ROBOFLOW_API_KEY", api_key)) if not value]
+    missing = [
+        name
+        for name, value in (("AIDOOR_ROBOFLOW_WORKSPACE", workspace), ("AIDOOR_ROBOFLOW_API_KEY", api_key))
+        if not value
+    ]
     if settings is None or missing:
         raise RoboflowNotConfigured(f"Roboflow is not configured: set {' and '.join(missing)} (see docs/datasets.md)")
     return RoboflowCredentials(workspace, api_key, settings.roboflow_api_url, settings.roboflow_timeout_s)
@@ -105,8 +110,13 @@ def download_roboflow_export(
     run_dir = Path(tempfile.mkdtemp(prefix="roboflow-", dir=work_dir))
     location = run_dir / "export"  # must not exist: the SDK skips existing locations
     request = {
-        "api_key": api_key, "workspace": workspace, "project": project, "version": str(version),
-        "format": model_format, "location": str(location), "result": str(run_dir / "result.json"),
+        "api_key": api_key,
+        "workspace": workspace,
+        "project": project,
+        "version": str(version),
+        "format": model_format,
+        "location": str(location),
+        "result": str(run_dir / "result.json"),
     }
     env = dict(os.environ)
     if api_url:
@@ -122,20 +132,32 @@ def download_roboflow_export(
 
 
 def _run_child(
-    request: dict[str, Any], env: dict[str, str], run_dir: Path, location: Path, timeout_s: float, api_key: str, what: str
+    request: dict[str, Any],
+    env: dict[str, str],
+    run_dir: Path,
+    location: Path,
+    timeout_s: float,
+    api_key: str,
+    what: str,
 ) -> Path:
     log_path = run_dir / "sdk.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "detection_service.datasets.roboflow_sync"],
-            stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=run_dir,
+            stdin=subprocess.PIPE,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=run_dir,
             start_new_session=True,  # its own process group: a timeout kills everything it started
         )
         try:
             proc.communicate(json.dumps(request).encode(), timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill(proc)
-            raise RoboflowError(f"Roboflow download of {what} did not finish within {timeout_s:.0f} s", "timeout") from None
+            raise RoboflowError(
+                f"Roboflow download of {what} did not finish within {timeout_s:.0f} s", "timeout"
+            ) from None
         except BaseException:
             _kill(proc)
             raise
@@ -156,10 +178,8 @@ def _run_child(
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(10)
 
 
@@ -186,13 +206,27 @@ def sync_roboflow(
 
     dataset_id = validate_dataset_id(dataset_id or slugify(project) or "roboflow")
     location = download_roboflow_export(
-        workspace, api_key, project, version, work_dir, api_url=api_url, model_format=model_format, timeout_s=timeout_s,
+        workspace,
+        api_key,
+        project,
+        version,
+        work_dir,
+        api_url=api_url,
+        model_format=model_format,
+        timeout_s=timeout_s,
     )
     try:
         return import_dataset(
-            session_factory, store, location, dataset_id, name=project,
-            description=f"Roboflow {workspace}/{project}", class_mapping=class_mapping,
-            roboflow=(project, str(version)), strict=strict, source_kind="roboflow",
+            session_factory,
+            store,
+            location,
+            dataset_id,
+            name=project,
+            description=f"Roboflow {workspace}/{project}",
+            class_mapping=class_mapping,
+            roboflow=(project, str(version)),
+            strict=strict,
+            source_kind="roboflow",
             source_name=f"{workspace}/{project}/{version}",
         )
     finally:

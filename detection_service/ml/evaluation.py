@@ -214,19 +214,32 @@ def score(
     )
     counts = np.bincount(target_cls, minlength=len(MODEL_CLASSES))
     per_class = [
-        ClassEval(name=MODEL_CLASSES[c], images=images_with.get(int(c), 0), instances=int(counts[c]),
-                  precision=float(p[i]), recall=float(r[i]), map50=float(ap[i, 0]), map50_95=float(ap[i].mean()))
+        ClassEval(
+            name=MODEL_CLASSES[c],
+            images=images_with.get(int(c), 0),
+            instances=int(counts[c]),
+            precision=float(p[i]),
+            recall=float(r[i]),
+            map50=float(ap[i, 0]),
+            map50_95=float(ap[i].mean()),
+        )
         for i, c in enumerate(classes)
     ]
     metrics = {
-        "map50": float(ap[:, 0].mean()), "map50_95": float(ap.mean()),
-        "precision": float(p.mean()), "recall": float(r.mean()),
+        "map50": float(ap[:, 0].mean()),
+        "map50_95": float(ap.mean()),
+        "precision": float(p.mean()),
+        "recall": float(r.mean()),
     }
     return metrics, per_class
 
 
 def evaluate_model(
-    model_path: Path, images: list[EvalImage], imgsz: int | None = None, *, threads: int = 2,
+    model_path: Path,
+    images: list[EvalImage],
+    imgsz: int | None = None,
+    *,
+    threads: int = 2,
     device: str = "cpu",
 ) -> Evaluation:
     """Evaluate any Ultralytics detection model (our .pt, a foreign .pt, an OpenVINO export
@@ -259,29 +272,43 @@ def evaluate_model(
                 frame = cv2.imread(str(item.image))
                 if frame is None:
                     raise ValueError(f"cannot decode {item.image}")
-                [result] = model.predict(frame, imgsz=size, conf=VAL_CONF, iou=VAL_IOU, max_det=MAX_DET,
-                                         device=device, verbose=False)
+                [result] = model.predict(
+                    frame, imgsz=size, conf=VAL_CONF, iou=VAL_IOU, max_det=MAX_DET, device=device, verbose=False
+                )
                 times.append(float(result.speed.get("inference", 0.0)))
                 boxes = result.boxes
                 cls = lookup[boxes.cls.cpu().numpy().astype(int)] if len(boxes) else np.zeros(0, int)
                 known = cls >= 0
                 true_cls, true_boxes = _read_labels(item.label, frame.shape[1], frame.shape[0])
-                per_image.append((
-                    boxes.xyxy.cpu().numpy()[known] if len(boxes) else np.zeros((0, 4)),
-                    boxes.conf.cpu().numpy()[known] if len(boxes) else np.zeros(0),
-                    cls[known], true_boxes, true_cls, item.scope,
-                ))
+                per_image.append(
+                    (
+                        boxes.xyxy.cpu().numpy()[known] if len(boxes) else np.zeros((0, 4)),
+                        boxes.conf.cpu().numpy()[known] if len(boxes) else np.zeros(0),
+                        cls[known],
+                        true_boxes,
+                        true_cls,
+                        item.scope,
+                    )
+                )
         finally:
             torch.set_num_threads(before)
     metrics, per_class = score(per_image)
     return Evaluation(
-        model=str(model_path), kind=kind, imgsz=size, images=len(images), metrics=metrics, per_class=per_class,
-        class_mapping=class_mapping_report(names), inference_ms=round(statistics.median(times), 3) if times else 0.0,
+        model=str(model_path),
+        kind=kind,
+        imgsz=size,
+        images=len(images),
+        metrics=metrics,
+        per_class=per_class,
+        class_mapping=class_mapping_report(names),
+        inference_ms=round(statistics.median(times), 3) if times else 0.0,
         wall_s=round(time.monotonic() - started, 2),
     )
 
 
-def split_images(data_yaml: Path, split: str = "val", scopes: Mapping[str, Iterable[str]] | None = None) -> list[EvalImage]:
+def split_images(
+    data_yaml: Path, split: str = "val", scopes: Mapping[str, Iterable[str]] | None = None
+) -> list[EvalImage]:
     """The images of one split of a prepared dataset (our class ids). ``scopes``: file-name prefix
     (``<group>__``) -> class names the images of that group are authoritative for; images of a
     group not listed, or without a ``__`` prefix, are scored on every class."""

@@ -25,8 +25,10 @@ MAP50_TOLERANCE = 0.01
 CLASS_TOLERANCE = 0.02
 # The champion "knows" a class when its mAP50 on it reaches this; below it is noise.
 KNOWN_MAP50 = 0.05
-RULE = (f"every class the champion knows (mAP50 >= {KNOWN_MAP50}) loses at most {CLASS_TOLERANCE} mAP50, "
-        f"and overall mAP50-95 is higher with mAP50 at most {MAP50_TOLERANCE} lower")
+RULE = (
+    f"every class the champion knows (mAP50 >= {KNOWN_MAP50}) loses at most {CLASS_TOLERANCE} mAP50, "
+    f"and overall mAP50-95 is higher with mAP50 at most {MAP50_TOLERANCE} lower"
+)
 
 
 class ClassVerdict(msgspec.Struct, kw_only=True):
@@ -54,12 +56,16 @@ _KEYS = ("map50", "map50_95", "precision", "recall")
 
 
 def _numbers(entry: dict[str, Any] | None) -> dict[str, float]:
-    return {k: float(entry.get(k, 0.0)) for k in _KEYS} if entry else {k: 0.0 for k in _KEYS}
+    return {k: float(entry.get(k, 0.0)) for k in _KEYS} if entry else dict.fromkeys(_KEYS, 0.0)
 
 
 def judge(
-    challenger_id: str, challenger: dict[str, float], champion_id: str | None, champion: dict[str, float] | None,
-    split: str, challenger_per_class: list[dict[str, Any]] | None = None,
+    challenger_id: str,
+    challenger: dict[str, float],
+    champion_id: str | None,
+    champion: dict[str, float] | None,
+    split: str,
+    challenger_per_class: list[dict[str, Any]] | None = None,
     champion_per_class: list[dict[str, Any]] | None = None,
 ) -> GateVerdict:
     """Apply the rule of the module docstring. ``*_per_class``: dicts with name, instances, map50,
@@ -78,8 +84,16 @@ def judge(
         per_class.append(ClassVerdict(name=name, instances=instances, challenger=c, champion=h, known=known, ok=ok))
 
     def verdict(passed: bool, reason: str) -> GateVerdict:
-        return GateVerdict(passed=passed, reason=reason, challenger_id=challenger_id, champion_id=champion_id,
-                           split=split, challenger=challenger, champion=champion, per_class=per_class)
+        return GateVerdict(
+            passed=passed,
+            reason=reason,
+            challenger_id=challenger_id,
+            champion_id=champion_id,
+            split=split,
+            challenger=challenger,
+            champion=champion,
+            per_class=per_class,
+        )
 
     if champion_id is None or champion is None:
         return verdict(True, "no champion deployed")
@@ -90,9 +104,16 @@ def judge(
     forgotten = [v for v in per_class if not v.ok]
     if forgotten:
         lost = ", ".join(f"{v.name} mAP50 {v.challenger['map50']:.4f} vs {v.champion['map50']:.4f}" for v in forgotten)
-        return verdict(False, f"loses more than {CLASS_TOLERANCE} mAP50 on what {champion_id} knows ({lost}) on {split}")
+        return verdict(
+            False, f"loses more than {CLASS_TOLERANCE} mAP50 on what {champion_id} knows ({lost}) on {split}"
+        )
     if c5095 > h5095 and c50 >= h50 - MAP50_TOLERANCE:
-        return verdict(True, f"mAP50-95 {c5095:.4f} > {h5095:.4f} (mAP50 {c50:.4f} vs {h50:.4f}) on {split}, "
-                             "no class the champion knows got worse")
-    return verdict(False, f"not better than {champion_id} on {split}: mAP50-95 {c5095:.4f} vs {h5095:.4f}, "
-                          f"mAP50 {c50:.4f} vs {h50:.4f}")
+        return verdict(
+            True,
+            f"mAP50-95 {c5095:.4f} > {h5095:.4f} (mAP50 {c50:.4f} vs {h50:.4f}) on {split}, "
+            "no class the champion knows got worse",
+        )
+    return verdict(
+        False,
+        f"not better than {champion_id} on {split}: mAP50-95 {c5095:.4f} vs {h5095:.4f}, mAP50 {c50:.4f} vs {h50:.4f}",
+    )

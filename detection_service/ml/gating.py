@@ -57,8 +57,13 @@ def _find(session: Session, model_id: str) -> Model:
 
 
 def evaluation_of(
-    session_factory: sessionmaker[Session], store: ObjectStore, cache_dir: Path, model_id: str, ref: str,
-    images: list[EvalImage], on_log: Callable[[str], None] | None = None,
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    cache_dir: Path,
+    model_id: str,
+    ref: str,
+    images: list[EvalImage],
+    on_log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The model's evaluation on evaluation set ``ref`` (stored one reused, else evaluated and stored)."""
     with session_factory() as session:
@@ -82,26 +87,40 @@ def evaluation_of(
 
 
 def run_gate(
-    session_factory: sessionmaker[Session], store: ObjectStore, cache_dir: Path, challenger_id: str, *,
-    champion_id: str | None = None, use_current: bool = True, collected_dataset_id: str | None = None,
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    cache_dir: Path,
+    challenger_id: str,
+    *,
+    champion_id: str | None = None,
+    use_current: bool = True,
+    collected_dataset_id: str | None = None,
     on_log: Callable[[str], None] | None = None,
 ) -> GateOutcome:
     """Compare ``challenger_id`` with ``champion_id`` (default: the deployed model) on the latest
     fixed evaluation set and store the verdict in the challenger's ``metrics.gate``."""
     with session_factory() as session:
         challenger = _find(session, challenger_id)
-        champion = _find(session, champion_id) if champion_id else (
-            session.scalar(sa.select(Model).where(Model.is_current.is_(True))) if use_current else None)
+        champion = (
+            _find(session, champion_id)
+            if champion_id
+            else (session.scalar(sa.select(Model).where(Model.is_current.is_(True))) if use_current else None)
+        )
         sources = model_base_refs(champion) + model_base_refs(challenger)
         if not sources:
             sources = imported_dataset_refs(session)
         champion_id = champion.model_id if champion is not None else None
     update = update_evaluation_set(session_factory, store, cache_dir, sources, collected_dataset_id)
     if on_log:
-        on_log(f"evaluation set {update.ref}: {update.images} images {update.groups}"
-               + (f", new: {update.added}" if update.created else " (unchanged)")
-               + (f", near-duplicates of train images left out: {update.near_duplicates_dropped}"
-                  if update.near_duplicates_dropped else ""))
+        on_log(
+            f"evaluation set {update.ref}: {update.images} images {update.groups}"
+            + (f", new: {update.added}" if update.created else " (unchanged)")
+            + (
+                f", near-duplicates of train images left out: {update.near_duplicates_dropped}"
+                if update.near_duplicates_dropped
+                else ""
+            )
+        )
     ref, images = evaluation_images(session_factory, store, cache_dir, update.version)
     ours = evaluation_of(session_factory, store, cache_dir, challenger_id, ref, images, on_log)
     theirs = None
@@ -109,8 +128,15 @@ def run_gate(
         theirs = ours
     elif champion_id:
         theirs = evaluation_of(session_factory, store, cache_dir, champion_id, ref, images, on_log)
-    verdict = judge(challenger_id, ours["metrics"], champion_id, theirs["metrics"] if theirs else None, ref,
-                    ours["per_class"], theirs["per_class"] if theirs else None)
+    verdict = judge(
+        challenger_id,
+        ours["metrics"],
+        champion_id,
+        theirs["metrics"] if theirs else None,
+        ref,
+        ours["per_class"],
+        theirs["per_class"] if theirs else None,
+    )
     with session_factory.begin() as session:
         row = _find(session, challenger_id)
         row.metrics = {**(row.metrics or {}), "gate": msgspec.to_builtins(verdict)}

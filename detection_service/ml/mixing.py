@@ -134,8 +134,11 @@ def merge_datasets(sources: list[MixSource], out_dir: Path) -> Path:
                 for line in lines:
                     per_class[int(line.split()[0])] += 1
             yaml_splits[key] = f"{folder}/images"
-            summary[folder] = {"images": len(merged), "backgrounds": backgrounds,
-                               **{f"instances_{n}": c for n, c in zip(MODEL_CLASSES, per_class) if c}}
+            summary[folder] = {
+                "images": len(merged),
+                "backgrounds": backgrounds,
+                **{f"instances_{n}": c for n, c in zip(MODEL_CLASSES, per_class) if c},
+            }
         if "train" not in yaml_splits or "val" not in yaml_splits:
             raise FileNotFoundError("the training mix has no train or no val images")
         spec = {
@@ -144,8 +147,15 @@ def merge_datasets(sources: list[MixSource], out_dir: Path) -> Path:
             "nc": len(MODEL_CLASSES),
             "names": dict(enumerate(MODEL_CLASSES)),
             "aidoor": {
-                "mix": [{"ref": s.ref or str(s.data_yaml), "group": s.group, "role": s.role,
-                         "train_fraction": s.train_fraction} for s in sources],
+                "mix": [
+                    {
+                        "ref": s.ref or str(s.data_yaml),
+                        "group": s.group,
+                        "role": s.role,
+                        "train_fraction": s.train_fraction,
+                    }
+                    for s in sources
+                ],
                 "splits": summary,
             },
         }
@@ -172,8 +182,13 @@ def novel_val(data_yaml: Path, out_dir: Path, max_bits: int | None = None) -> tu
         (out_dir / "valid" / "images" / image.name).symlink_to(image.resolve())
         label = _label_of(image)
         (out_dir / "valid" / "labels" / f"{image.stem}.txt").write_text(label.read_text() if label.is_file() else "")
-    spec = {"path": str(out_dir), "train": "valid/images", "val": "valid/images", "nc": len(MODEL_CLASSES),
-            "names": dict(enumerate(MODEL_CLASSES))}
+    spec = {
+        "path": str(out_dir),
+        "train": "valid/images",
+        "val": "valid/images",
+        "nc": len(MODEL_CLASSES),
+        "names": dict(enumerate(MODEL_CLASSES)),
+    }
     (out_dir / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return out_dir / "data.yaml", len(val) - len(duplicates), len(duplicates)
 

@@ -49,8 +49,14 @@ class TrainingProgress:
     def started(self, run_id: str | None) -> None:
         now = utcnow()
         self._update(
-            {"status": JobStatus.RUNNING, "started_at": now, "dagster_run_id": run_id, "current_epoch": 0,
-             "progress_percentage": 0, "error_message": None},
+            {
+                "status": JobStatus.RUNNING,
+                "started_at": now,
+                "dagster_run_id": run_id,
+                "current_epoch": 0,
+                "progress_percentage": 0,
+                "error_message": None,
+            },
             partial(self._jobs.start, run_id=run_id, step="training"),
         )
 
@@ -60,11 +66,21 @@ class TrainingProgress:
             "current_epoch": progress.epoch,
             "progress_percentage": int(progress.progress_pct),
             "training_loss": Decimal(f"{loss:.6f}") if loss is not None else None,
-            "metrics": {"epoch": progress.epoch, "losses": progress.losses, "val": progress.metrics,
-                        "elapsed_s": round(progress.elapsed_s, 1)},
+            "metrics": {
+                "epoch": progress.epoch,
+                "losses": progress.losses,
+                "val": progress.metrics,
+                "elapsed_s": round(progress.elapsed_s, 1),
+            },
         }
-        self._update(training, partial(self._jobs.progress, percentage=int(progress.progress_pct),
-                                       step=f"epoch {progress.epoch}/{progress.epochs}"))
+        self._update(
+            training,
+            partial(
+                self._jobs.progress,
+                percentage=int(progress.progress_pct),
+                step=f"epoch {progress.epoch}/{progress.epochs}",
+            ),
+        )
 
     def should_cancel(self) -> bool:
         """True once the API marked the training cancelled (polled at most every 2 s)."""
@@ -87,9 +103,15 @@ class TrainingProgress:
         now = utcnow()
         map50 = metrics.get("map50")
         self._update(
-            {"status": JobStatus.COMPLETED, "completed_at": now, "model_id": model_pk, "progress_percentage": 100,
-             "final_accuracy": Decimal(f"{map50:.4f}") if map50 is not None else None,
-             "training_time": round(wall_s), "metrics": metrics},
+            {
+                "status": JobStatus.COMPLETED,
+                "completed_at": now,
+                "model_id": model_pk,
+                "progress_percentage": 100,
+                "final_accuracy": Decimal(f"{map50:.4f}") if map50 is not None else None,
+                "training_time": round(wall_s),
+                "metrics": metrics,
+            },
             # The batch job completes when its whole run ends (evaluation, deploy): the run status
             # sensor records that.
             partial(self._jobs.progress, percentage=90, step="model registered", result=result),
@@ -98,6 +120,9 @@ class TrainingProgress:
     def failed(self, error: str, cancelled: bool = False) -> None:
         now = utcnow()
         status = JobStatus.CANCELLED if cancelled else JobStatus.FAILED
-        job = (partial(self._jobs.cancel, reason=error, step=str(status)) if cancelled
-               else partial(self._jobs.fail, error=error, step=str(status)))
+        job = (
+            partial(self._jobs.cancel, reason=error, step=str(status))
+            if cancelled
+            else partial(self._jobs.fail, error=error, step=str(status))
+        )
         self._update({"status": status, "completed_at": now, "error_message": error[:2000]}, job)

@@ -104,8 +104,10 @@ def usable_int8(weights: Path, imgsz: int, cache_dir: Path | None = None) -> tup
     if check is None:
         return None, "no INT8 export checked for these weights at this imgsz"
     if not check.passed:
-        return None, (f"INT8 failed its check: mAP50 {check.int8_map50:.4f} vs FP32 {check.fp32_map50:.4f} "
-                      f"(delta {check.map50_delta:+.4f} > {check.tolerance})")  # fmt: skip
+        return None, (
+            f"INT8 failed its check: mAP50 {check.int8_map50:.4f} vs FP32 {check.fp32_map50:.4f} "
+            f"(delta {check.map50_delta:+.4f} > {check.tolerance})"
+        )
     artifact = int8_artifact(weights, imgsz, cache_dir)
     if not (artifact / "model.xml").is_file():
         return None, "INT8 check passed but the IR is missing from the cache"
@@ -149,7 +151,9 @@ def _label_of(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def calibration_dataset(data_yaml: Path, out_dir: Path, limit: int = CALIBRATION_IMAGES, split: str = "train") -> tuple[Path, int]:
+def calibration_dataset(
+    data_yaml: Path, out_dir: Path, limit: int = CALIBRATION_IMAGES, split: str = "train"
+) -> tuple[Path, int]:
     """A data.yaml in ``out_dir`` whose ``val`` split is ``limit`` images spread evenly over the
     ``split`` split of ``data_yaml`` (symlinked with their labels: Ultralytics writes a label
     cache beside the labels, which must not touch the model's own data set). Returns
@@ -184,8 +188,9 @@ def _set_torch_threads(n: int) -> int:
     return before
 
 
-def quantize_openvino(weights: Path, imgsz: int, data_yaml: Path, out_dir: Path, *,
-                      images: int = CALIBRATION_IMAGES) -> tuple[Path, int]:  # fmt: skip
+def quantize_openvino(
+    weights: Path, imgsz: int, data_yaml: Path, out_dir: Path, *, images: int = CALIBRATION_IMAGES
+) -> tuple[Path, int]:
     """INT8 OpenVINO IR of ``weights`` in ``out_dir/model_int8_openvino_model`` (NNCF, calibrated on
     up to ``images`` training images of ``data_yaml``). Returns (IR folder, calibration images)."""
     weights = Path(weights).resolve()
@@ -205,9 +210,15 @@ def quantize_openvino(weights: Path, imgsz: int, data_yaml: Path, out_dir: Path,
         before = _set_torch_threads(2)
         try:
             exported = YOLO(str(staged), task="detect").export(
-                format="openvino", quantize=8, data=str(calib_yaml), imgsz=imgsz, batch=1, dynamic=False,
-                device="cpu", verbose=False,
-            )  # fmt: skip
+                format="openvino",
+                quantize=8,
+                data=str(calib_yaml),
+                imgsz=imgsz,
+                batch=1,
+                dynamic=False,
+                device="cpu",
+                verbose=False,
+            )
         finally:
             _set_torch_threads(before)
         exported = Path(exported)
@@ -235,10 +246,17 @@ def evaluate_map50(model: Path, data_yaml: Path, split: str, imgsz: int) -> tupl
     return float(result.metrics["map50"]), int(result.images)
 
 
-def check_int8(weights: Path, artifact: Path, data_yaml: Path, imgsz: int, *, split: str = "val",
-               tolerance: float = INT8_MAP50_TOLERANCE,
-               evaluator: Callable[[Path, Path, str, int], tuple[float, int]] = evaluate_map50,
-               calibration_images: int = 0) -> Int8Check:  # fmt: skip
+def check_int8(
+    weights: Path,
+    artifact: Path,
+    data_yaml: Path,
+    imgsz: int,
+    *,
+    split: str = "val",
+    tolerance: float = INT8_MAP50_TOLERANCE,
+    evaluator: Callable[[Path, Path, str, int], tuple[float, int]] = evaluate_map50,
+    calibration_images: int = 0,
+) -> Int8Check:
     """Evaluate FP32 ``weights`` and the INT8 ``artifact`` on the same split; passed when INT8 loses
     at most ``tolerance`` mAP50. ``evaluator(model, data_yaml, split, imgsz) -> (map50, images)``."""
     started = time.monotonic()
@@ -246,11 +264,19 @@ def check_int8(weights: Path, artifact: Path, data_yaml: Path, imgsz: int, *, sp
     int8, _ = evaluator(Path(artifact), Path(data_yaml), split, imgsz)
     delta = round(fp32 - int8, 4)
     return Int8Check(
-        passed=delta <= tolerance, fp32_map50=round(fp32, 4), int8_map50=round(int8, 4), map50_delta=delta,
-        tolerance=tolerance, data_yaml=str(Path(data_yaml).resolve()), split=split, eval_images=images,
-        calibration_images=calibration_images, imgsz=imgsz, weights_sha256=weights_digest(weights),
+        passed=delta <= tolerance,
+        fp32_map50=round(fp32, 4),
+        int8_map50=round(int8, 4),
+        map50_delta=delta,
+        tolerance=tolerance,
+        data_yaml=str(Path(data_yaml).resolve()),
+        split=split,
+        eval_images=images,
+        calibration_images=calibration_images,
+        imgsz=imgsz,
+        weights_sha256=weights_digest(weights),
         eval_s=round(time.monotonic() - started, 1),
-    )  # fmt: skip
+    )
 
 
 def ensure_int8(
@@ -277,14 +303,28 @@ def ensure_int8(
         started = time.monotonic()
         artifact, count = quantize_openvino(weights, imgsz, data_yaml, target_dir, images=images)
         quantize_s = time.monotonic() - started
-        check = check_int8(weights, artifact, eval_data_yaml or data_yaml, imgsz, split=split, tolerance=tolerance,
-                           evaluator=evaluator, calibration_images=count)  # fmt: skip
+        check = check_int8(
+            weights,
+            artifact,
+            eval_data_yaml or data_yaml,
+            imgsz,
+            split=split,
+            tolerance=tolerance,
+            evaluator=evaluator,
+            calibration_images=count,
+        )
         check = msgspec.structs.replace(check, quantize_s=round(quantize_s, 1))
         tmp = target_dir / f".{CHECK_NAME}.{os.getpid()}"
         tmp.write_bytes(msgspec.json.format(msgspec.json.encode(check)))
         os.replace(tmp, target_dir / CHECK_NAME)
-    log.info("INT8 %s at %d: mAP50 %.4f vs FP32 %.4f (%s)", weights.name, imgsz, check.int8_map50, check.fp32_map50,
-             "passed" if check.passed else "failed")  # fmt: skip
+    log.info(
+        "INT8 %s at %d: mAP50 %.4f vs FP32 %.4f (%s)",
+        weights.name,
+        imgsz,
+        check.int8_map50,
+        check.fp32_map50,
+        "passed" if check.passed else "failed",
+    )
     return check
 
 
@@ -292,8 +332,9 @@ def to_builtins(check: Int8Check) -> dict[str, Any]:
     return msgspec.to_builtins(check)
 
 
-def int8_for_registered_model(weights: Path, imgsz: int, data_yaml: Path, cache_root: Path, model_id: str,
-                              **kwargs: Any) -> Int8Check | None:  # fmt: skip
+def int8_for_registered_model(
+    weights: Path, imgsz: int, data_yaml: Path, cache_root: Path, model_id: str, **kwargs: Any
+) -> Int8Check | None:
     """At registration (where the training data is at hand): INT8 IR + verdict in the export cache of
     the copy the detection service will run, ``<cache_root>/models/<model_id>/best.pt``
     (``registry.fetch_model``; service and Dagster share the data dir). Never raises: a model

@@ -52,7 +52,7 @@ def fetch_dataset_version(store: ObjectStore, dataset_id: str, version: str, cac
     shutil.rmtree(staging, ignore_errors=True)
 
     def download(key: str) -> None:
-        path = staging / key[len(prefix):]
+        path = staging / key[len(prefix) :]
         path.parent.mkdir(parents=True, exist_ok=True)
         store.download_file(key, path)
 
@@ -162,9 +162,14 @@ def register_model_folder(
         digest.update(path.name.encode() + b"\0" + sha256_of(path).encode())
     with session_factory.begin() as session:
         row = Model(
-            model_id=model_id, model_name=model_name[:100], model_path=prefix,
-            model_size=sum(p.stat().st_size for p in files), version=version, status="ready",
-            metrics={**metrics, "sha256": digest.hexdigest()}, created_by=created_by,
+            model_id=model_id,
+            model_name=model_name[:100],
+            model_path=prefix,
+            model_size=sum(p.stat().st_size for p in files),
+            version=version,
+            status="ready",
+            metrics={**metrics, "sha256": digest.hexdigest()},
+            created_by=created_by,
         )
         session.add(row)
         session.flush()
@@ -184,7 +189,7 @@ def fetch_model(store: ObjectStore, model_id: str, model_path: str, cache_root: 
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         for info in store.list(model_path):
-            store.download_file(info.key, partial / info.key[len(model_path):])
+            store.download_file(info.key, partial / info.key[len(model_path) :])
         (partial / _COMPLETE).write_text("ok\n")
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)

@@ -97,7 +97,9 @@ def label_images(
     """
     mapping = class_mapping({int(k): str(v) for k, v in model.names.items()}, classes)
     if not mapping:
-        raise ValueError(f"the teacher knows none of {sorted(set(classes))} (its classes: {list(model.names.values())[:10]}...)")
+        raise ValueError(
+            f"the teacher knows none of {sorted(set(classes))} (its classes: {list(model.names.values())[:10]}...)"
+        )
     out: dict[Path, list[str]] = {}
     total = len(images)
     for done, image in enumerate(images, 1):
@@ -123,8 +125,15 @@ def missing_classes(data_yaml: Path) -> list[str]:
     return [name for name in CLASS_IDS if not train.get(f"instances_{name}")]
 
 
-def write_overlay(model: Any, data_yaml: Path, out_dir: Path, classes: Iterable[str], *,
-                  threshold: float = DEFAULT_THRESHOLD, imgsz: int = DEFAULT_IMGSZ) -> tuple[Path, int]:
+def write_overlay(
+    model: Any,
+    data_yaml: Path,
+    out_dir: Path,
+    classes: Iterable[str],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    imgsz: int = DEFAULT_IMGSZ,
+) -> tuple[Path, int]:
     """Teacher labels for every image of a prepared dataset folder, as a prepared folder of their own
     (same image names, symlinked; labels = teacher boxes only): a label overlay for ``merge_datasets``.
     Returns (its data.yaml, boxes drawn)."""
@@ -150,7 +159,12 @@ def write_overlay(model: Any, data_yaml: Path, out_dir: Path, classes: Iterable[
             (out_dir / folder / "labels" / f"{image.stem}.txt").write_text("".join(f"{ln}\n" for ln in lines))
             boxes += len(lines)
         spec[key] = f"{folder}/images"
-    spec.update({"nc": len(MODEL_CLASSES), "names": dict(enumerate(MODEL_CLASSES)),
-                 "aidoor": {"teacher": {"base": str(data_yaml), "threshold": threshold, "classes": list(classes)}}})
+    spec.update(
+        {
+            "nc": len(MODEL_CLASSES),
+            "names": dict(enumerate(MODEL_CLASSES)),
+            "aidoor": {"teacher": {"base": str(data_yaml), "threshold": threshold, "classes": list(classes)}},
+        }
+    )
     (out_dir / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return out_dir / "data.yaml", boxes

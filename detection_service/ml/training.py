@@ -24,8 +24,8 @@ from typing import Any, Literal, NamedTuple
 import msgspec
 import yaml
 
-from detection_service.ml import ultralytics_env
 from detection_service.datasets.export_reader import UnknownClassesError  # noqa: F401  (raised by prepare_yolo_dataset)
+from detection_service.ml import ultralytics_env
 from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.ml.mixing import staged_folder
 
@@ -86,8 +86,23 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 # Ultralytics arguments train() sets itself; overrides may not change them.
 _RESERVED_ARGS = frozenset(
-    {"data", "project", "name", "exist_ok", "plots", "amp", "workers", "resume", "model", "device", "time", "save_dir",
-     "optimizer", "lr0", "warmup_epochs"}
+    {
+        "data",
+        "project",
+        "name",
+        "exist_ok",
+        "plots",
+        "amp",
+        "workers",
+        "resume",
+        "model",
+        "device",
+        "time",
+        "save_dir",
+        "optimizer",
+        "lr0",
+        "warmup_epochs",
+    }
 )
 
 

@@ -55,10 +55,16 @@ def resolve_ref(session: Session, ref: str) -> tuple[str, str, dict]:
     if dataset is None:
         raise DataNotFound(f"dataset {dataset_id!r} does not exist")
     version = version or dataset.version
-    row = session.scalar(
-        sa.select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version)
-        .order_by(DatasetVersion.id.desc()).limit(1)
-    ) if version else None
+    row = (
+        session.scalar(
+            sa.select(DatasetVersion)
+            .where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version)
+            .order_by(DatasetVersion.id.desc())
+            .limit(1)
+        )
+        if version
+        else None
+    )
     if row is None:
         raise DataNotFound(f"dataset {dataset_id!r} has no version {version!r}")
     return dataset_id, version, parse_changes(row.changes) or {}
@@ -72,7 +78,8 @@ def teacher_overlay(session: Session, dataset_id: str, version: str) -> str | No
         return None
     rows = session.execute(
         sa.select(DatasetVersion.version, DatasetVersion.changes)
-        .where(DatasetVersion.dataset_id == teacher.id).order_by(DatasetVersion.id.desc())
+        .where(DatasetVersion.dataset_id == teacher.id)
+        .order_by(DatasetVersion.id.desc())
     ).all()
     for teacher_version, text in rows:
         changes = parse_changes(text) or {}
@@ -91,7 +98,10 @@ def role_of(changes: dict) -> str:
 
 
 def training_sources(
-    session_factory: sessionmaker[Session], store: ObjectStore, cache_dir: Path, refs: list[str],
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    cache_dir: Path,
+    refs: list[str],
     max_images_per_source: int | None = None,
 ) -> tuple[list[MixSource], list[LineageEntry]]:
     """Fetch every ref (and its teacher overlay) into the cache; the mix sources and the lineage.
@@ -120,6 +130,8 @@ def training_sources(
         if overlay:
             overlay_id, overlay_version = split_ref(overlay)
             overlay_yaml = fetch_dataset_version(store, overlay_id, overlay_version or "", cache_dir)
-            sources.append(MixSource(overlay_yaml, group=dataset_id, role="teacher", train_fraction=fraction, ref=overlay))
+            sources.append(
+                MixSource(overlay_yaml, group=dataset_id, role="teacher", train_fraction=fraction, ref=overlay)
+            )
             lineage.append(LineageEntry(ref=overlay, role="teacher", group=dataset_id, labels_for=ref))
     return sources, lineage

@@ -95,8 +95,10 @@ class TokenCipher:
     def missing_message(self) -> str:
         if self.problem:
             return self.problem
-        return (f"bot tokens are encrypted but no key is available: set AIDOOR_TELEGRAM_KEY or restore "
-                f"the key file {self.source} (AIDOOR_TELEGRAM_KEY_FILE)")  # fmt: skip
+        return (
+            f"bot tokens are encrypted but no key is available: set AIDOOR_TELEGRAM_KEY or restore "
+            f"the key file {self.source} (AIDOOR_TELEGRAM_KEY_FILE)"
+        )
 
     def encrypt(self, token: str) -> str:
         if self._fernet is None:

@@ -73,11 +73,20 @@ def render(
     time_text = f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or ''}".strip()
     type_name = TYPE_NAMES.get(type_code, type_code)
     conf_text = f"{confidence * 100:.0f}%" if confidence is not None else "-"
-    values = {"type": type_name, "type_code": type_code, "confidence": conf_text, "time": time_text,
-              "event_id": str(event_id or "")}  # fmt: skip
+    values = {
+        "type": type_name,
+        "type_code": type_code,
+        "confidence": conf_text,
+        "time": time_text,
+        "event_id": str(event_id or ""),
+    }
     head = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template_text)
-    lines = [head, "", f"시간: {time_text}" if kind != "removed" else f"치워진 시간: {time_text}",
-             f"유형: {type_name} ({type_code})"]  # fmt: skip
+    lines = [
+        head,
+        "",
+        f"시간: {time_text}" if kind != "removed" else f"치워진 시간: {time_text}",
+        f"유형: {type_name} ({type_code})",
+    ]
     if kind == "event":
         lines.append(f"신뢰도: {conf_text}")
     if link_base and event_id:

@@ -160,26 +160,51 @@ def enqueue_alerts(session: Session, event_id: int, config: QueueConfig, kind: s
                 )
             )
             if recent:
-                log.info("no alert for event %s: %s alerted within the last %d s (cooldown)", event_id, type_code,
-                         int(cooldown))  # fmt: skip
+                log.info(
+                    "no alert for event %s: %s alerted within the last %d s (cooldown)",
+                    event_id,
+                    type_code,
+                    int(cooldown),
+                )
                 return []
     when = event.ended_at if kind == KIND_REMOVED and event.ended_at else event.detected_at
-    message = render(text, kind=kind, type_code=type_code, confidence=event.confidence_score, when=when,
-                     event_id=event_id, link_base=cfg.link_base, tz_name=cfg.timezone)  # fmt: skip
+    message = render(
+        text,
+        kind=kind,
+        type_code=type_code,
+        confidence=event.confidence_score,
+        when=when,
+        event_id=event_id,
+        link_base=cfg.link_base,
+        tz_name=cfg.timezone,
+    )
     due = None
     if kind == KIND_EVENT and type_code == "unclassified" and cfg.unclassified_hold_s > 0:
         due = ceil_s(now + timedelta(seconds=cfg.unclassified_hold_s))
     # A retried transaction (commit outcome unknown) must not trip the unique index: skip
     # recipients that already have this alert.
-    done = set(session.scalars(sa.select(NotificationHistory.telegram_user_id).where(
-        NotificationHistory.event_id == event_id, NotificationHistory.kind == kind)).all())  # fmt: skip
+    done = set(
+        session.scalars(
+            sa.select(NotificationHistory.telegram_user_id).where(
+                NotificationHistory.event_id == event_id, NotificationHistory.kind == kind
+            )
+        ).all()
+    )
     ids = []
     for recipient_id, chat_id in recipients:
         if recipient_id in done:
             continue
-        item = NotificationHistory(event_id=event_id, telegram_user_id=recipient_id, template_id=template_id,
-                                   message_text=message, send_status=PENDING, kind=kind, chat_id=chat_id,
-                                   next_attempt_at=due, created_at=now.replace(microsecond=0))  # fmt: skip
+        item = NotificationHistory(
+            event_id=event_id,
+            telegram_user_id=recipient_id,
+            template_id=template_id,
+            message_text=message,
+            send_status=PENDING,
+            kind=kind,
+            chat_id=chat_id,
+            next_attempt_at=due,
+            created_at=now.replace(microsecond=0),
+        )
         session.add(item)
         session.flush()
         ids.append(item.id)
@@ -191,8 +216,14 @@ def enqueue_test(session: Session, text: str, config: QueueConfig) -> list[int]:
     now = utcnow()
     ids = []
     for recipient_id, chat_id in session.execute(sa.select(Telegram.id, Telegram.chat_id)).all():
-        item = NotificationHistory(telegram_user_id=recipient_id, message_text=text, send_status=PENDING,
-                                   kind=KIND_TEST, chat_id=chat_id, created_at=now.replace(microsecond=0))  # fmt: skip
+        item = NotificationHistory(
+            telegram_user_id=recipient_id,
+            message_text=text,
+            send_status=PENDING,
+            kind=KIND_TEST,
+            chat_id=chat_id,
+            created_at=now.replace(microsecond=0),
+        )
         session.add(item)
         session.flush()
         ids.append(item.id)
@@ -257,7 +288,9 @@ def finish(session_factory: sessionmaker[Session], row_id: int, token: str, **va
     h = NotificationHistory
     with session_factory.begin() as session:
         result = session.execute(
-            sa.update(h).where(h.id == row_id, h.claim_token == token, h.send_status == SENDING).values(**values)
+            sa.update(h)
+            .where(h.id == row_id, h.claim_token == token, h.send_status == SENDING)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
         ok = result.rowcount == 1
@@ -265,7 +298,9 @@ def finish(session_factory: sessionmaker[Session], row_id: int, token: str, **va
             event_id = session.scalar(sa.select(h.event_id).where(h.id == row_id))
             if event_id is not None:
                 session.execute(
-                    sa.update(DetectionEvent).where(DetectionEvent.id == event_id).values(notification_sent=True)
+                    sa.update(DetectionEvent)
+                    .where(DetectionEvent.id == event_id)
+                    .values(notification_sent=True)
                     .execution_options(synchronize_session=False)
                 )
     return ok
@@ -276,10 +311,11 @@ def renew(session_factory: sessionmaker[Session], row_id: int, token: str, lease
     h = NotificationHistory
     with session_factory.begin() as session:
         result = session.execute(
-            sa.update(h).where(h.id == row_id, h.claim_token == token, h.send_status == SENDING)
+            sa.update(h)
+            .where(h.id == row_id, h.claim_token == token, h.send_status == SENDING)
             .values(next_attempt_at=ceil_s(utcnow() + timedelta(seconds=lease_s)))
             .execution_options(synchronize_session=False)
-        )  # fmt: skip
+        )
         return result.rowcount == 1
 
 
@@ -302,7 +338,9 @@ def next_due(session_factory: sessionmaker[Session]) -> float | None:
         )
         if pending:
             return 0.0
-        earliest = session.scalar(sa.select(sa.func.min(h.next_attempt_at)).where(h.send_status.in_((PENDING, SENDING))))
+        earliest = session.scalar(
+            sa.select(sa.func.min(h.next_attempt_at)).where(h.send_status.in_((PENDING, SENDING)))
+        )
     if earliest is None:
         return None
     return max(0.0, math.ceil((earliest - utcnow()).total_seconds() * 10) / 10)

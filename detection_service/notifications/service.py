@@ -13,11 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from telegram.error import InvalidToken, TelegramError
 
+from detection_service.errors import Conflict, Invalid, NotFound, Unavailable
 from detection_service.notifications import queue as q
 from detection_service.notifications.crypto import KeyProblem, TokenCipher, is_encrypted, mask, scrub, valid_token
 from detection_service.notifications.messages import SENSITIVITY
 from detection_service.notifications.worker import Notifier
-from detection_service.errors import Conflict, Invalid, NotFound, Unavailable
 from detection_service.services.settings import InvalidSettings, SettingsService
 from schemas.db import NotificationHistory, NotificationTemplate, ObjectType, Telegram
 from schemas.envelope import Page
@@ -82,25 +82,44 @@ class NotificationService:
                 me = await asyncio.wrap_future(self.notifier.submit(self.notifier.get_me(token)))
                 verified, username = True, me.get("username")
             except InvalidToken:
-                raise Invalid("Telegram rejected the bot token (getMe: unauthorized)", code="BOT_TOKEN_REJECTED") from None
+                raise Invalid(
+                    "Telegram rejected the bot token (getMe: unauthorized)", code="BOT_TOKEN_REJECTED"
+                ) from None
             except (TelegramError, RuntimeError) as exc:
                 # Telegram unreachable (or the notifier stopped): store it anyway, say so.
                 verified = False
                 _ = scrub(str(exc), [token])
         return await asyncio.to_thread(self._store_recipient, data, token, verified, username)
 
-    def _store_recipient(self, data: RecipientCreate, token: str, verified: bool | None, username: str | None) -> RecipientInfo:
+    def _store_recipient(
+        self, data: RecipientCreate, token: str, verified: bool | None, username: str | None
+    ) -> RecipientInfo:
         try:
             with self.session_factory.begin() as session:
                 cipher = self._cipher_for_write(session)
-                row = Telegram(user_id=data.user_id or data.chat_id, chat_id=data.chat_id,
-                               bot_token=cipher.encrypt(token), created_by="api")  # fmt: skip
+                row = Telegram(
+                    user_id=data.user_id or data.chat_id,
+                    chat_id=data.chat_id,
+                    bot_token=cipher.encrypt(token),
+                    created_by="api",
+                )
                 session.add(row)
                 session.flush()
-                info = RecipientInfo(id=row.id, user_id=row.user_id, chat_id=row.chat_id, bot_token=mask(token),
-                                     created_at=row.created_at, bot_username=username, verified=verified)  # fmt: skip
+                info = RecipientInfo(
+                    id=row.id,
+                    user_id=row.user_id,
+                    chat_id=row.chat_id,
+                    bot_token=mask(token),
+                    created_at=row.created_at,
+                    bot_username=username,
+                    verified=verified,
+                )
         except IntegrityError:
-            raise Conflict("a recipient with this chat_id or user_id exists", {"chat_id": data.chat_id, "user_id": data.user_id or data.chat_id}, code="RECIPIENT_EXISTS") from None  # fmt: skip
+            raise Conflict(
+                "a recipient with this chat_id or user_id exists",
+                {"chat_id": data.chat_id, "user_id": data.user_id or data.chat_id},
+                code="RECIPIENT_EXISTS",
+            ) from None
         except KeyProblem as exc:
             raise Unavailable(str(exc), code="TELEGRAM_KEY_MISSING") from None
         self.notifier.recipients_changed()
@@ -109,8 +128,16 @@ class NotificationService:
     def recipients(self) -> list[RecipientInfo]:
         with self.session_factory() as session:
             rows = session.scalars(sa.select(Telegram).order_by(Telegram.id)).all()
-            return [RecipientInfo(id=r.id, user_id=r.user_id, chat_id=r.chat_id, bot_token=self._masked(r.bot_token),
-                                  created_at=r.created_at) for r in rows]  # fmt: skip
+            return [
+                RecipientInfo(
+                    id=r.id,
+                    user_id=r.user_id,
+                    chat_id=r.chat_id,
+                    bot_token=self._masked(r.bot_token),
+                    created_at=r.created_at,
+                )
+                for r in rows
+            ]
 
     def _masked(self, stored: str) -> str:
         try:
@@ -123,8 +150,13 @@ class NotificationService:
             row = session.get(Telegram, recipient_id)
             if row is None:
                 raise NotFound(f"recipient {recipient_id} not found")
-            info = RecipientInfo(id=row.id, user_id=row.user_id, chat_id=row.chat_id,
-                                 bot_token=self._masked(row.bot_token), created_at=row.created_at)  # fmt: skip
+            info = RecipientInfo(
+                id=row.id,
+                user_id=row.user_id,
+                chat_id=row.chat_id,
+                bot_token=self._masked(row.bot_token),
+                created_at=row.created_at,
+            )
             session.delete(row)
         self.notifier.recipients_changed()
         return info
@@ -174,8 +206,13 @@ class NotificationService:
                 break
             await asyncio.sleep(0.05)
         counts = {s: sum(1 for i in items if i.send_status == s) for s in (q.SENT, q.FAILED)}
-        return SendResult(queued=len(ids), sent=counts[q.SENT], failed=counts[q.FAILED],
-                          pending=len(items) - counts[q.SENT] - counts[q.FAILED], items=items)  # fmt: skip
+        return SendResult(
+            queued=len(ids),
+            sent=counts[q.SENT],
+            failed=counts[q.FAILED],
+            pending=len(items) - counts[q.SENT] - counts[q.FAILED],
+            items=items,
+        )
 
     def _enqueue_test(self, text: str) -> list[int]:
         with self.session_factory.begin() as session:
@@ -183,16 +220,25 @@ class NotificationService:
 
     def _items(self, ids: list[int]) -> list[HistoryItem]:
         with self.session_factory() as session:
-            rows = session.execute(_history_select().where(NotificationHistory.id.in_(ids))
-                                   .order_by(NotificationHistory.id)).all()  # fmt: skip
+            rows = session.execute(
+                _history_select().where(NotificationHistory.id.in_(ids)).order_by(NotificationHistory.id)
+            ).all()
             return [_item(h, key) for h, key in rows]
 
-    def history(self, page: int = 1, limit: int = 20, status: str | None = None, event_id: int | None = None,
-                kind: str | None = None) -> Page[HistoryItem]:  # fmt: skip
+    def history(
+        self,
+        page: int = 1,
+        limit: int = 20,
+        status: str | None = None,
+        event_id: int | None = None,
+        kind: str | None = None,
+    ) -> Page[HistoryItem]:
         if page < 1 or not 1 <= limit <= MAX_LIMIT:
-            raise Invalid(f"page must be >= 1 and limit 1..{MAX_LIMIT}", {"page": page, "limit": limit}, code="INVALID_PAGING")  # fmt: skip
+            raise Invalid(
+                f"page must be >= 1 and limit 1..{MAX_LIMIT}", {"page": page, "limit": limit}, code="INVALID_PAGING"
+            )
         if status is not None and status not in q.STATUSES:
-            raise Invalid(f"status must be one of {', '.join(q.STATUSES)}", {"status": status}, code="INVALID_STATUS")  # fmt: skip
+            raise Invalid(f"status must be one of {', '.join(q.STATUSES)}", {"status": status}, code="INVALID_STATUS")
         h = NotificationHistory
         conditions = []
         if status is not None:
@@ -211,13 +257,23 @@ class NotificationService:
 
 def _view(stored: NotificationSettings) -> NotificationSettingsView:
     level = SENSITIVITY[stored.sensitivity]
-    return NotificationSettingsView(**msgspec.to_builtins(stored), min_confidence=level.min_confidence,
-                                    cooldown_s=level.cooldown_s, unclassified_alerts=level.unclassified)  # fmt: skip
+    return NotificationSettingsView(
+        **msgspec.to_builtins(stored),
+        min_confidence=level.min_confidence,
+        cooldown_s=level.cooldown_s,
+        unclassified_alerts=level.unclassified,
+    )
 
 
 def _template(row: NotificationTemplate, code: str | None) -> TemplateInfo:
-    return TemplateInfo(id=row.id, template_key=row.template_key, object_type=code, message_text=row.message_text,
-                        is_active=row.is_active, updated_at=row.updated_at)  # fmt: skip
+    return TemplateInfo(
+        id=row.id,
+        template_key=row.template_key,
+        object_type=code,
+        message_text=row.message_text,
+        is_active=row.is_active,
+        updated_at=row.updated_at,
+    )
 
 
 def _history_select() -> Any:
@@ -227,11 +283,23 @@ def _history_select() -> Any:
 
 
 def _item(h: NotificationHistory, key: str | None) -> HistoryItem:
-    return HistoryItem(id=h.id, event_id=h.event_id, recipient_id=h.telegram_user_id, chat_id=h.chat_id, kind=h.kind,
-                       template_key=key, message_text=h.message_text, send_status=h.send_status,
-                       retry_count=h.retry_count, error_message=h.error_message, sent_at=h.sent_at,
-                       created_at=h.created_at, next_attempt_at=h.next_attempt_at,
-                       telegram_message_id=h.telegram_message_id, callback_result=h.callback_result)  # fmt: skip
+    return HistoryItem(
+        id=h.id,
+        event_id=h.event_id,
+        recipient_id=h.telegram_user_id,
+        chat_id=h.chat_id,
+        kind=h.kind,
+        template_key=key,
+        message_text=h.message_text,
+        send_status=h.send_status,
+        retry_count=h.retry_count,
+        error_message=h.error_message,
+        sent_at=h.sent_at,
+        created_at=h.created_at,
+        next_attempt_at=h.next_attempt_at,
+        telegram_message_id=h.telegram_message_id,
+        callback_result=h.callback_result,
+    )
 
 
 def _path(source: str) -> Any:

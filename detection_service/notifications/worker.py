@@ -16,6 +16,7 @@ rows that the next worker sends. Tokens are decrypted only here, and scrubbed fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -126,8 +127,12 @@ class Notifier:
         self.config = config or NotifierConfig()
         send_budget = self.config.connect_timeout_s + self.config.write_timeout_s + self.config.read_timeout_s
         if self.config.lease_s < send_budget:
-            log.warning("notifier: lease_s %.0f s is shorter than one send may take (%.0f s): a slow send could "
-                        "be repeated by another worker", self.config.lease_s, send_budget)  # fmt: skip
+            log.warning(
+                "notifier: lease_s %.0f s is shorter than one send may take (%.0f s): a slow send could "
+                "be repeated by another worker",
+                self.config.lease_s,
+                send_budget,
+            )
         self.relabel = relabel
         self.bus = bus
         self.stats = NotifierStats()
@@ -150,10 +155,13 @@ class Notifier:
         self._refresh_recipients = True
         # What records events queues its alerts with this (the app passes it to the pipeline):
         # captions and cooldowns follow this notifier's configuration, a commit wakes it.
-        self.queue_config = q.QueueConfig(link_base=self.config.link_base, timezone=self.config.timezone,
-                                          cooldown_override_s=self.config.cooldown_override_s,
-                                          unclassified_hold_s=self.config.unclassified_hold_s,
-                                          on_enqueued=[lambda _ids: self.poke()])  # fmt: skip
+        self.queue_config = q.QueueConfig(
+            link_base=self.config.link_base,
+            timezone=self.config.timezone,
+            cooldown_override_s=self.config.cooldown_override_s,
+            unclassified_hold_s=self.config.unclassified_hold_s,
+            on_enqueued=[lambda _ids: self.poke()],
+        )
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -181,10 +189,8 @@ class Notifier:
     def poke(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
-            except RuntimeError:
-                pass
 
     @property
     def running(self) -> bool:
@@ -209,10 +215,11 @@ class Notifier:
         that the key opens the encrypted ones, and learn the recipients' bots."""
         with self.session_factory.begin() as session:
             rows = session.scalars(sa.select(Telegram)).all()
-            if any(not is_encrypted(r.bot_token) for r in rows) and not self.cipher.has_key and not self.cipher.problem:
-                if not any(is_encrypted(r.bot_token) for r in rows):
-                    self.cipher = TokenCipher.create_key_file(_key_path(self.cipher))
-                    log.warning("notifier: created a new bot-token key file %s (back it up)", self.cipher.source)
+            no_key = not self.cipher.has_key and not self.cipher.problem
+            encrypted = [is_encrypted(r.bot_token) for r in rows]
+            if no_key and encrypted and not any(encrypted):  # only plaintext tokens: safe to make a key
+                self.cipher = TokenCipher.create_key_file(_key_path(self.cipher))
+                log.warning("notifier: created a new bot-token key file %s (back it up)", self.cipher.source)
             tokens: dict[str, str] = {}
             problem = None
             for row in rows:
@@ -320,10 +327,8 @@ class Notifier:
                     continue
                 wait = self.config.poll_interval_s
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
-                except TimeoutError:
-                    pass
         finally:
             await self._shutdown()
 
@@ -334,25 +339,37 @@ class Notifier:
             await asyncio.gather(*self._pollers.values(), return_exceptions=True)
         self._pollers.clear()
         for bot in self._bots.values():
-            try:
+            with contextlib.suppress(Exception):
                 await bot.shutdown()
-            except Exception:
-                pass
         self._bots.clear()
 
     def _bot(self, token: str) -> Bot:
         bot = self._bots.get(token)
         if bot is None:
             cfg = self.config
-            request = HTTPXRequest(connection_pool_size=8, connect_timeout=cfg.connect_timeout_s,
-                                   read_timeout=cfg.read_timeout_s, write_timeout=cfg.write_timeout_s,
-                                   media_write_timeout=cfg.write_timeout_s, pool_timeout=5.0)  # fmt: skip
-            updates = HTTPXRequest(connection_pool_size=2, connect_timeout=cfg.connect_timeout_s,
-                                   read_timeout=cfg.read_timeout_s, write_timeout=cfg.write_timeout_s,
-                                   pool_timeout=5.0)  # fmt: skip
+            request = HTTPXRequest(
+                connection_pool_size=8,
+                connect_timeout=cfg.connect_timeout_s,
+                read_timeout=cfg.read_timeout_s,
+                write_timeout=cfg.write_timeout_s,
+                media_write_timeout=cfg.write_timeout_s,
+                pool_timeout=5.0,
+            )
+            updates = HTTPXRequest(
+                connection_pool_size=2,
+                connect_timeout=cfg.connect_timeout_s,
+                read_timeout=cfg.read_timeout_s,
+                write_timeout=cfg.write_timeout_s,
+                pool_timeout=5.0,
+            )
             base = cfg.api_url.rstrip("/")
-            bot = Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot", request=request,
-                      get_updates_request=updates)  # fmt: skip
+            bot = Bot(
+                token,
+                base_url=f"{base}/bot",
+                base_file_url=f"{base}/file/bot",
+                request=request,
+                get_updates_request=updates,
+            )
             self._bots[token] = bot
         return bot
 
@@ -361,13 +378,21 @@ class Notifier:
     async def _send_due(self) -> bool:
         if self.key_error is not None:
             return False
-        ids = await asyncio.to_thread(q.claim_due, self.session_factory, self.claim_token, self.config.lease_s,
-                                      self.config.batch)  # fmt: skip
+        ids = await asyncio.to_thread(
+            q.claim_due, self.session_factory, self.claim_token, self.config.lease_s, self.config.batch
+        )
         for row_id in ids:
             if self._stopping.is_set():
                 # Not started: hand it back at once (the lease would otherwise hold it a minute).
-                await asyncio.to_thread(q.finish, self.session_factory, row_id, self.claim_token,
-                                        send_status=q.PENDING, claim_token=None, next_attempt_at=None)  # fmt: skip
+                await asyncio.to_thread(
+                    q.finish,
+                    self.session_factory,
+                    row_id,
+                    self.claim_token,
+                    send_status=q.PENDING,
+                    claim_token=None,
+                    next_attempt_at=None,
+                )
                 continue
             try:
                 await self._deliver(row_id)
@@ -393,8 +418,15 @@ class Notifier:
             settings = q.load_notification_settings(session)
             template_id, template_text = q.template_for(session, template_key(row.kind, type_code or ""))
             session.expunge_all()
-        return {"row": row, "recipient": recipient, "event": event, "type_code": type_code, "settings": settings,
-                "template_id": template_id, "template_text": template_text}  # fmt: skip
+        return {
+            "row": row,
+            "recipient": recipient,
+            "event": event,
+            "type_code": type_code,
+            "settings": settings,
+            "template_id": template_id,
+            "template_text": template_text,
+        }
 
     async def _finish(self, row_id: int, **values: Any) -> bool:
         values.setdefault("claim_token", None)
@@ -427,9 +459,16 @@ class Notifier:
                 return
             # Render again: the type may have settled (or been relabelled) since the row was queued.
             when = event.ended_at if row.kind == q.KIND_REMOVED and event.ended_at else event.detected_at
-            text = render(loaded["template_text"], kind=row.kind, type_code=type_code,
-                          confidence=event.confidence_score, when=when, event_id=event.id,
-                          link_base=self.config.link_base, tz_name=self.config.timezone)  # fmt: skip
+            text = render(
+                loaded["template_text"],
+                kind=row.kind,
+                type_code=type_code,
+                confidence=event.confidence_score,
+                when=when,
+                event_id=event.id,
+                link_base=self.config.link_base,
+                tz_name=self.config.timezone,
+            )
             markup = keyboard(event.id, type_code)
             young = (q.utcnow() - row.created_at).total_seconds() < self.config.photo_wait_s
             photo = await self._wait_photo(event, min(1.0, self.config.photo_wait_s) if young else 0.0)
@@ -456,8 +495,13 @@ class Notifier:
         chat_id = recipient.chat_id
         try:
             if photo is not None:
-                message = await bot.send_photo(chat_id=chat_id, photo=photo, caption=fit(text, CAPTION_LIMIT),
-                                               reply_markup=markup, filename=f"event-{row.event_id}.jpg")  # fmt: skip
+                message = await bot.send_photo(
+                    chat_id=chat_id,
+                    photo=photo,
+                    caption=fit(text, CAPTION_LIMIT),
+                    reply_markup=markup,
+                    filename=f"event-{row.event_id}.jpg",
+                )
             else:
                 message = await bot.send_message(chat_id=chat_id, text=fit(text, TEXT_LIMIT), reply_markup=markup)
         except RetryAfter as exc:
@@ -475,18 +519,27 @@ class Notifier:
         except Exception as exc:  # anything else from the HTTP stack: treat as transient
             await self._retry(row, scrub(f"{type(exc).__name__}: {exc}", [token]), None, token)
             return
-        done = await self._finish(row_id, send_status=q.SENT, sent_at=q.utcnow(), error_message=None,
-                                  message_text=text, telegram_message_id=message.message_id,
-                                  has_photo=photo is not None, next_attempt_at=None,
-                                  chat_id=str(chat_id), template_id=loaded["template_id"] or row.template_id)  # fmt: skip
+        done = await self._finish(
+            row_id,
+            send_status=q.SENT,
+            sent_at=q.utcnow(),
+            error_message=None,
+            message_text=text,
+            telegram_message_id=message.message_id,
+            has_photo=photo is not None,
+            next_attempt_at=None,
+            chat_id=str(chat_id),
+            template_id=loaded["template_id"] or row.template_id,
+        )
         if not done:
             log.warning("alert %s was sent but its claim had expired: lease_s is shorter than a send", row_id)
         self.stats.sent += 1
         self.stats.last_sent_at = time.time()
         self.stats.consecutive_failures = 0
 
-    async def _retry(self, row: NotificationHistory, error: str, delay: float | None, token: str,
-                     count_limit: bool = True) -> None:  # fmt: skip
+    async def _retry(
+        self, row: NotificationHistory, error: str, delay: float | None, token: str, count_limit: bool = True
+    ) -> None:
         retries = row.retry_count + 1
         self.stats.retries += 1
         self._error("send", error)
@@ -496,8 +549,9 @@ class Notifier:
         if delay is None:
             delay = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s).delay_for(retries)
         log.info("alert %s: %s; attempt %d again in %.0f s", row.id, error, retries + 1, delay)
-        await self._finish(row.id, send_status=q.PENDING, retry_count=retries, error_message=error,
-                           next_attempt_at=q.due_at(delay))  # fmt: skip
+        await self._finish(
+            row.id, send_status=q.PENDING, retry_count=retries, error_message=error, next_attempt_at=q.due_at(delay)
+        )
 
     async def _fail(self, row_id: int, error: str, retry_count: int | None = None) -> None:
         self.stats.failed += 1
@@ -538,8 +592,9 @@ class Notifier:
                 ident = bot_id(token) or "bot"
                 url = f"{self.config.webhook_base.rstrip('/')}/api/notifications/telegram/webhook/{ident}"
                 try:
-                    await self._bot(token).set_webhook(url, allowed_updates=["callback_query"],
-                                                       secret_token=self.webhook_secret(token))  # fmt: skip
+                    await self._bot(token).set_webhook(
+                        url, allowed_updates=["callback_query"], secret_token=self.webhook_secret(token)
+                    )
                     self._webhooks.add(token)
                 except TelegramError as exc:
                     self._error("webhook", scrub(f"setWebhook: {exc}", [token]))
@@ -548,14 +603,13 @@ class Notifier:
         bot = self._bot(token)
         offset: int | None = None
         backoff = Backoff(1.0, 60.0)
-        try:
+        with contextlib.suppress(TelegramError):
             await bot.delete_webhook()  # getUpdates answers 409 while a webhook is set
-        except TelegramError:
-            pass
         while not self._stopping.is_set():
             try:
-                updates = await bot.get_updates(offset=offset, timeout=self.config.long_poll_s,
-                                                allowed_updates=["callback_query"])  # fmt: skip
+                updates = await bot.get_updates(
+                    offset=offset, timeout=self.config.long_poll_s, allowed_updates=["callback_query"]
+                )
                 backoff.reset()
             except InvalidToken:
                 self._error("polling", "InvalidToken: the bot token was rejected; polling stopped for it")
@@ -590,14 +644,18 @@ class Notifier:
             return None
         current = await asyncio.to_thread(self._event_type, event_id)
         if current is None or self.relabel is None:
-            await _quiet(bot.answer_callback_query(cq.id, text="이벤트가 삭제되었습니다" if current is None
-                                                   else "재분류를 사용할 수 없습니다"))  # fmt: skip
+            await _quiet(
+                bot.answer_callback_query(
+                    cq.id, text="이벤트가 삭제되었습니다" if current is None else "재분류를 사용할 수 없습니다"
+                )
+            )
             await _quiet(bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id, reply_markup=None))
             return None
         new_type = current if choice in (CHOICE_CORRECT, CHOICE_FALSE) else choice
         try:
-            await asyncio.to_thread(self.relabel, event_id, new_type, verified=True,
-                                    false_positive=choice == CHOICE_FALSE)  # fmt: skip
+            await asyncio.to_thread(
+                self.relabel, event_id, new_type, verified=True, false_positive=choice == CHOICE_FALSE
+            )
         except Exception as exc:
             reason = getattr(exc, "message", None) or str(exc)
             self._error("relabel", f"event {event_id}: {reason}")
@@ -609,12 +667,23 @@ class Notifier:
         base = row["message_text"]
         markup = keyboard(event_id, new_type)
         if row["has_photo"]:
-            await _quiet(bot.edit_message_caption(chat_id=chat_id, message_id=message_id,
-                                                  caption=fit(f"{base}\n\n{result}", CAPTION_LIMIT),
-                                                  reply_markup=markup))  # fmt: skip
+            await _quiet(
+                bot.edit_message_caption(
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    caption=fit(f"{base}\n\n{result}", CAPTION_LIMIT),
+                    reply_markup=markup,
+                )
+            )
         else:
-            await _quiet(bot.edit_message_text(chat_id=chat_id, message_id=message_id,
-                                               text=fit(f"{base}\n\n{result}", TEXT_LIMIT), reply_markup=markup))  # fmt: skip
+            await _quiet(
+                bot.edit_message_text(
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    text=fit(f"{base}\n\n{result}", TEXT_LIMIT),
+                    reply_markup=markup,
+                )
+            )
         return result
 
     def _alert_row(self, chat_id: str, message_id: int, event_id: int) -> dict[str, Any] | None:
@@ -639,8 +708,10 @@ class Notifier:
         h = NotificationHistory
         with self.session_factory.begin() as session:
             session.execute(
-                sa.update(h).where(h.chat_id == chat_id, h.telegram_message_id == message_id, h.event_id == event_id)
-                .values(callback_result=result[:100]).execution_options(synchronize_session=False)
+                sa.update(h)
+                .where(h.chat_id == chat_id, h.telegram_message_id == message_id, h.event_id == event_id)
+                .values(callback_result=result[:100])
+                .execution_options(synchronize_session=False)
             )
 
     async def handle_webhook(self, ident: str, secret: str | None, payload: dict[str, Any]) -> bool:
@@ -656,8 +727,11 @@ class Notifier:
     # -- one-off calls (API) --------------------------------------------------------------------
 
     async def get_me(self, token: str) -> dict[str, Any]:
-        bot = Bot(token, base_url=f"{self.config.api_url.rstrip('/')}/bot",
-                  request=HTTPXRequest(connect_timeout=5.0, read_timeout=5.0))  # fmt: skip
+        bot = Bot(
+            token,
+            base_url=f"{self.config.api_url.rstrip('/')}/bot",
+            request=HTTPXRequest(connect_timeout=5.0, read_timeout=5.0),
+        )
         try:
             me = await bot.get_me()
             return {"id": me.id, "username": me.username}
@@ -675,10 +749,15 @@ class Notifier:
         h = NotificationHistory
         with self.session_factory() as session:
             settings = q.load_notification_settings(session)
-            pending = session.scalar(
-                sa.select(sa.func.count()).select_from(h).where(h.send_status.in_((q.PENDING, q.SENDING)))
-            ) or 0
-            oldest = session.scalar(sa.select(sa.func.min(h.created_at)).where(h.send_status.in_((q.PENDING, q.SENDING))))
+            pending = (
+                session.scalar(
+                    sa.select(sa.func.count()).select_from(h).where(h.send_status.in_((q.PENDING, q.SENDING)))
+                )
+                or 0
+            )
+            oldest = session.scalar(
+                sa.select(sa.func.min(h.created_at)).where(h.send_status.in_((q.PENDING, q.SENDING)))
+            )
         if self.recipient_count == 0:
             return "ok", "no recipients configured: alerts are off (POST /api/notifications/recipients)"
         if not settings.enabled:
@@ -686,7 +765,10 @@ class Notifier:
         age = (q.utcnow() - oldest).total_seconds() if oldest else 0.0
         detail = f"{self.recipient_count} recipient(s), {pending} queued, {self.stats.sent} sent since start"
         if self.stats.consecutive_failures >= 3:
-            return "degraded", f"{detail}; last {self.stats.consecutive_failures} alerts failed: {self.stats.last_error}"
+            return (
+                "degraded",
+                f"{detail}; last {self.stats.consecutive_failures} alerts failed: {self.stats.last_error}",
+            )
         if pending and age > 120:
             return "degraded", f"{detail}; oldest queued alert waits {age:.0f} s (last error: {self.stats.last_error})"
         return "ok", detail
@@ -710,15 +792,26 @@ def _key_path(cipher: TokenCipher) -> Path:
     return Path(cipher.source)
 
 
-def build_notifier(settings: Any, session_factory: sessionmaker[Session], store: ObjectStore,
-                   bus: EventBus | None = None, relabel: Relabel | None = None, **overrides: Any) -> Notifier:  # fmt: skip
+def build_notifier(
+    settings: Any,
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    bus: EventBus | None = None,
+    relabel: Relabel | None = None,
+    **overrides: Any,
+) -> Notifier:
     """A notifier configured from the process settings (detection_service.config.Settings)."""
     public = settings.public_url if settings.public_url_set else None
     updates = settings.telegram_updates
     if updates == "auto":
         updates = "webhook" if public and public.startswith("https://") else "polling"
-    config = NotifierConfig(api_url=settings.telegram_api_url, updates=updates, webhook_base=public,
-                            link_base=public, timezone=settings.alert_timezone)  # fmt: skip
+    config = NotifierConfig(
+        api_url=settings.telegram_api_url,
+        updates=updates,
+        webhook_base=public,
+        link_base=public,
+        timezone=settings.alert_timezone,
+    )
     for key, value in overrides.items():
         setattr(config, key, value)
     cipher = TokenCipher.load(settings.telegram_key, settings.telegram_key_path)

@@ -148,7 +148,7 @@ class Detector(ABC):
     @abstractmethod
     def _detect(self, frame_bgr: np.ndarray, conf: float) -> list[Detection]: ...
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing to release
         pass
 
 
@@ -227,8 +227,10 @@ def export_cached(weights: Path, backend: Backend, imgsz: int, cache_dir: Path |
     if backend == "int8":
         artifact = quantize.int8_artifact(weights, imgsz, cache_dir)
         if not (artifact / "model.xml").is_file():
-            raise DetectorError(f"no INT8 export of {weights.name} at imgsz {imgsz} in {target_dir} "
-                                "(made by ml.quantize.ensure_int8 where the training data is)")  # fmt: skip
+            raise DetectorError(
+                f"no INT8 export of {weights.name} at imgsz {imgsz} in {target_dir} "
+                "(made by ml.quantize.ensure_int8 where the training data is)"
+            )
         return artifact
     name = "model.onnx" if backend == "onnx" else "model_openvino_model"
     target = target_dir / name
@@ -320,8 +322,12 @@ def create_detector(
         detector.int8_status = int8_status
         unknown = sorted(set(detector.names.values()) - set(MODEL_CLASSES))
         if unknown:
-            log.warning("model %s has classes outside %s; they will be reported as unclassified: %s",
-                        model_id, MODEL_CLASSES, unknown[:10])  # fmt: skip
+            log.warning(
+                "model %s has classes outside %s; they will be reported as unclassified: %s",
+                model_id,
+                MODEL_CLASSES,
+                unknown[:10],
+            )
         log.info("detector %s ready: backend=%s imgsz=%d", model_id, choice, imgsz)
         return detector
     raise DetectorError(f"no backend could load {weights}: " + "; ".join(failures))
@@ -379,6 +385,8 @@ class DetectorHolder:
     def info(self) -> dict[str, Any]:
         detector = self._detector
         base: dict[str, Any] = {
-            "loaded": detector is not None, "generation": self.generation, "load_error": self.load_error
+            "loaded": detector is not None,
+            "generation": self.generation,
+            "load_error": self.load_error,
         }
         return {**base, **detector.info()} if detector is not None else base

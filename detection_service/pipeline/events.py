@@ -245,7 +245,7 @@ class EventWriter:
     def type_id(self, session: Session, code: str) -> int:
         if code not in self._type_ids:
             rows = session.execute(sa.select(ObjectType.code, ObjectType.id)).all()
-            self._type_ids.update({c: i for c, i in rows})
+            self._type_ids.update(dict(rows))
         return self._type_ids[code]
 
     def insert_event(self, job: InsertEvent) -> None:
@@ -255,8 +255,11 @@ class EventWriter:
         with self._lock:
             if self.pending_image_bytes + job.size > self.config.max_pending_image_bytes:
                 self.images_dropped += 1
-                log.error("dropping capture %d of an event: %d bytes of captures wait for the store",
-                          job.seq, self.pending_image_bytes)  # fmt: skip
+                log.error(
+                    "dropping capture %d of an event: %d bytes of captures wait for the store",
+                    job.seq,
+                    self.pending_image_bytes,
+                )
                 return False
             self.pending_image_bytes += job.size
         self.images.put(job)
@@ -310,15 +313,31 @@ class InsertEvent(_Job):
             handle.event_id = event_id  # only after the commit succeeded
             writer.images.poke()
 
-        record_event(writer.session_factory, writer.bus, writer.alerts, object_type=self.object_type,
-                     values=self.values, bbox=self.bbox, tracking_id=handle.tracking_id, snapshot=self.snapshot,
-                     type_id=writer.type_id, committed=committed)  # fmt: skip
+        record_event(
+            writer.session_factory,
+            writer.bus,
+            writer.alerts,
+            object_type=self.object_type,
+            values=self.values,
+            bbox=self.bbox,
+            tracking_id=handle.tracking_id,
+            snapshot=self.snapshot,
+            type_id=writer.type_id,
+            committed=committed,
+        )
         self.snapshot = b""
 
 
 class StoreImage(_Job):
-    def __init__(self, handle: EventHandle, seq: int, jpeg: bytes, captured_at: datetime, quality: int,
-                 box: dict[str, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        handle: EventHandle,
+        seq: int,
+        jpeg: bytes,
+        captured_at: datetime,
+        quality: int,
+        box: dict[str, int] | None = None,
+    ) -> None:
         self.handle, self.seq, self.jpeg, self.captured_at, self.quality = handle, seq, jpeg, captured_at, quality
         self.box = box  # the object's box in this capture, when the detector saw it just now
         self.size = len(jpeg)
@@ -334,8 +353,15 @@ class StoreImage(_Job):
 
 
 class AddImageRow(_Job):
-    def __init__(self, handle: EventHandle, seq: int, key: str, captured_at: datetime, quality: int,
-                 box: dict[str, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        handle: EventHandle,
+        seq: int,
+        key: str,
+        captured_at: datetime,
+        quality: int,
+        box: dict[str, int] | None = None,
+    ) -> None:
         self.handle, self.seq, self.key, self.captured_at, self.quality = handle, seq, key, captured_at, quality
         self.box = box
 
@@ -367,9 +393,10 @@ class AddImageRow(_Job):
                 bbox = json.loads(text) if text else {}
                 bbox.setdefault("frames", {})[str(self.seq)] = self.box
                 session.execute(
-                    sa.update(DetectionEvent).where(DetectionEvent.id == event_id)
+                    sa.update(DetectionEvent)
+                    .where(DetectionEvent.id == event_id)
                     .values(bbox_coordinates=json.dumps(bbox, separators=(",", ":")))
-                )  # fmt: skip
+                )
         self.handle.images_stored += 1
         writer.bus.publish(
             EventUpdated(
@@ -385,8 +412,9 @@ class AddImageRow(_Job):
 class UpdateEvent(_Job):
     """Column changes on an inserted event, then a bus message built from the handle."""
 
-    def __init__(self, handle: EventHandle, values: dict[str, Any], message: Callable[[int], Any] | None,
-                 removed: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, handle: EventHandle, values: dict[str, Any], message: Callable[[int], Any] | None, removed: bool = False
+    ) -> None:
         self.handle, self.values, self.message = handle, values, message
         self.removed = removed  # a package's removal: its alert is queued in the same transaction
 
@@ -519,9 +547,18 @@ class EventRecorder:
                     # Orphaned from the start: any package track at the same place may continue it.
                     seen = now - self.config.orphan_after_s
                     self.events.append(
-                        OpenEvent(handle, PACKAGE, None, now - age, detected.timestamp(), seen, wall,
-                                  (box["x1"], box["y1"], box["x2"], box["y2"]), row.confidence_score or 0.0)
-                    )  # fmt: skip
+                        OpenEvent(
+                            handle,
+                            PACKAGE,
+                            None,
+                            now - age,
+                            detected.timestamp(),
+                            seen,
+                            wall,
+                            (box["x1"], box["y1"], box["x2"], box["y2"]),
+                            row.confidence_score or 0.0,
+                        )
+                    )
         except Exception as exc:
             log.warning("could not re-adopt open package events: %s", exc)
         if self.events:
@@ -613,13 +650,28 @@ class EventRecorder:
         snapshot = _encode(frame, settings.jpeg_quality)
         self.writer.insert_event(InsertEvent(handle, values, snapshot, box))
         self.writer.store_image(StoreImage(handle, 1, snapshot, _utc(frame.wall_time), settings.jpeg_quality))
-        event = OpenEvent(handle, object_type, track.track_id, track.first_seen, track.first_wall,
-                          track.last_seen, track.last_wall, det.xyxy, confidence)  # fmt: skip
+        event = OpenEvent(
+            handle,
+            object_type,
+            track.track_id,
+            track.first_seen,
+            track.first_wall,
+            track.last_seen,
+            track.last_wall,
+            det.xyxy,
+            confidence,
+        )
         if settings.capture_count > 1:
             self._captures.append(
-                _CaptureRun(handle, 2, settings.capture_count, settings.capture_interval,
-                            frame.captured_at + settings.capture_interval, event)
-            )  # fmt: skip
+                _CaptureRun(
+                    handle,
+                    2,
+                    settings.capture_count,
+                    settings.capture_interval,
+                    frame.captured_at + settings.capture_interval,
+                    event,
+                )
+            )
         self.events.append(event)
         self.events_created += 1
         log.info("event: %s (track %d, confidence %.2f)", object_type, track.track_id, confidence)

@@ -57,7 +57,7 @@ class FrameSource(ABC):
         """Frames lost before ``grab`` could see them (pushed frames overwritten)."""
         return 0
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; sources without resources keep it
         """Release the source; safe to call twice."""
 
 
@@ -99,9 +99,11 @@ class VideoCaptureSource(FrameSource):
             raise SourceError(f"file not found: {self.target}")
         # Without these FFmpeg waits ~30 s on a dead RTSP server, far past our 5 s "disconnected".
         params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000),
-        ]  # fmt: skip
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(self.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(self.read_timeout_s * 1000),
+        ]
         cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params)
         if not cap.isOpened():
             cap.release()

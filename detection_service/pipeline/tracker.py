@@ -89,8 +89,10 @@ class _Boxes:
         xywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
         conf = np.array([d.confidence for d in detections], np.float32)
         # ByteTrack is class-agnostic in association; the class only rides along.
-        cls_ids = np.array([MODEL_CLASSES.index(d.object_type) if d.object_type in MODEL_CLASSES else -1
-                            for d in detections], np.float32)  # fmt: skip
+        cls_ids = np.array(
+            [MODEL_CLASSES.index(d.object_type) if d.object_type in MODEL_CLASSES else -1 for d in detections],
+            np.float32,
+        )
         return cls(xywh, conf, cls_ids)
 
 

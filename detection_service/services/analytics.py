@@ -253,7 +253,9 @@ def duration_stats(histogram: Iterable[tuple[float, int]]) -> DurationStats:
         return pairs[-1][0]
 
     mean = sum(v * c for v, c in pairs) / n
-    return DurationStats(count=n, median_s=quantile(0.5), p90_s=quantile(0.9), mean_s=round(mean, 1), max_s=pairs[-1][0])
+    return DurationStats(
+        count=n, median_s=quantile(0.5), p90_s=quantile(0.9), mean_s=round(mean, 1), max_s=pairs[-1][0]
+    )
 
 
 def weighted_median(pairs: Iterable[tuple[float, int]]) -> float:
@@ -301,7 +303,11 @@ def resolve_window(period: str, start: str | None, end: str | None, now: datetim
     """``period`` = the span ending at ``end`` (default: the end of the current minute), unless
     ``start`` is given: then [start, start + period) or [start, end)."""
     if period not in PERIODS:
-        raise Invalid(f"period must be one of {list(PERIODS)}, got {period!r}", {"field": "period", "value": period, "allowed": list(PERIODS)}, code="INVALID_PERIOD")  # fmt: skip
+        raise Invalid(
+            f"period must be one of {list(PERIODS)}, got {period!r}",
+            {"field": "period", "value": period, "allowed": list(PERIODS)},
+            code="INVALID_PERIOD",
+        )
     span = PERIOD_SPANS[period]
     start_at = parse_when(start, "start") if start else None
     end_at = parse_when(end, "end", end_of_day=True) if end else None
@@ -313,15 +319,27 @@ def resolve_window(period: str, start: str | None, end: str | None, now: datetim
     if end_at is None:
         end_at = start_at + span
     if start_at >= end_at:
-        raise Invalid("start must be before end", {"field": "start", "start": start_at.isoformat(), "end": end_at.isoformat()}, code="INVALID_DATE_RANGE")  # fmt: skip
+        raise Invalid(
+            "start must be before end",
+            {"field": "start", "start": start_at.isoformat(), "end": end_at.isoformat()},
+            code="INVALID_DATE_RANGE",
+        )
     if end_at - start_at > MAX_WINDOW:
-        raise Invalid(f"the window may span at most {MAX_WINDOW.days} days", {"field": "end", "start": start_at.isoformat(), "end": end_at.isoformat()}, code="INVALID_DATE_RANGE")  # fmt: skip
+        raise Invalid(
+            f"the window may span at most {MAX_WINDOW.days} days",
+            {"field": "end", "start": start_at.isoformat(), "end": end_at.isoformat()},
+            code="INVALID_DATE_RANGE",
+        )
     return Window(start_at, end_at)
 
 
 def _check_int(name: str, value: int, low: int, high: int, code: str) -> None:
     if not low <= value <= high:
-        raise Invalid(f"{name} must be between {low} and {high}, got {value}", {"field": name, "value": value, "min": low, "max": high}, code=code)  # fmt: skip
+        raise Invalid(
+            f"{name} must be between {low} and {high}, got {value}",
+            {"field": name, "value": value, "min": low, "max": high},
+            code=code,
+        )
 
 
 # --- the service ----------------------------------------------------------------------------------
@@ -347,7 +365,9 @@ class AnalyticsService:
     def _cached(self, session: Session, key: tuple, compute: Callable[[], T]) -> T:
         if not self.cache_enabled:
             return compute()
-        stamp = tuple(session.execute(sa.select(sa.func.max(DetectionEvent.id), sa.func.max(DetectionEvent.updated_at))).one())  # fmt: skip
+        stamp = tuple(
+            session.execute(sa.select(sa.func.max(DetectionEvent.id), sa.func.max(DetectionEvent.updated_at))).one()
+        )
         full_key = (*key, stamp)
         now = time.monotonic()
         with self._lock:
@@ -371,34 +391,58 @@ class AnalyticsService:
 
     # -- statistics -----------------------------------------------------------------------------
 
-    def statistics(self, period: str = "week", group_by: str = "type", start: str | None = None,
-                   end: str | None = None, now: datetime | None = None) -> Statistics:  # fmt: skip
+    def statistics(
+        self,
+        period: str = "week",
+        group_by: str = "type",
+        start: str | None = None,
+        end: str | None = None,
+        now: datetime | None = None,
+    ) -> Statistics:
         window = resolve_window(period, start, end, now)
         if group_by not in GROUP_BYS:
-            raise Invalid(f"group_by must be one of {list(GROUP_BYS)}, got {group_by!r}", {"field": "group_by", "value": group_by, "allowed": list(GROUP_BYS)}, code="INVALID_GROUP_BY")  # fmt: skip
+            raise Invalid(
+                f"group_by must be one of {list(GROUP_BYS)}, got {group_by!r}",
+                {"field": "group_by", "value": group_by, "allowed": list(GROUP_BYS)},
+                code="INVALID_GROUP_BY",
+            )
         with self.session_factory() as session:
-            return self._cached(session, ("statistics", period, group_by, window),
-                                lambda: self._statistics(session, period, group_by, window))  # fmt: skip
+            return self._cached(
+                session,
+                ("statistics", period, group_by, window),
+                lambda: self._statistics(session, period, group_by, window),
+            )
 
     def _statistics(self, session: Session, period: str, group_by: str, window: Window) -> Statistics:
         e = DetectionEvent
         secs = local_seconds(e.detected_at, offset_segments(self.zone, window.start, window.end))
-        bucket = {"type": e.object_type_id, "hour": local_hour(secs), "weekday": local_weekday(secs),
-                  "day": local_day(secs)}[group_by]  # fmt: skip
+        bucket = {
+            "type": e.object_type_id,
+            "hour": local_hour(secs),
+            "weekday": local_weekday(secs),
+            "day": local_day(secs),
+        }[group_by]
         inner = (
-            sa.select(bucket.label("bucket"), e.confidence_score.label("conf"), e.tracking_duration.label("dur"),
-                      e.is_false_positive.label("fp"), e.original_type_id.label("orig"))
+            sa.select(
+                bucket.label("bucket"),
+                e.confidence_score.label("conf"),
+                e.tracking_duration.label("dur"),
+                e.is_false_positive.label("fp"),
+                e.original_type_id.label("orig"),
+            )
             .where(e.detected_at >= window.start, e.detected_at < window.end)
             .subquery("events")
-        )  # fmt: skip
+        )
         rows = session.execute(
             sa.select(
-                inner.c.bucket, sa.func.count().label("n"), sa.func.avg(inner.c.conf).label("conf"),
+                inner.c.bucket,
+                sa.func.count().label("n"),
+                sa.func.avg(inner.c.conf).label("conf"),
                 sa.func.avg(inner.c.dur).label("dur"),
                 sa.func.sum(sa.case((inner.c.fp.is_(True), 1), else_=0)).label("fp"),
                 sa.func.sum(sa.case((inner.c.orig.is_not(None), 1), else_=0)).label("relabelled"),
             ).group_by(inner.c.bucket)
-        ).all()  # fmt: skip
+        ).all()
         by_bucket = {int(r.bucket): r for r in rows}
         if group_by == "type":
             codes = self._type_codes(session, by_bucket)
@@ -411,25 +455,42 @@ class AnalyticsService:
             first = self._local(window.start).date()
             last = self._local(window.end - timedelta(seconds=1)).date()
             epoch = date(1970, 1, 1)
-            keys = [((first - epoch).days + i, (first + timedelta(days=i)).isoformat())
-                    for i in range((last - first).days + 1)]  # fmt: skip
+            keys = [
+                ((first - epoch).days + i, (first + timedelta(days=i)).isoformat())
+                for i in range((last - first).days + 1)
+            ]
         groups = []
         for value, key in keys:
             r = by_bucket.get(value)
             n = int(r.n) if r else 0
             fp, relabelled = (int(r.fp or 0), int(r.relabelled or 0)) if r else (0, 0)
-            groups.append(StatisticsGroup(
-                key=key, count=n, mean_confidence=_float(r.conf) if r else None,
-                mean_duration_s=_float(r.dur, 1) if r else None, reclassified=relabelled,
-                reclassified_share=_share(relabelled, n), false_positives=fp, false_positive_share=_share(fp, n),
-            ))  # fmt: skip
-        return Statistics(period=period, group_by=group_by, start=window.start, end=window.end,
-                          time_zone=self.time_zone, total=sum(g.count for g in groups), groups=groups)  # fmt: skip
+            groups.append(
+                StatisticsGroup(
+                    key=key,
+                    count=n,
+                    mean_confidence=_float(r.conf) if r else None,
+                    mean_duration_s=_float(r.dur, 1) if r else None,
+                    reclassified=relabelled,
+                    reclassified_share=_share(relabelled, n),
+                    false_positives=fp,
+                    false_positive_share=_share(fp, n),
+                )
+            )
+        return Statistics(
+            period=period,
+            group_by=group_by,
+            start=window.start,
+            end=window.end,
+            time_zone=self.time_zone,
+            total=sum(g.count for g in groups),
+            groups=groups,
+        )
 
     # -- patterns -------------------------------------------------------------------------------
 
-    def patterns(self, period: str = "month", start: str | None = None, end: str | None = None,
-                 now: datetime | None = None) -> Patterns:  # fmt: skip
+    def patterns(
+        self, period: str = "month", start: str | None = None, end: str | None = None, now: datetime | None = None
+    ) -> Patterns:
         window = resolve_window(period, start, end, now)
         with self.session_factory() as session:
             return self._cached(session, ("patterns", period, window), lambda: self._patterns(session, period, window))
@@ -442,11 +503,12 @@ class AnalyticsService:
             sa.select(e.object_type_id.label("tid"), local_weekday(secs).label("wd"), local_half_hour(secs).label("hh"))
             .where(window_col >= window.start, window_col < window.end, e.is_false_positive.is_(False), *conds)
             .subquery("slots")
-        )  # fmt: skip
+        )
         return session.execute(
-            sa.select(inner.c.tid, inner.c.wd, inner.c.hh, sa.func.count().label("n"))
-            .group_by(inner.c.tid, inner.c.wd, inner.c.hh)
-        ).all()  # fmt: skip
+            sa.select(inner.c.tid, inner.c.wd, inner.c.hh, sa.func.count().label("n")).group_by(
+                inner.c.tid, inner.c.wd, inner.c.hh
+            )
+        ).all()
 
     def _duration_histogram(self, session: Session, type_id: int | None, window: Window) -> list[tuple[int, int]]:
         if type_id is None:
@@ -454,10 +516,16 @@ class AnalyticsService:
         e = DetectionEvent
         rows = session.execute(
             sa.select(e.tracking_duration, sa.func.count())
-            .where(e.object_type_id == type_id, e.detected_at >= window.start, e.detected_at < window.end,
-                   e.tracking_duration.is_not(None), e.ended_at.is_not(None), e.is_false_positive.is_(False))
+            .where(
+                e.object_type_id == type_id,
+                e.detected_at >= window.start,
+                e.detected_at < window.end,
+                e.tracking_duration.is_not(None),
+                e.ended_at.is_not(None),
+                e.is_false_positive.is_(False),
+            )
             .group_by(e.tracking_duration)
-        ).all()  # fmt: skip
+        ).all()
         return [(int(v), int(n)) for v, n in rows]
 
     def _patterns(self, session: Session, period: str, window: Window) -> Patterns:
@@ -474,8 +542,10 @@ class AnalyticsService:
             halves.setdefault(code, [0] * 48)[hh] += n
             days.setdefault(code, [0] * 7)[wd] += n
         overall = [[sum(hist[c][wd][h] for c in hist) for h in range(24)] for wd in range(7)]
-        busiest = sorted(((overall[wd][h], wd, h) for wd in range(7) for h in range(24) if overall[wd][h]),
-                         key=lambda t: (-t[0], t[1], t[2]))[:5]  # fmt: skip
+        busiest = sorted(
+            ((overall[wd][h], wd, h) for wd in range(7) for h in range(24) if overall[wd][h]),
+            key=lambda t: (-t[0], t[1], t[2]),
+        )[:5]
         by_type = {}
         for code, grid in hist.items():
             per_hour = [sum(grid[wd][h] for wd in range(7)) for h in range(24)]
@@ -485,26 +555,48 @@ class AnalyticsService:
             counts = halves.get(code, [0] * 48)
             total = sum(counts)
             runs = covering_runs(counts)
-            wins = [DeliveryWindow(start=_hhmm(a), end=_hhmm(b + 1), arrivals=sum(counts[a : b + 1]),
-                                   share=round(sum(counts[a : b + 1]) / total, 4)) for a, b in runs]  # fmt: skip
+            wins = [
+                DeliveryWindow(
+                    start=_hhmm(a),
+                    end=_hhmm(b + 1),
+                    arrivals=sum(counts[a : b + 1]),
+                    share=round(sum(counts[a : b + 1]) / total, 4),
+                )
+                for a, b in runs
+            ]
             wd_runs = covering_runs(days.get(code, [0] * 7))
             weekdays = [WEEKDAYS[i] for a, b in wd_runs for i in range(a, b + 1)]
             windows[code] = DeliveryPattern(arrivals=total, coverage=COVERAGE, windows=wins, weekdays=weekdays)
         return Patterns(
-            period=period, start=window.start, end=window.end, time_zone=self.time_zone,
-            events=sum(int(r.n) for r in rows), histograms=hist,
+            period=period,
+            start=window.start,
+            end=window.end,
+            time_zone=self.time_zone,
+            events=sum(int(r.n) for r in rows),
+            histograms=hist,
             busiest_hours=[BusyHour(weekday=WEEKDAYS[wd], hour=h, count=n) for n, wd, h in busiest],
-            busiest_hours_by_type=by_type, delivery_windows=windows,
+            busiest_hours_by_type=by_type,
+            delivery_windows=windows,
             package_stay=duration_stats(self._duration_histogram(session, ids.get("package"), window)),
             person_dwell=duration_stats(self._duration_histogram(session, ids.get("person"), window)),
-        )  # fmt: skip
+        )
 
     # -- anomalies ------------------------------------------------------------------------------
 
-    def anomalies(self, sensitivity: str = "medium", days: int = 7, baseline_days: int = 90, limit: int = 100,
-                  now: datetime | None = None) -> Anomalies:  # fmt: skip
+    def anomalies(
+        self,
+        sensitivity: str = "medium",
+        days: int = 7,
+        baseline_days: int = 90,
+        limit: int = 100,
+        now: datetime | None = None,
+    ) -> Anomalies:
         if sensitivity not in SENSITIVITIES:
-            raise Invalid(f"sensitivity must be one of {list(SENSITIVITIES)}, got {sensitivity!r}", {"field": "sensitivity", "value": sensitivity, "allowed": list(SENSITIVITIES)}, code="INVALID_SENSITIVITY")  # fmt: skip
+            raise Invalid(
+                f"sensitivity must be one of {list(SENSITIVITIES)}, got {sensitivity!r}",
+                {"field": "sensitivity", "value": sensitivity, "allowed": list(SENSITIVITIES)},
+                code="INVALID_SENSITIVITY",
+            )
         _check_int("days", days, 1, 31, "INVALID_DAYS")
         _check_int("baseline_days", baseline_days, MIN_HISTORY_DAYS, 365, "INVALID_BASELINE_DAYS")
         _check_int("limit", limit, 1, 500, "INVALID_LIMIT")
@@ -516,8 +608,11 @@ class AnalyticsService:
         window = Window(local_midnight.astimezone(UTC).replace(tzinfo=None), end)
         history = Window(window.start - timedelta(days=baseline_days), window.start)
         with self.session_factory() as session:
-            return self._cached(session, ("anomalies", sensitivity, limit, window, history),
-                                lambda: self._anomalies(session, sensitivity, limit, window, history))  # fmt: skip
+            return self._cached(
+                session,
+                ("anomalies", sensitivity, limit, window, history),
+                lambda: self._anomalies(session, sensitivity, limit, window, history),
+            )
 
     def _anomalies(self, session: Session, sens: str, limit: int, window: Window, history: Window) -> Anomalies:
         e = DetectionEvent
@@ -525,18 +620,31 @@ class AnalyticsService:
         ids = {code: tid for tid, code in codes.items()}
         person, package = ids.get("person"), ids.get("package")
         first, count = session.execute(
-            sa.select(sa.func.min(e.detected_at), sa.func.count())
-            .where(e.detected_at >= history.start, e.detected_at < history.end, e.is_false_positive.is_(False))
-        ).one()  # fmt: skip
+            sa.select(sa.func.min(e.detected_at), sa.func.count()).where(
+                e.detected_at >= history.start, e.detected_at < history.end, e.is_false_positive.is_(False)
+            )
+        ).one()
         covered = (history.end - first).total_seconds() / 86400 if first else 0.0
         baseline = Baseline(start=history.start, end=history.end, days=round(covered, 1), events=int(count or 0))
-        answer = {"sensitivity": sens, "start": window.start, "end": window.end, "time_zone": self.time_zone,
-                  "baseline": baseline}  # fmt: skip
+        answer = {
+            "sensitivity": sens,
+            "start": window.start,
+            "end": window.end,
+            "time_zone": self.time_zone,
+            "baseline": baseline,
+        }
         if covered < MIN_HISTORY_DAYS or baseline.events < MIN_HISTORY_EVENTS:
-            return Anomalies(**answer, insufficient_history=True, total=0, anomalies=[], message=(
-                f"Not enough history to tell what is unusual: {baseline.events} event(s) over {covered:.1f} day(s) "
-                f"before {window.start:%Y-%m-%d %H:%M} UTC; anomalies need at least {MIN_HISTORY_DAYS} days and "
-                f"{MIN_HISTORY_EVENTS} events."))  # fmt: skip
+            return Anomalies(
+                **answer,
+                insufficient_history=True,
+                total=0,
+                anomalies=[],
+                message=(
+                    f"Not enough history to tell what is unusual: {baseline.events} event(s) over {covered:.1f} day(s) "
+                    f"before {window.start:%Y-%m-%d %H:%M} UTC; anomalies need at least {MIN_HISTORY_DAYS} days and "
+                    f"{MIN_HISTORY_EVENTS} events."
+                ),
+            )
         weeks = covered / 7
         slots = [[0] * 24 for _ in range(7)]  # baseline visits per local (weekday, hour)
         for r in self._slot_counts(session, e.detected_at, e.detected_at, history):
@@ -550,13 +658,21 @@ class AnalyticsService:
             sa.select(e.id, e.object_type_id, e.detected_at, e.ended_at, e.tracking_duration)
             .where(e.detected_at >= window.start, e.detected_at < window.end, e.is_false_positive.is_(False))
             .order_by(e.detected_at, e.id)
-        ).all()  # fmt: skip
-        taken = [] if package is None else session.execute(
-            sa.select(e.id, e.detected_at, e.ended_at, e.tracking_duration)
-            .where(e.object_type_id == package, e.ended_at >= window.start, e.ended_at < window.end,
-                   e.is_false_positive.is_(False))
-            .order_by(e.ended_at, e.id)
-        ).all()  # fmt: skip
+        ).all()
+        taken = (
+            []
+            if package is None
+            else session.execute(
+                sa.select(e.id, e.detected_at, e.ended_at, e.tracking_duration)
+                .where(
+                    e.object_type_id == package,
+                    e.ended_at >= window.start,
+                    e.ended_at < window.end,
+                    e.is_false_positive.is_(False),
+                )
+                .order_by(e.ended_at, e.id)
+            ).all()
+        )
         found: list[Anomaly] = []
         found += self._rare_hours(events, slots, weeks, sens, codes)
         found += self._loitering(events, dwell, sens, person)
@@ -567,9 +683,16 @@ class AnalyticsService:
         for a in found:
             kinds[a.kind] += 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing unusual"
-        return Anomalies(**answer, insufficient_history=False, total=len(found), anomalies=found[:limit], message=(
-            f"{summary} since {self._local(window.start):%Y-%m-%d %H:%M} ({self.time_zone}), against "
-            f"{baseline.events} event(s) over {covered:.0f} day(s) before."))  # fmt: skip
+        return Anomalies(
+            **answer,
+            insufficient_history=False,
+            total=len(found),
+            anomalies=found[:limit],
+            message=(
+                f"{summary} since {self._local(window.start):%Y-%m-%d %H:%M} ({self.time_zone}), against "
+                f"{baseline.events} event(s) over {covered:.0f} day(s) before."
+            ),
+        )
 
     # Smoothed events per week in a (weekday, hour) slot: the slot, half of each neighbouring hour,
     # half the mean of the same hour on the other weekdays (a Saturday delivery at the usual hour
@@ -583,10 +706,15 @@ class AnalyticsService:
 
     def _when(self, at: datetime) -> tuple[datetime, str, str]:
         local = self._local(at)
-        return local, local.strftime("%Y-%m-%d %H:%M"), f"{local:%H:%M} on {WEEKDAYS[local.weekday()].capitalize()} {local:%Y-%m-%d}"  # fmt: skip
+        return (
+            local,
+            local.strftime("%Y-%m-%d %H:%M"),
+            f"{local:%H:%M} on {WEEKDAYS[local.weekday()].capitalize()} {local:%Y-%m-%d}",
+        )
 
-    def _rare_hours(self, events: list[Any], slots: list[list[int]], weeks: float, sens: str,
-                    codes: dict[int, str]) -> list[Anomaly]:  # fmt: skip
+    def _rare_hours(
+        self, events: list[Any], slots: list[list[int]], weeks: float, sens: str, codes: dict[int, str]
+    ) -> list[Anomaly]:
         flagged = []
         for ev in events:
             local = self._local(ev.detected_at)
@@ -596,7 +724,11 @@ class AnalyticsService:
         out: list[Anomaly] = []
         group: list[tuple[Any, float, float]] = []
         for item in [*flagged, None]:
-            if item is not None and group and (item[0].detected_at - group[-1][0].detected_at).total_seconds() <= MERGE_RARE_S:
+            if (
+                item is not None
+                and group
+                and (item[0].detected_at - group[-1][0].detected_at).total_seconds() <= MERGE_RARE_S
+            ):
                 group.append(item)
                 continue
             if group:
@@ -604,17 +736,26 @@ class AnalyticsService:
                 local, stamp, when = self._when(group[0][0].detected_at)
                 kinds = sorted({codes.get(g[0].object_type_id, "event") for g in group})
                 wd = WEEKDAYS[local.weekday()].capitalize()
-                out.append(Anomaly(
-                    kind="rare_hour", event_ids=[g[0].id for g in group], score=round(RARE_P[sens] / max(p, 1e-6), 2),
-                    at=group[0][0].detected_at, local_time=stamp,
-                    message=(f"{' and '.join(kinds).capitalize()} at {when}: this door almost never sees anyone "
-                             f"around {local.hour:02d}:00 on a {wd} (about {eff / max(weeks, 1e-9):.2f} visits a week "
-                             f"in {weeks:.0f} weeks of history)."),
-                ))  # fmt: skip
+                out.append(
+                    Anomaly(
+                        kind="rare_hour",
+                        event_ids=[g[0].id for g in group],
+                        score=round(RARE_P[sens] / max(p, 1e-6), 2),
+                        at=group[0][0].detected_at,
+                        local_time=stamp,
+                        message=(
+                            f"{' and '.join(kinds).capitalize()} at {when}: this door almost never sees anyone "
+                            f"around {local.hour:02d}:00 on a {wd} (about {eff / max(weeks, 1e-9):.2f} visits a week "
+                            f"in {weeks:.0f} weeks of history)."
+                        ),
+                    )
+                )
             group = [item] if item is not None else []
         return out
 
-    def _loitering(self, events: list[Any], dwell: list[tuple[int, int]], sens: str, person: int | None) -> list[Anomaly]:
+    def _loitering(
+        self, events: list[Any], dwell: list[tuple[int, int]], sens: str, person: int | None
+    ) -> list[Anomaly]:
         samples = sum(n for _, n in dwell)
         if person is None or samples < MIN_DWELL_SAMPLES:
             return []
@@ -628,12 +769,19 @@ class AnalyticsService:
                 continue
             _, stamp, when = self._when(ev.detected_at)
             minutes = ev.tracking_duration / 60
-            out.append(Anomaly(
-                kind="loitering", event_ids=[ev.id], score=round(ev.tracking_duration / threshold, 2),
-                at=ev.detected_at, local_time=stamp,
-                message=(f"A person stayed at the door for {minutes:.0f} min from {when}; people usually stay "
-                         f"{median:.0f} s (flagged above {threshold:.0f} s)."),
-            ))  # fmt: skip
+            out.append(
+                Anomaly(
+                    kind="loitering",
+                    event_ids=[ev.id],
+                    score=round(ev.tracking_duration / threshold, 2),
+                    at=ev.detected_at,
+                    local_time=stamp,
+                    message=(
+                        f"A person stayed at the door for {minutes:.0f} min from {when}; people usually stay "
+                        f"{median:.0f} s (flagged above {threshold:.0f} s)."
+                    ),
+                )
+            )
         return out
 
     def _bursts(self, events: list[Any], slots: list[list[int]], weeks: float, sens: str) -> list[Anomaly]:
@@ -666,16 +814,31 @@ class AnalyticsService:
             group = events[a : b + 1]
             _, stamp, when = self._when(group[0].detected_at)
             span = (group[-1].detected_at - group[0].detected_at).total_seconds()
-            out.append(Anomaly(
-                kind="burst", event_ids=[ev.id for ev in group], score=round(len(group) / need, 2),
-                at=group[0].detected_at, local_time=stamp,
-                message=(f"{len(group)} events within {span / 60:.1f} min from {when}; at that hour this door "
-                         f"rarely sees more than {need - 1} in {BURST_WINDOW_S // 60} minutes."),
-            ))  # fmt: skip
+            out.append(
+                Anomaly(
+                    kind="burst",
+                    event_ids=[ev.id for ev in group],
+                    score=round(len(group) / need, 2),
+                    at=group[0].detected_at,
+                    local_time=stamp,
+                    message=(
+                        f"{len(group)} events within {span / 60:.1f} min from {when}; at that hour this door "
+                        f"rarely sees more than {need - 1} in {BURST_WINDOW_S // 60} minutes."
+                    ),
+                )
+            )
         return out
 
-    def _taken(self, taken: list[Any], events: list[Any], removals: list[int], slots: list[list[int]],
-               weeks: float, sens: str, person: int | None) -> list[Anomaly]:  # fmt: skip
+    def _taken(
+        self,
+        taken: list[Any],
+        events: list[Any],
+        removals: list[int],
+        slots: list[list[int]],
+        weeks: float,
+        sens: str,
+        person: int | None,
+    ) -> list[Anomaly]:
         persons = [ev for ev in events if ev.object_type_id == person]  # in detected_at order
         starts = [ev.detected_at for ev in persons]
         longest = max(((ev.ended_at or ev.detected_at) - ev.detected_at for ev in persons), default=timedelta(0))
@@ -706,9 +869,14 @@ class AnalyticsService:
             stay = f" after {pkg.tracking_duration / 60:.0f} min at the door" if pkg.tracking_duration else ""
             who = f", while person event {near[0].id} was at the door" if near else ", with no person seen"
             why = f"an unusual hour ({usual})" if unusual else "within seconds of a person at the door"
-            out.append(Anomaly(
-                kind="package_taken", event_ids=[pkg.id, *(ev.id for ev in near)], score=round(max(score, 1.0), 2),
-                at=pkg.ended_at, local_time=stamp,
-                message=f"Package (event {pkg.id}) was taken at {when}{stay}{who}: {why}.",
-            ))  # fmt: skip
+            out.append(
+                Anomaly(
+                    kind="package_taken",
+                    event_ids=[pkg.id, *(ev.id for ev in near)],
+                    score=round(max(score, 1.0), 2),
+                    at=pkg.ended_at,
+                    local_time=stamp,
+                    message=f"Package (event {pkg.id}) was taken at {when}{stay}{who}: {why}.",
+                )
+            )
         return out

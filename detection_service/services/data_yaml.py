@@ -507,8 +507,7 @@ def _check_names(raw: Any, problem: Callable[[str, str], None]) -> list[str] | N
         if map_class_name(name) is None:
             problem(
                 field,
-                f"unknown class {name!r}: not a model class ({', '.join(MODEL_CLASSES)}) "
-                "and no known mapping to one",
+                f"unknown class {name!r}: not a model class ({', '.join(MODEL_CLASSES)}) and no known mapping to one",
             )
     # Returned even with bad entries: its length still makes the nc check meaningful.
     return names
@@ -588,14 +587,12 @@ def _version_taken(label: str, yaml_id: int) -> YamlProblem:
 
 
 def _used_versions(session: Session, ds_pk: int) -> dict[str, int]:
-    rows = session.execute(
-        sa.select(DataYaml.yaml_version, DataYaml.id).where(DataYaml.dataset_id == ds_pk)
-    ).all()
+    rows = session.execute(sa.select(DataYaml.yaml_version, DataYaml.id).where(DataYaml.dataset_id == ds_pk)).all()
     return {label: yaml_id for label, yaml_id in rows if label is not None}
 
 
 def _next_version(used: Mapping[str, int]) -> str:
-    """"1", "2", ...: past both the row count and the highest numeric label, never a used one."""
+    """ "1", "2", ...: past both the row count and the highest numeric label, never a used one."""
     numbers = [int(label) for label in used if label.isdecimal() and len(label) < 10]
     n = max([len(used), *numbers]) + 1
     while str(n) in used:
@@ -630,7 +627,7 @@ def _row_version(row: DataYaml, ds_key: str) -> str | None:
     """The dataset version a stored row points into (from its resolved train path)."""
     prefix = dataset_prefix(ds_key) + "/"
     if row.train_path and row.train_path.startswith(prefix):
-        return row.train_path[len(prefix):].split("/", 1)[0] or None
+        return row.train_path[len(prefix) :].split("/", 1)[0] or None
     return None
 
 

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.datasets.auto_collect import BoxError, parse_bbox
-from detection_service.ml.classes import CLASS_IDS
 from detection_service.errors import Invalid, NotFound, Unavailable
+from detection_service.ml.classes import CLASS_IDS
 from detection_service.storage import ObjectStore, StorageError
 from detection_service.storage.keys import label_key
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
@@ -34,14 +34,32 @@ DEFAULT_URL_TTL = timedelta(hours=1)
 # A list's total is counted again after this long even if nothing seemed to change (see _total).
 TOTAL_TTL_S = 10.0
 # date_range shortcuts of GET /api/events; an explicit range is "<start>/<end>" (ISO 8601).
-DATE_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
-               "30d": timedelta(days=30), "90d": timedelta(days=90)}  # fmt: skip
+DATE_RANGES = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+}
 
 
 # What a list item needs; the rest (bbox JSON, audit columns) is left in the table.
-SUMMARY_COLUMNS = ("id", "object_type_id", "original_type_id", "confidence_score", "detected_at", "ended_at",
-                   "tracking_duration", "tracking_id", "status", "user_verified", "is_false_positive",
-                   "reclassified_at", "model_version", "image_path")  # fmt: skip
+SUMMARY_COLUMNS = (
+    "id",
+    "object_type_id",
+    "original_type_id",
+    "confidence_score",
+    "detected_at",
+    "ended_at",
+    "tracking_duration",
+    "tracking_id",
+    "status",
+    "user_verified",
+    "is_false_positive",
+    "reclassified_at",
+    "model_version",
+    "image_path",
+)
 
 
 class _Type(NamedTuple):
@@ -66,7 +84,11 @@ def parse_when(text: str, name: str, end_of_day: bool = False) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise Invalid(f"{name} must be an ISO 8601 date or date-time, got {text!r}", {"field": name, "value": text}, code="INVALID_DATE") from None  # fmt: skip
+        raise Invalid(
+            f"{name} must be an ISO 8601 date or date-time, got {text!r}",
+            {"field": name, "value": text},
+            code="INVALID_DATE",
+        ) from None
     if end_of_day and len(text.strip()) == 10:
         value += timedelta(days=1)
     return _naive_utc(value)
@@ -84,9 +106,15 @@ def parse_date_range(text: str, now: datetime | None = None) -> tuple[datetime |
         return now - DATE_RANGES[text], None
     if "/" in text:
         start, _, end = text.partition("/")
-        return (parse_when(start, "date_range") if start else None,
-                parse_when(end, "date_range", end_of_day=True) if end else None)  # fmt: skip
-    raise Invalid(f"date_range must be one of {['today', *DATE_RANGES, 'all']} or '<start>/<end>' (ISO 8601)", {"value": text}, code="INVALID_DATE_RANGE")  # fmt: skip
+        return (
+            parse_when(start, "date_range") if start else None,
+            parse_when(end, "date_range", end_of_day=True) if end else None,
+        )
+    raise Invalid(
+        f"date_range must be one of {['today', *DATE_RANGES, 'all']} or '<start>/<end>' (ISO 8601)",
+        {"value": text},
+        code="INVALID_DATE_RANGE",
+    )
 
 
 def check_paging(page: int, limit: int) -> None:
@@ -119,16 +147,20 @@ class EventService:
     def types(self) -> list[ObjectTypeInfo]:
         with self.session_factory() as session:
             rows = session.scalars(sa.select(ObjectType).order_by(ObjectType.id)).all()
-        return [ObjectTypeInfo(id=t.id, code=t.code, name=t.name, description=t.description, is_active=t.is_active)
-                for t in rows]  # fmt: skip
+        return [
+            ObjectTypeInfo(id=t.id, code=t.code, name=t.name, description=t.description, is_active=t.is_active)
+            for t in rows
+        ]
 
     def _type_map(self, session: Session, need: int | None = None, refresh: bool = False) -> dict[int, _Type]:
         """object_types by id, cached (the table changes only by migration or by hand); re-read
         when an id or code is not in the cache."""
         with self._types_lock:
             if refresh or not self._types or (need is not None and need not in self._types):
-                self._types = {i: _Type(c, n) for i, c, n in session.execute(
-                    sa.select(ObjectType.id, ObjectType.code, ObjectType.name))}  # fmt: skip
+                self._types = {
+                    i: _Type(c, n)
+                    for i, c, n in session.execute(sa.select(ObjectType.id, ObjectType.code, ObjectType.name))
+                }
             return self._types
 
     def _type_id(self, session: Session, code: str) -> int:
@@ -137,7 +169,11 @@ class EventService:
             for type_id, kind in types.items():
                 if kind.code == code:
                     return type_id
-        raise Invalid(f"unknown object type {code!r}", {"types": sorted(kind.code for kind in types.values())}, code="UNKNOWN_TYPE")  # fmt: skip
+        raise Invalid(
+            f"unknown object type {code!r}",
+            {"types": sorted(kind.code for kind in types.values())},
+            code="UNKNOWN_TYPE",
+        )
 
     # -- lists ----------------------------------------------------------------------------
 
@@ -150,10 +186,18 @@ class EventService:
         if flt.end is not None:
             conds.append(DetectionEvent.detected_at < flt.end)
         if flt.start is not None and flt.end is not None and flt.start >= flt.end:
-            raise Invalid("the start of the range must be before its end", {"start": flt.start.isoformat(), "end": flt.end.isoformat()}, code="INVALID_DATE_RANGE")  # fmt: skip
+            raise Invalid(
+                "the start of the range must be before its end",
+                {"start": flt.start.isoformat(), "end": flt.end.isoformat()},
+                code="INVALID_DATE_RANGE",
+            )
         if flt.status:
             if flt.status not in tuple(EventStatus):
-                raise Invalid(f"status must be one of {[s.value for s in EventStatus]}", {"value": flt.status}, code="INVALID_STATUS")  # fmt: skip
+                raise Invalid(
+                    f"status must be one of {[s.value for s in EventStatus]}",
+                    {"value": flt.status},
+                    code="INVALID_STATUS",
+                )
             conds.append(DetectionEvent.status == flt.status)
         return conds
 
@@ -187,10 +231,12 @@ class EventService:
     @staticmethod
     def _page_query(conds: list[Any], page: int, limit: int) -> sa.Select[tuple[int]]:
         return (
-            sa.select(DetectionEvent.id).where(*conds)
+            sa.select(DetectionEvent.id)
+            .where(*conds)
             .order_by(DetectionEvent.detected_at.desc(), DetectionEvent.id.desc())
-            .limit(limit).offset((page - 1) * limit)
-        )  # fmt: skip
+            .limit(limit)
+            .offset((page - 1) * limit)
+        )
 
     def list_events(self, flt: EventFilter, page: int = 1, limit: int = 20) -> Page[EventSummary]:
         check_paging(page, limit)
@@ -219,14 +265,16 @@ class EventService:
         event's image count as a correlated count."""
         page = page_ids.subquery("page")
         image_count = (
-            sa.select(sa.func.count(EventImage.id)).where(EventImage.event_id == DetectionEvent.id)
-            .correlate(DetectionEvent).scalar_subquery()
-        )  # fmt: skip
+            sa.select(sa.func.count(EventImage.id))
+            .where(EventImage.event_id == DetectionEvent.id)
+            .correlate(DetectionEvent)
+            .scalar_subquery()
+        )
         return (
             sa.select(*(getattr(DetectionEvent, c) for c in SUMMARY_COLUMNS), image_count.label("image_count"))
             .join(page, page.c.id == DetectionEvent.id)
             .order_by(DetectionEvent.detected_at.desc(), DetectionEvent.id.desc())
-        )  # fmt: skip
+        )
 
     def _summary(self, event: Any, types: dict[int, _Type], image_count: int) -> EventSummary:
         """From an ORM event or a row of SUMMARY_COLUMNS."""
@@ -234,13 +282,23 @@ class EventService:
         original = types.get(event.original_type_id) if event.original_type_id else None
         url, _ = self._url(event.image_path)
         return EventSummary(
-            id=event.id, type=kind.code if kind else "unclassified", type_name=kind.name if kind else "",
-            original_type=original.code if original else None, confidence=event.confidence_score,
-            detected_at=event.detected_at, ended_at=event.ended_at, duration_s=event.tracking_duration,
-            tracking_id=event.tracking_id, status=event.status, user_verified=event.user_verified,
-            is_false_positive=event.is_false_positive, reclassified_at=event.reclassified_at,
-            model_version=event.model_version, image_count=image_count, thumbnail_url=url,
-        )  # fmt: skip
+            id=event.id,
+            type=kind.code if kind else "unclassified",
+            type_name=kind.name if kind else "",
+            original_type=original.code if original else None,
+            confidence=event.confidence_score,
+            detected_at=event.detected_at,
+            ended_at=event.ended_at,
+            duration_s=event.tracking_duration,
+            tracking_id=event.tracking_id,
+            status=event.status,
+            user_verified=event.user_verified,
+            is_false_positive=event.is_false_positive,
+            reclassified_at=event.reclassified_at,
+            model_version=event.model_version,
+            image_count=image_count,
+            thumbnail_url=url,
+        )
 
     def _url(self, key: str | None) -> tuple[str | None, datetime | None]:
         if not key:
@@ -273,17 +331,26 @@ class EventService:
             bbox = None
         return EventDetail(
             **{f: getattr(summary, f) for f in summary.__struct_fields__},
-            bbox=bbox, fps=event.fps, processing_time_ms=event.processing_time,
-            notification_sent=event.notification_sent, images=images,
-        )  # fmt: skip
+            bbox=bbox,
+            fps=event.fps,
+            processing_time_ms=event.processing_time,
+            notification_sent=event.notification_sent,
+            images=images,
+        )
 
     def _image(self, img: EventImage, **extra: Any) -> EventImageInfo:
         url, expires_at = self._url(img.image_path)
         return EventImageInfo(
-            id=img.id, event_id=img.event_id, sequence_number=img.sequence_number, url=url,
-            url_expires_at=expires_at, key=img.image_path, captured_at=img.captured_at,
-            compression_quality=img.compression_quality, **extra,
-        )  # fmt: skip
+            id=img.id,
+            event_id=img.event_id,
+            sequence_number=img.sequence_number,
+            url=url,
+            url_expires_at=expires_at,
+            key=img.image_path,
+            captured_at=img.captured_at,
+            compression_quality=img.compression_quality,
+            **extra,
+        )
 
     def images(self, event_id: int) -> list[EventImageInfo]:
         with self.session_factory() as session:
@@ -299,12 +366,16 @@ class EventService:
             join = sa.join(EventImage, DetectionEvent, EventImage.event_id == DetectionEvent.id)
             total = session.scalar(sa.select(sa.func.count(EventImage.id)).select_from(join).where(*conds)) or 0
             rows = session.execute(
-                sa.select(EventImage, DetectionEvent.bbox_coordinates).select_from(join).where(*conds)
+                sa.select(EventImage, DetectionEvent.bbox_coordinates)
+                .select_from(join)
+                .where(*conds)
                 .order_by(DetectionEvent.detected_at.desc(), EventImage.event_id.desc(), EventImage.sequence_number)
-                .limit(limit).offset((page - 1) * limit)
-            ).all()  # fmt: skip
-            items = [self._image(img, object_type=ObjectTypeCode.UNCLASSIFIED.value, bbox=_json(bbox))
-                     for img, bbox in rows]  # fmt: skip
+                .limit(limit)
+                .offset((page - 1) * limit)
+            ).all()
+            items = [
+                self._image(img, object_type=ObjectTypeCode.UNCLASSIFIED.value, bbox=_json(bbox)) for img, bbox in rows
+            ]
         return Page(items=items, total=total, page=page, limit=limit)
 
     # -- relabelling ----------------------------------------------------------------------
@@ -318,8 +389,11 @@ class EventService:
         with self.session_factory.begin() as session:
             event = self._load(session, event_id)
             new_type_id = self._type_id(session, request.type)
-            changed = (event.object_type_id != new_type_id or event.user_verified != request.verified
-                       or event.is_false_positive != request.false_positive)  # fmt: skip
+            changed = (
+                event.object_type_id != new_type_id
+                or event.user_verified != request.verified
+                or event.is_false_positive != request.false_positive
+            )
             if changed:
                 if event.object_type_id != new_type_id and event.original_type_id is None:
                     event.original_type_id = event.object_type_id
@@ -338,7 +412,11 @@ class EventService:
             for key, text in labels.items():
                 self.store.put_bytes(key, text.encode(), "text/plain")
         except StorageError as exc:
-            raise Unavailable("the new type is saved, but its label files could not be written; repeat the call", {"reason": str(exc)}, code="STORAGE_UNAVAILABLE") from None  # fmt: skip
+            raise Unavailable(
+                "the new type is saved, but its label files could not be written; repeat the call",
+                {"reason": str(exc)},
+                code="STORAGE_UNAVAILABLE",
+            ) from None
         if changed:
             self.invalidate_totals()
         return detail

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -56,9 +56,7 @@ async def check_health(
         return f"webserver {info.get('dagster_webserver_version') or info.get('dagit_version') or ''}".strip()
 
     results = dict(
-        await asyncio.gather(
-            _probe("database", database), _probe("storage", storage), _probe("dagster", orchestrator)
-        )
+        await asyncio.gather(_probe("database", database), _probe("storage", storage), _probe("dagster", orchestrator))
     )
     results["database"].target = engine.dialect.name
     results["storage"].target = f"{store.kind}:{store.bucket}"

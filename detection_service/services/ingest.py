@@ -35,9 +35,14 @@ class IngestState:
             self.connected = False
 
     def snapshot(self) -> IngestStatus:
-        return IngestStatus(connected=self.connected, client=self.client, frames_received=self.frames_received,
-                            frames_invalid=self.frames_invalid, bytes_received=self.bytes_received,
-                            connections=self.connections)  # fmt: skip
+        return IngestStatus(
+            connected=self.connected,
+            client=self.client,
+            frames_received=self.frames_received,
+            frames_invalid=self.frames_invalid,
+            bytes_received=self.bytes_received,
+            connections=self.connections,
+        )
 
 
 def looks_like_image(data: bytes) -> bool:

@@ -27,8 +27,13 @@ class JobService(BatchJobs):
     """The batch-job owner, plus submission from plain (API) values."""
 
     def submit(  # type: ignore[override]
-        self, job_type: str | JobParameters, job_name: str, parameters: dict[str, Any] | None = None,
-        priority: int = 5, *, session: Session | None = None,
+        self,
+        job_type: str | JobParameters,
+        job_name: str,
+        parameters: dict[str, Any] | None = None,
+        priority: int = 5,
+        *,
+        session: Session | None = None,
     ) -> BatchJobView:
         """Queue ``job_type`` with ``parameters`` (validated: ``Invalid`` when they do not fit), or
         an already typed ``JobParameters`` value."""
@@ -46,7 +51,9 @@ class JobService(BatchJobs):
 
 
 def queue_dataset_materialize(
-    session_factory: sessionmaker[Session], dataset_id: str, version: str,
+    session_factory: sessionmaker[Session],
+    dataset_id: str,
+    version: str,
     train: TrainParameters | dict[str, Any] | None = None,
 ) -> int:
     """Queue the Dagster materialization of a freshly stored dataset version (its statistics and
@@ -62,9 +69,12 @@ def queue_dataset_materialize(
         if train is not None:
             dataset = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == dataset_id))
             training = ModelTraining(
-                dataset_id=dataset.id if dataset else None, job_name=f"train on {dataset_id} {version}"[:100],
-                job_type=_given(train.job_type, TrainingJobType.TRAIN), status=JobStatus.PENDING,
-                epochs=_given(train.epochs, None) or 0, batch_size=_given(train.batch_size, None) or 0,
+                dataset_id=dataset.id if dataset else None,
+                job_name=f"train on {dataset_id} {version}"[:100],
+                job_type=_given(train.job_type, TrainingJobType.TRAIN),
+                status=JobStatus.PENDING,
+                epochs=_given(train.epochs, None) or 0,
+                batch_size=_given(train.batch_size, None) or 0,
                 confidence_threshold=_given(train.confidence_threshold, 0.5),
                 sensitivity=_given(train.sensitivity, "medium"),
             )

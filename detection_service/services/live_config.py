@@ -61,8 +61,13 @@ class LiveConfig:
                 try:
                     self.models.reload(value.backend, value.imgsz)
                 except Exception as exc:
-                    log.error("pipeline settings: %s cannot run with backend=%s imgsz=%s: %s",
-                              self.models.loaded_model_id, value.backend, value.imgsz, exc)  # fmt: skip
+                    log.error(
+                        "pipeline settings: %s cannot run with backend=%s imgsz=%s: %s",
+                        self.models.loaded_model_id,
+                        value.backend,
+                        value.imgsz,
+                        exc,
+                    )
             self.pipeline.apply_knobs(value)
 
     def configure(self, changes: Any) -> None:
@@ -95,8 +100,9 @@ class LiveConfig:
                     raise Unprocessable(
                         f"{self.models.loaded_model_id} cannot run with backend={new_knobs.backend} "
                         f"imgsz={new_knobs.imgsz}: {exc}; nothing was changed",
-                        {"backend": new_knobs.backend, "imgsz": new_knobs.imgsz}, code="BACKEND_UNAVAILABLE",
-                    ) from None  # fmt: skip
+                        {"backend": new_knobs.backend, "imgsz": new_knobs.imgsz},
+                        code="BACKEND_UNAVAILABLE",
+                    ) from None
             if detection_changes:
                 try:
                     self.settings_service.update("detection", detection_changes)  # stores + notifies the pipeline

@@ -66,7 +66,9 @@ class ManualDetector:
             raise Unavailable(
                 "no model is deployed: train and deploy one (POST /api/models/train, then "
                 "POST /api/models/{id}/deploy) or run `aidoor bootstrap-model`"
-                + (f"; last load error: {reason}" if reason else ""), code="NO_MODEL")  # fmt: skip
+                + (f"; last load error: {reason}" if reason else ""),
+                code="NO_MODEL",
+            )
         detection = self.detection()
         threshold = detection.confidence_threshold
         sensitivity = self.sensitivity()
@@ -93,12 +95,18 @@ class ManualDetector:
             min_confidence=floor,
         )
         if record and found:
-            result.event_id, result.image_key = self._record(image, found, detector.model_id,
-                                                             detector.last_inference_ms, detection)  # fmt: skip
+            result.event_id, result.image_key = self._record(
+                image, found, detector.model_id, detector.last_inference_ms, detection
+            )
         return result
 
     def _record(
-        self, image: np.ndarray, found: list[Detection], model_id: str, inference_ms: float, detection: DetectionSettings
+        self,
+        image: np.ndarray,
+        found: list[Detection],
+        model_id: str,
+        inference_ms: float,
+        detection: DetectionSettings,
     ) -> tuple[int, str]:
         """One closed event for an uploaded image: its best detection, the image as capture 1."""
         best = max(found, key=lambda d: (d.object_type != UNCLASSIFIED, d.confidence))
@@ -114,8 +122,15 @@ class ManualDetector:
             key = event_image_key(row.id, now, 1)
             self.store.put_bytes(key, jpeg, "image/jpeg")
             row.image_path = key
-            session.add(EventImage(event_id=row.id, image_path=key, sequence_number=1,
-                                   compression_quality=detection.jpeg_quality, captured_at=now))  # fmt: skip
+            session.add(
+                EventImage(
+                    event_id=row.id,
+                    image_path=key,
+                    sequence_number=1,
+                    compression_quality=detection.jpeg_quality,
+                    captured_at=now,
+                )
+            )
 
         values = {
             "confidence_score": round(best.confidence, 4),
@@ -128,8 +143,17 @@ class ManualDetector:
             "tracking_duration": 0,
             "created_by": "api",
         }
-        event_id = record_event(self.session_factory, self.bus, self.alerts, object_type=best.object_type or UNCLASSIFIED,
-                                values=values, bbox=box, tracking_id=0, snapshot=jpeg, in_transaction=store_capture)  # fmt: skip
+        event_id = record_event(
+            self.session_factory,
+            self.bus,
+            self.alerts,
+            object_type=best.object_type or UNCLASSIFIED,
+            values=values,
+            bbox=box,
+            tracking_id=0,
+            snapshot=jpeg,
+            in_transaction=store_capture,
+        )
         return event_id, event_image_key(event_id, now, 1)
 
 

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.batch_jobs import BatchJobs
 from detection_service.datasets.evaluation_set import EVALUATION_SET_ID, NoEvaluationSet, latest_evaluation_set
+from detection_service.errors import Conflict, DomainError, GateFailed, Invalid, NotFound
 from detection_service.ml import registry
 from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.orchestrator import DagsterClient, DagsterUnavailable
-from detection_service.errors import Conflict, DomainError, GateFailed, Invalid, NotFound
 from detection_service.services.jobs import JobService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectStore
@@ -48,29 +48,56 @@ def model_info(row: Model) -> ModelInfo:
     params = metrics.get("training_params")
     per_class = metrics.get("per_class")
     return ModelInfo(
-        id=row.id, model_id=row.model_id, model_name=row.model_name, version=row.version, status=row.status,
-        is_current=bool(row.is_current), accuracy=_float(row.accuracy), map50_95=_float(metrics.get("map50_95")),
-        precision=_float(metrics.get("precision")), recall=_float(metrics.get("recall")),
+        id=row.id,
+        model_id=row.model_id,
+        model_name=row.model_name,
+        version=row.version,
+        status=row.status,
+        is_current=bool(row.is_current),
+        accuracy=_float(row.accuracy),
+        map50_95=_float(metrics.get("map50_95")),
+        precision=_float(metrics.get("precision")),
+        recall=_float(metrics.get("recall")),
         inference_time=f"{row.inference_time}ms" if row.inference_time is not None else None,
-        inference_ms=_float(metrics.get("inference_ms")), model_size=row.model_size,
-        dataset_id=dataset.get("dataset_id"), dataset_version=dataset.get("version"),
-        data_yaml_path=(f"{registry.dataset_prefix(dataset['dataset_id'], dataset['version'])}data.yaml"
-                        if dataset.get("dataset_id") and dataset.get("version") else None),
+        inference_ms=_float(metrics.get("inference_ms")),
+        model_size=row.model_size,
+        dataset_id=dataset.get("dataset_id"),
+        dataset_version=dataset.get("version"),
+        data_yaml_path=(
+            f"{registry.dataset_prefix(dataset['dataset_id'], dataset['version'])}data.yaml"
+            if dataset.get("dataset_id") and dataset.get("version")
+            else None
+        ),
         training_date=row.created_at,
         training_params=(
-            {k: params.get(k) for k in ("epochs", "batch_size", "imgsz", "confidence_threshold", "sensitivity", "profile", "model")}
-            if params else None
+            {
+                k: params.get(k)
+                for k in ("epochs", "batch_size", "imgsz", "confidence_threshold", "sensitivity", "profile", "model")
+            }
+            if params
+            else None
         ),
-        per_class=[dict(zip(("class", "images", "instances", "precision", "recall", "map50", "map50_95"), r, strict=False))
-                   for r in per_class] if per_class else None,
-        gate=metrics.get("gate"), weights_path=row.model_path, onnx_path=row.weights_onnx_path,
+        per_class=[
+            dict(zip(("class", "images", "instances", "precision", "recall", "map50", "map50_95"), r, strict=False))
+            for r in per_class
+        ]
+        if per_class
+        else None,
+        gate=metrics.get("gate"),
+        weights_path=row.model_path,
+        onnx_path=row.weights_onnx_path,
     )
 
 
 class ModelService:
     def __init__(
-        self, session_factory: sessionmaker[Session], store: ObjectStore, jobs: JobService, dagster: DagsterClient,
-        cache_dir: Path, deploy_hook: DeployHook | None = None,
+        self,
+        session_factory: sessionmaker[Session],
+        store: ObjectStore,
+        jobs: JobService,
+        dagster: DagsterClient,
+        cache_dir: Path,
+        deploy_hook: DeployHook | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._store = store
@@ -154,21 +181,38 @@ class ModelService:
         mapping = class_mapping_report(names)
         if not mapping["mapped"]:
             raise Invalid(
-                f"none of the {len(names)} classes of {weights.name} maps onto "
-                f"ours ({', '.join(MODEL_CLASSES)})", {"classes": list(names.values())[:100]}, code="NO_KNOWN_CLASSES")
-        metrics = {"classes": list(names.values()), "class_mapping": mapping, "source": "registered file",
-                   "source_file": weights.name, "format": kind}
+                f"none of the {len(names)} classes of {weights.name} maps onto ours ({', '.join(MODEL_CLASSES)})",
+                {"classes": list(names.values())[:100]},
+                code="NO_KNOWN_CLASSES",
+            )
+        metrics = {
+            "classes": list(names.values()),
+            "class_mapping": mapping,
+            "source": "registered file",
+            "source_file": weights.name,
+            "format": kind,
+        }
         if kind == "openvino":
-            row = registry.register_model_folder(self._session_factory, self._store, weights,
-                                                 model_name=name or weights.name, metrics=metrics)
+            row = registry.register_model_folder(
+                self._session_factory, self._store, weights, model_name=name or weights.name, metrics=metrics
+            )
         else:
             row = registry.register_model(
-                self._session_factory, self._store, weights, model_name=name or weights.stem,
-                metrics=metrics, inference_ms=None, created_by="cli",
+                self._session_factory,
+                self._store,
+                weights,
+                model_name=name or weights.stem,
+                metrics=metrics,
+                inference_ms=None,
+                created_by="cli",
             )
         if evaluate:
-            job = self._jobs.submit(BatchJobType.MODEL_EVALUATION, f"evaluate registered {row.model_id}",
-                                    {"model_id": row.model_id}, priority=4)
+            job = self._jobs.submit(
+                BatchJobType.MODEL_EVALUATION,
+                f"evaluate registered {row.model_id}",
+                {"model_id": row.model_id},
+                priority=4,
+            )
             with self._session_factory.begin() as session:
                 stored = self._find(session, row.model_id)
                 stored.metrics = {**(stored.metrics or {}), "evaluation_job_id": job.id}
@@ -184,25 +228,45 @@ class ModelService:
             raise NotFound(f"dataset {ref!r} not found")
         return row
 
-    def request_training(self, request: TrainRequest, job_type: str = "train", base_model: str | None = None) -> TrainingStatus:
+    def request_training(
+        self, request: TrainRequest, job_type: str = "train", base_model: str | None = None
+    ) -> TrainingStatus:
         with self._session_factory.begin() as session:
             active = session.scalar(sa.select(ModelTraining).where(ModelTraining.status.in_(ACTIVE)))
             if active is not None:
-                raise Conflict(f"training {active.id} is {active.status}; cancel it first", {"training_id": active.id}, code="TRAINING_IN_PROGRESS")
+                raise Conflict(
+                    f"training {active.id} is {active.status}; cancel it first",
+                    {"training_id": active.id},
+                    code="TRAINING_IN_PROGRESS",
+                )
             dataset = self._dataset(session, request.dataset_id)
             version = request.version or dataset.version
             if not self._store.exists(registry.dataset_prefix(dataset.dataset_id, version) + "data.yaml"):
-                raise Invalid(f"dataset {dataset.dataset_id} has no stored version {version!r}", code="DATASET_NOT_READY")
+                raise Invalid(
+                    f"dataset {dataset.dataset_id} has no stored version {version!r}", code="DATASET_NOT_READY"
+                )
             base = self._find(session, base_model).model_id if base_model else None
             training = ModelTraining(
-                dataset_id=dataset.id, job_name=f"{job_type} on {dataset.dataset_id} {version}"[:100], job_type=job_type,
-                status=JobStatus.PENDING, epochs=request.epochs or 0, batch_size=request.batch_size or 0,
-                confidence_threshold=request.confidence_threshold, sensitivity=request.sensitivity,
+                dataset_id=dataset.id,
+                job_name=f"{job_type} on {dataset.dataset_id} {version}"[:100],
+                job_type=job_type,
+                status=JobStatus.PENDING,
+                epochs=request.epochs or 0,
+                batch_size=request.batch_size or 0,
+                confidence_threshold=request.confidence_threshold,
+                sensitivity=request.sensitivity,
             )
             session.add(training)
             session.flush()
-            params = ModelRetrain(**{**msgspec.structs.asdict(request), "dataset_id": dataset.dataset_id,
-                                     "version": version, "training_id": training.id, "base_model_id": base})
+            params = ModelRetrain(
+                **{
+                    **msgspec.structs.asdict(request),
+                    "dataset_id": dataset.dataset_id,
+                    "version": version,
+                    "training_id": training.id,
+                    "base_model_id": base,
+                }
+            )
             self._jobs.submit(params, training.job_name, priority=3, session=session)
             training_id = training.id
         return self.training_status(training_id)
@@ -217,22 +281,34 @@ class ModelService:
                 raise NotFound("no training has been requested yet")
             job = BatchJobs.of_training(session, row.id)
             return TrainingStatus(
-                id=row.id, job_name=row.job_name, job_type=row.job_type, status=row.status,
+                id=row.id,
+                job_name=row.job_name,
+                job_type=row.job_type,
+                status=row.status,
                 dataset_id=row.dataset.dataset_id if row.dataset else None,
-                model_id=row.model.model_id if row.model else None, epochs=row.epochs, current_epoch=row.current_epoch,
-                progress_percentage=row.progress_percentage, training_loss=_float(row.training_loss),
-                final_accuracy=_float(row.final_accuracy), training_time=row.training_time,
-                error_message=row.error_message, dagster_run_id=row.dagster_run_id or (job.dagster_run_id if job else None),
-                batch_job_id=job.id if job else None, current_step=job.current_step if job else None,
-                created_at=row.created_at, started_at=row.started_at, completed_at=row.completed_at,
+                model_id=row.model.model_id if row.model else None,
+                epochs=row.epochs,
+                current_epoch=row.current_epoch,
+                progress_percentage=row.progress_percentage,
+                training_loss=_float(row.training_loss),
+                final_accuracy=_float(row.final_accuracy),
+                training_time=row.training_time,
+                error_message=row.error_message,
+                dagster_run_id=row.dagster_run_id or (job.dagster_run_id if job else None),
+                batch_job_id=job.id if job else None,
+                current_step=job.current_step if job else None,
+                created_at=row.created_at,
+                started_at=row.started_at,
+                completed_at=row.completed_at,
                 last_epoch=row.metrics if row.status == JobStatus.RUNNING else None,
             )
 
     def cancel_training(self) -> TrainingStatus:
         run_id = None
         with self._session_factory.begin() as session:
-            row = session.scalar(sa.select(ModelTraining).where(ModelTraining.status.in_(ACTIVE))
-                                 .order_by(ModelTraining.id.desc()))
+            row = session.scalar(
+                sa.select(ModelTraining).where(ModelTraining.status.in_(ACTIVE)).order_by(ModelTraining.id.desc())
+            )
             if row is None:
                 raise Conflict("no training is pending or running", code="NO_ACTIVE_TRAINING")
             # The training loop polls this status between batches and stops within seconds.
@@ -263,8 +339,8 @@ class ModelService:
                 verdict = self._gate(candidate_id, champion_id)
                 if not verdict["passed"] and not force:
                     raise GateFailed(
-                        f"{candidate_id} does not beat {champion_id}; "
-                        "pass force=true to deploy anyway", verdict)
+                        f"{candidate_id} does not beat {champion_id}; pass force=true to deploy anyway", verdict
+                    )
             model_id, weights = self.weights_path(candidate_id)
             reloaded = False
             if self.deploy_hook is not None:
@@ -273,9 +349,13 @@ class ModelService:
                 reloaded = True
             registry.set_current_model(self._session_factory, candidate_pk)
             self.loaded_model_id = model_id
-            return DeployResult(model=self.info(candidate_id), previous_model_id=champion_id,
-                                forced=bool(force and verdict and not verdict["passed"]), gate=verdict,
-                                detector_reloaded=reloaded)
+            return DeployResult(
+                model=self.info(candidate_id),
+                previous_model_id=champion_id,
+                forced=bool(force and verdict and not verdict["passed"]),
+                gate=verdict,
+                detector_reloaded=reloaded,
+            )
 
     def _gate(self, candidate_id: str, champion_id: str) -> dict[str, Any]:
         """Compare both models on the latest fixed evaluation set (``ml.gating.run_gate``; stored
@@ -285,13 +365,23 @@ class ModelService:
         with self._session_factory() as session:
             stored = (self._find(session, candidate_id).metrics or {}).get("gate")
         latest = latest_evaluation_set(self._session_factory)
-        if (stored and stored.get("champion_id") == champion_id and latest is not None
-                and stored.get("split") == f"{EVALUATION_SET_ID}@{latest[0]}"):
+        if (
+            stored
+            and stored.get("champion_id") == champion_id
+            and latest is not None
+            and stored.get("split") == f"{EVALUATION_SET_ID}@{latest[0]}"
+        ):
             return stored
         collected = SettingsService(self._session_factory).get("training").auto_collect_dataset_id
         try:
-            outcome = run_gate(self._session_factory, self._store, self._cache_dir, candidate_id,
-                               champion_id=champion_id, collected_dataset_id=collected)
+            outcome = run_gate(
+                self._session_factory,
+                self._store,
+                self._cache_dir,
+                candidate_id,
+                champion_id=champion_id,
+                collected_dataset_id=collected,
+            )
         except NoEvaluationSet as exc:
             raise Conflict(f"cannot compare the models: {exc}", code="NO_EVALUATION_SET") from None
         return msgspec.to_builtins(outcome.verdict)

@@ -109,10 +109,15 @@ class PipelineService:
         self.models = ModelLoader(self.holder, model_service, lambda: self.live.knobs)
         self.live = LiveConfig(knobs, settings_service, self.pipeline, self.models, self._control_lock)
         self.manual = ManualDetector(
-            holder=self.holder, models=self.models, detection=lambda: self.pipeline.detection,
-            sensitivity=lambda: self.live.knobs.sensitivity, session_factory=session_factory, store=store,
-            bus=self.bus, alerts=alerts,
-        )  # fmt: skip
+            holder=self.holder,
+            models=self.models,
+            detection=lambda: self.pipeline.detection,
+            sensitivity=lambda: self.live.knobs.sensitivity,
+            session_factory=session_factory,
+            store=store,
+            bus=self.bus,
+            alerts=alerts,
+        )
         self.broadcaster = FrameBroadcaster(self.pipeline)
         self.ingest = IngestState()
         self.user_stopped = False  # an explicit stop: settings changes must not start it again
@@ -206,7 +211,10 @@ class PipelineService:
             if action in ("start", "restart") and not self.pipeline.camera.source.strip():
                 raise Conflict(
                     "no camera source is configured: set one with PUT /api/settings/camera "
-                    '{"source": "rtsp://... | /path/video.mp4 | 0 | push"} (or build the demo video: aidoor demo-video)', code="NO_CAMERA_SOURCE")  # fmt: skip
+                    '{"source": "rtsp://... | /path/video.mp4 | 0 | push"} '
+                    "(or build the demo video: aidoor demo-video)",
+                    code="NO_CAMERA_SOURCE",
+                )
             try:
                 if action == "start":
                     self.user_stopped = False
@@ -219,7 +227,9 @@ class PipelineService:
                     self.user_stopped = False
                     self.pipeline.restart()
                 else:
-                    raise Invalid(f"unknown action {action!r}", {"allowed": ["start", "stop", "restart"]}, code="INVALID_ACTION")  # fmt: skip
+                    raise Invalid(
+                        f"unknown action {action!r}", {"allowed": ["start", "stop", "restart"]}, code="INVALID_ACTION"
+                    )
             except RuntimeError as exc:  # the previous thread is still inside a blocking read
                 raise Conflict(str(exc), code="BUSY") from None
         return self.pipeline.status()

@@ -25,8 +25,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectInfo, ObjectStore, StorageError
 from detection_service.storage.keys import EVENTS_PREFIX, event_id_of
-from schemas.db import (BatchJob, DetectionEvent, EventImage, Model, ModelTraining, NotificationHistory, SystemLog,
-                        SystemStatusLog, utcnow)
+from schemas.db import (
+    BatchJob,
+    DetectionEvent,
+    EventImage,
+    Model,
+    ModelTraining,
+    NotificationHistory,
+    SystemLog,
+    SystemStatusLog,
+    utcnow,
+)
 from schemas.enums import JobStatus
 from schemas.settings import StorageSettings
 from schemas.system import CleanupReport
@@ -49,8 +58,9 @@ class RetentionService:
         self.store = store
         self.settings = settings
 
-    def cleanup_images(self, max_days: int | None = None, max_size_gb: float | None = None,
-                       now: datetime | None = None) -> CleanupReport:  # fmt: skip
+    def cleanup_images(
+        self, max_days: int | None = None, max_size_gb: float | None = None, now: datetime | None = None
+    ) -> CleanupReport:
         """Delete events older than max_days, then the oldest ones while captures exceed
         max_size_gb, then orphans (objects without an event row, image rows without an object)."""
         started = time.monotonic()
@@ -119,11 +129,13 @@ class RetentionService:
 
     def _expired_ids(self, cutoff: datetime, now: datetime) -> list[int]:
         with self.session_factory() as session:
-            return list(session.scalars(
-                sa.select(DetectionEvent.id)
-                .where(DetectionEvent.detected_at < cutoff, self._not_in_flight(now))
-                .order_by(DetectionEvent.detected_at, DetectionEvent.id)
-            ))  # fmt: skip
+            return list(
+                session.scalars(
+                    sa.select(DetectionEvent.id)
+                    .where(DetectionEvent.detected_at < cutoff, self._not_in_flight(now))
+                    .order_by(DetectionEvent.detected_at, DetectionEvent.id)
+                )
+            )
 
     def _oldest_ids(self, now: datetime) -> Iterable[int]:
         after: tuple[datetime, int] | None = None
@@ -135,7 +147,7 @@ class RetentionService:
                 rows = session.execute(query.order_by(DetectionEvent.detected_at, DetectionEvent.id).limit(BATCH)).all()
             if not rows:
                 return
-            for detected_at, event_id in rows:
+            for _detected_at, event_id in rows:
                 yield event_id
             after = tuple(rows[-1])  # type: ignore[assignment]
 
@@ -146,8 +158,9 @@ class RetentionService:
                 found.update(session.scalars(sa.select(DetectionEvent.id).where(DetectionEvent.id.in_(chunk))))
         return found
 
-    def _delete_events(self, ids: Sequence[int], report: CleanupReport,
-                       objects: dict[int, list[ObjectInfo]] | None = None) -> None:  # fmt: skip
+    def _delete_events(
+        self, ids: Sequence[int], report: CleanupReport, objects: dict[int, list[ObjectInfo]] | None = None
+    ) -> None:
         for chunk in _chunks(ids):
             with self.session_factory.begin() as session:
                 prefixes = {
@@ -201,7 +214,7 @@ class RetentionService:
                 sa.select(EventImage.id, EventImage.image_path, EventImage.event_id)
                 .join(DetectionEvent, DetectionEvent.id == EventImage.event_id)
                 .where(DetectionEvent.detected_at < older_than, DetectionEvent.ended_at.is_not(None))
-            ).all()  # fmt: skip
+            ).all()
             missing = [(row_id, event_id) for row_id, path, event_id in rows if path not in keys]
             for chunk in _chunks([row_id for row_id, _ in missing]):
                 deleted += session.execute(sa.delete(EventImage).where(EventImage.id.in_(chunk))).rowcount
@@ -215,8 +228,13 @@ class RetentionService:
 
     # -- temp -----------------------------------------------------------------------------
 
-    def cleanup_temp(self, data_dir: Path, older_than: timedelta = timedelta(hours=24),
-                     cache_max_age: timedelta = timedelta(days=30), now: datetime | None = None) -> CleanupReport:
+    def cleanup_temp(
+        self,
+        data_dir: Path,
+        older_than: timedelta = timedelta(hours=24),
+        cache_max_age: timedelta = timedelta(days=30),
+        now: datetime | None = None,
+    ) -> CleanupReport:
         """Delete what the data dir holds only for a while: run work dirs (``work/``), upload
         staging (``tmp/``), export staging left by a crash (``.staging-*``, ``.int8-*``,
         ``*.partial`` under ``cache/``), all untouched for ``older_than``; and cached dataset
@@ -262,8 +280,10 @@ class RetentionService:
         cache = data_dir / "cache"
         for staging in _staging_entries(cache):
             consider(staging, older_than)
-        cached = [*(v for d in _children(cache / "datasets") for v in _children(d) if d.is_dir()),
-                  *_children(cache / "models")]
+        cached = [
+            *(v for d in _children(cache / "datasets") for v in _children(d) if d.is_dir()),
+            *_children(cache / "models"),
+        ]
         for entry in cached:
             if not entry.exists():
                 continue
@@ -274,17 +294,22 @@ class RetentionService:
             else:
                 consider(entry, cache_max_age)
         report.duration_ms = round((time.monotonic() - started) * 1000)
-        log.info("clean-up (temp): %d deleted (%d bytes), %d kept", report.temp_deleted, report.bytes_freed,
-                 report.temp_kept)
+        log.info(
+            "clean-up (temp): %d deleted (%d bytes), %d kept", report.temp_deleted, report.bytes_freed, report.temp_kept
+        )
         return report
 
     def _in_use(self) -> tuple[set[str], set[str]]:
         """Dagster run ids of pending/running jobs, and the model_id of the deployed model(s)."""
         active = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
         with self.session_factory() as session:
-            runs = {run for table in (BatchJob, ModelTraining) for run in session.scalars(
-                sa.select(table.dagster_run_id).where(table.status.in_(active), table.dagster_run_id.is_not(None))
-            )}
+            runs = {
+                run
+                for table in (BatchJob, ModelTraining)
+                for run in session.scalars(
+                    sa.select(table.dagster_run_id).where(table.status.in_(active), table.dagster_run_id.is_not(None))
+                )
+            }
             current = set(session.scalars(sa.select(Model.model_id).where(Model.is_current.is_(True))))
         return runs, current
 
@@ -340,8 +365,7 @@ def _remove(path: Path) -> int | None:
             size = path.lstat().st_size
             path.unlink()
             return size
-        size = sum(os.lstat(os.path.join(folder, name)).st_size
-                   for folder, _, files in os.walk(path) for name in files)
+        size = sum(os.lstat(os.path.join(folder, name)).st_size for folder, _, files in os.walk(path) for name in files)
         shutil.rmtree(path)
         return size
     except FileNotFoundError:

@@ -27,9 +27,7 @@ Listener = Callable[[str, msgspec.Struct], None]
 
 class UnknownCategory(NotFound, KeyError):
     def __init__(self, category: str) -> None:
-        super().__init__(
-            f"unknown settings category {category!r}", {"categories": sorted(SETTINGS_CATEGORIES)}
-        )
+        super().__init__(f"unknown settings category {category!r}", {"categories": sorted(SETTINGS_CATEGORIES)})
 
 
 class InvalidSettings(Invalid, ValueError):
@@ -52,7 +50,7 @@ class SettingsService:
         with self._session_factory() as session:
             rows = session.scalars(sa.select(SystemSetting).where(SystemSetting.category == category)).all()
         stored = {row.setting_key: decode_setting_value(row.setting_value, row.data_type) for row in rows}
-        known = {name for name in struct_type.__struct_fields__}
+        known = set(struct_type.__struct_fields__)
         merged = {**msgspec.to_builtins(struct_type()), **{k: v for k, v in stored.items() if k in known}}
         try:
             return msgspec.convert(merged, struct_type)
@@ -79,7 +77,7 @@ class SettingsService:
         the commit."""
         if not isinstance(changes_by_category, dict) or not changes_by_category:
             raise InvalidSettings(
-                "settings must be a JSON object of categories, e.g. {\"camera\": {\"fps\": 15}}",
+                'settings must be a JSON object of categories, e.g. {"camera": {"fps": 15}}',
                 [{"message": "expected an object with at least one category"}],
             )
         unknown_categories = sorted(set(changes_by_category) - set(SETTINGS_CATEGORIES))
@@ -87,8 +85,10 @@ class SettingsService:
             raise InvalidSettings(
                 f"unknown settings categor{'y' if len(unknown_categories) == 1 else 'ies'}: "
                 f"{', '.join(unknown_categories)}",
-                [{"category": name, "message": "unknown category", "categories": sorted(SETTINGS_CATEGORIES)}
-                 for name in unknown_categories],
+                [
+                    {"category": name, "message": "unknown category", "categories": sorted(SETTINGS_CATEGORIES)}
+                    for name in unknown_categories
+                ],
             )
         with self._lock:
             updated: dict[str, msgspec.Struct] = {}

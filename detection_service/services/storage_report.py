@@ -39,12 +39,15 @@ class StorageReportService:
     def report(self) -> StorageReport:
         snapshot = self.latest_snapshot()
         if snapshot is None:
-            message = ("no object store snapshot yet: the storage_usage asset (hourly schedule) has not run; "
-                       "materialize it in Dagster to get one")
+            message = (
+                "no object store snapshot yet: the storage_usage asset (hourly schedule) has not run; "
+                "materialize it in Dagster to get one"
+            )
         else:
             message = f"object store as of {snapshot.taken_at.isoformat()}Z ({snapshot.age_s:.0f} s ago)"
-        return StorageReport(object_store=snapshot, database=self.database_usage(), disk=self.disk_usage(),
-                             message=message)
+        return StorageReport(
+            object_store=snapshot, database=self.database_usage(), disk=self.disk_usage(), message=message
+        )
 
     def latest_snapshot(self) -> ObjectStoreSnapshot | None:
         with self.session_factory() as session:
@@ -71,10 +74,12 @@ class StorageReportService:
                 return DatabaseUsage(dialect=dialect, bytes=size, detail=str(path))
             if dialect in ("mysql", "mariadb"):
                 with self.engine.connect() as conn:
-                    size = conn.execute(sa.text(
-                        "SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables "
-                        "WHERE table_schema = DATABASE()"
-                    )).scalar()
+                    size = conn.execute(
+                        sa.text(
+                            "SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables "
+                            "WHERE table_schema = DATABASE()"
+                        )
+                    ).scalar()
                 return DatabaseUsage(dialect=dialect, bytes=int(size or 0), detail=self.engine.url.database)
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             log.warning("database size unknown: %s", exc)
@@ -87,8 +92,7 @@ class StorageReportService:
         except OSError as exc:
             log.warning("free space of %s unknown: %s", self.data_dir, exc)
             return None
-        return DiskUsage(path=str(self.data_dir), total_bytes=usage.total, used_bytes=usage.used,
-                         free_bytes=usage.free)
+        return DiskUsage(path=str(self.data_dir), total_bytes=usage.total, used_bytes=usage.used, free_bytes=usage.free)
 
 
 def _snapshot(logged_at: Any, metadata: dict[str, Any]) -> ObjectStoreSnapshot:

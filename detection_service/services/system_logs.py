@@ -18,6 +18,7 @@ so ``general.log_level`` can only raise the bar above it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import queue
@@ -164,8 +165,13 @@ class SystemLogHandler(logging.handlers.QueueHandler):
             message = record.getMessage()
         except Exception as exc:  # a bad format string must not lose the record
             message = f"{record.msg!r} (unformattable: {exc})"
-        details: dict[str, Any] = {"logger": record.name, "module": record.module, "function": record.funcName,
-                                   "line": record.lineno, "thread": record.threadName}
+        details: dict[str, Any] = {
+            "logger": record.name,
+            "module": record.module,
+            "function": record.funcName,
+            "line": record.lineno,
+            "thread": record.threadName,
+        }
         if record.exc_info and record.exc_info[1] is not None:
             details["exception"] = "".join(traceback.format_exception(*record.exc_info))[-MAX_TRACEBACK:]
         elif record.exc_text:
@@ -186,8 +192,10 @@ class SystemLogHandler(logging.handlers.QueueHandler):
                 self.dropped += 1
                 first, self._dropping = not self._dropping, True
             if first:  # once until the writer has written again
-                log.warning("system_logs queue full (%d records): dropping log records until the database keeps up",
-                            self.capacity)
+                log.warning(
+                    "system_logs queue full (%d records): dropping log records until the database keeps up",
+                    self.capacity,
+                )
 
     def set_level_name(self, name: str) -> None:
         self.setLevel(logging.getLevelName(name.upper()))
@@ -200,8 +208,13 @@ class SystemLogHandler(logging.handlers.QueueHandler):
     def stats(self) -> LogHandlerStats:
         with self._stats_lock:
             return LogHandlerStats(
-                level=logging.getLevelName(self.level), queue_size=self.queue.qsize(), queue_capacity=self.capacity,
-                written=self.written, dropped=self.dropped, failed=self.failed, last_error=self.last_error,
+                level=logging.getLevelName(self.level),
+                queue_size=self.queue.qsize(),
+                queue_capacity=self.capacity,
+                written=self.written,
+                dropped=self.dropped,
+                failed=self.failed,
+                last_error=self.last_error,
             )
 
     def flush(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
@@ -219,10 +232,8 @@ class SystemLogHandler(logging.handlers.QueueHandler):
         """Write what is queued (up to a few seconds), stop the writer."""
         if not self._stopping.is_set():
             self._stopping.set()
-            try:
+            with contextlib.suppress(queue.Full):
                 self.queue.put(_STOP, timeout=2.0)
-            except queue.Full:
-                pass
             self._writer.join(timeout=5.0)
         super().close()
 
@@ -265,8 +276,12 @@ class SystemLogHandler(logging.handlers.QueueHandler):
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 first, self._failing = not self._failing, True
             if first:
-                log.warning("system_logs: writing %d log records failed (%s); they are dropped, retrying in %.0f s",
-                            len(batch), self.last_error, self.retry_after_s)
+                log.warning(
+                    "system_logs: writing %d log records failed (%s); they are dropped, retrying in %.0f s",
+                    len(batch),
+                    self.last_error,
+                    self.retry_after_s,
+                )
             self._stopping.wait(self.retry_after_s)
             return
         with self._stats_lock:
@@ -274,12 +289,16 @@ class SystemLogHandler(logging.handlers.QueueHandler):
             recovered = self._failing or self._dropping
             self._failing = self._dropping = False
         if recovered:
-            log.warning("system_logs: writing again (so far %d records dropped, %d lost to failed writes)",
-                        self.dropped, self.failed)
+            log.warning(
+                "system_logs: writing again (so far %d records dropped, %d lost to failed writes)",
+                self.dropped,
+                self.failed,
+            )
 
 
 def install_log_handler(
-    session_factory: sessionmaker[Session], settings_service: SettingsService | None = None,
+    session_factory: sessionmaker[Session],
+    settings_service: SettingsService | None = None,
     logger: logging.Logger | None = None,
 ) -> SystemLogHandler:
     """Put a SystemLogHandler on ``logger`` (default: the root logger) at the ``general.log_level``
@@ -311,27 +330,36 @@ class SystemLogService:
         self.handler = handler
 
     def list(
-        self, level: str | None = None, component: str | None = None, date_range: str | None = None,
-        page: int = 1, limit: int = 50,
+        self,
+        level: str | None = None,
+        component: str | None = None,
+        date_range: str | None = None,
+        page: int = 1,
+        limit: int = 50,
     ) -> SystemLogPage:
         check_paging(page, limit)
         conds: list[Any] = []
         if level is not None:
             name = level.strip().upper()
             if name not in _LEVELS:
-                raise Invalid(f"level must be one of {_LEVELS} (the lowest level shown)", {"value": level},
-                              code="INVALID_LEVEL")
-            conds.append(SystemLog.level.in_(_LEVELS[_LEVELS.index(name):]))
+                raise Invalid(
+                    f"level must be one of {_LEVELS} (the lowest level shown)", {"value": level}, code="INVALID_LEVEL"
+                )
+            conds.append(SystemLog.level.in_(_LEVELS[_LEVELS.index(name) :]))
         if component is not None:
             if component not in COMPONENT_NAMES:
-                raise Invalid(f"component must be one of {list(COMPONENT_NAMES)}", {"value": component},
-                              code="INVALID_COMPONENT")
+                raise Invalid(
+                    f"component must be one of {list(COMPONENT_NAMES)}", {"value": component}, code="INVALID_COMPONENT"
+                )
             conds.append(SystemLog.component == component)
         if date_range is not None:
             start, end = parse_date_range(date_range)
             if start is not None and end is not None and start >= end:
-                raise Invalid("the start of the range must be before its end",
-                              {"start": start.isoformat(), "end": end.isoformat()}, code="INVALID_DATE_RANGE")
+                raise Invalid(
+                    "the start of the range must be before its end",
+                    {"start": start.isoformat(), "end": end.isoformat()},
+                    code="INVALID_DATE_RANGE",
+                )
             if start is not None:
                 conds.append(SystemLog.created_at >= start)
             if end is not None:
@@ -339,14 +367,24 @@ class SystemLogService:
         with self.session_factory() as session:
             total = session.scalar(sa.select(sa.func.count(SystemLog.id)).where(*conds)) or 0
             rows = session.scalars(
-                sa.select(SystemLog).where(*conds)
+                sa.select(SystemLog)
+                .where(*conds)
                 .order_by(SystemLog.created_at.desc(), SystemLog.id.desc())
-                .limit(limit).offset((page - 1) * limit)
+                .limit(limit)
+                .offset((page - 1) * limit)
             ).all()
             items = [
-                SystemLogEntry(id=r.id, level=r.level, component=r.component, message=r.message, details=r.details,
-                               user_id=r.user_id, created_at=r.created_at)
+                SystemLogEntry(
+                    id=r.id,
+                    level=r.level,
+                    component=r.component,
+                    message=r.message,
+                    details=r.details,
+                    user_id=r.user_id,
+                    created_at=r.created_at,
+                )
                 for r in rows
             ]
-        return SystemLogPage(items=items, total=total, page=page, limit=limit,
-                             handler=self.handler.stats() if self.handler else None)
+        return SystemLogPage(
+            items=items, total=total, page=page, limit=limit, handler=self.handler.stats() if self.handler else None
+        )

@@ -53,6 +53,4 @@ def make_object_store(settings: Settings) -> ObjectStore:
             secure=settings.s3_secure,
             region=settings.s3_region,
         )
-    return LocalObjectStore(
-        settings.local_store_dir, settings.s3_bucket, settings.public_url, settings.signing_key()
-    )
+    return LocalObjectStore(settings.local_store_dir, settings.s3_bucket, settings.public_url, settings.signing_key())

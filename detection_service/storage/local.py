@@ -216,9 +216,7 @@ def _may_match(dir_prefix: str, prefix: str) -> bool:
     return dir_prefix.startswith(prefix) or prefix.startswith(dir_prefix)
 
 
-def _write_atomic(
-    dest: Path, write: Callable[[BinaryIO], object], tmp_dir: Path, *, fsync: bool = True
-) -> None:
+def _write_atomic(dest: Path, write: Callable[[BinaryIO], object], tmp_dir: Path, *, fsync: bool = True) -> None:
     # tmp_dir must be on dest's file system for os.replace to be atomic.
     tmp_dir.mkdir(parents=True, exist_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -29,9 +29,7 @@ from detection_service.storage.base import (
     validate_bucket,
 )
 
-_AUTH_CODES = frozenset(
-    {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken"}
-)
+_AUTH_CODES = frozenset({"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken"})
 _CHUNK = 1024 * 1024
 
 

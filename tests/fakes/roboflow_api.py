@@ -88,16 +88,32 @@ class FakeRoboflow:
         if method != "GET" or not parts or parts[0] != ws:
             return 404, {"error": {"message": f"Unsupported request: {method} /{'/'.join(parts)}"}}
         project_info = {
-            "id": f"{ws}/{proj}", "name": proj, "type": "object-detection", "annotation": "packages",
-            "classes": self.classes, "colors": {}, "created": now - 86400, "updated": now,
-            "images": self.images, "unannotated": 0, "public": True,
-            "splits": {"train": 0, "valid": 0, "test": 0}, "versions": 1,
+            "id": f"{ws}/{proj}",
+            "name": proj,
+            "type": "object-detection",
+            "annotation": "packages",
+            "classes": self.classes,
+            "colors": {},
+            "created": now - 86400,
+            "updated": now,
+            "images": self.images,
+            "unannotated": 0,
+            "public": True,
+            "splits": {"train": 0, "valid": 0, "test": 0},
+            "versions": 1,
         }
         version_info = {
-            "id": f"{ws}/{proj}/{ver}", "name": proj, "version": ver, "created": now - 3600,
-            "images": self.images, "splits": {}, "augmentation": {}, "preprocessing": {},
+            "id": f"{ws}/{proj}/{ver}",
+            "name": proj,
+            "version": ver,
+            "created": now - 3600,
+            "images": self.images,
+            "splits": {},
+            "augmentation": {},
+            "preprocessing": {},
             "exports": [],  # nothing ready yet: the SDK asks for the export and polls
-            "generating": False, "progress": 1.0,
+            "generating": False,
+            "progress": 1.0,
         }
         if len(parts) == 1:
             return 200, {"workspace": {"name": ws, "url": ws, "projects": [project_info], "members": []}}
@@ -172,8 +188,14 @@ def serve_fake_roboflow(
     zip_path = zip_folder(export_dir, tmp_dir / "roboflow-export.zip")
     images = sum(1 for p in export_dir.glob("*/images/*") if p.is_file())
     fake = FakeRoboflow(
-        workspace=workspace, project=project, version=version, api_key=api_key, zip_path=zip_path,
-        images=images, classes={"package": images}, preparing_polls=preparing_polls,
+        workspace=workspace,
+        project=project,
+        version=version,
+        api_key=api_key,
+        zip_path=zip_path,
+        images=images,
+        classes={"package": images},
+        preparing_polls=preparing_polls,
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     server.daemon_threads = True

@@ -101,11 +101,20 @@ class FakeTelegram:
         with self._lock:
             self.tokens[token] = username
 
-    def fail(self, method: str, status: int = 500, *, retry_after: int | None = None, hang_s: float | None = None,
-             chat_id: str | int | None = None, times: int = 1) -> None:  # fmt: skip
+    def fail(
+        self,
+        method: str,
+        status: int = 500,
+        *,
+        retry_after: int | None = None,
+        hang_s: float | None = None,
+        chat_id: str | int | None = None,
+        times: int = 1,
+    ) -> None:
         with self._lock:
-            self.failures.append(Failure(method, status, retry_after, hang_s,
-                                         None if chat_id is None else str(chat_id), times))  # fmt: skip
+            self.failures.append(
+                Failure(method, status, retry_after, hang_s, None if chat_id is None else str(chat_id), times)
+            )
 
     def press(self, token: str, chat_id: str | int, message_id: int, data: str, user_id: int = 4242) -> int:
         """Queue a callback_query update (a user pressing an inline button under a message)."""
@@ -130,8 +139,11 @@ class FakeTelegram:
 
     def sent_to(self, chat_id: str | int | None = None, method: str | None = None) -> list[Sent]:
         with self._lock:
-            return [s for s in self.sent if (chat_id is None or s.chat_id == str(chat_id))
-                    and (method is None or s.method == method)]  # fmt: skip
+            return [
+                s
+                for s in self.sent
+                if (chat_id is None or s.chat_id == str(chat_id)) and (method is None or s.method == method)
+            ]
 
     def calls(self, method: str) -> int:
         with self._lock:
@@ -193,8 +205,9 @@ class FakeTelegram:
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                         name="fake-telegram").start()  # fmt: skip
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="fake-telegram"
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -221,7 +234,7 @@ class FakeTelegram:
         token, method = parts[0][3:], parts[1]
         fields, files = _parse_body(content_type, body)
         with self._lock:
-            self.requests.append((method, token, {k: v for k, v in fields.items()}))
+            self.requests.append((method, token, dict(fields.items())))
             self._lock.notify_all()
             if token not in self.tokens:
                 return 401, _error(401, "Unauthorized")
@@ -255,8 +268,7 @@ class FakeTelegram:
         return None
 
     def _bot_user(self, token: str) -> dict[str, Any]:
-        return {"id": int(token.split(":")[0]), "is_bot": True, "first_name": "AI Door",
-                "username": self.tokens[token]}  # fmt: skip
+        return {"id": int(token.split(":")[0]), "is_bot": True, "first_name": "AI Door", "username": self.tokens[token]}
 
     def _m_getMe(self, token: str, fields: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
         return self._bot_user(token)
@@ -276,8 +288,15 @@ class FakeTelegram:
                 "from": self._bot_user(token),
             }
             if photo is not None:
-                message["photo"] = [{"file_id": f"ph{message_id}", "file_unique_id": f"u{message_id}", "width": 320,
-                                     "height": 240, "file_size": len(photo)}]  # fmt: skip
+                message["photo"] = [
+                    {
+                        "file_id": f"ph{message_id}",
+                        "file_unique_id": f"u{message_id}",
+                        "width": 320,
+                        "height": 240,
+                        "file_size": len(photo),
+                    }
+                ]
                 if fields.get("caption"):
                     message["caption"] = fields["caption"]
             else:
@@ -285,8 +304,19 @@ class FakeTelegram:
             if markup:
                 message["reply_markup"] = markup
             self._messages[(str(chat_id), message_id)] = message
-            self.sent.append(Sent(method, token, str(chat_id), message_id, fields.get("text"), fields.get("caption"),
-                                  photo, markup, time.monotonic()))  # fmt: skip
+            self.sent.append(
+                Sent(
+                    method,
+                    token,
+                    str(chat_id),
+                    message_id,
+                    fields.get("text"),
+                    fields.get("caption"),
+                    photo,
+                    markup,
+                    time.monotonic(),
+                )
+            )
             self._lock.notify_all()
         return message
 

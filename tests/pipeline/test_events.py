@@ -29,15 +29,23 @@ SIZE = (320, 240)
 
 
 class Rig:
-    def __init__(self, session_factory: sessionmaker[Session], store, config: PipelineConfig | None = None,
-                 settings: DetectionSettings | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        store,
+        config: PipelineConfig | None = None,
+        settings: DetectionSettings | None = None,
+    ) -> None:
         self.bus = EventBus()
         self.sub = self.bus.subscribe("test")
         self.settings = settings or DetectionSettings(capture_count=3, capture_interval=0.5, jpeg_quality=70)
         self.recorder = EventRecorder(
-            session_factory, store, lambda: self.settings, self.bus,
+            session_factory,
+            store,
+            lambda: self.settings,
+            self.bus,
             config or PipelineConfig(package_removed_after_s=2.0, retry_initial_s=0.05),
-        )  # fmt: skip
+        )
         self.tracker = ObjectTracker()
         self.t = 0.0
         self.seq = 0
@@ -65,9 +73,10 @@ class Rig:
 def _events(session_factory: sessionmaker[Session]) -> list[tuple[DetectionEvent, str, list[EventImage]]]:
     with session_factory() as s:
         rows = s.execute(
-            sa.select(DetectionEvent, ObjectType.code).join(ObjectType, DetectionEvent.object_type_id == ObjectType.id)
+            sa.select(DetectionEvent, ObjectType.code)
+            .join(ObjectType, DetectionEvent.object_type_id == ObjectType.id)
             .order_by(DetectionEvent.id)
-        ).all()  # fmt: skip
+        ).all()
         return [(e, code, list(e.images)) for e, code in rows]
 
 
@@ -87,7 +96,7 @@ def test_one_event_per_track_with_captures_end_and_package_removal(session_facto
 
     events = _events(session_factory)
     assert [code for _, code, _ in events] == ["person", "package"]  # one each, not one per frame
-    for event, code, images in events:
+    for event, _code, images in events:
         assert event.status == "active" and event.model_version == "m-test"
         assert event.fps == 10 and event.processing_time == 12 and event.tracking_id is not None
         box = json.loads(event.bbox_coordinates)
@@ -136,7 +145,7 @@ def test_stationary_package_survives_gating_and_track_loss(session_factory, stor
     assert _events(session_factory)[0][0].ended_at is None  # still present
     rig.run(3.0, lambda t: [], detect_every=5)
     messages = rig.drain()
-    (event, code, _), = _events(session_factory)
+    ((event, code, _),) = _events(session_factory)
     assert code == "package" and event.ended_at is not None
     assert [type(m).__name__ for m in messages].count("PackageRemoved") == 1
 
@@ -146,7 +155,7 @@ def test_type_settles_from_unclassified(session_factory, store) -> None:
     far = lambda t: [det(10, 10, 40, 90, "person", 0.3 if t < 1.0 else 0.9)] if t < 2 else []  # noqa: E731
     rig.run(6.0, far)
     messages = rig.drain()
-    (event, code, _), = _events(session_factory)
+    ((event, code, _),) = _events(session_factory)
     assert code == "person" and event.confidence_score == pytest.approx(0.9)
     created = [m for m in messages if isinstance(m, EventCreated)]
     assert created[0].object_type == "unclassified"
@@ -191,7 +200,7 @@ def test_failed_writes_are_retried_not_lost(session_factory, store, monkeypatch:
     rig = Rig(session_factory, flaky)
     rig.run(5.0, lambda t: [det(30, 30, 90, 200, "person", 0.9)] if t < 1.5 else [])
     messages = rig.drain()
-    (event, code, images), = _events(session_factory)
+    ((event, code, images),) = _events(session_factory)
     assert code == "person" and len(images) == 3 and event.ended_at is not None
     assert all(store.exists(i.image_path) for i in images)
     stats = rig.recorder.stats()

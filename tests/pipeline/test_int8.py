@@ -17,8 +17,10 @@ from detection_service.pipeline.detector import DetectorError, create_detector
 from tests.conftest import PACKAGES
 from tests.pipeline.conftest import TINY_IMGSZ
 
-pytestmark = [pytest.mark.skipif(not (PACKAGES / "data.yaml").is_file(), reason=f"{PACKAGES} not available"),
-              pytest.mark.usefixtures("no_network", "offline")]
+pytestmark = [
+    pytest.mark.skipif(not (PACKAGES / "data.yaml").is_file(), reason=f"{PACKAGES} not available"),
+    pytest.mark.usefixtures("no_network", "offline"),
+]
 CALIBRATION = 8
 
 
@@ -153,8 +155,9 @@ def test_int8_made_at_registration_is_found_by_the_service(
     import shutil
 
     cache_root = tmp_path / "cache"
-    check = quantize.int8_for_registered_model(tiny_weights, TINY_IMGSZ, packages_yaml, cache_root, "yolo_v7",
-                                               images=4, tolerance=1.0)  # fmt: skip
+    check = quantize.int8_for_registered_model(
+        tiny_weights, TINY_IMGSZ, packages_yaml, cache_root, "yolo_v7", images=4, tolerance=1.0
+    )
     assert check is not None and check.passed and check.calibration_images == 4
     # What registry.fetch_model later puts there for the detection service (same content, best.pt):
     fetched = cache_root / "models" / "yolo_v7" / "best.pt"
@@ -163,6 +166,8 @@ def test_int8_made_at_registration_is_found_by_the_service(
     assert det.backend == "int8"
     det.close()
     # A failure does not break registration: None, and the model runs FP32.
-    assert quantize.int8_for_registered_model(tiny_weights, TINY_IMGSZ, tmp_path / "missing.yaml", cache_root,
-                                              "yolo_v8") is None  # fmt: skip
+    assert (
+        quantize.int8_for_registered_model(tiny_weights, TINY_IMGSZ, tmp_path / "missing.yaml", cache_root, "yolo_v8")
+        is None
+    )
     assert create_detector(tiny_weights, "auto", TINY_IMGSZ, cache_root / "models" / "yolo_v8").backend == "openvino"

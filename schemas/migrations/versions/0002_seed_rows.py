@@ -55,24 +55,48 @@ SYSTEM_SETTINGS = (
     ("detection", "jpeg_quality", "85", "integer", "JPEG quality of stored captures"),
     ("notification", "enabled", "true", "boolean", "Send Telegram alerts"),
     ("notification", "sensitivity", "medium", "string", "Alert sensitivity"),
-    ("notification", "types", '["person","package","delivery_food","mail","unclassified"]', "json", "Object types that trigger an alert"),
+    (
+        "notification",
+        "types",
+        '["person","package","delivery_food","mail","unclassified"]',
+        "json",
+        "Object types that trigger an alert",
+    ),
     ("training", "auto_retrain", "true", "boolean", "Retrain automatically when enough new verified labels arrived"),
-    ("training", "retrain_min_new_labels", "50", "integer", "Verified labels since the last training that trigger a retrain"),
-    ("training", "auto_collect_dataset_id", "auto-collected", "string", "Dataset that receives auto-collected (relabelled) event images"),
+    (
+        "training",
+        "retrain_min_new_labels",
+        "50",
+        "integer",
+        "Verified labels since the last training that trigger a retrain",
+    ),
+    (
+        "training",
+        "auto_collect_dataset_id",
+        "auto-collected",
+        "string",
+        "Dataset that receives auto-collected (relabelled) event images",
+    ),
     ("training", "profile", "default", "string", "Training profile of automatic retraining"),
-    ('pipeline', 'motion_mode', 'on', 'string', "'off' runs the detector on every frame"),
-    ('pipeline', 'full_check_interval_s', '2.0', 'float', 'Run the detector at least this often, motion or not'),
-    ('pipeline', 'refresh_interval_s', '0.5', 'float', 'Detector period while an object is being watched'),
-    ('pipeline', 'motion_threshold', '25', 'integer', 'Grey-level change that counts as changed'),
-    ('pipeline', 'motion_min_area', '0.003', 'float', 'Changed fraction of the frame that counts as motion'),
-    ('pipeline', 'sensitivity', 'medium', 'string', "How far under confidence_threshold a box is still kept, as 'unclassified'"),
-    ('pipeline', 'stall_timeout_s', '3.0', 'float', "Seconds without a frame before the camera is 'disconnected'"),
-    ('pipeline', 'confirm_hits', '3', 'integer', 'Hits that confirm a track as an event'),
-    ('pipeline', 'confirm_window_s', '2.0', 'float', '... within this many seconds'),
-    ('pipeline', 'end_after_s', '3.0', 'float', 'A non-package event ends after this long unseen'),
-    ('pipeline', 'package_removed_after_s', '10.0', 'float', "A package is 'removed' after this long unseen"),
-    ('pipeline', 'backend', 'auto', 'string', "Inference runtime; 'auto' picks the fastest available"),
-    ('pipeline', 'imgsz', 'null', 'json', None),
+    ("pipeline", "motion_mode", "on", "string", "'off' runs the detector on every frame"),
+    ("pipeline", "full_check_interval_s", "2.0", "float", "Run the detector at least this often, motion or not"),
+    ("pipeline", "refresh_interval_s", "0.5", "float", "Detector period while an object is being watched"),
+    ("pipeline", "motion_threshold", "25", "integer", "Grey-level change that counts as changed"),
+    ("pipeline", "motion_min_area", "0.003", "float", "Changed fraction of the frame that counts as motion"),
+    (
+        "pipeline",
+        "sensitivity",
+        "medium",
+        "string",
+        "How far under confidence_threshold a box is still kept, as 'unclassified'",
+    ),
+    ("pipeline", "stall_timeout_s", "3.0", "float", "Seconds without a frame before the camera is 'disconnected'"),
+    ("pipeline", "confirm_hits", "3", "integer", "Hits that confirm a track as an event"),
+    ("pipeline", "confirm_window_s", "2.0", "float", "... within this many seconds"),
+    ("pipeline", "end_after_s", "3.0", "float", "A non-package event ends after this long unseen"),
+    ("pipeline", "package_removed_after_s", "10.0", "float", "A package is 'removed' after this long unseen"),
+    ("pipeline", "backend", "auto", "string", "Inference runtime; 'auto' picks the fastest available"),
+    ("pipeline", "imgsz", "null", "json", None),
 )
 
 object_types = sa.table(
@@ -129,9 +153,7 @@ def downgrade() -> None:
     )
     for category, key, *_ in SYSTEM_SETTINGS:
         op.execute(
-            system_settings.delete().where(
-                system_settings.c.category == category, system_settings.c.setting_key == key
-            )
+            system_settings.delete().where(system_settings.c.category == category, system_settings.c.setting_key == key)
         )
     # Fails (foreign key) while events still reference a type: deleting them is not this
     # migration's call.

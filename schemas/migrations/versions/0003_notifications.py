@@ -66,6 +66,13 @@ def downgrade() -> None:
         batch.drop_index("idx_notification_history_chat_message")
         batch.drop_index("uq_notification_history_event_recipient_kind")
         batch.drop_index("idx_notification_history_status_next_attempt")
-        for column in ("callback_result", "has_photo", "telegram_message_id", "chat_id", "claim_token",
-                       "next_attempt_at", "kind"):  # fmt: skip
+        for column in (
+            "callback_result",
+            "has_photo",
+            "telegram_message_id",
+            "chat_id",
+            "claim_token",
+            "next_attempt_at",
+            "kind",
+        ):
             batch.drop_column(column)

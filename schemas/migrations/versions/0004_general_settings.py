@@ -49,7 +49,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for category, key, *_ in SYSTEM_SETTINGS:
         op.execute(
-            system_settings.delete().where(
-                system_settings.c.category == category, system_settings.c.setting_key == key
-            )
+            system_settings.delete().where(system_settings.c.category == category, system_settings.c.setting_key == key)
         )
