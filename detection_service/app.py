@@ -30,19 +30,19 @@ from detection_service.api.responses import EXCEPTION_HANDLERS
 from detection_service.api.settings import SettingsController
 from detection_service.api.stream import StreamController
 from detection_service.api.system import SystemController
+from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
 from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier
 from detection_service.orchestrator import DagsterClient
-from detection_service.pipeline.bus import EventBus
+from detection_service.realtime.pipeline_service import PipelineService
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.events import EventService
 from detection_service.services.health import package_version
 from detection_service.services.jobs import JobService
 from detection_service.services.models import ModelService
-from detection_service.services.pipeline_service import PipelineService
 from detection_service.services.retention import RetentionService
 from detection_service.services.settings import SettingsService
 from detection_service.services.storage_report import StorageReportService

@@ -23,12 +23,12 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
+from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
 from detection_service.notifications import queue as q
 from detection_service.notifications.crypto import TokenCipher
 from detection_service.notifications.worker import Notifier, build_notifier
-from detection_service.pipeline.bus import EventBus
 from detection_service.pipeline.capture import Frame
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import Detection, classify_detections

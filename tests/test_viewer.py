@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from detection_service.app import create_app
-from detection_service.pipeline.bus import EventCreated, PackageRemoved
+from detection_service.bus import EventCreated, PackageRemoved
 from detection_service.pipeline.detector import Detection, Detector
 from tests.conftest import free_port
 from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video

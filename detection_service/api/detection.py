@@ -8,7 +8,7 @@ from litestar import Controller, Response, get, post, put
 
 from detection_service.api.responses import ok
 from detection_service.errors import Invalid
-from detection_service.services.pipeline_service import PipelineService
+from detection_service.realtime.pipeline_service import PipelineService
 from schemas.detection import DetectionConfig, DetectionStatus
 from schemas.envelope import Envelope
 

@@ -19,8 +19,8 @@ from litestar.params import Body
 
 from detection_service.api.responses import ok
 from detection_service.errors import DomainError, Invalid, TooLarge
+from detection_service.realtime.manual_detection import ManualDetector
 from detection_service.services.events import EventFilter, EventService, parse_when
-from detection_service.services.manual_detection import ManualDetector
 from schemas.detection import ManualDetection
 from schemas.envelope import Envelope, Page
 from schemas.events import ClassifyRequest, EventDetail, EventSummary, ObjectTypeInfo

@@ -20,8 +20,8 @@ from litestar.response import Stream
 
 from detection_service.api.responses import ok
 from detection_service.errors import Invalid, NotFound
-from detection_service.services.ingest import looks_like_image
-from detection_service.services.pipeline_service import PipelineService
+from detection_service.realtime.ingest import looks_like_image
+from detection_service.realtime.pipeline_service import PipelineService
 from schemas.detection import IngestClientMessage, IngestError, IngestHello, IngestPong, IngestReady, StreamStatus
 from schemas.envelope import Envelope
 

@@ -56,11 +56,11 @@ def _jpeg() -> bytes:
 def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = None) -> dict[str, Any]:
     from cryptography.fernet import Fernet
 
+    from detection_service.bus import EventBus
     from detection_service.config import Settings
     from detection_service.database import make_engine, make_session_factory, upgrade
     from detection_service.notifications.crypto import TokenCipher
     from detection_service.notifications.worker import build_notifier
-    from detection_service.pipeline.bus import EventBus
     from detection_service.pipeline.config import PipelineConfig
     from detection_service.pipeline.events import EventHandle, EventWriter, InsertEvent, StoreImage
     from detection_service.storage import make_object_store

@@ -281,8 +281,8 @@ class _Env:
         self._engines: list[Any] = []
 
     def new(self) -> dict[str, Any]:
+        from detection_service.bus import EventBus
         from detection_service.database import make_engine, make_session_factory, upgrade
-        from detection_service.pipeline.bus import EventBus
         from detection_service.storage import LocalObjectStore
 
         self.runs += 1
@@ -349,7 +349,7 @@ def _throughput(
 
 
 def _video_pass(env: dict[str, Any], holder: Any, video: Path, seconds: float, motion_mode: str) -> dict[str, Any]:
-    from detection_service.pipeline.bus import EventCreated, PackageRemoved
+    from detection_service.bus import EventCreated, PackageRemoved
 
     sub = env["bus"].subscribe(f"bench-{motion_mode}", maxsize=10000)
     pipeline = _pipeline(env, holder, motion_mode=motion_mode, source=str(video))

@@ -45,6 +45,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from detection_service.bus import BusMessage, EventBus, EventCreated, PackageRemoved, Subscription
 from detection_service.notifications import queue as q
 from detection_service.notifications.crypto import KeyProblem, TokenCipher, bot_id, is_encrypted, scrub
 from detection_service.notifications.messages import (
@@ -59,7 +60,6 @@ from detection_service.notifications.messages import (
     result_line,
     template_key,
 )
-from detection_service.pipeline.bus import BusMessage, EventBus, EventCreated, PackageRemoved, Subscription
 from detection_service.retry import Backoff
 from detection_service.storage import ObjectStore
 from detection_service.storage.keys import event_image_key

@@ -7,7 +7,7 @@ unbounded FIFO queues. A failed write is retried with exponential backoff until 
 event rows are never dropped, captures only when more than ``max_pending_image_bytes`` of them
 wait for a store that is down. Bus messages are published after the write they describe.
 A new event takes one path, whoever records it (this recorder or a manual detection,
-``services/manual_detection.py``): ``record_event`` inserts the row, queues its alerts in the
+``realtime/manual_detection.py``): ``record_event`` inserts the row, queues its alerts in the
 same transaction and publishes ``EventCreated`` after the commit.
 See docs/pipeline.md for the rules (confirmation, one event per object, package life cycle).
 """
@@ -29,8 +29,8 @@ import cv2
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
 from detection_service.notifications.queue import QueueConfig, enqueue_alerts
-from detection_service.pipeline.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
 from detection_service.pipeline.capture import Frame
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import UNCLASSIFIED, Detection

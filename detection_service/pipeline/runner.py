@@ -21,9 +21,9 @@ import msgspec
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.bus import EventBus
 from detection_service.ml.training import min_confidence
 from detection_service.notifications.queue import QueueConfig
-from detection_service.pipeline.bus import EventBus
 from detection_service.pipeline.capture import Capture, Frame
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorError, DetectorHolder, classify_detections

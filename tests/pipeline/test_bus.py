@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from detection_service.pipeline.bus import BusMessage, EventBus, EventUpdated, PackageRemoved
+from detection_service.bus import BusMessage, EventBus, EventUpdated, PackageRemoved
 from tests.pipeline.conftest import wait_until
 
 

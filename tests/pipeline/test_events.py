@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from detection_service.pipeline.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
+from detection_service.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
 from detection_service.pipeline.capture import Frame
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import Detection, classify_detections

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from detection_service.bus import EventBus, EventCreated
 from detection_service.ml.training import min_confidence
-from detection_service.pipeline.bus import EventBus, EventCreated
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorHolder
 from detection_service.pipeline.runner import DetectionPipeline

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.bus import EventBus
 from detection_service.errors import Failed, Unavailable
 from detection_service.ml.training import min_confidence
 from detection_service.notifications.queue import QueueConfig
-from detection_service.pipeline.bus import EventBus
 from detection_service.pipeline.detector import (
     UNCLASSIFIED,
     Detection,
@@ -27,7 +27,7 @@ from detection_service.pipeline.detector import (
     classify_detections,
 )
 from detection_service.pipeline.events import bbox_json, record_event
-from detection_service.services.model_loader import ModelLoader
+from detection_service.realtime.model_loader import ModelLoader
 from detection_service.storage import ObjectStore
 from detection_service.storage.keys import event_image_key
 from schemas.db import DetectionEvent, EventImage

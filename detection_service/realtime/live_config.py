@@ -17,7 +17,7 @@ import msgspec
 
 from detection_service.errors import Invalid, Unprocessable
 from detection_service.pipeline.runner import DetectionPipeline
-from detection_service.services.model_loader import ModelLoader
+from detection_service.realtime.model_loader import ModelLoader
 from detection_service.services.settings import InvalidSettings, SettingsService
 from schemas.detection import DETECTION_SETTING_KEYS, DETECTOR_KEYS, PIPELINE_SETTINGS_CATEGORY, PipelineKnobs
 from schemas.settings import DetectionSettings

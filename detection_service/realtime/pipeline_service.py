@@ -5,12 +5,12 @@ One ``PipelineService`` per app (``app.state.pipeline_service``; its ``pipeline`
 ``detector_holder`` and ``manual_detection``). It builds the DetectionPipeline from the stored
 camera/detection settings and knobs, and composes the parts that each have one job:
 
-- ``DemoSource`` (services/demo_source.py): the demo video played while no camera source is set,
-- ``ModelLoader`` (services/model_loader.py): the detector in the holder (deploys, the model
+- ``DemoSource`` (realtime/demo_source.py): the demo video played while no camera source is set,
+- ``ModelLoader`` (realtime/model_loader.py): the detector in the holder (deploys, the model
   marked current in the database, checked every ``SYNC_INTERVAL_S``),
-- ``LiveConfig`` (services/live_config.py): the knobs, ``PUT /api/detection/config``,
-- ``ManualDetector`` (services/manual_detection.py): ``POST /api/detections``,
-- ``FrameBroadcaster`` (services/viewers.py) and ``IngestState`` (services/ingest.py): the MJPEG
+- ``LiveConfig`` (realtime/live_config.py): the knobs, ``PUT /api/detection/config``,
+- ``ManualDetector`` (realtime/manual_detection.py): ``POST /api/detections``,
+- ``FrameBroadcaster`` (realtime/viewers.py) and ``IngestState`` (realtime/ingest.py): the MJPEG
   viewers and the WebSocket ingest.
 
 What stays here: start/stop/restart, following camera settings, the background threads and the
@@ -29,22 +29,22 @@ from typing import Any
 import msgspec
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.errors import Conflict, Invalid
 from detection_service.notifications.queue import QueueConfig
-from detection_service.pipeline.bus import EventBus
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorHolder
 from detection_service.pipeline.runner import DetectionPipeline
 from detection_service.pipeline.sources import PUSH_SOURCE_NAMES
-from detection_service.services.demo_source import DemoSource
-from detection_service.services.ingest import IngestState
-from detection_service.services.live_config import LiveConfig, load_knobs
-from detection_service.services.manual_detection import ManualDetector
-from detection_service.services.model_loader import ModelLoader
+from detection_service.realtime.demo_source import DemoSource
+from detection_service.realtime.ingest import IngestState
+from detection_service.realtime.live_config import LiveConfig, load_knobs
+from detection_service.realtime.manual_detection import ManualDetector
+from detection_service.realtime.model_loader import ModelLoader
+from detection_service.realtime.viewers import FrameBroadcaster
 from detection_service.services.models import ModelService
 from detection_service.services.settings import SettingsService
-from detection_service.services.viewers import FrameBroadcaster
 from detection_service.storage import ObjectStore
 from schemas.detection import (
     PIPELINE_SETTINGS_CATEGORY,
