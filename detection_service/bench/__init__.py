@@ -1,6 +1,7 @@
 """Benchmarks run by `aidoor bench ...`; each module has run() and main() printing one JSON line."""
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,14 @@ def stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def log_to_stderr() -> None:
+    """INFO logs on stderr, unless the caller set logging up already: stdout is the JSON line's."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
 
 
 def percentile(values: list[float], pct: float, digits: int = 2) -> float | None:

@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from detection_service import demo_video
-from detection_service.bench import stdout_to_stderr
+from detection_service.bench import log_to_stderr, stdout_to_stderr
 
 log = logging.getLogger("aidoor.bench.events")
 
@@ -557,10 +557,7 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     parser.add_argument("--video", type=Path, help="a video built by an earlier run (--keep-video), with its sidecar")
     parser.add_argument("--keep-video", type=Path, help="folder to keep the built video and its sidecar in")
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    log_to_stderr()
     with stdout_to_stderr():
         result = run(
             weights=args.weights,

@@ -36,7 +36,6 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ import cv2
 import numpy as np
 import sqlalchemy as sa
 
-from detection_service.bench import stdout_to_stderr
+from detection_service.bench import log_to_stderr, stdout_to_stderr
 from detection_service.pipeline.sources import FrameSource
 
 log = logging.getLogger("aidoor.bench.pipeline")
@@ -686,10 +685,7 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     )
     parser.add_argument("--throughput-seconds", type=float, default=15.0, help="length of phases 2 and 3")
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    log_to_stderr()
     with stdout_to_stderr():
         result = run(
             minutes=args.minutes,
