@@ -6,7 +6,6 @@ Tiny profile (imgsz 64, <= 2 epochs), a handful of real images."""
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from assets.collection import collected_dataset
 from assets.datasets import data_yaml, dataset_version
 from assets.models import deployed_model, model_evaluation, trained_model
 from assets.partitions import dataset_versions
+from detection_service.bench.retrain import frame_event
 from detection_service.database import make_engine, make_session_factory
 from detection_service.datasets.evaluation_set import EVALUATION_SET_ID
 from detection_service.datasets.importer import import_dataset
@@ -26,7 +26,7 @@ from detection_service.services.settings import SettingsService
 from detection_service.storage import make_object_store
 from orchestration.resources import resources_from_settings
 from orchestration.sensors import retrain_on_new_labels_sensor
-from schemas.db import DetectionEvent, EventImage, Model, ObjectType, utcnow
+from schemas.db import Model, ObjectType, utcnow
 from tests.conftest import SHARED_DATASETS
 from tests.dagster_helpers import ephemeral_instance, next_batch_run, tick
 from tests.test_evaluation import _subset
@@ -99,27 +99,14 @@ def test_relabels_trigger_one_retrain_fine_tuned_from_the_champion(env, tmp_path
         with session_factory.begin() as session:
             package = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == "package"))
             for n, frame in enumerate(frames):
-                key = f"events/retrain/{n}.jpg"
-                store.put_bytes(key, frame.read_bytes(), "image/jpeg")
-                cx, cy, w, h = (
-                    float(v) for v in (DOORBELL / "valid" / "labels" / f"{frame.stem}.txt").read_text().split()[1:5]
-                )
-                box = {
-                    "x1": (cx - w / 2) * 640,
-                    "y1": (cy - h / 2) * 640,
-                    "x2": (cx + w / 2) * 640,
-                    "y2": (cy + h / 2) * 640,
-                    "width": 640,
-                    "height": 640,
-                }
                 session.add(
-                    DetectionEvent(
+                    frame_event(
+                        store,
+                        frame,
+                        f"events/retrain/{n}.jpg",
                         object_type_id=package,
                         user_verified=True,
                         reclassified_at=utcnow(),
-                        bbox_coordinates=json.dumps(box),
-                        image_path=key,
-                        images=[EventImage(image_path=key, sequence_number=1)],
                     )
                 )
         skipped, cursor = tick(retrain_on_new_labels_sensor, settings, instance)

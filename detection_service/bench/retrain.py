@@ -56,6 +56,26 @@ def _subset(dest: Path, train: int, valid: int) -> Path:
     return dest
 
 
+def frame_event(store: Any, frame: Path, key: str, **fields: Any) -> Any:
+    """A doorbell frame as an event's one capture (stored under ``key``), with the parcel box of
+    its YOLO label (640 x 640 pixels), as a detector would have recorded it."""
+    from schemas.db import DetectionEvent, EventImage
+
+    store.put_bytes(key, frame.read_bytes(), "image/jpeg")
+    label = frame.parent.parent / "labels" / f"{frame.stem}.txt"
+    cx, cy, w, h = (float(v) for v in label.read_text().split()[1:5])
+    box = {
+        "x1": (cx - w / 2) * 640,
+        "y1": (cy - h / 2) * 640,
+        "x2": (cx + w / 2) * 640,
+        "y2": (cy + h / 2) * 640,
+        "width": 640,
+        "height": 640,
+    }
+    images = [EventImage(image_path=key, sequence_number=1)]
+    return DetectionEvent(bbox_coordinates=json.dumps(box), image_path=key, images=images, **fields)
+
+
 def run(
     events: int = 8,
     profile: str = "tiny",
@@ -84,7 +104,7 @@ def run(
     from detection_service.storage import make_object_store
     from orchestration.resources import resources_from_settings
     from orchestration.sensors import batch_job_sensor, retrain_on_new_labels_sensor
-    from schemas.db import DetectionEvent, EventImage, Model, ObjectType
+    from schemas.db import Model, ObjectType
 
     scratch = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="aidoor-bench-retrain-"))
     try:
@@ -150,25 +170,7 @@ def run(
             with session_factory.begin() as session:
                 unclassified = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == "unclassified"))
                 for n, frame in enumerate(frames):
-                    key = f"events/bench/{n}.jpg"
-                    store.put_bytes(key, frame.read_bytes(), "image/jpeg")
-                    cx, cy, w, h = (
-                        float(v) for v in (DOORBELL / "valid" / "labels" / f"{frame.stem}.txt").read_text().split()[1:5]
-                    )
-                    box = {
-                        "x1": (cx - w / 2) * 640,
-                        "y1": (cy - h / 2) * 640,
-                        "x2": (cx + w / 2) * 640,
-                        "y2": (cy + h / 2) * 640,
-                        "width": 640,
-                        "height": 640,
-                    }
-                    event = DetectionEvent(
-                        object_type_id=unclassified,
-                        bbox_coordinates=json.dumps(box),
-                        image_path=key,
-                        images=[EventImage(image_path=key, sequence_number=1)],
-                    )
+                    event = frame_event(store, frame, f"events/bench/{n}.jpg", object_type_id=unclassified)
                     session.add(event)
                     session.flush()
                     ids.append(event.id)
