@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,8 +56,12 @@ class Capture:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 10.0,
         fallback_fps: float = 15.0,
+        on_state: Callable[[str, str | None], None] | None = None,
     ) -> None:
+        """``on_state("error", reason)`` when the source dies, ``on_state("running", None)`` when it
+        (re)opens: the component status registry (GET /api/system/status)."""
         self.source = source
+        self.on_state = on_state
         self.stall_timeout_s = stall_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -185,6 +190,8 @@ class Capture:
                     self._opened, self._opened_at = True, time.monotonic()
                     if self.reconnects or self.last_error:
                         log.info("capture %s connected", source.name)
+                    if self.on_state is not None:
+                        self.on_state("running", None)
                     pace_start, paced = time.monotonic(), 0
                 try:
                     ok = source.grab(timeout=0.5)
@@ -241,5 +248,7 @@ class Capture:
     def _lost(self, reason: str) -> None:
         if reason != self.last_error:
             log.warning("capture %s: %s", self.source.name, reason)
+            if self.on_state is not None:
+                self.on_state("error", f"{self.source.name}: {reason}")
         self.last_error = reason
         self._opened = False

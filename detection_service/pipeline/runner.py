@@ -21,6 +21,7 @@ import msgspec
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service import metrics
 from detection_service.bus import EventBus
 from detection_service.ml.training import min_confidence
 from detection_service.notifications.queue import QueueConfig
@@ -79,6 +80,8 @@ class DetectionPipeline:
         self.recorder = EventRecorder(session_factory, store, lambda: self.detection, bus, self.config, alerts)
         self.push_source = PushSource()  # one for the process: the WebSocket ingest outlives restarts
         self._source_factory = source_factory or self._default_source
+        # GET /api/system/status: the capture reports its camera's state here ("running" / "error", reason).
+        self.on_camera_state: Callable[[str, str | None], None] | None = None
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._lingering: threading.Thread | None = None
@@ -292,6 +295,7 @@ class DetectionPipeline:
             stall_timeout_s=self.config.stall_timeout_s,
             backoff_max_s=self.config.backoff_max_s,
             fallback_fps=float(self.camera.fps),
+            on_state=self.on_camera_state,
         )
         capture.start()
         return capture
@@ -318,6 +322,7 @@ class DetectionPipeline:
                 frame = capture.read(last_seq, timeout=0.5)
                 if frame is None:
                     continue
+                metrics.observe_frame(frame.seq - last_seq - 1 if last_seq else 0)
                 last_seq = frame.seq
                 try:
                     self._process(frame)
@@ -369,6 +374,7 @@ class DetectionPipeline:
                 self.inferences += 1
                 self.last_inference_ms = detector.last_inference_ms
                 self.frame_age_ms = (time.monotonic() - frame.captured_at) * 1000
+                metrics.observe_inference(self.last_inference_ms / 1000, self.frame_age_ms / 1000)
                 info = FrameInfo(detector.model_id, self.pipeline_fps(), processing_ms)
                 self._boxes = [
                     (det.xyxy, f"{det.object_type} #{track.track_id} {det.confidence:.2f}", det.object_type or "")
