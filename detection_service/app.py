@@ -26,6 +26,7 @@ from detection_service.api.events import EventsController
 from detection_service.api.models import ModelController
 from detection_service.api.notifications import NotificationController
 from detection_service.api.objects import ObjectController
+from detection_service.api.reports import ReportController
 from detection_service.api.responses import EXCEPTION_HANDLERS
 from detection_service.api.settings import SettingsController
 from detection_service.api.stream import StreamController
@@ -60,7 +61,7 @@ ROUTE_HANDLERS = [
     ModelController,
 ]
 ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController, EventsController]
-ROUTE_HANDLERS += [NotificationController, AnalyticsController]
+ROUTE_HANDLERS += [NotificationController, AnalyticsController, ReportController]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

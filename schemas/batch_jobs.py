@@ -19,6 +19,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from schemas.enums import BatchJobType, TrainingJobType
+from schemas.reports import REPORT_CADENCE, ReportType, period_key
 
 if TYPE_CHECKING:
     from schemas.db import BatchJob
@@ -135,10 +136,32 @@ class LogArchive(_Job, tag=BatchJobType.LOG_ARCHIVE.value):
     """Archive of old system logs (a seed job type; nothing queues it yet)."""
 
 
-JobParameters = DatasetUpdate | ModelRetrain | DatasetMaterialize | ModelEvaluation | StorageCleanup | LogArchive
+class ReportGenerate(_Job, tag=BatchJobType.REPORT_GENERATE.value):
+    """One analytics report partition (``GET /api/analytics/reports`` for a period with no report
+    yet): ``period`` is its partition key, a local day or the Monday of a local week."""
+
+    report_type: ReportType
+    period: str
+
+    def __post_init__(self) -> None:
+        if period_key(REPORT_CADENCE[self.report_type], self.period) != self.period:
+            raise ValueError(f"{self.report_type} period must be its partition key, got {self.period!r}")
+
+
+JobParameters = (
+    DatasetUpdate | ModelRetrain | DatasetMaterialize | ModelEvaluation | StorageCleanup | LogArchive | ReportGenerate
+)
 PARAMETER_TYPES: dict[BatchJobType, type[_Job]] = {
     BatchJobType(cls.__struct_config__.tag): cls
-    for cls in (DatasetUpdate, ModelRetrain, DatasetMaterialize, ModelEvaluation, StorageCleanup, LogArchive)
+    for cls in (
+        DatasetUpdate,
+        ModelRetrain,
+        DatasetMaterialize,
+        ModelEvaluation,
+        StorageCleanup,
+        LogArchive,
+        ReportGenerate,
+    )
 }
 
 

@@ -67,6 +67,7 @@ class BatchJobType(StrEnum):
     MODEL_EVALUATION = "model_evaluation"  # a registered model on the fixed evaluation set + gate
     STORAGE_CLEANUP = "storage_cleanup"
     LOG_ARCHIVE = "log_archive"
+    REPORT_GENERATE = "report_generate"  # an analytics report partition (assets/reports.py)
 
 
 class SendStatus(StrEnum):
