@@ -6,6 +6,7 @@ from assets.collection import collected_dataset, collection_job
 from assets.datasets import data_yaml, dataset_update_job, dataset_version
 from assets.evaluation import evaluation_set, registered_model_evaluation_job
 from assets.models import deployed_model, model_evaluation, trained_model
+from assets.reports import REPORT_ASSETS, detection_events, system_status_logs
 from assets.system import storage_usage
 from assets.teacher import teacher_labels
 from detection_service.config import Settings
@@ -17,6 +18,7 @@ from orchestration.jobs import (
     train_and_deploy_job,
     train_model_job,
 )
+from orchestration.reports import REPORT_SCHEDULES, REPORT_TYPE_JOBS, daily_reports_job, weekly_reports_job
 from orchestration.resources import resources_from_settings
 from orchestration.schedules import storage_cleanup_nightly, storage_usage_hourly
 from orchestration.sensors import (
@@ -36,6 +38,9 @@ defs = dg.Definitions(
         evaluation_set,
         model_evaluation,
         deployed_model,
+        detection_events,
+        system_status_logs,
+        *REPORT_ASSETS,
         storage_usage,
     ],
     jobs=[
@@ -48,8 +53,11 @@ defs = dg.Definitions(
         storage_cleanup_job,
         registered_model_evaluation_job,
         collection_job,
+        daily_reports_job,
+        weekly_reports_job,
+        *REPORT_TYPE_JOBS.values(),
     ],
-    schedules=[storage_usage_hourly, storage_cleanup_nightly],
+    schedules=[*REPORT_SCHEDULES, storage_usage_hourly, storage_cleanup_nightly],
     sensors=[batch_job_sensor, retrain_on_new_labels_sensor, batch_job_succeeded_sensor, batch_job_failed_sensor],
     resources=resources_from_settings(Settings.from_env(), secrets_from_env=True),
 )
