@@ -230,6 +230,14 @@ def _collected_ids(session: Session, dataset: Dataset | None, key: str = "events
     return ids
 
 
+def _load_events(session: Session, ids: list[int], *options: Any) -> list[DetectionEvent]:
+    """The events ``ids`` in id order, with their images (and ``options``) loaded."""
+    if not ids:
+        return []
+    query = sa.select(DetectionEvent).where(DetectionEvent.id.in_(ids)).order_by(DetectionEvent.id)
+    return list(session.scalars(query.options(selectinload(DetectionEvent.images), *options)))
+
+
 def collect_verified(
     session_factory: sessionmaker[Session],
     store: ObjectStore,
@@ -272,18 +280,7 @@ def collect_verified(
         if cutoff is not None:
             id_query = id_query.where(DetectionEvent.detected_at >= cutoff)
         candidate_ids = [i for i in session.scalars(id_query) if i not in collected][:max_events]
-        events = (
-            list(
-                session.scalars(
-                    sa.select(DetectionEvent)
-                    .where(DetectionEvent.id.in_(candidate_ids))
-                    .order_by(DetectionEvent.id)
-                    .options(selectinload(DetectionEvent.images), selectinload(DetectionEvent.object_type))
-                )
-            )
-            if candidate_ids
-            else []
-        )
+        events = _load_events(session, candidate_ids, selectinload(DetectionEvent.object_type))
         guess_events: list[DetectionEvent] = []
         if auto_label and labeler is not None:
             guess_query = (
@@ -299,18 +296,7 @@ def collect_verified(
             if cutoff is not None:
                 guess_query = guess_query.where(DetectionEvent.detected_at >= cutoff)
             guess_ids = [i for i in session.scalars(guess_query) if i not in auto_labeled_before][:max_events]
-            guess_events = (
-                list(
-                    session.scalars(
-                        sa.select(DetectionEvent)
-                        .where(DetectionEvent.id.in_(guess_ids))
-                        .order_by(DetectionEvent.id)
-                        .options(selectinload(DetectionEvent.images))
-                    )
-                )
-                if guess_ids
-                else []
-            )
+            guess_events = _load_events(session, guess_ids)
         base_version = dataset.version if dataset is not None and dataset.version else None
 
     problems: list[FileProblem] = []

@@ -186,6 +186,20 @@ class Notifier:
         if self._thread is not None:
             self._thread.join(self.config.close_grace_s + 2.0 if timeout is None else timeout)
 
+    def restart(self, timeout: float | None = None) -> bool:
+        """Close and start again in this process (``POST /api/system/restart``): new bots,
+        recipients and pollers; queued alerts stay in the database and are sent by the new loop.
+        False (not started again) if the old loop did not stop within ``timeout``."""
+        self.close(timeout)
+        if self._thread is not None and self._thread.is_alive():
+            return False
+        self._stopping = threading.Event()
+        self._started = threading.Event()
+        self._paused_until.clear()
+        self._refresh_recipients = True
+        self.start()
+        return True
+
     def poke(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
@@ -666,24 +680,11 @@ class Notifier:
         await _quiet(bot.answer_callback_query(cq.id, text=result))
         base = row["message_text"]
         markup = keyboard(event_id, new_type)
-        if row["has_photo"]:
-            await _quiet(
-                bot.edit_message_caption(
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    caption=fit(f"{base}\n\n{result}", CAPTION_LIMIT),
-                    reply_markup=markup,
-                )
-            )
+        where = {"chat_id": chat_id, "message_id": message_id, "reply_markup": markup}
+        if row["has_photo"]:  # a photo's text is its caption, with Telegram's shorter limit
+            await _quiet(bot.edit_message_caption(caption=fit(f"{base}\n\n{result}", CAPTION_LIMIT), **where))
         else:
-            await _quiet(
-                bot.edit_message_text(
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    text=fit(f"{base}\n\n{result}", TEXT_LIMIT),
-                    reply_markup=markup,
-                )
-            )
+            await _quiet(bot.edit_message_text(text=fit(f"{base}\n\n{result}", TEXT_LIMIT), **where))
         return result
 
     def _alert_row(self, chat_id: str, message_id: int, event_id: int) -> dict[str, Any] | None:
