@@ -10,6 +10,7 @@ changed by ``PUT /api/detection/config`` or ``PUT /api/settings/pipeline`` and k
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -200,3 +201,37 @@ class IngestError(msgspec.Struct, tag="error", kw_only=True):
     code: str
     message: str
     fatal: bool = False  # the server closes the connection after a fatal error
+
+
+class TrackBox(msgspec.Struct, kw_only=True):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class TrackedObject(msgspec.Struct, kw_only=True):
+    """One object the live tracker holds (``GET /api/analytics/tracking``)."""
+
+    track_id: int
+    object_type: str  # the type vote's winner (``unclassified`` until a confident hit)
+    votes: dict[str, int]  # detector runs per type: how the vote stands
+    confidence: float  # best confidence for the voted type
+    last_confidence: float
+    bbox: TrackBox  # pixels of the last matched detection, in the (resized) frame
+    frame_width: int
+    frame_height: int
+    first_seen: datetime
+    last_seen: datetime
+    hits: int  # detector runs that matched this track
+    lost: bool  # not matched by the latest detector run (ByteTrack still holds it)
+    confirmed: bool  # the recorder made (or continued) an event from it
+    event_id: int | None  # that event's row id; null if unconfirmed or the row is still being written
+
+
+class TrackingSnapshot(msgspec.Struct, kw_only=True):
+    running: bool  # false: the pipeline is stopped and nothing is tracked
+    source: str | None
+    updated_at: datetime | None  # the detector run the snapshot comes from
+    count: int
+    objects: list[TrackedObject]

@@ -321,7 +321,7 @@ def _pipeline(
         store=env["store"],
         bus=env["bus"],
         holder=holder,
-        camera=CameraSettings(source=source),
+        camera=CameraSettings(source=source, fps=60),  # the cap must stay above what the bench feeds
         detection=DetectionSettings(),
         config=PipelineConfig(motion_mode=motion_mode),
         source_factory=source_factory,

@@ -9,6 +9,11 @@ frame, and receives it with its capture time stamp so the frame age at detection
 A source that fails to read, or delivers nothing for ``stall_timeout_s``, is reported
 "disconnected" and re-opened with exponential backoff (``backoff_initial_s`` doubling up to
 ``backoff_max_s``) until it works again. Files are paced to their own frame rate.
+
+Camera settings in software, for every source kind (``configure``, live, no re-open): at most
+``max_fps`` frames a second are decoded for the consumer (the others are grabbed and skipped, so a
+fast source never backs up), and a frame larger than ``max_size`` is scaled down to fit it, aspect
+kept, before anyone sees it (detection, captures and the live view get the same image).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 
 from detection_service.pipeline.sources import FrameSource, SourceError
@@ -56,6 +62,8 @@ class Capture:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 10.0,
         fallback_fps: float = 15.0,
+        max_fps: float | None = None,
+        max_size: tuple[int, int] | None = None,
         on_state: Callable[[str, str | None], None] | None = None,
     ) -> None:
         """``on_state("error", reason)`` when the source dies, ``on_state("running", None)`` when it
@@ -68,6 +76,7 @@ class Capture:
         self.fallback_fps = fallback_fps
         self.frames_read = 0  # grabbed
         self.frames_delivered = 0  # handed to a consumer by read()
+        self.frames_capped = 0  # grabbed while a consumer waited, skipped by the frame-rate cap
         self.reconnects = 0
         self.last_error: str | None = None
         self._cond = threading.Condition()
@@ -80,6 +89,10 @@ class Capture:
         self._last_grab = 0.0
         self._ended = False
         self._grab_times: deque[float] = deque(maxlen=64)
+        self.max_fps: float | None = None
+        self.max_size: tuple[int, int] | None = None
+        self._next_due = 0.0  # monotonic time from which the frame-rate cap lets a frame through
+        self.configure(max_fps=max_fps, max_size=max_size)
 
     # -- control --------------------------------------------------------------------------
 
@@ -100,6 +113,12 @@ class Capture:
             return True
         thread.join(timeout)
         return not thread.is_alive()
+
+    def configure(self, *, max_fps: float | None, max_size: tuple[int, int] | None) -> None:
+        """Frame-rate cap (None or 0: none) and largest frame size (width, height; None: as the
+        source delivers). Live: the capture thread reads both per frame."""
+        self.max_fps = max_fps if max_fps and max_fps > 0 else None
+        self.max_size = max_size
 
     @property
     def running(self) -> bool:
@@ -149,7 +168,10 @@ class Capture:
 
     @property
     def frames_dropped(self) -> int:
-        return max(0, self.frames_read - self.frames_delivered) + self.source.dropped_at_source()
+        """Frames the consumer never got because it was busy (the frame-rate cap's skips are
+        ``frames_capped``, on purpose, and not counted here)."""
+        lost = self.frames_read - self.frames_delivered - self.frames_capped
+        return max(0, lost) + self.source.dropped_at_source()
 
     def source_fps(self) -> float:
         times = list(self._grab_times)
@@ -167,6 +189,7 @@ class Capture:
             "frames_read": self.frames_read,
             "frames_delivered": self.frames_delivered,
             "frames_dropped": self.frames_dropped,
+            "frames_capped": self.frames_capped,
             "source_fps": round(self.source_fps(), 1),
             "reconnects": self.reconnects,
             "last_error": self.last_error,
@@ -222,9 +245,14 @@ class Capture:
                     self._last_grab = now
                     self._grab_times.append(now)
                     wanted = self._waiting > 0
+                if wanted and not self._cap_allows(now):
+                    wanted = False
+                    with self._cond:
+                        self.frames_capped += 1
                 if wanted:
                     image = source.retrieve()
                     if image is not None:
+                        image = self._fit(image)
                         with self._cond:
                             self._latest = Frame(image, self.frames_read, now, wall)
                             self._cond.notify_all()
@@ -244,6 +272,34 @@ class Capture:
             self._opened = False
             with self._cond:
                 self._cond.notify_all()
+
+    def _cap_allows(self, now: float) -> bool:
+        """The frame-rate cap: frames are due on a grid 1/max_fps apart; one up to half an interval
+        early passes (source jitter must not halve a 15 fps camera capped at 15), and the grid is
+        re-anchored after a pause so a late consumer gets no burst."""
+        fps = self.max_fps
+        if fps is None:
+            return True
+        interval = 1.0 / fps
+        if now < self._next_due - interval / 2:
+            return False
+        self._next_due = max(self._next_due + interval, now + interval / 2)
+        return True
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        """Scale down to fit ``max_size`` (turned to the frame's orientation, so a portrait camera
+        is not squeezed into a landscape box); smaller frames stay as they are."""
+        size = self.max_size
+        if size is None:
+            return image
+        height, width = image.shape[:2]
+        long_side, short_side = max(size), min(size)
+        bound_w, bound_h = (long_side, short_side) if width >= height else (short_side, long_side)
+        scale = min(bound_w / width, bound_h / height)
+        if scale >= 1.0:
+            return image
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return cv2.resize(image, target, interpolation=cv2.INTER_AREA)
 
     def _lost(self, reason: str) -> None:
         if reason != self.last_error:

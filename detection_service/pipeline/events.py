@@ -488,6 +488,7 @@ class EventRecorder:
         self._captures: list[_CaptureRun] = []
         self._last_run: float | None = None
         self._candidates = 0
+        self._parked: list[OpenEvent] = []  # open packages of the last run, kept by ``suspend``
 
     # -- pipeline hooks -------------------------------------------------------------------
 
@@ -511,6 +512,9 @@ class EventRecorder:
         for event in list(self.events):
             if event.object_type != PACKAGE:
                 self._end(event)
+        # Packages are also kept here: the next ``resume`` continues them even if their row is
+        # still in the writer's queue (a restart right after confirmation) or the database is down.
+        self._parked = [e for e in self.events if e.object_type == PACKAGE]
         self.events.clear()
         self._by_track.clear()
         self._captures.clear()
@@ -523,6 +527,8 @@ class EventRecorder:
         left open. Best effort: a database outage only skips this. ``now``: the pipeline's clock."""
         now = time.monotonic() if now is None else now
         wall = time.time()
+        parked, self._parked = self._parked, []
+        open_ids: set[int] | None = None  # None: the database did not answer
         try:
             with self.session_factory.begin() as session:
                 rows = session.execute(
@@ -532,7 +538,10 @@ class EventRecorder:
                     .order_by(DetectionEvent.detected_at.desc())
                     .limit(200)
                 ).all()
+                open_ids = {row.id for row, _ in rows}
                 for row, code in rows:
+                    if any(_same_event(e.handle, row) for e in parked):
+                        continue  # this process's own event: continued from memory below
                     if code != PACKAGE or row.bbox_coordinates is None:
                         last = max(row.updated_at or row.detected_at, row.detected_at)
                         row.ended_at = last
@@ -561,8 +570,21 @@ class EventRecorder:
                     )
         except Exception as exc:
             log.warning("could not re-adopt open package events: %s", exc)
+        for event in parked:
+            event_id = event.handle.event_id
+            if event_id is not None and open_ids is not None and event_id not in open_ids:
+                continue  # ended or deleted while the pipeline was stopped
+            # Orphaned, as a package read from the database: any package track there continues it.
+            event.track_id = None
+            event.last_seen = min(event.last_seen, now - self.config.orphan_after_s)
+            self.events.append(event)
         if self.events:
             log.info("re-adopted %d open package event(s)", len(self.events))
+
+    def event_of(self, track_id: int) -> EventHandle | None:
+        """The handle of the open event a track belongs to, if any (pipeline thread)."""
+        event = self._by_track.get(track_id)
+        return event.handle if event is not None else None
 
     def configure(self, config: PipelineConfig) -> None:
         """New knobs (confirmation, end, removal) from the next frame; the recorder and its
@@ -758,6 +780,14 @@ class EventRecorder:
                 run.next_at = frame.captured_at + run.interval_s
             if run.next_seq > run.count:
                 self._captures.remove(run)
+
+
+def _same_event(handle: EventHandle, row: DetectionEvent) -> bool:
+    """The row of a handle; also while the writer has committed it but not yet set its id."""
+    if handle.event_id is not None:
+        return handle.event_id == row.id
+    detected = row.detected_at.replace(tzinfo=UTC)
+    return row.tracking_id == handle.tracking_id and abs((detected - handle.detected_at).total_seconds()) < 1.0
 
 
 def _encode(frame: Frame, quality: int) -> bytes:

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import cv2
@@ -30,10 +31,16 @@ from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorError, DetectorHolder, classify_detections
 from detection_service.pipeline.events import EventRecorder, FrameInfo
 from detection_service.pipeline.motion import MotionDetector, MotionGate
-from detection_service.pipeline.sources import PUSH_SOURCE_NAMES, FrameSource, PushSource, open_source
-from detection_service.pipeline.tracker import ObjectTracker
+from detection_service.pipeline.sources import (
+    PUSH_SOURCE_NAMES,
+    FrameSource,
+    PushSource,
+    open_source,
+    parse_resolution,
+)
+from detection_service.pipeline.tracker import ObjectTracker, Track
 from detection_service.storage.base import ObjectStore
-from schemas.detection import PipelineKnobs
+from schemas.detection import PipelineKnobs, TrackBox, TrackedObject, TrackingSnapshot
 from schemas.settings import CameraSettings, DetectionSettings
 
 log = logging.getLogger(__name__)
@@ -164,8 +171,14 @@ class DetectionPipeline:
             self.detection = value
         elif category == "camera" and isinstance(value, CameraSettings):
             old, self.camera = self.camera, value
-            if (old.source, old.resolution, old.fps) != (value.source, value.resolution, value.fps):
+            capture = self._capture
+            if old.source != value.source:
                 self._swap_capture()
+            elif (old.resolution, old.fps) != (value.resolution, value.fps):
+                if capture is not None and getattr(capture.source, "is_device", False):
+                    self._swap_capture()  # a device is asked for its mode when it is opened
+                elif capture is not None:
+                    capture.configure(**_capture_limits(value))  # software: from the next frame
 
     def configure(self, **changes: Any) -> PipelineConfig:
         """Change PipelineConfig fields live (e.g. ``motion_mode="off"``); ValueError if invalid.
@@ -213,6 +226,7 @@ class DetectionPipeline:
             "model_id": detector.model_id if detector else None,
             "backend": detector.backend if detector else None,
             "dropped_frames": cap_stats.get("frames_dropped", 0),
+            "frames_capped": cap_stats.get("frames_capped", 0),
             "inferences": self.inferences,
             "gated_skips": self.gated_skips,
             "last_inference_ms": round(self.last_inference_ms, 1),
@@ -226,6 +240,22 @@ class DetectionPipeline:
             "error": self.last_error,
             "recorder": self.recorder.stats(),
         }
+
+    def tracking(self) -> TrackingSnapshot:
+        """The objects the tracker holds now. Thread-safe: the pipeline thread publishes a new
+        immutable list after each detector run; this reads the latest one. Empty while stopped."""
+        objects, updated_at = self._tracked
+        running = self.running
+        if not running:
+            objects, updated_at = [], None
+        capture = self._capture
+        return TrackingSnapshot(
+            running=running,
+            source=capture.source.name if capture is not None else (self.camera.source or None),
+            updated_at=updated_at,
+            count=len(objects),
+            objects=list(objects),
+        )
 
     def pipeline_fps(self) -> float:
         times = self._frame_times
@@ -273,6 +303,7 @@ class DetectionPipeline:
         self._frame_times: deque[float] = deque(maxlen=60)
         self._boxes: list[tuple[tuple[float, float, float, float], str, str]] = []
         self._boxes_at = 0.0
+        self._tracked: tuple[list[TrackedObject], datetime | None] = ([], None)
 
     def _make_gate(self) -> MotionGate:
         cfg = self.config
@@ -295,18 +326,26 @@ class DetectionPipeline:
             stall_timeout_s=self.config.stall_timeout_s,
             backoff_max_s=self.config.backoff_max_s,
             fallback_fps=float(self.camera.fps),
+            **_capture_limits(self.camera),
             on_state=self.on_camera_state,
         )
         capture.start()
         return capture
 
-    def _swap_capture(self) -> None:
+    def restart_capture(self) -> bool:
+        """Re-open the camera source only: the detector, tracker, open events and writer carry on.
+        False (nothing done) while the pipeline is stopped."""
+        return self._swap_capture()
+
+    def _swap_capture(self) -> bool:
         with self._lock:
             if not self.running:
-                return
+                return False
             old, self._capture = self._capture, self._open_capture()
         if old is not None:
             old.stop()
+        log.info("capture re-opened (source %s)", self._capture.source.name if self._capture else "none")
+        return True
 
     def _run(self, stop: threading.Event) -> None:
         self.recorder.resume()
@@ -341,6 +380,7 @@ class DetectionPipeline:
             raise
         finally:
             self.recorder.suspend()
+            self._tracked = ([], None)
 
     def _process(self, frame: Frame) -> None:
         camera, detection, cfg = self.camera, self.detection, self.config
@@ -384,6 +424,8 @@ class DetectionPipeline:
             else:
                 self.gated_skips += 1
         self.recorder.on_frame(frame, now, seen, info)
+        if seen is not None:
+            self._tracked = (self._track_list(tracker, seen, frame), _utc(frame.wall_time))
         self._frame_times.append(now)
         if now - self._boxes_at > 2.0:
             self._boxes = []
@@ -393,6 +435,43 @@ class DetectionPipeline:
             self._view = _View(frame, list(self._boxes), text)
             self._view_version += 1
             self._view_cond.notify_all()
+
+    def _track_list(self, tracker: ObjectTracker, seen: list[tuple[Track, Any]], frame: Frame) -> list[TrackedObject]:
+        """What ``tracking()`` serves, built on the pipeline thread right after the recorder ran."""
+        matched = {track.track_id for track, _ in seen}
+        objects = []
+        for track in tracker.tracks.values():
+            handle = self.recorder.event_of(track.track_id)
+            x1, y1, x2, y2 = (round(float(v), 1) for v in track.last_bbox)
+            objects.append(
+                TrackedObject(
+                    track_id=track.track_id,
+                    object_type=track.object_type,
+                    votes=dict(track.votes),
+                    confidence=round(track.type_confidence, 4),
+                    last_confidence=round(track.last_confidence, 4),
+                    bbox=TrackBox(x1=x1, y1=y1, x2=x2, y2=y2),
+                    frame_width=frame.width,
+                    frame_height=frame.height,
+                    first_seen=_utc(track.first_wall),
+                    last_seen=_utc(track.last_wall),
+                    hits=track.hits,
+                    lost=track.track_id not in matched,
+                    confirmed=handle is not None,
+                    event_id=handle.event_id if handle is not None else None,
+                )
+            )
+        objects.sort(key=lambda o: o.track_id)
+        return objects
+
+
+def _utc(wall: float) -> datetime:
+    return datetime.fromtimestamp(wall, UTC)
+
+
+def _capture_limits(camera: CameraSettings) -> dict[str, Any]:
+    """The camera settings the capture applies in software, for every source kind."""
+    return {"max_fps": float(camera.fps), "max_size": parse_resolution(camera.resolution)}
 
 
 def _encode_view(view: _View, quality: int) -> bytes:
