@@ -17,20 +17,24 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from detection_service.api.analytics import AnalyticsController
+from detection_service.api.batch import BatchController
+from detection_service.api.dashboard import DashboardController, dashboard_assets
 from detection_service.api.data_yaml import DataYamlController
 from detection_service.api.datasets import DatasetController
 from detection_service.api.dependencies import DEPENDENCIES
 from detection_service.api.detection import DetectionController
 from detection_service.api.detections import DetectionsController
 from detection_service.api.events import EventsController
+from detection_service.api.live import LiveController
 from detection_service.api.models import ModelController
 from detection_service.api.notifications import NotificationController
 from detection_service.api.objects import ObjectController
 from detection_service.api.reports import ReportController
 from detection_service.api.responses import EXCEPTION_HANDLERS
+from detection_service.api.restart import RestartController
 from detection_service.api.settings import SettingsController
 from detection_service.api.stream import StreamController
-from detection_service.api.system import SystemController
+from detection_service.api.system import PROMETHEUS, MetricsController, SystemController
 from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
@@ -39,11 +43,13 @@ from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier
 from detection_service.orchestrator import DagsterClient
 from detection_service.realtime.pipeline_service import PipelineService
+from detection_service.realtime.restart import SystemRestart
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.events import EventService
 from detection_service.services.health import package_version
 from detection_service.services.jobs import JobService
 from detection_service.services.models import ModelService
+from detection_service.services.performance import Monitoring
 from detection_service.services.retention import RetentionService
 from detection_service.services.settings import SettingsService
 from detection_service.services.storage_report import StorageReportService
@@ -62,6 +68,10 @@ ROUTE_HANDLERS = [
 ]
 ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController, EventsController]
 ROUTE_HANDLERS += [NotificationController, AnalyticsController, ReportController]
+ROUTE_HANDLERS += [MetricsController]  # GET /metrics (Prometheus text, not in the schema)
+ROUTE_HANDLERS += [BatchController]
+ROUTE_HANDLERS += [RestartController]  # POST /api/system/restart (api/restart.py)
+ROUTE_HANDLERS += [DashboardController, dashboard_assets, LiveController]  # the page at / (docs/dashboard.md)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -124,11 +134,31 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.notification_service = NotificationService(
             app.state.session_factory, app.state.settings_service, notifier
         )
+        app.state.system_restart = SystemRestart(pipeline_service, notifier=notifier, engine=engine, store=store)
+        # GET /api/system/status, /performance, /metrics (docs/system.md): the component registry
+        # (the capture reports its camera into it), the status poller and sampler, the collectors.
+        monitoring = Monitoring(
+            session_factory=app.state.session_factory,
+            engine=engine,
+            store=store,
+            dagster=app.state.dagster,
+            settings_service=app.state.settings_service,
+            data_dir=settings.data_dir,
+            bus=bus,
+            pipeline_status=lambda: pipeline_service.pipeline.status(),
+            notifier=notifier,
+        )
+        pipeline_service.pipeline.on_camera_state = monitoring.report_camera
+        app.state.component_status = monitoring.registry
+        app.state.performance = monitoring.service
+        app.state.metrics_registry = monitoring.metrics_registry
         pipeline_service.start_background()
+        monitoring.start()
         app.state.started_at = time.time()
         try:
             yield
         finally:
+            monitoring.close()
             pipeline_service.close()
             notifier.close()  # after the pipeline's last writes; unsent alerts stay queued
             remove_log_handler(log_handler)  # writes what is queued
@@ -139,6 +169,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[PROMETHEUS.middleware],  # HTTP request latency by route (GET /metrics)
         request_max_body_size=settings.max_upload_mb * 1024 * 1024,
         cors_config=CORSConfig(allow_origins=[settings.public_url]),
         openapi_config=OpenAPIConfig(

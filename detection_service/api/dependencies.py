@@ -16,7 +16,9 @@ from litestar.di import Provide
 # Parameter name = the ``app.state`` attribute the lifespan stores it under. Types, as handlers
 # declare them: Settings, Engine, sessionmaker, DagsterClient, SettingsService, JobService,
 # EventService, RetentionService, ModelService, DataYamlService, PipelineService, ManualDetector,
-# NotificationService, SystemLogService, StorageReportService, float (started_at).
+# NotificationService, SystemLogService, StorageReportService, float (started_at), EventBus (bus),
+# SystemRestart (system_restart), ComponentStatusRegistry (component_status), PerformanceService
+# (performance), prometheus_client CollectorRegistry (metrics_registry).
 _ALWAYS_THERE = (
     "settings",
     "engine",
@@ -34,6 +36,11 @@ _ALWAYS_THERE = (
     "system_logs",
     "storage_report",
     "started_at",
+    "bus",
+    "system_restart",
+    "component_status",
+    "performance",
+    "metrics_registry",
 )
 # None until start-up made them: the store in an app that serves objects alone, the Telegram
 # notifier (``notifications.worker``) before start-up finished.
@@ -47,9 +54,17 @@ def _from_state(name: str, optional: bool = False) -> Provide:
     return Provide(provide, sync_to_thread=False)  # an attribute read: no thread needed
 
 
+def _batch_service(jobs: Any, dagster: Any, model_service: Any, session_factory: Any, settings: Any) -> Any:
+    from detection_service.services.batch import BatchService
+
+    # Built per request from the providers above (cheap: it only holds them).
+    return BatchService(jobs, dagster, model_service, session_factory, settings)
+
+
 DEPENDENCIES: dict[str, Provide] = {
     **{name: _from_state(name) for name in _ALWAYS_THERE},
     **{name: _from_state(name, optional=True) for name in _MAYBE_THERE},
+    "batch": Provide(_batch_service, sync_to_thread=False),  # BatchService (api/batch.py)
 }
 
 # For ObjectController's own layer: it is also served on its own (tests/test_storage.py mounts it

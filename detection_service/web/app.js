@@ -1,0 +1,586 @@
+// The dashboard's state and behaviour (docs/dashboard.md). One Alpine component; every number it
+// shows comes from the public REST API in the seed's envelope, live changes from /api/live/events.
+"use strict";
+
+const SECTIONS = ["live", "events", "review", "models", "datasets", "settings", "system", "analytics"];
+const TYPES = ["person", "package", "delivery_food", "mail", "unclassified"];
+// Values a setting may take where the API accepts a closed set (schemas/settings.py, PipelineKnobs).
+const SETTING_CHOICES = {
+  resolution: ["1920x1080", "1280x720", "640x480"],
+  sensitivity: ["low", "medium", "high"],
+  log_level: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+  profile: ["default", "tiny"],
+};
+const BOX_COLOURS = { person: "#50c850", package: "#ff8c00", delivery_food: "#e0409a", mail: "#3d7cf0", unclassified: "#9aa0a6" };
+
+class ApiError extends Error {
+  constructor(status, envelope) {
+    const error = (envelope && envelope.error) || {};
+    super(error.message || (envelope && envelope.message) || `HTTP ${status}`);
+    this.status = status;
+    this.code = error.code;
+    this.details = error.details;
+  }
+}
+
+// One call of the public API; resolves to the envelope's data, rejects with ApiError.
+async function api(method, path, body) {
+  const init = { method, headers: { Accept: "application/json" } };
+  if (body instanceof FormData) init.body = body;
+  else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, init);
+  let envelope = null;
+  try {
+    envelope = await response.json();
+  } catch (_) {
+    /* not JSON: the status says it */
+  }
+  if (!response.ok || (envelope && envelope.success === false)) throw new ApiError(response.status, envelope);
+  return envelope ? envelope.data : null;
+}
+
+function query(params) {
+  const parts = Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined);
+  return parts.length ? "?" + new URLSearchParams(parts).toString() : "";
+}
+
+// Line diff (longest common subsequence) of two small texts: [{op: " "|"-"|"+", text}].
+function lineDiff(a, b) {
+  const x = a.split("\n"), y = b.split("\n");
+  const n = x.length, m = y.length;
+  const lcs = Array.from({ length: n + 1 }, () => new Array(m + 1).fill(0));
+  for (let i = n - 1; i >= 0; i--)
+    for (let j = m - 1; j >= 0; j--) lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+  const out = [];
+  let i = 0, j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) { out.push({ op: " ", text: x[i] }); i++; j++; }
+    else if (lcs[i + 1][j] >= lcs[i][j + 1]) out.push({ op: "-", text: x[i++] });
+    else out.push({ op: "+", text: y[j++] });
+  }
+  while (i < n) out.push({ op: "-", text: x[i++] });
+  while (j < m) out.push({ op: "+", text: y[j++] });
+  return out;
+}
+
+// The settings field a validation message is about: msgspec says "... - at `$.fps`", the service
+// lists unknown keys as details [{key}].
+function fieldOfError(err) {
+  const found = /at `\$\.([A-Za-z0-9_]+)/.exec(err.message || "");
+  if (found) return found[1];
+  const first = Array.isArray(err.details) ? err.details.find((d) => d && d.key) : null;
+  return first ? first.key : null;
+}
+
+document.addEventListener("alpine:init", () => {
+  window.Alpine.data("dashboard", () => ({
+    texts: window.AIDOOR_TEXTS,
+    lang: localStorage.getItem("aidoor.lang") || ((navigator.language || "en").toLowerCase().startsWith("ko") ? "ko" : "en"),
+    sections: SECTIONS,
+    types: TYPES,
+    section: "live",
+    streamOnline: false,
+    notice: "",
+    noticeError: false,
+    // Live
+    detection: null,
+    // Events
+    eventFilter: { type: "", status: "", from: "", to: "" },
+    eventPage: { items: [], total: 0, page: 1, limit: 12 },
+    newEvents: 0,
+    selected: null,
+    // Review
+    queue: [],
+    queueTotal: 0,
+    reviewIndex: 0,
+    retrain: { min: null, since: 0, more: false },
+    // Models
+    modelList: [],
+    forceDeploy: false,
+    training: null,
+    trainForm: { dataset_id: "", epochs: 10, batch_size: 16, imgsz: 640, profile: "default", auto_deploy: false },
+    // Datasets
+    datasetList: [],
+    dataset: null,
+    yamlVersions: [],
+    diffPair: { a: "", b: "" },
+    diffLines: [],
+    roboflow: { project_name: "", version: 1 },
+    // Settings
+    settingsData: {},
+    settingsForm: {},
+    fieldErrors: {},
+    categoryMessages: {},
+    recipients: [],
+    recipientForm: { chat_id: "", bot_token: "" },
+    templateList: [],
+    testText: "테스트 알림",
+    // System
+    health: null,
+    sysStatus: null,
+    performance: null,
+    storageReport: null,
+    logs: [],
+    batchJobs: null,
+    // Analytics
+    statsPeriod: "week",
+    statsGroup: "hour",
+    stats: null,
+    patterns: null,
+    anomalies: null,
+    reports: null,
+    unavailable: {},
+
+    init() {
+      document.documentElement.lang = this.lang;
+      window.addEventListener("hashchange", () => this.route());
+      window.addEventListener("keydown", (e) => this.onKey(e));
+      this.route();
+      this.connectStream();
+    },
+
+    t(key) {
+      return (this.texts[this.lang] && this.texts[this.lang][key]) || this.texts.en[key] || key;
+    },
+    setLang(lang) {
+      this.lang = lang;
+      localStorage.setItem("aidoor.lang", lang);
+      document.documentElement.lang = lang;
+    },
+    say(message, isError = false) {
+      this.notice = message;
+      this.noticeError = isError;
+    },
+    async guard(work) {
+      try {
+        return await work();
+      } catch (err) {
+        this.say(err.message, true);
+        return undefined;
+      }
+    },
+
+    route() {
+      const name = (location.hash.replace(/^#\/?/, "") || "live").split("/")[0];
+      this.section = SECTIONS.includes(name) ? name : "live";
+      this.notice = "";
+      this.selected = null;
+      const loaders = {
+        live: () => this.loadLive(),
+        events: () => this.loadEvents(),
+        review: () => this.loadReview(),
+        models: () => this.loadModels(),
+        datasets: () => this.loadDatasets(),
+        settings: () => this.loadSettings(),
+        system: () => this.loadSystem(),
+        analytics: () => this.loadAnalytics(),
+      };
+      loaders[this.section]();
+    },
+
+    // ---------------------------------------------------------------- live updates (SSE)
+    connectStream() {
+      const source = new EventSource("/api/live/events");
+      source.onopen = () => (this.streamOnline = true);
+      source.onerror = () => (this.streamOnline = false); // EventSource retries by itself
+      source.addEventListener("detection", (e) => {
+        this.detection = { ...(this.detection || {}), ...JSON.parse(e.data) };
+      });
+      source.addEventListener("training", (e) => (this.training = JSON.parse(e.data)));
+      const changed = () => {
+        if (this.section === "events") this.refreshEventsLive();
+        if (this.section === "review") this.loadReview();
+      };
+      source.addEventListener("event_created", () => {
+        this.newEvents++;
+        changed();
+      });
+      source.addEventListener("event_updated", changed);
+      source.addEventListener("package_removed", changed);
+    },
+
+    // ---------------------------------------------------------------- Live
+    async loadLive() {
+      const data = await this.guard(() => api("GET", "/api/detection"));
+      if (data) this.detection = data;
+    },
+    async control(action) {
+      const data = await this.guard(() => api("POST", `/api/detection/${action}`));
+      if (data) {
+        this.detection = data;
+        this.say(`${this.t(action)}: ${data.status}`);
+      }
+    },
+
+    // ---------------------------------------------------------------- Events
+    eventQuery(page) {
+      const f = this.eventFilter;
+      const range = f.from || f.to ? `${f.from}/${f.to}` : "";
+      return query({ page, limit: this.eventPage.limit, type: f.type, status: f.status, date_range: range });
+    },
+    async loadEvents(page = 1) {
+      const data = await this.guard(() => api("GET", "/api/events" + this.eventQuery(page)));
+      if (data) {
+        this.eventPage = data;
+        this.newEvents = 0;
+      }
+    },
+    refreshEventsLive() {
+      // Several frames in a burst cost one request: the first schedules, the rest join it.
+      if (this._refreshTimer) return;
+      this._refreshTimer = setTimeout(() => {
+        this._refreshTimer = null;
+        if (this.eventPage.page === 1) this.loadEvents(1);
+      }, 300);
+    },
+    pages() {
+      return Math.max(1, Math.ceil(this.eventPage.total / this.eventPage.limit));
+    },
+    async openEvent(id) {
+      const data = await this.guard(() => api("GET", `/api/events/${id}`));
+      if (data) this.selected = data;
+    },
+    // The box of one capture: its own under bbox.frames, else the main one (capture 1).
+    boxOf(event, image) {
+      const bbox = event && event.bbox;
+      if (!bbox) return null;
+      const own = bbox.frames && bbox.frames[String(image.sequence_number)];
+      if (own) return own;
+      return image.sequence_number === 1 && "x1" in bbox ? bbox : null;
+    },
+    drawBox(svg, img, box, type) {
+      // Pixel boxes on the image's own pixel grid: the SVG takes the image's natural size as viewBox.
+      if (!box || !img.naturalWidth) return;
+      svg.setAttribute("viewBox", `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
+      const rect = svg.querySelector("rect");
+      rect.setAttribute("x", box.x1);
+      rect.setAttribute("y", box.y1);
+      rect.setAttribute("width", Math.max(1, box.x2 - box.x1));
+      rect.setAttribute("height", Math.max(1, box.y2 - box.y1));
+      rect.setAttribute("stroke", BOX_COLOURS[type] || "#fff");
+      rect.setAttribute("stroke-width", Math.max(2, img.naturalWidth / 200));
+      rect.style.display = "";
+    },
+    colour(type) {
+      return BOX_COLOURS[type] || "#9aa0a6";
+    },
+    when(value) {
+      return value ? new Date(value).toLocaleString(this.lang === "ko" ? "ko-KR" : "en-GB") : "-";
+    },
+    percent(value) {
+      return value === null || value === undefined ? "-" : `${Math.round(value * 100)}%`;
+    },
+    number(value, digits = 3) {
+      return value === null || value === undefined ? "-" : Number(value).toFixed(digits);
+    },
+
+    // ---------------------------------------------------------------- Review
+    async loadReview() {
+      const data = await this.guard(() => api("GET", "/api/events/images/unclassified" + query({ limit: 100 })));
+      if (!data) return;
+      // The listing is per capture; the queue is per event (its first capture listed).
+      const byEvent = new Map();
+      for (const image of data.items) if (!byEvent.has(image.event_id)) byEvent.set(image.event_id, image);
+      this.queue = [...byEvent.values()];
+      this.queueTotal = this.queue.length;
+      this.reviewIndex = Math.min(this.reviewIndex, Math.max(0, this.queue.length - 1));
+      this.loadRetrainProgress();
+    },
+    async loadRetrainProgress() {
+      // Verified labels since the deployed model was trained, against training.retrain_min_new_labels.
+      const training = await api("GET", "/api/settings/training").catch(() => null);
+      const current = await api("GET", "/api/models/current").catch(() => null);
+      const events = await api("GET", "/api/events" + query({ limit: 100 })).catch(() => null);
+      if (!training || !events) return;
+      const since = current ? new Date(current.training_date) : new Date(0);
+      const counted = events.items.filter((e) => e.user_verified && e.reclassified_at && new Date(e.reclassified_at) > since);
+      this.retrain = { min: training.retrain_min_new_labels, since: counted.length, more: events.total > events.items.length };
+    },
+    async classify(eventId, body) {
+      const data = await this.guard(() => api("PUT", `/api/detections/${eventId}/classify`, body));
+      if (data) {
+        this.say(`#${eventId}: ${data.type}${data.is_false_positive ? " (" + this.t("false_positive") + ")" : ""}`);
+        if (this.selected && this.selected.id === eventId) this.selected = data;
+        if (this.section === "review") await this.loadReview();
+        if (this.section === "events") await this.loadEvents(this.eventPage.page);
+      }
+    },
+    relabel(eventId, type) {
+      return this.classify(eventId, { type, verified: true, false_positive: false });
+    },
+    markFalsePositive(eventId, type) {
+      return this.classify(eventId, { type: type || "unclassified", verified: true, false_positive: true });
+    },
+    markVerified(eventId, type) {
+      return this.classify(eventId, { type, verified: true, false_positive: false });
+    },
+    onKey(e) {
+      if (this.section !== "review" || !this.queue.length) return;
+      if (["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName)) return;
+      const item = this.queue[this.reviewIndex];
+      if (e.key >= "1" && e.key <= "4") this.relabel(item.event_id, TYPES[Number(e.key) - 1]);
+      else if (e.key === "5") this.markFalsePositive(item.event_id);
+      else if (e.key === "v" || e.key === "V") this.markVerified(item.event_id, item.object_type);
+      else if (e.key === "ArrowDown" || e.key === "j") this.reviewIndex = Math.min(this.queue.length - 1, this.reviewIndex + 1);
+      else if (e.key === "ArrowUp" || e.key === "k") this.reviewIndex = Math.max(0, this.reviewIndex - 1);
+      else return;
+      e.preventDefault();
+    },
+
+    // ---------------------------------------------------------------- Models
+    async loadModels() {
+      const [models, training, datasets] = await Promise.all([
+        this.guard(() => api("GET", "/api/models/versions")),
+        api("GET", "/api/models/train/status").catch(() => null),
+        api("GET", "/api/datasets").catch(() => []),
+      ]);
+      if (models) this.modelList = models;
+      this.training = training;
+      this.datasetList = datasets || [];
+      if (!this.trainForm.dataset_id && this.datasetList.length) this.trainForm.dataset_id = this.datasetList[0].dataset_id;
+    },
+    gateText(model) {
+      const gate = model.gate;
+      if (!gate) return "-";
+      const verdict = gate.passed === true ? "pass" : gate.passed === false ? "fail" : "";
+      return [verdict, gate.reason].filter(Boolean).join(": ");
+    },
+    async deploy(model) {
+      const data = await this.guard(() =>
+        api("POST", `/api/models/${encodeURIComponent(model.model_id)}/deploy`, { force: this.forceDeploy })
+      );
+      if (data) {
+        this.say(`${data.model.model_id} ${this.t("current")}`);
+        await this.loadModels();
+      }
+    },
+    async startTraining() {
+      const body = { ...this.trainForm };
+      for (const key of ["epochs", "batch_size", "imgsz"]) body[key] = body[key] === "" ? null : Number(body[key]);
+      const data = await this.guard(() => api("POST", "/api/models/train", body));
+      if (data) {
+        this.training = data;
+        this.say(this.t("start_training") + ": #" + data.id);
+      }
+    },
+    async cancelTraining() {
+      const data = await this.guard(() => api("DELETE", "/api/models/train/cancel"));
+      if (data) this.training = data;
+    },
+    trainingRunning() {
+      return this.training && ["pending", "running", "queued"].includes(this.training.status);
+    },
+
+    // ---------------------------------------------------------------- Datasets
+    async loadDatasets() {
+      const data = await this.guard(() => api("GET", "/api/datasets"));
+      if (!data) return;
+      this.datasetList = data;
+      const keep = this.dataset && data.find((d) => d.id === this.dataset.id);
+      if (keep || data.length) await this.openDataset((keep || data[0]).dataset_id);
+    },
+    async openDataset(ref) {
+      const detail = await this.guard(() => api("GET", `/api/datasets/${encodeURIComponent(ref)}`));
+      if (!detail) return;
+      this.dataset = detail;
+      this.diffLines = [];
+      this.yamlVersions = (await api("GET", `/api/datasets/${encodeURIComponent(ref)}/yaml/versions`).catch(() => [])) || [];
+      const ids = this.yamlVersions.map((v) => String(v.id));
+      this.diffPair = { a: ids[1] || ids[0] || "", b: ids[0] || "" };
+    },
+    distribution(dist) {
+      // class_distribution: {name: count} (or {name: {count}}): bars relative to the largest.
+      const rows = Object.entries(dist || {}).map(([name, v]) => [name, typeof v === "number" ? v : (v && (v.count ?? v.instances ?? v.images)) || 0]);
+      const top = Math.max(1, ...rows.map((r) => r[1]));
+      return rows.map(([name, count]) => ({ name, count, width: Math.round((100 * count) / top) }));
+    },
+    async compareYaml() {
+      const ref = encodeURIComponent(this.dataset.dataset_id);
+      const [a, b] = await Promise.all(
+        [this.diffPair.a, this.diffPair.b].map((id) => this.guard(() => api("GET", `/api/datasets/${ref}/yaml/${id}`)))
+      );
+      if (a && b) this.diffLines = lineDiff(a.yaml_content || "", b.yaml_content || "");
+    },
+    async uploadExport(input) {
+      if (!input.files.length || !this.dataset) return;
+      const form = new FormData();
+      form.append("file", input.files[0]);
+      const data = await this.guard(() => api("PUT", `/api/datasets/${encodeURIComponent(this.dataset.dataset_id)}/update`, form));
+      input.value = "";
+      if (data) {
+        this.say(this.t("upload") + ": " + (data.version || data.dataset_id || "OK"));
+        await this.openDataset(this.dataset.dataset_id);
+      }
+    },
+    async syncRoboflow() {
+      const body = { project_name: this.roboflow.project_name, version: Number(this.roboflow.version) };
+      const data = await this.guard(() => api("POST", "/api/datasets/roboflow/sync", body));
+      if (data) this.say(this.t("roboflow_sync") + ": #" + (data.id || data.batch_job_id || ""));
+    },
+
+    // ---------------------------------------------------------------- Settings
+    async loadSettings() {
+      const [all, recipients, templates] = await Promise.all([
+        this.guard(() => api("GET", "/api/settings")),
+        api("GET", "/api/notifications/recipients").catch(() => []),
+        api("GET", "/api/notifications/templates").catch(() => []),
+      ]);
+      if (all) {
+        this.settingsData = all;
+        this.settingsForm = JSON.parse(JSON.stringify(all));
+        this.fieldErrors = {};
+        this.categoryMessages = {};
+      }
+      this.recipients = recipients || [];
+      this.templateList = templates || [];
+    },
+    fieldKind(value, key) {
+      if (SETTING_CHOICES[key]) return "choice";
+      if (typeof value === "boolean") return "bool";
+      if (typeof value === "number") return "number";
+      if (Array.isArray(value)) return "list";
+      return "text";
+    },
+    choices(key) {
+      return SETTING_CHOICES[key] || [];
+    },
+    toggleInList(category, key, item) {
+      const list = this.settingsForm[category][key];
+      const at = list.indexOf(item);
+      if (at >= 0) list.splice(at, 1);
+      else list.push(item);
+    },
+    async saveCategory(category) {
+      // Send only what changed: the API validates the category as a whole and stores all or nothing.
+      const form = this.settingsForm[category], stored = this.settingsData[category], changes = {};
+      for (const [key, value] of Object.entries(form)) {
+        const typed = typeof stored[key] === "number" && value !== "" && !isNaN(Number(value)) ? Number(value) : value;
+        if (JSON.stringify(typed) !== JSON.stringify(stored[key])) changes[key] = typed;
+      }
+      this.fieldErrors[category] = {};
+      try {
+        const data = await api("PUT", `/api/settings/${category}`, changes);
+        this.settingsData[category] = data;
+        this.settingsForm[category] = JSON.parse(JSON.stringify(data));
+        this.categoryMessages[category] = { text: this.t("saved"), error: false };
+      } catch (err) {
+        const field = fieldOfError(err);
+        if (field) this.fieldErrors[category] = { [field]: err.message };
+        this.categoryMessages[category] = { text: field ? "" : err.message, error: true };
+      }
+    },
+    async addRecipient() {
+      const data = await this.guard(() => api("POST", "/api/notifications/recipients", this.recipientForm));
+      if (data) {
+        this.recipientForm = { chat_id: "", bot_token: "" };
+        this.recipients = await api("GET", "/api/notifications/recipients");
+      }
+    },
+    async removeRecipient(id) {
+      const data = await this.guard(() => api("DELETE", `/api/notifications/recipients/${id}`));
+      if (data !== undefined) this.recipients = await api("GET", "/api/notifications/recipients");
+    },
+    async saveTemplate(template) {
+      const body = { template_text: template.template_text, is_active: template.is_active };
+      const data = await this.guard(() => api("PUT", `/api/notifications/templates/${template.template_key}`, body));
+      if (data) this.say(`${template.template_key}: ${this.t("saved")}`);
+    },
+    async sendTest() {
+      const data = await this.guard(() => api("POST", "/api/notifications/send", { text: this.testText }));
+      if (data !== undefined) this.say(this.t("test_alert") + ": " + this.t("sent"));
+    },
+
+    // ---------------------------------------------------------------- System
+    async optional(key, path) {
+      // Endpoints other work adds over time: a 404 shows "not available", nothing breaks.
+      try {
+        const data = await api("GET", path);
+        this.unavailable[key] = false;
+        return data;
+      } catch (err) {
+        this.unavailable[key] = true;
+        return null;
+      }
+    },
+    async loadSystem() {
+      const [health, status, performance, storage, logs, jobs] = await Promise.all([
+        this.optional("health", "/api/system/health"),
+        this.optional("status", "/api/system/status"),
+        this.optional("performance", "/api/system/performance"),
+        this.optional("storage", "/api/system/storage"),
+        this.optional("logs", "/api/system/logs?limit=20"),
+        this.optional("batch", "/api/batch/jobs?limit=20"),
+      ]);
+      this.health = health;
+      this.sysStatus = status;
+      this.performance = performance;
+      this.storageReport = storage;
+      this.logs = (logs && (logs.items || logs)) || [];
+      this.batchJobs = jobs && (jobs.items || jobs);
+    },
+    dagsterUrl() {
+      const dagster = this.health && this.health.components && this.health.components.dagster;
+      const target = dagster && dagster.target;
+      return target && /^https?:\/\//.test(target) ? target : "http://127.0.0.1:3000";
+    },
+    dagsterRunUrl(runId) {
+      return `${this.dagsterUrl().replace(/\/$/, "")}/runs/${runId}`;
+    },
+    bytes(value) {
+      if (value === null || value === undefined) return "-";
+      const units = ["B", "KB", "MB", "GB", "TB"];
+      let n = Number(value), u = 0;
+      while (n >= 1024 && u < units.length - 1) { n /= 1024; u++; }
+      return `${n.toFixed(u ? 1 : 0)} ${units[u]}`;
+    },
+    // Flat rows of a nested JSON object: [["a.b", value]] (status/performance answers vary).
+    flat(obj, prefix = "", out = []) {
+      for (const [key, value] of Object.entries(obj || {})) {
+        const name = prefix ? `${prefix}.${key}` : key;
+        if (value && typeof value === "object" && !Array.isArray(value)) this.flat(value, name, out);
+        else out.push([name, Array.isArray(value) ? `[${value.length}]` : String(value)]);
+      }
+      return out.slice(0, 60);
+    },
+
+    // ---------------------------------------------------------------- Analytics
+    async loadAnalytics() {
+      const [stats, patterns, anomalies, reports] = await Promise.all([
+        this.optional("statistics", "/api/analytics/statistics" + query({ period: this.statsPeriod, group_by: this.statsGroup })),
+        this.optional("patterns", "/api/analytics/patterns" + query({ period: "month" })),
+        this.optional("anomalies", "/api/analytics/anomalies" + query({ days: 7 })),
+        this.optional("reports", "/api/analytics/reports"),
+      ]);
+      this.stats = stats;
+      this.patterns = patterns;
+      this.anomalies = anomalies;
+      this.reports = reports;
+    },
+    statRows() {
+      const groups = (this.stats && (this.stats.groups || this.stats.items || this.stats.rows)) || [];
+      const rows = groups.map((g) => ({ label: String(g.key ?? g.group ?? g.type ?? g.hour ?? g.label ?? ""), count: g.count || 0 }));
+      const top = Math.max(1, ...rows.map((r) => r.count));
+      return rows.map((r, i) => ({ ...r, i, height: (100 * r.count) / top }));
+    },
+    // Hour x weekday cells of every type together: [{weekday, hour, count, alpha}].
+    heatCells() {
+      const grid = {};
+      const hist = (this.patterns && (this.patterns.histograms || this.patterns.histogram)) || {};
+      const add = (w, h, c) => (grid[`${w}-${h}`] = (grid[`${w}-${h}`] || 0) + c);
+      for (const perType of Object.values(hist)) {
+        if (Array.isArray(perType)) perType.forEach((row, w) => Array.isArray(row) && row.forEach((c, h) => add(w, h, Number(c) || 0)));
+        else if (perType && Array.isArray(perType.counts)) perType.counts.forEach((row, w) => row.forEach((c, h) => add(w, h, Number(c) || 0)));
+      }
+      const top = Math.max(1, ...Object.values(grid));
+      const cells = [];
+      for (let w = 0; w < 7; w++) for (let h = 0; h < 24; h++) cells.push({ w, h, count: grid[`${w}-${h}`] || 0, alpha: (grid[`${w}-${h}`] || 0) / top });
+      return cells;
+    },
+    anomalyRows() {
+      return (this.anomalies && (this.anomalies.items || this.anomalies.anomalies)) || [];
+    },
+  }));
+});
