@@ -1,10 +1,12 @@
-"""System assets: snapshots of what the deployment holds."""
+"""System assets: snapshots of what the deployment holds, and the archive of old system logs."""
 
 from collections import defaultdict
 
 import dagster as dg
 
 from assets.resources import DatabaseResource, ObjectStoreResource
+from detection_service.batch_jobs import BatchJobs, batch_job_id_of
+from detection_service.services.log_archive import LogArchiveService
 from detection_service.services.settings import SettingsService
 from schemas.db import SystemStatusLog
 from schemas.settings import StorageSettings
@@ -58,3 +60,54 @@ def storage_usage(
             "by_prefix": dg.MetadataValue.md(table),
         }
     )
+
+
+@dg.asset(
+    group_name="system",
+    kinds={"python"},
+    description="system_logs rows older than the retention (storage.max_days) written to the object store as "
+    "gzip-compressed JSON lines (logs/system_logs/YYYY/MM/DD/<first id>-<last id>.jsonl.gz), then deleted. "
+    "Nightly (log_archive_nightly) and on demand (a log_archive batch job, POST /api/batch/trigger).",
+)
+def system_log_archive(
+    context: dg.AssetExecutionContext, database: DatabaseResource, object_store: ObjectStoreResource
+) -> dg.MaterializeResult:
+    session_factory = database.session_factory()
+    # A batch job's run claims its row (a cancelled job does not run); a scheduled run has none.
+    with BatchJobs(session_factory).running(batch_job_id_of(context.run.tags), context.run_id, "archiving") as job:
+
+        def progress(done: int, total: int) -> None:
+            job.progress(round(100 * done / total) if total else None, f"archived {done} of {total} rows")
+
+        report = LogArchiveService(session_factory, object_store.store()).archive(progress=progress)
+        job.complete(
+            {
+                "rows_archived": report.rows_archived,
+                "object_keys": report.object_keys,
+                "bytes": report.bytes_written,
+                "cutoff": report.cutoff.isoformat() + "Z",
+            }
+        )
+    context.log.info(
+        f"log archive: {report.rows_archived} rows older than {report.cutoff:%Y-%m-%d %H:%M} UTC "
+        f"in {len(report.object_keys)} object(s), {report.bytes_written} bytes"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "rows_archived": dg.MetadataValue.int(report.rows_archived),
+            "object_key": dg.MetadataValue.text(report.object_keys[-1] if report.object_keys else "(none)"),
+            "object_keys": dg.MetadataValue.json(report.object_keys),
+            "bytes": dg.MetadataValue.int(report.bytes_written),
+            "retention_days": dg.MetadataValue.int(report.retention_days),
+            "cutoff": dg.MetadataValue.text(report.cutoff.isoformat() + "Z"),
+            "duration_ms": dg.MetadataValue.int(report.duration_ms),
+        }
+    )
+
+
+log_archive_job = dg.define_asset_job(
+    "log_archive_job",
+    selection=[system_log_archive],
+    description="Archive old system_logs rows to the object store and delete them (log_archive batch jobs, "
+    "schedule log_archive_nightly).",
+)

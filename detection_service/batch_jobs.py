@@ -30,7 +30,7 @@ its ``model_training`` row and its job at once).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,6 +52,9 @@ from schemas.batch_jobs import (
 from schemas.db import BatchJob, ModelTraining, utcnow
 from schemas.enums import BatchJobType, JobStatus
 
+# The Dagster run tag that ties a run to the batch_jobs row it executes (the sensor sets it; the
+# code a run executes reads its job id from it: ``batch_job_id_of(context.run.tags)``).
+BATCH_JOB_TAG = "aidoor/batch_job_id"
 # current_step of a job that `aidoor bootstrap-model` runs in its own process (no sensor run).
 IN_PROCESS = "running in `aidoor bootstrap-model`"
 ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
@@ -76,6 +79,13 @@ def validate(job_type: str, parameters: dict[str, Any] | None) -> JobParameters:
         return parse_parameters(job_type, parameters)
     except msgspec.ValidationError as exc:
         raise Invalid(f"bad {job_type} parameters: {exc}", {"job_type": str(job_type)}, code="INVALID_JOB") from None
+
+
+def batch_job_id_of(run_tags: Mapping[str, str]) -> int | None:
+    """The batch job a Dagster run executes (its ``BATCH_JOB_TAG``); None for a run nobody queued
+    (a schedule, a launch from the UI)."""
+    value = run_tags.get(BATCH_JOB_TAG)
+    return int(value) if value and value.isdigit() else None
 
 
 def training_id_of(parameters: JobParameters | None) -> int | None:
@@ -269,12 +279,20 @@ class BatchJobs:
     ) -> bool:
         return self._close(job_id, JobStatus.CANCELLED, error=reason, step=step, session=session)
 
-    def finish(self, job_id: int, status: JobStatus, error: str | None = None, run_id: str | None = None) -> bool:
+    def finish(
+        self,
+        job_id: int,
+        status: JobStatus,
+        error: str | None = None,
+        run_id: str | None = None,
+        step: str | None = None,
+    ) -> bool:
         """Close a job (and the training it drives) when its run ended and the run's own code did
-        not: the run failed, was cancelled, or its worker died. False if it was finished already."""
+        not: the run failed, was cancelled, or its worker died; or when the Batch API cancels it
+        (the training loop polls its row and stops). False if it was finished already."""
         with self._session_factory.begin() as session:
             job = session.get(BatchJob, job_id)
-            if not self._close(job_id, status, error=error, run_id=run_id, session=session):
+            if not self._close(job_id, status, error=error, run_id=run_id, step=step, session=session):
                 return False
             training_id = training_id_of(_typed(job))
             training = session.get(ModelTraining, training_id) if training_id else None

@@ -9,12 +9,13 @@ import msgspec
 from assets.partitions import dataset_versions
 from assets.resources import DatabaseResource, ObjectStoreResource
 from assets.system import storage_usage
+from detection_service.batch_jobs import BATCH_JOB_TAG as BATCH_JOB_TAG  # re-exported: where its callers import it
+from detection_service.batch_jobs import BatchJobs, batch_job_id_of
+from detection_service.services.log_archive import LogArchiveService
 from detection_service.services.retention import RetentionService
 from detection_service.services.settings import SettingsService
 from schemas.batch_jobs import ModelRetrain, TrainParameters, train_config
 
-# The tag that ties a Dagster run to the batch_jobs row it executes.
-BATCH_JOB_TAG = "aidoor/batch_job_id"
 # The training fields the trained_model asset's config takes (assets/models.py TrainConfig).
 TRAIN_CONFIG_KEYS = (
     "training_id",
@@ -73,26 +74,37 @@ dataset_to_model_job = dg.define_asset_job(
 
 @dg.op(
     description="Retention (storage settings): events older than max_days, then the oldest while captures "
-    "exceed max_size_gb, then orphans; old system logs too. Skipped while storage.auto_cleanup is off."
+    "exceed max_size_gb, then orphans; old system logs too (archived to the object store first). The nightly "
+    "run is skipped while storage.auto_cleanup is off; a storage_cleanup batch job (a person asked) always runs."
 )
 def storage_cleanup(
     context: dg.OpExecutionContext, database: DatabaseResource, object_store: ObjectStoreResource
 ) -> dg.Output[None]:
     session_factory = database.session_factory()
     settings = SettingsService(session_factory)
-    if not settings.get("storage").auto_cleanup:  # type: ignore[attr-defined]
+    job_id = batch_job_id_of(context.run.tags)
+    if job_id is None and not settings.get("storage").auto_cleanup:  # type: ignore[attr-defined]
         context.log.info("storage.auto_cleanup is off: nothing deleted")
         return dg.Output(None, metadata={"skipped": "storage.auto_cleanup is off"})
-    retention = RetentionService(session_factory, object_store.store(), settings)
-    images, logs = retention.cleanup_images(), retention.cleanup_logs()
-    context.log.info(f"clean-up: {images}; {logs}")
-    metadata = {k: v for k, v in msgspec.structs.asdict(images).items() if isinstance(v, (int, float))}
-    return dg.Output(None, metadata={**metadata, "logs_deleted": logs.logs_deleted})
+    with BatchJobs(session_factory).running(job_id, context.run_id, "deleting expired events") as job:
+        store = object_store.store()
+        retention = RetentionService(session_factory, store, settings)
+        images = retention.cleanup_images()
+        job.progress(60, "archiving old system logs")
+        # Logs past the retention reach the object store before the log clean-up deletes them.
+        archived = LogArchiveService(session_factory, store, settings).archive()
+        job.progress(90, "deleting old status logs")
+        logs = retention.cleanup_logs()
+        metadata = {k: v for k, v in msgspec.structs.asdict(images).items() if isinstance(v, (int, float))}
+        metadata |= {"logs_archived": archived.rows_archived, "logs_deleted": logs.logs_deleted}
+        job.complete(metadata)
+    context.log.info(f"clean-up: {images}; {archived.rows_archived} logs archived; {logs}")
+    return dg.Output(None, metadata=metadata)
 
 
 @dg.job(
-    description="Nightly retention clean-up (schedule storage_cleanup_nightly). POST /api/system/cleanup "
-    "runs the same code inside the service."
+    description="Retention clean-up: nightly (schedule storage_cleanup_nightly) and storage_cleanup batch jobs. "
+    "POST /api/system/cleanup runs the same code inside the service."
 )
 def storage_cleanup_job() -> None:
     storage_cleanup()

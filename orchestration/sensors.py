@@ -4,23 +4,14 @@ batch job bookkeeping when a run ends."""
 import dagster as dg
 import sqlalchemy as sa
 
-from assets.collection import collection_job
-from assets.datasets import dataset_update_job
-from assets.evaluation import registered_model_evaluation_job
-from assets.partitions import dataset_versions, partition_key
+from assets.partitions import dataset_versions
 from assets.resources import DatabaseResource
 from detection_service.batch_jobs import BatchJobs, validate
 from detection_service.errors import Invalid
 from detection_service.services.settings import SettingsService
-from orchestration.jobs import (
-    BATCH_JOB_TAG,
-    dataset_assets_job,
-    dataset_to_model_job,
-    train_and_deploy_job,
-    train_model_job,
-    training_run_config,
-)
-from schemas.batch_jobs import DatasetMaterialize, DatasetUpdate, JobParameters, ModelEvaluation, ModelRetrain
+from orchestration.batch_runs import batch_run_for, batch_target_jobs
+from orchestration.jobs import BATCH_JOB_TAG
+from schemas.batch_jobs import JobParameters
 from schemas.db import DetectionEvent, Model, ModelTraining
 from schemas.enums import BatchJobType, JobStatus
 
@@ -56,72 +47,26 @@ def retrain_parameters(session_factory, profile: str) -> dict:
 
 
 def run_request_for(job_id: int, params: JobParameters) -> tuple[dg.RunRequest, str | None]:
-    """The run that executes a batch job, and the dataset-version partition it needs (if any).
-    ValueError for a job type no Dagster job runs."""
-    tags = {BATCH_JOB_TAG: str(job_id)}
-    run_key = f"batch-job-{job_id}"
-    match params:
-        case ModelRetrain():
-            key = partition_key(params.dataset_id, params.version)
-            target = train_and_deploy_job if params.auto_deploy else train_model_job
-            return dg.RunRequest(
-                run_key=run_key,
-                job_name=target.name,
-                partition_key=key,
-                tags=tags,
-                run_config=training_run_config(job_id, params, params.auto_deploy),
-            ), key
-        case DatasetMaterialize():
-            key = partition_key(params.dataset_id, params.version)
-            if params.train:
-                return dg.RunRequest(
-                    run_key=run_key,
-                    job_name=dataset_to_model_job.name,
-                    partition_key=key,
-                    tags=tags,
-                    run_config=training_run_config(job_id, params.train, True),
-                ), key
-            return dg.RunRequest(run_key=run_key, job_name=dataset_assets_job.name, partition_key=key, tags=tags), key
-        case ModelEvaluation():
-            return dg.RunRequest(
-                run_key=run_key,
-                job_name=registered_model_evaluation_job.name,
-                tags=tags,
-                run_config={
-                    "ops": {
-                        "evaluate_registered_model": {"config": {"batch_job_id": job_id, "model_id": params.model_id}}
-                    },
-                },
-            ), None
-        case DatasetUpdate(source="auto_collect"):
-            return dg.RunRequest(
-                run_key=run_key,
-                job_name=collection_job.name,
-                tags=tags,
-                run_config={"ops": {"collected_dataset": {"config": {"batch_job_id": job_id}}}},
-            ), None
-        case DatasetUpdate():
-            return dg.RunRequest(
-                run_key=run_key,
-                job_name=dataset_update_job.name,
-                tags=tags,
-                run_config={"ops": {"dataset_update": {"config": {"batch_job_id": job_id}}}},
-            ), None
-    raise ValueError(f"no Dagster job runs batch job type {type(params).__name__}")
+    """The run that executes a batch job (its entry in ``orchestration.batch_runs.BATCH_JOB_RUNS``),
+    and the dataset-version partition it needs added (if any). ValueError for a job type no Dagster
+    job runs."""
+    run = batch_run_for(job_id, params)
+    request = dg.RunRequest(
+        run_key=f"batch-job-{job_id}",
+        job_name=run.job.name,
+        partition_key=run.partition_key,
+        tags={BATCH_JOB_TAG: str(job_id)},
+        run_config=run.run_config or {},
+    )
+    # Only a dataset version is a dynamic partition the sensor adds (others, e.g. time windows, exist).
+    new_version = run.partition_key if getattr(run.job, "partitions_def", None) == dataset_versions else None
+    return request, new_version
 
 
 @dg.sensor(
     minimum_interval_seconds=3,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[
-        train_model_job,
-        train_and_deploy_job,
-        dataset_assets_job,
-        dataset_to_model_job,
-        dataset_update_job,
-        registered_model_evaluation_job,
-        collection_job,
-    ],
+    jobs=batch_target_jobs(),
     description="Starts one Dagster run per pending batch_jobs row (run_key = row id): requests the "
     "service accepted while Dagster was down run once it is back, and none runs twice.",
 )

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.batch_jobs import BatchJobs
-from detection_service.ml.training import EpochProgress
+from detection_service.ml.training import EpochProgress, TrainingCancelled
 from schemas.db import ModelTraining, utcnow
 from schemas.enums import JobStatus
 
@@ -47,6 +47,13 @@ class TrainingProgress:
                 job(self.batch_job_id, session=session)
 
     def started(self, run_id: str | None) -> None:
+        """Marks the training running; TrainingCancelled when it was cancelled (or otherwise
+        finished) before its run started: a cancelled request never trains."""
+        if self.training_id is not None:
+            with self._session_factory() as session:
+                row = session.get(ModelTraining, self.training_id)
+                if row is not None and JobStatus(row.status).is_finished:
+                    raise TrainingCancelled(f"training {self.training_id} is already {row.status}")
         now = utcnow()
         self._update(
             {
