@@ -94,6 +94,10 @@ class GeneralSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_level: Annotated[
         LogLevelName, msgspec.Meta(description="Lowest level of the service's own log records kept in system_logs")
     ] = "WARNING"
+    performance_sample_s: Annotated[
+        int,
+        msgspec.Meta(ge=1, le=3600, description="Seconds between the performance sampler's system_status_logs rows"),
+    ] = 10
 
 
 SettingsStruct = (

@@ -132,3 +132,76 @@ class StorageReport(msgspec.Struct, kw_only=True):
     database: DatabaseUsage
     disk: DiskUsage | None
     message: str
+
+
+# -- GET /api/system/status ---------------------------------------------------------------------
+
+ComponentState = Literal["running", "stopped", "error"]
+# The seed's system_status_logs components, plus the database and Dagster.
+STATUS_COMPONENTS: tuple[str, ...] = ("camera", "detection", "notification", "storage", "database", "dagster")
+
+
+class ComponentStatus(msgspec.Struct, kw_only=True):
+    component: str
+    status: ComponentState
+    reason: str | None = None  # why it is stopped / in error (or what it runs on)
+    since: datetime  # when ``status`` last changed (UTC)
+    checked_at: datetime | None = None  # the last report or probe; None: not checked yet
+
+
+class SystemStatus(msgspec.Struct, kw_only=True):
+    # running: every component runs; degraded: one is stopped or in error.
+    status: Literal["running", "degraded"]
+    components: dict[str, ComponentStatus]
+    uptime_s: float
+    # Rows the registry could not write to system_status_logs (queue full or the database failed).
+    rows_dropped: int = 0
+
+
+# -- GET /api/system/performance ----------------------------------------------------------------
+
+
+class GpuUsage(msgspec.Struct, kw_only=True):
+    name: str
+    memory_allocated_bytes: int
+    memory_reserved_bytes: int
+    memory_total_bytes: int
+    utilization_pct: float | None = None  # needs NVML; None where it is not available
+
+
+class PerformanceNow(msgspec.Struct, kw_only=True):
+    cpu_pct: float  # of one core (psutil): 200 = two cores busy
+    rss_bytes: int
+    memory_pct: float  # RSS of the machine's memory
+    gpu: GpuUsage | None  # None: no CUDA device (or torch not loaded)
+    pipeline_fps: float
+    source_fps: float
+    inference_ms_p50: float | None  # over the last minute; None: no inference in it
+    inference_ms_p95: float | None
+    inferences_last_minute: int
+    frame_age_ms: float
+    dropped_frames: int  # since the pipeline started
+    writer_queue_depth: int  # event rows + images waiting for the database / store
+    alert_queue_depth: int | None  # alerts pending or being sent; None: database not readable
+    disk_used_pct: float | None  # the data dir's disk
+
+
+class PerformanceSample(msgspec.Struct, kw_only=True):
+    """One system_status_logs row of the sampler."""
+
+    logged_at: datetime
+    status: str
+    cpu_usage: float | None = None
+    memory_usage: float | None = None
+    gpu_usage: float | None = None
+    disk_usage: float | None = None
+    fps: int | None = None
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class PerformanceReport(msgspec.Struct, kw_only=True):
+    current: PerformanceNow
+    sample_interval_s: int  # setting general.performance_sample_s
+    minutes: int
+    # component -> its samples in the last ``minutes``, oldest first
+    history: dict[str, list[PerformanceSample]]

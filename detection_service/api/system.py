@@ -1,22 +1,41 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
 from litestar import Controller, Response, get, post
+from litestar.plugins.prometheus import PrometheusConfig
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy.engine import Engine
 
 from detection_service.api.responses import ok
 from detection_service.config import Settings
 from detection_service.orchestrator import DagsterClient
+from detection_service.services.component_status import ComponentStatusRegistry, status_of_all
 from detection_service.services.events import EventService
 from detection_service.services.health import check_health
+from detection_service.services.performance import DEFAULT_MINUTES, MAX_MINUTES, PerformanceService
 from detection_service.services.retention import RetentionService
 from detection_service.services.storage_report import StorageReportService
 from detection_service.services.system_logs import SystemLogService
 from detection_service.storage import ObjectStore
 from schemas.envelope import Envelope
-from schemas.system import CleanupReport, CleanupRequest, HealthReport, StorageReport, SystemLogPage
+from schemas.system import (
+    CleanupReport,
+    CleanupRequest,
+    HealthReport,
+    PerformanceReport,
+    StorageReport,
+    SystemLogPage,
+    SystemStatus,
+)
+
+# HTTP request latency by route (``aidoor_http_request_duration_seconds{path=<route template>}``):
+# Litestar's Prometheus middleware; its metrics live in the default registry next to ours.
+PROMETHEUS = PrometheusConfig(
+    app_name="aidoor", prefix="aidoor_http", group_path=True, exclude=["^/metrics$"], exclude_unhandled_paths=True
+)
 
 
 class SystemController(Controller):
@@ -30,6 +49,46 @@ class SystemController(Controller):
         report = await check_health(engine, object_store, dagster, started_at, notifier=notifier)
         # Always 200: the body says how healthy we are; a load balancer can read `data.status`.
         return ok(report, message=f"system {report.status}")
+
+    @get(
+        "/status",
+        summary="Each component (camera, detection, notification, storage, database, dagster): running / stopped / "
+        "error, the reason and since when",
+        description="The camera reports the moment its source dies or returns; camera and detection are polled every "
+        "second, the database, object store, Dagster and the notifier every general.performance_sample_s seconds. "
+        "`since` is when the state last changed; each change is a system_status_logs row and a log record (WARNING "
+        "on error, so outages show in GET /api/system/logs?level=WARNING).",
+    )
+    async def status(
+        self, component_status: ComponentStatusRegistry, started_at: float
+    ) -> Response[Envelope[SystemStatus]]:
+        overall, components = status_of_all(component_status)
+        report = SystemStatus(
+            status=overall,  # type: ignore[arg-type]
+            components=components,
+            uptime_s=round(time.time() - started_at, 1),
+            rows_dropped=component_status.rows_dropped,
+        )
+        bad = [name for name, c in components.items() if c.status != "running"]
+        return ok(report, message="all components running" if not bad else f"not running: {', '.join(bad)}")
+
+    @get(
+        "/performance",
+        sync_to_thread=True,
+        summary="CPU, memory, GPU, pipeline fps, inference p50/p95, frame age, drops, queue depths; and their history",
+        description=f"current: measured now (CPU over the last second, inference percentiles over the last minute). "
+        f"history: the sampler's system_status_logs rows of the last `minutes` (1-{MAX_MINUTES}, default "
+        f"{DEFAULT_MINUTES}) per component, oldest first; one every general.performance_sample_s seconds.",
+    )
+    def performance(
+        self, performance: PerformanceService, minutes: int = DEFAULT_MINUTES
+    ) -> Response[Envelope[PerformanceReport]]:
+        report = performance.report(minutes)
+        now = report.current
+        return ok(
+            report,
+            message=f"{now.pipeline_fps:.1f} fps, inference p50 {now.inference_ms_p50} ms, CPU {now.cpu_pct:.0f}%",
+        )
 
     @get(
         "/logs",
@@ -94,3 +153,16 @@ class SystemController(Controller):
         event_service.invalidate_totals()
         deleted = report.events_deleted if data.type == "images" else report.logs_deleted
         return ok(report, message=f"{data.type} clean-up: {deleted} deleted")
+
+
+class MetricsController(Controller):
+    """``GET /metrics``: Prometheus text format (not the envelope), left out of the OpenAPI schema."""
+
+    path = "/metrics"
+    include_in_schema = False
+
+    @get(sync_to_thread=True, include_in_schema=False)
+    def metrics(self, metrics_registry: CollectorRegistry) -> Response[bytes]:
+        # The process-wide metrics (pipeline, events, HTTP, process), then this app's scrape-time ones.
+        body = generate_latest(REGISTRY) + generate_latest(metrics_registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 SNAPSHOT_COMPONENT = "storage"
 # The prefixes the report always names (the seed's layout of the bucket).
 PREFIXES = ("events", "datasets", "models", "reports")
-# How many of the newest `storage` rows are searched for a snapshot (other writers may add
-# storage rows without one, e.g. a status sampler).
-SNAPSHOT_SEARCH = 500
+# A snapshot row is a `storage` row whose metadata has `by_prefix`; other writers add storage rows
+# without one (the status registry's transitions, the performance sampler every few seconds), so
+# the database filters on that marker instead of the service scanning the newest rows.
+SNAPSHOT_SEARCH = 5
 
 
 class StorageReportService:
@@ -53,7 +54,11 @@ class StorageReportService:
         with self.session_factory() as session:
             rows = session.execute(
                 sa.select(SystemStatusLog.logged_at, SystemStatusLog.metadata_)
-                .where(SystemStatusLog.component == SNAPSHOT_COMPONENT)
+                .where(
+                    SystemStatusLog.component == SNAPSHOT_COMPONENT,
+                    # JSON_EXTRACT is NULL where the path is missing: SQLite, MariaDB and MySQL alike.
+                    sa.func.json_extract(SystemStatusLog.metadata_, "$.by_prefix").is_not(None),
+                )
                 .order_by(SystemStatusLog.logged_at.desc(), SystemStatusLog.id.desc())
                 .limit(SNAPSHOT_SEARCH)
             ).all()

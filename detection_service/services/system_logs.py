@@ -108,6 +108,11 @@ def component_of(logger_name: str) -> str | None:
     return None
 
 
+def _named_component(record: logging.LogRecord) -> str | None:
+    component = getattr(record, "component", None)
+    return component if component in COMPONENT_NAMES else None
+
+
 def level_name(levelno: int) -> str:
     """A record's level as one of the seed's five names (custom levels round down)."""
     for name in reversed(_LEVELS):
@@ -178,7 +183,8 @@ class SystemLogHandler(logging.handlers.QueueHandler):
             details["exception"] = record.exc_text[-MAX_TRACEBACK:]
         return {
             "level": level_name(record.levelno),
-            "component": component_of(record.name) or "system",
+            # A record may name its component (``extra={"component": ...}``, the status registry does).
+            "component": _named_component(record) or component_of(record.name) or "system",
             "message": message[:MAX_MESSAGE],
             "details": details,
             "created_at": datetime.fromtimestamp(record.created, UTC).replace(tzinfo=None, microsecond=0),
