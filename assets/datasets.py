@@ -8,9 +8,9 @@ from assets.partitions import dataset_versions, split_partition_key
 from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from detection_service.batch_jobs import BatchJobs
 from detection_service.config import Settings
-from detection_service.ml.registry import dataset_prefix
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.jobs import queue_dataset_materialize
+from detection_service.storage import keys
 from schemas.batch_jobs import DatasetUpdate, encode_parameters
 from schemas.db import Dataset, DatasetVersion
 
@@ -48,7 +48,7 @@ def dataset_version(
             raise dg.Failure(f"dataset {dataset_id} has no version {version}")
         image_count, changes = row.image_count, row.changes
         distribution = dataset.class_distribution if dataset.version == version else None
-    prefix = dataset_prefix(dataset_id, version)
+    prefix = keys.dataset_version_root(dataset_id, version)
     splits: dict[str, dict[str, int]] = {}
     total_bytes = 0
     for info in store.list(prefix):

@@ -132,10 +132,6 @@ def slugify(text: str, max_len: int = 50) -> str:
     return f"ds-{slug}" if slug.isdigit() else slug
 
 
-def dataset_prefix(dataset_id: str) -> str:
-    return keys.dataset_root(dataset_id)
-
-
 def version_prefix(dataset_id: str, version: str) -> str:
     return keys.dataset_version_root(dataset_id, version)
 
@@ -450,7 +446,7 @@ def _commit(
                 name=(draft.name or draft.dataset_id)[:100],
                 description=draft.description,
                 version=version,
-                storage_path=dataset_prefix(draft.dataset_id),
+                storage_path=keys.dataset_root(draft.dataset_id),
                 yaml_path=yaml_key,
             )
             session.add(dataset)
@@ -664,7 +660,7 @@ def create_dataset(
                 name=name.strip()[:100],
                 description=description,
                 version="",
-                storage_path=dataset_prefix(dataset_id),
+                storage_path=keys.dataset_root(dataset_id),
                 yaml_path="",
                 total_images=0,
                 total_labels=0,

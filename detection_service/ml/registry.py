@@ -29,14 +29,6 @@ CONFIG_NAME = "aidoor.json"
 _COMPLETE = ".complete"
 
 
-def dataset_prefix(dataset_id: str, version: str) -> str:
-    return keys.dataset_version_root(dataset_id, version)
-
-
-def model_prefix(model_id: str) -> str:
-    return keys.model_root(model_id)
-
-
 def fetch_dataset_version(store: ObjectStore, dataset_id: str, version: str, cache_root: Path) -> Path:
     """Download one stored dataset version into ``cache_root`` (once) and return a data.yaml with
     an absolute ``path:`` that Ultralytics can train on."""
@@ -44,7 +36,7 @@ def fetch_dataset_version(store: ObjectStore, dataset_id: str, version: str, cac
     data_yaml = target / "data.local.yaml"
     if (target / _COMPLETE).exists() and data_yaml.exists():
         return data_yaml
-    prefix = dataset_prefix(dataset_id, version)
+    prefix = keys.dataset_version_root(dataset_id, version)
     objects = list(store.list(prefix))
     if not objects:
         raise FileNotFoundError(f"dataset {dataset_id} {version}: nothing stored under {prefix}")
@@ -109,7 +101,7 @@ def register_model(
     weights = Path(weights)
     with session_factory() as session:
         model_id, version = next_model_id(session)
-    prefix = model_prefix(model_id)
+    prefix = keys.model_root(model_id)
     store.put_file(prefix + WEIGHTS_NAME, weights, "application/octet-stream")
     config = weights.parent / CONFIG_NAME
     if config.exists():
@@ -154,7 +146,7 @@ def register_model_folder(
     files = sorted(p for p in folder.iterdir() if p.is_file())
     with session_factory() as session:
         model_id, version = next_model_id(session)
-    prefix = f"{model_prefix(model_id)}{folder.name}/"
+    prefix = f"{keys.model_root(model_id)}{folder.name}/"
     for path in files:
         store.put_file(prefix + path.name, path, "application/octet-stream")
     digest = hashlib.sha256()
@@ -200,7 +192,7 @@ def fetch_model(store: ObjectStore, model_id: str, model_path: str, cache_root: 
     target.mkdir(parents=True, exist_ok=True)
     partial = target / (WEIGHTS_NAME + ".partial")
     store.download_file(model_path, partial)
-    config_key = model_prefix(model_id) + CONFIG_NAME
+    config_key = keys.model_root(model_id) + CONFIG_NAME
     if store.exists(config_key):
         store.download_file(config_key, target / CONFIG_NAME)
     partial.rename(weights)

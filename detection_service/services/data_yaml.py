@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.errors import DomainError, Invalid, NotFound
 from detection_service.ml.classes import MODEL_CLASSES, map_class_name
+from detection_service.storage import keys
 from detection_service.storage.base import InvalidKey, ObjectStore, validate_key
 from schemas.data_yaml import (
     DataYamlChange,
@@ -98,11 +99,6 @@ class InvalidDataYaml(DataYamlError, Invalid, ValueError):
 def file_hash(content: str) -> str:
     # surrogatepass: never fail here; validation reports text that is not valid Unicode.
     return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def dataset_prefix(dataset_key: str) -> str:
-    """``datasets/<dataset_id>`` (no trailing slash)."""
-    return f"{DATASETS_PREFIX}/{dataset_key}"
 
 
 class DataYamlService:
@@ -308,7 +304,7 @@ class DataYamlService:
         with self._session_factory() as session:
             ds = self._load_dataset(session, dataset)
             ds_pk, ds_key = ds.id, ds.dataset_id
-        key = f"{dataset_prefix(ds_key)}/{version}/data.yaml"
+        key = keys.dataset_version_root(ds_key, version) + "data.yaml"
         try:
             content = self._store.get_bytes(key).decode("utf-8")
         except UnicodeDecodeError:
@@ -551,12 +547,12 @@ def _resolve_root(
         segments = relative.split("/") if relative else []
     if segments[:1] == [DATASETS_PREFIX]:
         if segments[1:2] != [dataset_key]:
-            problem("path", f"{value!r} names another dataset; it must stay inside {dataset_prefix(dataset_key)}/")
+            problem("path", f"{value!r} names another dataset; it must stay inside {keys.dataset_root(dataset_key)}")
             return None
         segments = segments[2:]
     if not segments:
         segments = [base_version]
-    return f"{dataset_prefix(dataset_key)}/{'/'.join(segments)}", segments[0]
+    return keys.dataset_root(dataset_key) + "/".join(segments), segments[0]
 
 
 def _class_mapping(names: Sequence[str]) -> dict[str, str]:
@@ -608,7 +604,7 @@ def _load_yaml(session: Session, ds_pk: int, yaml_id: int) -> DataYaml:
 
 
 def _generated_row(session: Session, ds_pk: int, ds_key: str, version: str, digest: str) -> DataYaml | None:
-    inside = f"{dataset_prefix(ds_key)}/{version}/"
+    inside = keys.dataset_version_root(ds_key, version)
     rows = session.scalars(
         sa.select(DataYaml)
         .where(
@@ -625,7 +621,7 @@ def _generated_row(session: Session, ds_pk: int, ds_key: str, version: str, dige
 
 def _row_version(row: DataYaml, ds_key: str) -> str | None:
     """The dataset version a stored row points into (from its resolved train path)."""
-    prefix = dataset_prefix(ds_key) + "/"
+    prefix = keys.dataset_root(ds_key)
     if row.train_path and row.train_path.startswith(prefix):
         return row.train_path[len(prefix) :].split("/", 1)[0] or None
     return None

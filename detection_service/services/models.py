@@ -21,7 +21,7 @@ from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.orchestrator import DagsterClient, DagsterUnavailable
 from detection_service.services.jobs import JobService
 from detection_service.services.settings import SettingsService
-from detection_service.storage import ObjectStore
+from detection_service.storage import ObjectStore, keys
 from schemas.batch_jobs import ModelRetrain
 from schemas.db import Dataset, Model, ModelTraining, utcnow
 from schemas.enums import BatchJobType, JobStatus
@@ -64,7 +64,7 @@ def model_info(row: Model) -> ModelInfo:
         dataset_id=dataset.get("dataset_id"),
         dataset_version=dataset.get("version"),
         data_yaml_path=(
-            f"{registry.dataset_prefix(dataset['dataset_id'], dataset['version'])}data.yaml"
+            f"{keys.dataset_version_root(dataset['dataset_id'], dataset['version'])}data.yaml"
             if dataset.get("dataset_id") and dataset.get("version")
             else None
         ),
@@ -241,7 +241,7 @@ class ModelService:
                 )
             dataset = self._dataset(session, request.dataset_id)
             version = request.version or dataset.version
-            if not self._store.exists(registry.dataset_prefix(dataset.dataset_id, version) + "data.yaml"):
+            if not self._store.exists(keys.dataset_version_root(dataset.dataset_id, version) + "data.yaml"):
                 raise Invalid(
                     f"dataset {dataset.dataset_id} has no stored version {version!r}", code="DATASET_NOT_READY"
                 )
