@@ -637,6 +637,7 @@ class ReportService:
     def charts(self, report: Report) -> dict[str, bytes]:
         """The report's charts as PNGs (matplotlib, no pyplot: thread-safe, no display)."""
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
 
         tables = {t.name: t for t in report.tables}
         out = {}
@@ -651,17 +652,20 @@ class ReportService:
                 fig.colorbar(image, ax=ax, pad=0.01)
             else:
                 table = tables[chart.name]
-                labels = [str(r[0])[-5:] if chart.name == "by_day" else str(r[0]) for r in table.rows]
-                if chart.name == "by_day" or chart.name == "visits_by_hour":
-                    ax.bar(labels, [r[1] for r in table.rows], color="#3b6ea5")
+                # Numeric positions and explicit tick labels (category axes log a line per chart).
+                x = list(range(len(table.rows)))
+                if chart.name in ("by_day", "visits_by_hour"):
+                    ax.bar(x, [r[1] for r in table.rows], color="#3b6ea5")
                 else:  # per type columns, stacked
                     bottom = [0] * len(table.rows)
                     for i, name in enumerate(table.columns[1:-1], start=1):
                         values = [r[i] for r in table.rows]
-                        ax.bar(labels, values, bottom=bottom, label=name)
+                        ax.bar(x, values, bottom=bottom, label=name)
                         bottom = [b + v for b, v in zip(bottom, values)]
                     if len(table.columns) > 2:
                         ax.legend(fontsize=7, ncols=5, loc="upper left", frameon=False)
+                ax.set_xticks(x, [str(r[0])[5:] if chart.name == "by_day" else str(r[0]) for r in table.rows])
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.tick_params(labelsize=7)
                 ax.spines[["top", "right"]].set_visible(False)
             ax.set_title(chart.title, fontsize=9, loc="left")
