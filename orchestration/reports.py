@@ -40,7 +40,10 @@ REPORT_TYPE_JOBS = {
 
 
 def report_run(job_id: int, params: ReportGenerate) -> tuple[Any, dict[str, Any], str]:
-    """(job, run config, partition key) of a report_generate batch job."""
+    """(job, run config, partition key) of a report_generate batch job. ValueError for a period
+    that is not a partition yet (not over), so the sensor fails the job instead of launching it."""
+    if params.period not in PARTITIONS[REPORT_CADENCE[params.report_type]].get_partition_keys():
+        raise ValueError(f"{params.report_type} {params.period} is not over yet (no partition)")
     config = {"ops": {params.report_type: {"config": {"batch_job_id": job_id}}}}
     return REPORT_TYPE_JOBS[params.report_type], config, params.period
 

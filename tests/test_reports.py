@@ -291,3 +291,31 @@ def test_daily_schedule_materializes_yesterday_and_the_endpoint_serves_it(client
             browser.close()
     pages = len(re.findall(rb"/Type\s*/Page(?!s)", pdf))
     assert 1 <= pages <= 2, f"the page prints on {pages} A4 pages"
+
+
+def test_a_pending_report_job_runs_through_the_batch_sensor(client, settings, today):
+    from orchestration.definitions import defs
+    from orchestration.resources import resources_from_settings
+    from tests.dagster_helpers import ephemeral_instance, next_batch_run
+
+    state = client.app.state
+    plant(state.session_factory, today)
+    day = (today - timedelta(days=3)).isoformat()
+    pending = data(client.get("/api/analytics/reports", params={"type": "security_report", "period": day}), 202)
+    with ephemeral_instance() as instance:
+        run = next_batch_run(settings, instance)
+        assert run.job_name == "security_report_report_job" and run.partition_key == day
+        job = defs.get_job_def(run.job_name)
+        result = job.execute_in_process(
+            partition_key=run.partition_key,
+            run_config=run.run_config,
+            tags=run.tags,
+            instance=instance,
+            resources=resources_from_settings(settings),
+        )
+        assert result.success
+        assert [m.asset_key.path[-1] for m in result.get_asset_materialization_events()] == ["security_report"]
+    finished = state.jobs.get(pending["job"]["id"])
+    assert finished.status == "completed" and finished.result["period"] == day
+    served = data(client.get("/api/analytics/reports", params={"type": "security_report", "period": day}))
+    assert served["type"] == "security_report" and served["counts"]["events"] == finished.result["counts"]["events"]
