@@ -20,6 +20,7 @@ import pytest
 from detection_service.config import Settings
 from schemas.db import Dataset, DatasetVersion, Model, utcnow
 from tests.conftest import drop_everything, free_port
+from tests.test_data_yaml import VALID, put_version
 from tests.test_events_api import add_event
 from tests.test_viewer import CHROMIUM, CHROMIUM_FLAGS, LiveServer
 
@@ -109,6 +110,10 @@ def _plant(service: Service, weights: Path) -> None:
         session.add(dataset)
         session.flush()
         session.add(DatasetVersion(dataset_id=dataset.id, version="v1", image_count=10))
+        for pk, quality in ((rows[0].id, 0.62), (rows[1].id, 0.55)):
+            model = session.get(Model, pk)
+            model.accuracy = quality
+            model.metrics = {**(model.metrics or {}), "map50_95": quality - 0.2, "precision": 0.7, "recall": 0.6}
         older = session.get(Model, rows[0].id)
         older.metrics = {
             **(older.metrics or {}),
@@ -119,6 +124,21 @@ def _plant(service: Service, weights: Path) -> None:
                 "split": f"{EVALUATION_SET_ID}@v1",
             },
         }
+    # A dataset with two data.yaml versions (the second without a test split), through the API.
+    with state.session_factory.begin() as session:
+        session.add(
+            Dataset(
+                dataset_id="door",
+                name="door",
+                version="v1",
+                storage_path="datasets/door",
+                yaml_path="datasets/door/v1/data.yaml",
+                class_distribution={"person": 3, "package": 2, "mail": 1},
+            )
+        )
+    put_version(state.object_store, "door", "v1")
+    for content in (VALID, VALID.replace("test: test/images\n", "")):
+        service.data("POST", "/api/datasets/door/yaml", json={"yaml_content": content, "activate": True})
     deployed = service.data("POST", f"/api/models/{service.newer_model}/deploy")
     assert deployed["model"]["is_current"]
 
@@ -324,6 +344,17 @@ def test_events_filters_and_paging(service: Service, browser: Browser):
     page.wait_for_function(
         f"document.querySelectorAll('[data-page=events] li.event-row').length === {min(12, total - 12)}"
     )
+
+
+def test_data_yaml_versions_and_their_diff(service: Service, browser: Browser):
+    page = browser.page
+    browser.show("datasets")
+    page.click("[data-page=datasets] a[data-dataset=door]")
+    page.wait_for_selector("[data-page=datasets] [data-testid=yaml-versions] li >> nth=1")
+    page.click("[data-page=datasets] [data-testid=compare]")
+    page.wait_for_selector("[data-page=datasets] .diff .del")
+    assert page.text_content("[data-page=datasets] .diff .del").strip() == "- test: test/images"
+    assert page.locator("[data-page=datasets] .bar-row").count() == 3  # class distribution
 
 
 def test_language_switch(service: Service, browser: Browser):

@@ -132,6 +132,7 @@ document.addEventListener("alpine:init", () => {
     patterns: null,
     anomalies: null,
     reports: null,
+    reportType: "daily_summary",
     unavailable: {},
 
     init() {
@@ -263,6 +264,13 @@ document.addEventListener("alpine:init", () => {
       rect.setAttribute("stroke", BOX_COLOURS[type] || "#fff");
       rect.setAttribute("stroke-width", Math.max(2, img.naturalWidth / 200));
       rect.style.display = "";
+    },
+    // Korean: the name the API gives (object_types.name); English: our own label.
+    typeLabel(code, apiName) {
+      if (this.lang === "ko" && apiName) return apiName;
+      const key = `type_${code}`;
+      const label = this.t(key);
+      return label === key ? apiName || code : label;
     },
     colour(type) {
       return BOX_COLOURS[type] || "#9aa0a6";
@@ -484,7 +492,7 @@ document.addEventListener("alpine:init", () => {
       if (data !== undefined) this.recipients = await api("GET", "/api/notifications/recipients");
     },
     async saveTemplate(template) {
-      const body = { template_text: template.template_text, is_active: template.is_active };
+      const body = { message_text: template.message_text, is_active: template.is_active };
       const data = await this.guard(() => api("PUT", `/api/notifications/templates/${template.template_key}`, body));
       if (data) this.say(`${template.template_key}: ${this.t("saved")}`);
     },
@@ -548,16 +556,25 @@ document.addEventListener("alpine:init", () => {
 
     // ---------------------------------------------------------------- Analytics
     async loadAnalytics() {
-      const [stats, patterns, anomalies, reports] = await Promise.all([
+      const [stats, patterns, anomalies] = await Promise.all([
         this.optional("statistics", "/api/analytics/statistics" + query({ period: this.statsPeriod, group_by: this.statsGroup })),
         this.optional("patterns", "/api/analytics/patterns" + query({ period: "month" })),
         this.optional("anomalies", "/api/analytics/anomalies" + query({ days: 7 })),
-        this.optional("reports", "/api/analytics/reports"),
       ]);
       this.stats = stats;
       this.patterns = patterns;
       this.anomalies = anomalies;
-      this.reports = reports;
+    },
+    // Only on request: asking for a report that does not exist yet queues the batch job that makes it.
+    async loadReport() {
+      this.reports = await this.optional("reports", "/api/analytics/reports" + query({ type: this.reportType }));
+    },
+    reportLink(format) {
+      const period = this.reports && this.reports.period;
+      return "/api/analytics/reports" + query({ type: this.reportType, period, format });
+    },
+    weekday(index) {
+      return (this.lang === "ko" ? "월화수목금토일" : "MTWTFSS")[index] || "";
     },
     statRows() {
       const groups = (this.stats && (this.stats.groups || this.stats.items || this.stats.rows)) || [];
