@@ -129,11 +129,11 @@ class ModelEvaluation(_Job, tag=BatchJobType.MODEL_EVALUATION.value):
 
 
 class StorageCleanup(_Job, tag=BatchJobType.STORAGE_CLEANUP.value):
-    """Retention clean-up (a seed job type: today the nightly schedule runs it, not a batch job)."""
+    """Retention clean-up now (``storage_cleanup_job``; also nightly by schedule), old logs archived first."""
 
 
 class LogArchive(_Job, tag=BatchJobType.LOG_ARCHIVE.value):
-    """Archive of old system logs (a seed job type; nothing queues it yet)."""
+    """Old ``system_logs`` rows to the object store, then deleted (``log_archive_job``; also nightly)."""
 
 
 class ReportGenerate(_Job, tag=BatchJobType.REPORT_GENERATE.value):

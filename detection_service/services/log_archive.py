@@ -45,7 +45,7 @@ ProgressCallback = Callable[[int, int], None]
 class LogArchiveReport(msgspec.Struct, kw_only=True):
     retention_days: int
     cutoff: datetime
-    rows_archived: int = 0
+    rows_archived: int = 0  # archived and deleted by this run
     object_keys: list[str] = msgspec.field(default_factory=list)
     bytes_written: int = 0  # compressed, summed over the objects
     duration_ms: int = 0
@@ -89,8 +89,9 @@ class LogArchiveService:
             data = _gzip_lines(lines)
             key = system_log_archive_key(now, ids[0], ids[-1])
             self._store.put_bytes(key, data, CONTENT_TYPE)  # nothing is deleted unless this worked
-            self._delete(ids, cutoff)
-            report.rows_archived += len(ids)
+            # Counted as deleted here: a concurrent archive run (the nightly one and a batch job) may
+            # have written and deleted the same rows; between them each row is counted once.
+            report.rows_archived += self._delete(ids, cutoff)
             report.object_keys.append(key)
             report.bytes_written += len(data)
             after_id = ids[-1]
@@ -122,12 +123,17 @@ class LogArchiveService:
                     break
         return lines, ids
 
-    def _delete(self, ids: list[int], cutoff: datetime) -> None:
+    def _delete(self, ids: list[int], cutoff: datetime) -> int:
+        deleted = 0
         for start in range(0, len(ids), DELETE_BATCH):
             chunk = ids[start : start + DELETE_BATCH]
             with self._session_factory.begin() as session:
                 # The cut-off again: only the rows that were archived, even if an id were reused.
-                session.execute(sa.delete(SystemLog).where(SystemLog.id.in_(chunk), SystemLog.created_at < cutoff))
+                result = session.execute(
+                    sa.delete(SystemLog).where(SystemLog.id.in_(chunk), SystemLog.created_at < cutoff)
+                )
+                deleted += result.rowcount or 0
+        return deleted
 
 
 def _record(row: SystemLog) -> dict:
