@@ -51,6 +51,7 @@ from schemas.detection import (
     DetectionConfig,
     DetectionStatus,
     StreamStatus,
+    TrackingSnapshot,
 )
 from schemas.settings import CameraSettings, DetectionSettings
 
@@ -233,6 +234,41 @@ class PipelineService:
             except RuntimeError as exc:  # the previous thread is still inside a blocking read
                 raise Conflict(str(exc), code="BUSY") from None
         return self.pipeline.status()
+
+    def restart_camera(self) -> dict[str, Any]:
+        """``POST /api/system/restart {"service": "camera"}``: re-open the camera source only (the
+        detector, tracker, open events and writer carry on). Conflict while the pipeline is stopped."""
+        with self._control_lock:
+            if not self.pipeline.restart_capture():
+                raise Conflict(
+                    "the detection pipeline is stopped, so no camera is being captured: start it with "
+                    "POST /api/detection/start (or restart service 'detection')",
+                    code="PIPELINE_STOPPED",
+                )
+        return self.pipeline.status()
+
+    def restart_detection(self, *, reload_settings: bool = False) -> dict[str, Any]:
+        """``POST /api/system/restart {"service": "detection"}``: a fresh detector for the loaded
+        model, then the pipeline restarted (new tracker and motion gate; the recorder ends what
+        was open except packages, which are re-adopted, so no event is duplicated). With
+        ``reload_settings`` the camera, detection and pipeline settings are read again first
+        (``all``). Without a camera source the pipeline stays stopped (``status`` says so)."""
+        with self._control_lock:
+            if reload_settings:
+                for category in ("detection", PIPELINE_SETTINGS_CATEGORY, "camera"):
+                    self._on_settings(category, self.settings_service.get(category))
+            knobs = self.live.knobs
+            try:
+                self.models.reload(knobs.backend, knobs.imgsz)
+            except Exception as exc:  # the old detector keeps serving
+                log.error("restart: the detector could not be rebuilt, the old one keeps serving: %s", exc)
+            if self.pipeline.camera.source.strip():
+                self.control("restart")
+        return self.pipeline.status()
+
+    def tracking(self) -> TrackingSnapshot:
+        """``GET /api/analytics/tracking``: what the live tracker holds (empty while stopped)."""
+        return self.pipeline.tracking()
 
     # -- configuration --------------------------------------------------------------------
 
