@@ -20,6 +20,7 @@ import pytest
 from detection_service.config import Settings
 from schemas.db import Dataset, DatasetVersion, Model, utcnow
 from tests.conftest import drop_everything, free_port
+from tests.pipeline.conftest import ScriptedDetector, det, write_video
 from tests.test_data_yaml import VALID, put_version
 from tests.test_events_api import add_event
 from tests.test_viewer import CHROMIUM, CHROMIUM_FLAGS, LiveServer
@@ -344,6 +345,27 @@ def test_events_filters_and_paging(service: Service, browser: Browser):
     page.wait_for_function(
         f"document.querySelectorAll('[data-page=events] li.event-row').length === {min(12, total - 12)}"
     )
+
+
+def test_live_view_and_process_control(service: Service, browser: Browser, tmp_path: Path):
+    page = browser.page
+    browser.show("live")
+    video = write_video(tmp_path / "door.avi", frames=150, fps=15, size=(320, 240))
+    # One person in every frame (the random model would box noise everywhere): one track, one event.
+    service.state.detector_holder.swap(
+        ScriptedDetector(lambda i, t: [det(60, 40, 180, 200, "person", 0.9)], model_id="scripted")
+    )
+    service.data("PUT", "/api/settings/camera", json={"source": str(video)})
+    # The state arrives over the stream; the picture over MJPEG.
+    page.wait_for_selector("[data-testid=detection-status] >> text=running")
+    page.wait_for_function("document.getElementById('live-stream').naturalWidth === 320")
+    page.click("[data-page=live] button >> nth=1")  # stop
+    page.wait_for_selector("[data-testid=detection-status] >> text=stopped")
+    assert service.data("GET", "/api/detection")["status"] == "stopped"
+    page.click("[data-page=live] button >> nth=0")  # start
+    page.wait_for_selector("[data-testid=detection-status] >> text=running")
+    assert service.data("GET", "/api/detection")["status"] == "running"
+    # Left running: the screenshots show the live picture.
 
 
 def test_data_yaml_versions_and_their_diff(service: Service, browser: Browser):

@@ -544,6 +544,26 @@ document.addEventListener("alpine:init", () => {
       while (n >= 1024 && u < units.length - 1) { n /= 1024; u++; }
       return `${n.toFixed(u ? 1 : 0)} ${units[u]}`;
     },
+    // Performance history as small column charts: per metric, the component that sampled it most.
+    perfSeries() {
+      const history = (this.performance && this.performance.history) || {};
+      const out = [];
+      for (const metric of ["cpu_usage", "memory_usage", "fps", "gpu_usage", "disk_usage"]) {
+        let best = null;
+        for (const [component, samples] of Object.entries(history)) {
+          const values = (samples || []).map((s) => s[metric]).filter((v) => v !== null && v !== undefined);
+          if (values.length && (!best || values.length > best.values.length)) best = { component, values };
+        }
+        if (!best) continue;
+        const values = best.values.slice(-60);
+        const top = Math.max(1e-9, ...values);
+        out.push({
+          name: metric, component: best.component, last: Number(values[values.length - 1]).toFixed(1),
+          points: values.map((v) => ({ v, h: Math.max(2, (100 * v) / top) })),
+        });
+      }
+      return out;
+    },
     // Flat rows of a nested JSON object: [["a.b", value]] (status/performance answers vary).
     flat(obj, prefix = "", out = []) {
       for (const [key, value] of Object.entries(obj || {})) {
