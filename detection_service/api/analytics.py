@@ -15,10 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.api.responses import ok
 from detection_service.config import Settings
+from detection_service.realtime.pipeline_service import PipelineService
 from detection_service.services.analytics import AnalyticsService
 from detection_service.services.visitors import VisitorService
 from detection_service.storage import ObjectStore
 from schemas.analytics import Anomalies, Patterns, Statistics
+from schemas.detection import TrackingSnapshot
 from schemas.envelope import Envelope
 from schemas.visitors import FrequentVisitors
 
@@ -144,3 +146,20 @@ class AnalyticsController(Controller):
     ) -> Response[Envelope[FrequentVisitors]]:
         result = visitor_service.visitors(days, min_visits, limit)
         return ok(result, message=result.message)
+
+    @get(
+        "/tracking",
+        summary="The objects the live tracker holds now (not the database)",
+        description="Per track: track_id, object_type (the vote's winner) and votes, confidence, bbox (pixels of the "
+        "frame the pipeline sees), first_seen / last_seen, hits, lost (not matched by the latest detector run), "
+        "confirmed (it made or continued an event) and event_id (null until the row is written). `running` false "
+        "and an empty list while the pipeline is stopped. Updated after every detector run (docs/pipeline.md).",
+    )
+    async def tracking(self, pipeline_service: PipelineService) -> Response[Envelope[TrackingSnapshot]]:
+        snapshot = pipeline_service.tracking()  # an immutable snapshot: no thread needed
+        if not snapshot.running:
+            message = "the detection pipeline is stopped: nothing is tracked"
+        else:
+            confirmed = sum(o.confirmed for o in snapshot.objects)
+            message = f"{snapshot.count} object(s) tracked, {confirmed} confirmed"
+        return ok(snapshot, message=message)
