@@ -266,3 +266,21 @@ def test_person_model_without_person_events(settings):
         assert "does not detect" not in grouped.message
     finally:
         engine.dispose()
+
+
+def test_bench_on_the_identity_set():
+    """`aidoor bench visitors` on real people with known identities (../shared/datasets): the
+    figures docs/analytics.md reports, as a floor."""
+    from detection_service.bench.visitors import DEFAULT_DATASET, identity_set, run
+
+    if not DEFAULT_DATASET.is_dir():
+        pytest.skip(f"{DEFAULT_DATASET} is not there")
+    crops = identity_set(DEFAULT_DATASET)
+    # Each crop's identity is its video plus a frame and a rank, or the one person of a one-person video.
+    assert len(crops) > 150 and all(c.identity.startswith(c.video) for c in crops)
+    result = run(DEFAULT_DATASET, 0.08)
+    assert result["identity_set"]["identities_with_2_or_more_crops"] >= 30
+    assert result["visitors_precision"] >= 0.9 and result["visitors_recall"] >= 0.7, result
+    # The part-based descriptor beats one histogram of the whole crop.
+    baseline = result["baseline_global_hsv"]["all"]
+    assert result["visitors_precision"] > baseline["precision"] and result["visitors_recall"] > baseline["recall"]

@@ -1,16 +1,23 @@
 """Frequent visitors: person captures grouped by appearance into recurring visitors.
 
 Embedding (``appearance_embedding``): a part-based colour descriptor of the person's crop, no
-model. The crop (the stored box) is resized to 48 x 128 (scale drops out), its outer side
-strips are cut (door frame, background), luminance is equalized in Lab (the same coat at noon and
-at dusk, or behind an auto-exposing camera, keeps its histogram), and the crop is cut into 8
-horizontal stripes (head, shoulders, torso ... shoes: where a colour sits matters, not only
-which colours). Each stripe gives a joint hue x saturation histogram (8 x 4; grey and dark
-clothes fall into the low-saturation bins, so they are not given a random hue) and a value
-histogram (4). Histograms are square-rooted (Hellinger) and the whole vector is L2-normalised,
-so the cosine of two embeddings compares the distributions. Measured against a global HSV
-histogram, 4/5/6 stripes, CLAHE, a min-max stretch and an added gradient-orientation texture
-part on the identity set of ``aidoor bench visitors``: docs/analytics.md ("Frequent visitors").
+model. The crop (the stored box) is resized to 48 x 128 (scale drops out) and its outer side
+strips are cut (door frame, background); it is cut into 8 horizontal stripes (head, shoulders,
+torso ... shoes: where a colour sits matters, not only which colours are there). Per stripe:
+
+- a hue x saturation histogram (8 x 3, hue circular) of the *coloured* pixels, weighted by how
+  coloured each is (its chroma, max - min channel): a grey, white or black pixel's hue is noise,
+  so dark clothes do not scatter over random hues;
+- a value histogram (4) of the *grey* pixels (the rest of each pixel's weight) and one of all
+  pixels, both from the crop's lightness after histogram equalization, so the same coat at noon
+  and at dusk, or behind an auto-exposing camera, keeps its histogram.
+
+Every pixel is split between its two nearest bins (soft binning: red at hue 0/180 or a colour on a
+bin edge does not jump with a little noise). Histograms are square-rooted (Hellinger) and the
+vector is L2-normalised, so the cosine of two embeddings compares the distributions. Chosen over a
+global HSV histogram, 4-6 stripes, CLAHE, a min-max stretch, hard bins and added gradient
+texture by pairwise precision/recall on the identity set of ``aidoor bench visitors``
+(docs/analytics.md, "Frequent visitors").
 
 Grouping (``group_embeddings``): the events of one track are one visit (their captures are
 averaged); visits are clustered by average-linkage agglomerative clustering on the cosine
@@ -56,12 +63,13 @@ HUE_BINS, SAT_BINS, VALUE_BINS = 8, 3, 4
 CHROMA_LOW, CHROMA_HIGH = 5.0, 20.0  # chroma (0-255) from which a pixel counts as coloured
 EMBEDDING_DIM = STRIPES * (HUE_BINS * SAT_BINS + 2 * VALUE_BINS)
 MIN_CROP_PX = 8  # a box narrower or lower than this holds no usable person
-# Cosine distance at which the clustering is cut: chosen on the train-split part of the identity
-# set (`aidoor bench visitors`), where it gave the best pairwise F1; see docs/analytics.md.
+# Cosine distance at which the clustering is cut: the best pairwise F1 on the train/ frames of the
+# identity set (`aidoor bench visitors`); see docs/analytics.md.
 DEFAULT_THRESHOLD = 0.08
 METHOD = (
-    f"hsv-stripes-v1: {STRIPES} stripes x (hue {HUE_BINS} x saturation {SAT_BINS} + value {VALUE_BINS}) "
-    f"of the luminance-equalized crop; average-linkage clustering, cosine distance <= {{threshold}}"
+    f"hsv-stripes-v2: {STRIPES} stripes x (hue {HUE_BINS} x saturation {SAT_BINS} of coloured pixels + "
+    f"equalized value {VALUE_BINS} of grey pixels + equalized value {VALUE_BINS} of all); "
+    f"average-linkage clustering, cosine distance <= {{threshold}}"
 )
 
 # --- the grouping ------------------------------------------------------------------------------
@@ -175,7 +183,7 @@ def pairwise_precision_recall(predicted: Sequence[int], truth: Sequence[Any], ig
         for j in range(i + 1, len(truth)):
             if ignore is not None and truth[i] != truth[j] and ignore(i, j):
                 continue
-            same, together = truth[i] == truth[j], predicted[i] == predicted[j]
+            same, together = bool(truth[i] == truth[j]), bool(predicted[i] == predicted[j])
             tp += same and together
             fp += together and not same
             fn += same and not together
