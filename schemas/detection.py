@@ -93,6 +93,7 @@ class DetectionStatus(msgspec.Struct, kw_only=True):
     demo: bool = False
     source_fps: float = 0.0
     frames_read: int = 0
+    frames_capped: int = 0  # skipped on purpose by the camera.fps cap (not in dropped_frames)
     dropped_frames: int = 0
     reconnects: int = 0
     camera_error: str | None = None
