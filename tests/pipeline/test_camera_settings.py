@@ -101,3 +101,34 @@ def test_a_new_source_restarts_the_capture_only(session_factory, store, tmp_path
     assert [type(m) for m in messages if isinstance(m, EventCreated)] == [EventCreated]
     assert not pipeline.restart_capture()  # stopped: nothing to re-open
     pipeline.close()
+
+
+def test_a_device_is_reopened_to_ask_for_its_new_mode(session_factory, store, tmp_path: Path) -> None:
+    """A device gets resolution/fps as capture properties when it is opened, so a change re-opens it
+    (a file stands in for the device here; the factory sees the settings each open asks for)."""
+    video = write_video(tmp_path / "cam.avi", frames=30, fps=15, size=(320, 240))
+    asked: list[tuple[str, int]] = []
+
+    def factory(camera: CameraSettings) -> VideoCaptureSource:
+        asked.append((camera.resolution, camera.fps))
+        source = VideoCaptureSource(video)
+        source.is_device = True
+        return source
+
+    pipeline = DetectionPipeline(
+        session_factory=session_factory,
+        store=store,
+        bus=EventBus(),
+        holder=DetectorHolder(ScriptedDetector(lambda i, t: [])),
+        camera=CameraSettings(source="0", resolution="640x480", fps=15),
+        source_factory=factory,
+    )
+    pipeline.start()
+    try:
+        assert wait_until(lambda: pipeline.status()["frames_read"] > 5, 5)
+        pipeline.apply_settings("camera", CameraSettings(source="0", resolution="1280x720", fps=30))
+        pipeline.apply_settings("camera", CameraSettings(source="0", resolution="1280x720", fps=30, brightness=5))
+        assert asked == [("640x480", 15), ("1280x720", 30)]  # brightness is software only: no re-open
+    finally:
+        pipeline.stop()
+        pipeline.close()
