@@ -294,7 +294,9 @@ def test_daily_schedule_materializes_yesterday_and_the_endpoint_serves_it(client
 
 
 def test_a_pending_report_job_runs_through_the_batch_sensor(client, settings, today):
-    from orchestration.definitions import defs
+    from assets.reports import REPORT_ASSETS, detection_events, system_status_logs
+    from orchestration.batch_runs import batch_target_jobs
+    from orchestration.reports import REPORT_TYPE_JOBS
     from orchestration.resources import resources_from_settings
     from tests.dagster_helpers import ephemeral_instance, next_batch_run
 
@@ -305,13 +307,14 @@ def test_a_pending_report_job_runs_through_the_batch_sensor(client, settings, to
     with ephemeral_instance() as instance:
         run = next_batch_run(settings, instance)
         assert run.job_name == "security_report_report_job" and run.partition_key == day
-        job = defs.get_job_def(run.job_name)
-        result = job.execute_in_process(
-            partition_key=run.partition_key,
-            run_config=run.run_config,
-            tags=run.tags,
-            instance=instance,
+        assert {job.name for job in REPORT_TYPE_JOBS.values()} <= {job.name for job in batch_target_jobs()}
+        defs = dg.Definitions(
+            assets=[detection_events, system_status_logs, *REPORT_ASSETS],
+            jobs=list(REPORT_TYPE_JOBS.values()),
             resources=resources_from_settings(settings),
+        )
+        result = defs.get_job_def(run.job_name).execute_in_process(
+            partition_key=run.partition_key, run_config=run.run_config, tags=run.tags, instance=instance
         )
         assert result.success
         assert [m.asset_key.path[-1] for m in result.get_asset_materialization_events()] == ["security_report"]

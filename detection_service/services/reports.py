@@ -649,7 +649,8 @@ class ReportService:
                 image = ax.imshow(grid, aspect="auto", cmap="Blues")
                 ax.set_yticks(range(7), [w.capitalize() for w in WEEKDAYS])
                 ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
-                fig.colorbar(image, ax=ax, pad=0.01)
+                fig.colorbar(image, ax=ax, pad=0.01).ax.tick_params(labelsize=7)
+                ax.tick_params(labelsize=7)
             else:
                 table = tables[chart.name]
                 # Numeric positions and explicit tick labels (category axes log a line per chart).
