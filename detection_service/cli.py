@@ -154,6 +154,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from detection_service.bench.analytics import main as bench_analytics
 
         return bench_analytics(args.rest, settings)
+    if args.bench_command == "overhead":
+        from detection_service.bench.overhead import main as bench_overhead
+
+        return bench_overhead(args.rest, settings)
     if args.bench_command == "visitors":
         from detection_service.bench.visitors import main as bench_visitors
 
@@ -244,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
     bench.add_argument(
-        "bench_command", choices=["train", "pipeline", "api", "notify", "retrain", "events", "analytics", "visitors"]
+        "bench_command",
+        choices=["train", "pipeline", "api", "notify", "retrain", "events", "analytics", "overhead", "visitors"],
     )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
     bench.set_defaults(func=_bench)

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from detection_service.config import Settings
 from schemas.db import Dataset, DatasetVersion, Model, utcnow
@@ -137,6 +138,9 @@ def _plant(service: Service, weights: Path) -> None:
                 class_distribution={"person": 3, "package": 2, "mail": 1},
             )
         )
+    with state.session_factory.begin() as session:
+        door = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == "door"))
+        session.add(DatasetVersion(dataset_id=door.id, version="v1", image_count=3))
     put_version(state.object_store, "door", "v1")
     for content in (VALID, VALID.replace("test: test/images\n", "")):
         service.data("POST", "/api/datasets/door/yaml", json={"yaml_content": content, "activate": True})
@@ -175,11 +179,14 @@ class Browser:
         self.context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
         self.context.on("request", lambda request: self.requests.append(request.url))
         self.page = self.context.new_page()
+        self.errors: list[str] = []  # script errors of the page: each one fails the module
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.set_default_timeout(15_000)
         self.page.goto(service.url + "/#/live", wait_until="domcontentloaded")
         self.page.wait_for_function("document.querySelector('[data-section=events]') !== null")
 
     def show(self, section: str) -> None:
+        assert not self.errors, self.errors
         self.page.evaluate(f"location.hash = '#/{section}'")
         self.page.wait_for_selector(f"[data-page={section}]", state="visible")
 
@@ -196,6 +203,7 @@ def browser(service: Service) -> Iterator[Browser]:
             # Every request the pages made, over the whole module, stayed on this service.
             outside = [u for u in handle.requests if not u.startswith(service.url + "/") and not u.startswith("data:")]
             assert not outside, f"requests that leave 127.0.0.1: {outside[:5]}"
+            assert not handle.errors, handle.errors
             handle.context.close()
         finally:
             chromium.close()
@@ -305,6 +313,20 @@ def test_deploy_of_an_older_model_marks_it_current(service: Service, browser: Br
     newer = f"[data-page=models] tr[data-model-id='{service.newer_model}']"
     assert not page.is_visible(f"{newer} [data-testid=current-badge]")
     assert service.state.model_service.loaded_model_id == service.older_model  # the detector switched
+
+
+def test_training_from_the_page_and_its_cancel(service: Service, browser: Browser):
+    page = browser.page
+    browser.show("models")
+    page.select_option("[data-page=models] select[name=dataset_id]", "door")
+    page.fill("[data-page=models] input[name=epochs]", "3")
+    page.click("[data-page=models] [data-testid=start-training]")
+    page.wait_for_selector("[data-testid=training-status] >> text=pending")
+    status = service.data("GET", "/api/models/train/status")
+    assert status["status"] == "pending" and status["epochs"] == 3 and status["dataset_id"] == "door"
+    page.click("[data-page=models] [data-testid=cancel-training]")
+    page.wait_for_selector("[data-testid=training-status] >> text=cancelled")
+    assert service.data("GET", "/api/models/train/status")["status"] == "cancelled"
 
 
 def test_new_event_appears_without_a_reload(service: Service, browser: Browser):
