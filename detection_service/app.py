@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from detection_service.api.analytics import AnalyticsController
+from detection_service.api.auth import AuthController, AuthGuard, LoginPageController
 from detection_service.api.batch import BatchController
 from detection_service.api.dashboard import DashboardController, dashboard_assets
 from detection_service.api.data_yaml import DataYamlController
@@ -44,6 +45,7 @@ from detection_service.notifications.worker import build_notifier
 from detection_service.orchestrator import DagsterClient
 from detection_service.realtime.pipeline_service import PipelineService
 from detection_service.realtime.restart import SystemRestart
+from detection_service.services.auth import AuthService
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.events import EventService
 from detection_service.services.health import package_version
@@ -72,10 +74,14 @@ ROUTE_HANDLERS += [MetricsController]  # GET /metrics (Prometheus text, not in t
 ROUTE_HANDLERS += [BatchController]
 ROUTE_HANDLERS += [RestartController]  # POST /api/system/restart (api/restart.py)
 ROUTE_HANDLERS += [DashboardController, dashboard_assets, LiveController]  # the page at / (docs/dashboard.md)
+ROUTE_HANDLERS += [AuthController, LoginPageController]  # /api/auth/..., /login (docs/security.md)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    settings.check_auth_bind(settings.host)
+    # Every route's one guard (api/auth.py); it gets the AuthService once the database is open.
+    auth_guard = AuthGuard(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -94,6 +100,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.object_store = store
         app.state.dagster = DagsterClient(settings.dagster_url)
         app.state.settings_service = SettingsService(app.state.session_factory)
+        app.state.auth_service = AuthService(app.state.session_factory, timedelta(hours=settings.session_ttl_h))
+        auth_guard.service = app.state.auth_service
+        _first_start_admin(app.state.auth_service, settings)
         # The service's own records at general.log_level and up reach system_logs, never blocking.
         log_handler = install_log_handler(app.state.session_factory, app.state.settings_service)
         app.state.system_logs = SystemLogService(app.state.session_factory, log_handler)
@@ -169,6 +178,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        guards=[auth_guard],
         middleware=[PROMETHEUS.middleware],  # HTTP request latency by route (GET /metrics)
         request_max_body_size=settings.max_upload_mb * 1024 * 1024,
         cors_config=CORSConfig(allow_origins=[settings.public_url]),
@@ -180,3 +190,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+
+
+def _first_start_admin(auth_service: AuthService, settings: Settings) -> None:
+    """A fresh install (no users) gets ``admin`` with a one-time password, shown once here."""
+    if not settings.auth_enabled:
+        log.warning("AIDOOR_AUTH=off: no sign-in, every request acts as an admin (loopback only)")
+        return
+    password = auth_service.ensure_first_admin()
+    if password is not None:
+        log.warning(
+            "\n==> First start: sign in at %s/login as 'admin' with the one-time password  %s\n"
+            "    (shown only now; you choose a new one at first sign-in). "
+            "Or create accounts and tokens: aidoor user create / aidoor token create",
+            settings.public_url,
+            password,
+        )

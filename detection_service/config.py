@@ -31,6 +31,9 @@ DEFAULT_BOOTSTRAP_EXPORTS = (
 )
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 class ConfigError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
@@ -89,6 +92,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     roboflow_timeout_s: float = 1800.0
     # Scratch database of `aidoor bench api` (dropped and re-created!); None: the bench's default.
     bench_database_url: str | None = None
+    # Authentication (docs/security.md): "on", or "off" for local development only, which the
+    # service refuses unless it is bound to a loopback address (check_auth_bind).
+    auth: str = "on"
+    session_ttl_h: int = 168  # a dashboard login lasts this many hours
+    # The API token `aidoor camera` sends to the WebSocket ingest (a `camera` token).
+    camera_token: str | None = None
 
     def __repr__(self) -> str:  # logs and tracebacks must not show the secrets
         shown = (
@@ -144,6 +153,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             telegram_key_file=settings.telegram_key_file.resolve() if settings.telegram_key_file else None,
             telegram_api_url=settings.telegram_api_url.rstrip("/"),
             telegram_updates=settings.telegram_updates.lower(),
+            auth=settings.auth.strip().lower(),
             dataset_import_dirs=tuple(p.expanduser().resolve() for p in settings.dataset_import_dirs),
             **overrides,  # type: ignore[arg-type]
         )
@@ -155,7 +165,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("AIDOOR_IMAGE_URL_TTL_S must be between 1 and 604800 (7 days, S3's limit)")
         if not settings.roboflow_timeout_s > 0:
             raise ConfigError("AIDOOR_ROBOFLOW_TIMEOUT_S must be a positive number of seconds")
+        if settings.auth not in ("on", "off"):
+            raise ConfigError("AIDOOR_AUTH must be on or off")
+        if not 1 <= settings.session_ttl_h <= 24 * 90:
+            raise ConfigError("AIDOOR_SESSION_TTL_H must be between 1 and 2160 hours")
+        settings.check_auth_bind(settings.host)
         return settings
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth != "off"
+
+    def check_auth_bind(self, host: str) -> None:
+        """AIDOOR_AUTH=off is for local development: refuse it on anything but a loopback address."""
+        if not self.auth_enabled and host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                f"AIDOOR_AUTH=off is allowed only while bound to 127.0.0.1 (the bind address is {host!r}); "
+                "turn authentication on or bind to 127.0.0.1"
+            )
 
     @property
     def signing_key_file(self) -> Path:
@@ -197,7 +224,7 @@ _SEPARATORS = {"bootstrap_dataset": ":", "dataset_import_dirs": os.pathsep}
 # Spellings of true/false accepted beyond msgspec's own (true/false/1/0).
 _BOOL_WORDS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
 _BOOL_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Settings) if f.type is bool) - _NOT_FROM_ENV
-_SECRETS = frozenset({"s3_secret_key", "url_signing_key", "telegram_key", "roboflow_api_key"})
+_SECRETS = frozenset({"s3_secret_key", "url_signing_key", "telegram_key", "roboflow_api_key", "camera_token"})
 _DISABLED = ("off", "none", "0")  # AIDOOR_TEACHER_MODEL values that turn the teacher off
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
 

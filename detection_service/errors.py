@@ -40,6 +40,18 @@ class NotFound(DomainError):
     code = "NOT_FOUND"
 
 
+class Unauthenticated(DomainError):
+    """No valid credentials: wrong password, unknown or revoked token, expired session."""
+
+    code = "UNAUTHORIZED"
+
+
+class RateLimited(DomainError):
+    """Too many attempts (e.g. failed logins); ``details.retry_after_s`` says when to try again."""
+
+    code = "TOO_MANY_REQUESTS"
+
+
 class Forbidden(DomainError):
     """Refused whoever asks (a bad signature, a path outside the allowed folders, a wrong secret)."""
 

@@ -133,10 +133,47 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(100), unique=True)
     is_active: Mapped[bool] = _flag(True)
     role: Mapped[str] = mapped_column(String(20), nullable=False, default="user", server_default="user")
+    # Added (0007): set on the generated first-start admin; only password change is allowed until
+    # a new password is chosen (docs/security.md).
+    password_change_required: Mapped[bool] = _flag(False)
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = _created_at()
     updated_by: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class ApiToken(Base):
+    """Added (0007): a bearer token for scripts and cameras. Only its SHA-256 is stored; the token
+    itself is shown once. ``role`` is admin, user, viewer or camera (WebSocket ingest only)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = table_args()
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    token_prefix: Mapped[str] = mapped_column(String(16), nullable=False)  # shown in lists to tell tokens apart
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    user_id: Mapped[int | None] = _user_fk()  # who created it (None: the CLI)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = _created_at()
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuthSession(Base):
+    """Added (0007): a dashboard login. The cookie holds a random id; only its SHA-256 is stored,
+    with the session's CSRF token (sent back in the X-CSRF-Token header on writes)."""
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = table_args()
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    session_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = _created_at()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class Telegram(Base):
@@ -570,3 +607,5 @@ TABLE_NAMES: Final[tuple[str, ...]] = (
     "system_logs",
     "batch_jobs",
 )
+# Added by 0007 (docs/security.md): API tokens and dashboard sessions.
+AUTH_TABLE_NAMES: Final[tuple[str, ...]] = ("api_tokens", "auth_sessions")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from litestar.testing import TestClient
 
 pytest_plugins = ["tests.fixtures.seaweedfs"]
 
@@ -100,13 +101,31 @@ def settings(tmp_path: Path, migrated_database_url: str):
     )
 
 
+def api_token(app, role: str = "admin", name: str = "tests") -> str:
+    """A new API token of ``role`` from a started app's AuthService (docs/security.md)."""
+    return app.state.auth_service.create_token(role, name).token
+
+
+def authorize(test_client, role: str = "admin"):
+    """Make a started TestClient send an API token of ``role`` on every request; returns it."""
+    test_client.headers["Authorization"] = f"Bearer {api_token(test_client.app, role)}"
+    return test_client
+
+
+class AuthedTestClient(TestClient):
+    """Litestar's TestClient that, once started, sends an admin API token on every request (tests
+    whose subject is not authentication; tests/test_auth.py is about it)."""
+
+    def __enter__(self):
+        return authorize(super().__enter__())
+
+
 @pytest.fixture
 def client(settings):
-    from litestar.testing import TestClient
-
+    """The service in-process, authenticated as an admin through an API token."""
     from detection_service.app import create_app
 
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+    with AuthedTestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from litestar import get
-from litestar.testing import TestClient
 
 from detection_service.app import create_app
+from tests.conftest import AuthedTestClient as TestClient  # sends an admin token
 
 
 def assert_error(response, status: int, code: str) -> dict:

@@ -10,11 +10,11 @@ import cv2
 import msgspec
 import numpy as np
 import pytest
-from litestar.testing import TestClient
 
 from detection_service import demo_video
 from detection_service.app import create_app
 from detection_service.cli import main as cli_main
+from tests.conftest import AuthedTestClient as TestClient  # sends an admin token
 from tests.pipeline.conftest import wait_until
 
 pytestmark = pytest.mark.skipif(

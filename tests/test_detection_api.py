@@ -12,10 +12,10 @@ import msgspec
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from litestar.testing import TestClient
 
 from detection_service.app import create_app
 from schemas.db import DetectionEvent, EventImage
+from tests.conftest import AuthedTestClient as TestClient  # sends an admin token
 from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
 
 SEED_KEYS = {"status", "camera_status", "model_loaded", "notification_ready", "uptime", "fps", "detection_count"}

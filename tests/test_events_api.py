@@ -15,12 +15,12 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from litestar.testing import TestClient
 
 from detection_service.app import create_app
 from detection_service.config import Settings
 from detection_service.storage.keys import event_image_key, label_key
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
+from tests.conftest import AuthedTestClient as TestClient  # sends an admin token
 from tests.conftest import free_port
 
 NOW = utcnow().replace(microsecond=0)

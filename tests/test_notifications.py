@@ -495,9 +495,8 @@ def test_button_press_relabels_the_event_and_edits_the_alert(env: Env) -> None:
 
 
 def _client(settings: Settings) -> Any:
-    from litestar.testing import TestClient
-
     from detection_service.app import create_app
+    from tests.conftest import AuthedTestClient as TestClient  # sends an admin token
 
     return TestClient(create_app(settings), raise_server_exceptions=False)
 

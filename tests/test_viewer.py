@@ -17,7 +17,7 @@ import pytest
 from detection_service.app import create_app
 from detection_service.bus import EventCreated, PackageRemoved
 from detection_service.pipeline.detector import Detection, Detector
-from tests.conftest import free_port
+from tests.conftest import api_token, free_port
 from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,6 +50,8 @@ class LiveServer:
     def __enter__(self) -> LiveServer:
         self.thread.start()
         assert wait_until(lambda: self.server.started, 30), "uvicorn did not start"
+        # An admin API token for the test's own calls (docs/security.md).
+        self.headers = {"Authorization": f"Bearer {api_token(self.app)}"}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -57,12 +59,12 @@ class LiveServer:
         self.thread.join(20)
 
     def get(self, path: str) -> dict:
-        response = httpx.get(self.url + path, timeout=10)
+        response = httpx.get(self.url + path, headers=self.headers, timeout=10)
         assert response.status_code == 200, response.text
         return response.json()["data"]
 
     def put(self, path: str, body: dict) -> dict:
-        response = httpx.put(self.url + path, json=body, timeout=30)
+        response = httpx.put(self.url + path, json=body, headers=self.headers, timeout=30)
         assert response.status_code == 200, response.text
         return response.json()["data"]
 
@@ -81,9 +83,9 @@ def _running_with_boxes(live: LiveServer, video: Path) -> None:
     assert wait_until(lambda: live.get("/api/detection")["fps"] > 0, 10)
 
 
-def _mjpeg_parts(url: str, count: int) -> list[bytes]:
+def _mjpeg_parts(url: str, count: int, headers: dict[str, str]) -> list[bytes]:
     parts: list[bytes] = []
-    with httpx.stream("GET", url, timeout=15) as response:
+    with httpx.stream("GET", url, headers=headers, timeout=15) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("multipart/x-mixed-replace")
         buffer = b""
@@ -102,7 +104,7 @@ def _mjpeg_parts(url: str, count: int) -> list[bytes]:
 
 def test_mjpeg_stream_has_annotated_frames(live: LiveServer, tmp_path: Path):
     _running_with_boxes(live, write_video(tmp_path / "door.avi", frames=60, fps=15, size=(320, 240)))
-    parts = _mjpeg_parts(live.url + "/api/stream/mjpeg?max_frames=5", 5)
+    parts = _mjpeg_parts(live.url + "/api/stream/mjpeg?max_frames=5", 5, live.headers)
     image = cv2.imdecode(np.frombuffer(parts[-1], np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (240, 320, 3)
     # The person box is drawn in its colour (the synthetic video itself is grey).
@@ -121,7 +123,7 @@ def test_viewer_page_in_headless_chromium(live: LiveServer, tmp_path: Path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page = browser.new_page(viewport={"width": 1000, "height": 700}, extra_http_headers=live.headers)
             page.on("request", lambda request: requests.append(request.url))
             page.goto(live.url + "/api/stream/viewer")
             page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=20_000)

@@ -18,7 +18,7 @@ from litestar.di import Provide
 # EventService, RetentionService, ModelService, DataYamlService, PipelineService, ManualDetector,
 # NotificationService, SystemLogService, StorageReportService, float (started_at), EventBus (bus),
 # SystemRestart (system_restart), ComponentStatusRegistry (component_status), PerformanceService
-# (performance), prometheus_client CollectorRegistry (metrics_registry).
+# (performance), prometheus_client CollectorRegistry (metrics_registry), AuthService (auth_service).
 _ALWAYS_THERE = (
     "settings",
     "engine",
@@ -41,6 +41,7 @@ _ALWAYS_THERE = (
     "component_status",
     "performance",
     "metrics_registry",
+    "auth_service",
 )
 # None until start-up made them: the store in an app that serves objects alone, the Telegram
 # notifier (``notifications.worker``) before start-up finished.

@@ -38,6 +38,7 @@ _CODES = {
 # Domain error kind -> HTTP status. The most specific class in an exception's MRO wins.
 HTTP_STATUS: dict[type[errors.DomainError], int] = {
     errors.Invalid: 400,
+    errors.Unauthenticated: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
@@ -45,6 +46,7 @@ HTTP_STATUS: dict[type[errors.DomainError], int] = {
     errors.TooLarge: 413,
     errors.UnsupportedMedia: 415,
     errors.Unprocessable: 422,
+    errors.RateLimited: 429,
     errors.Failed: 500,
     errors.Unavailable: 503,
 }

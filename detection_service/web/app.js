@@ -23,9 +23,17 @@ class ApiError extends Error {
   }
 }
 
+// The session's CSRF token (GET /api/auth/me): every write sends it (docs/security.md).
+let csrfToken = null;
+
+function toLogin() {
+  location.href = "/login?next=" + encodeURIComponent(location.pathname + location.hash);
+}
+
 // One call of the public API; resolves to the envelope's data, rejects with ApiError.
 async function api(method, path, body) {
   const init = { method, headers: { Accept: "application/json" } };
+  if (method !== "GET" && csrfToken) init.headers["X-CSRF-Token"] = csrfToken;
   if (body instanceof FormData) init.body = body;
   else if (body !== undefined) {
     init.body = JSON.stringify(body);
@@ -38,6 +46,7 @@ async function api(method, path, body) {
   } catch (_) {
     /* not JSON: the status says it */
   }
+  if (response.status === 401) toLogin(); // no session (or it expired): sign in again
   if (!response.ok || (envelope && envelope.success === false)) throw new ApiError(response.status, envelope);
   return envelope ? envelope.data : null;
 }
@@ -134,13 +143,26 @@ document.addEventListener("alpine:init", () => {
     reports: null,
     reportType: "daily_summary",
     unavailable: {},
+    me: null,
 
-    init() {
+    async init() {
       document.documentElement.lang = this.lang;
+      try {
+        this.me = await api("GET", "/api/auth/me");
+      } catch (_) {
+        return; // 401: api() went to the login page
+      }
+      if (this.me.password_change_required) return toLogin();
+      csrfToken = this.me.csrf_token;
       window.addEventListener("hashchange", () => this.route());
       window.addEventListener("keydown", (e) => this.onKey(e));
       this.route();
       this.connectStream();
+    },
+
+    async logout() {
+      await api("POST", "/api/auth/logout").catch(() => null);
+      location.href = "/login";
     },
 
     t(key) {
