@@ -106,7 +106,7 @@ class CreateDatasetRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
 
 
 class UpdateDatasetRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """JSON form of ``PUT /api/datasets/{id}/update``: an export folder or zip on the server."""
+    """``PUT /api/datasets/{id}/import`` (JSON): an export folder or zip on the server."""
 
     source_path: str
     version: str | None = None  # label of the new version; default the next "vN"

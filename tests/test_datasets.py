@@ -624,24 +624,34 @@ def test_api_update_from_source_path_and_upload(client, tmp_path: Path) -> None:
     client.post("/api/datasets/create", json={"name": "Packages", "dataset_id": "pk"})
     state = client.app.state  # as if started with AIDOOR_DATASET_IMPORT_DIRS=<shared datasets>
     state.settings = msgspec.structs.replace(state.settings, dataset_import_dirs=(SHARED_DATASETS.resolve(),))
-    response = client.put("/api/datasets/pk/update", json={"source_path": str(PACKAGES)})
+    response = client.put("/api/datasets/pk/import", json={"source_path": str(PACKAGES)})
     assert response.status_code == 200, response.text
     result = response.json()["data"]
     assert (result["version"], result["total_images"], result["total_labels"]) == ("v1", 26, 42)
     assert result["class_distribution"]["package"]["images"] == 26
 
-    assert_error(client.put("/api/datasets/pk/update", json={"source_path": "/etc"}), 403, "SOURCE_PATH_NOT_ALLOWED")
+    assert_error(client.put("/api/datasets/pk/import", json={"source_path": "/etc"}), 403, "SOURCE_PATH_NOT_ALLOWED")
     assert_error(
-        client.put("/api/datasets/pk/update", json={"source_path": str(SHARED_DATASETS / "nope")}),
+        client.put("/api/datasets/pk/import", json={"source_path": str(SHARED_DATASETS / "nope")}),
         400,
         "INVALID_EXPORT",
     )
-    assert_error(client.put("/api/datasets/nope/update", json={"source_path": str(PACKAGES)}), 404, "NOT_FOUND")
-    assert_error(client.put("/api/datasets/pk/update", json={"wrong": 1}), 400, "VALIDATION_ERROR")
+    assert_error(client.put("/api/datasets/nope/import", json={"source_path": str(PACKAGES)}), 404, "NOT_FOUND")
+    assert_error(client.put("/api/datasets/pk/import", json={"wrong": 1}), 400, "VALIDATION_ERROR")
     assert_error(
         client.put("/api/datasets/pk/update", content=b"x", headers={"content-type": "text/plain"}),
         415,
         "UNSUPPORTED_MEDIA_TYPE",
+    )
+    # The seed's endpoint takes the upload only; a server path has its own JSON route.
+    error = assert_error(
+        client.put("/api/datasets/pk/update", json={"source_path": str(PACKAGES)}), 415, "UNSUPPORTED_MEDIA_TYPE"
+    )
+    assert "/import" in error["message"]
+    assert_error(
+        client.put("/api/datasets/pk/import", content=b"{", headers={"content-type": "application/json"}),
+        400,
+        "MALFORMED_BODY",
     )
 
     # Multipart: a small zip export, with a version label and a class mapping.
@@ -678,6 +688,11 @@ def test_api_update_from_source_path_and_upload(client, tmp_path: Path) -> None:
     )
     assert_error(
         client.put("/api/datasets/pk/update", data={"version": "x"}, files={"other": ("a", b"a")}), 400, "MISSING_FILE"
+    )
+    assert_error(  # typed form fields: a bad value is a 400 before anything is imported
+        client.put("/api/datasets/pk/update", data={"strict": "maybe"}, files={"file": ("up.zip", archive)}),
+        400,
+        "VALIDATION_ERROR",
     )
     corrupt = make_export(tmp_path / "corrupt", ["package"], {"train/images/x.jpg": b"junk"})
     error = assert_error(

@@ -1,8 +1,9 @@
 """Dataset API (``/api/datasets``): list, detail, create, new version from an export, auto-collect
 and Roboflow sync (the last two as background jobs). See docs/datasets.md.
 
-Handlers are sync (``sync_to_thread=True``) except ``update``, which awaits the request body and
-runs its blocking work through ``in_thread``. Dataset, export and store errors are domain errors
+Handlers are sync (``sync_to_thread=True``); bodies are declared and typed: the seed's upload
+(``update``) as a multipart form (``ExportUploadForm``), the server-path import (``import``) as JSON
+(``UpdateDatasetRequest``). Dataset, export and store errors are domain errors
 (``detection_service/errors.py``): they propagate to the app's one exception handler."""
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any
 
-import anyio.to_thread
 import msgspec
 import sqlalchemy as sa
-from litestar import Controller, Request, Response, get, post, put
+from litestar import Controller, Response, get, post, put
+from litestar.connection import ASGIConnection
 from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.handlers import BaseRouteHandler
+from litestar.params import Body
 from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.api.responses import ok
@@ -51,15 +53,28 @@ from schemas.datasets import (
 from schemas.db import Dataset, DatasetVersion
 from schemas.envelope import Envelope
 
-T = TypeVar("T")
+
+class ExportUploadForm(msgspec.Struct, kw_only=True):
+    """The multipart form of ``PUT /api/datasets/{ref}/update`` (other fields are ignored)."""
+
+    file: UploadFile | None = None  # the Roboflow YOLO export zip ...
+    images: UploadFile | None = None  # ... or under this name
+    version: str | None = None  # label of the new version; default the next "vN"
+    strict: bool = False  # any rejected file rejects the whole import
+    merge: bool = False  # carry the latest version's files over (else the export replaces them)
+    class_mapping: str | None = None  # JSON text {"export name": "model class" or null}
 
 
-async def in_thread(fn: Callable[[], T]) -> T:
-    """Database and store work off the event loop, for the one async handler (``update``)."""
-    return await anyio.to_thread.run_sync(fn)
-
-
-# --------------------------------------------------------------------------------- views
+def _multipart_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A guard: the upload endpoint takes a multipart form only; 415 (not a confusing form error)
+    for anything else, and where a server path goes instead."""
+    media_type = (connection.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise UnsupportedMedia(
+            "send multipart/form-data with the export zip in 'file'; for an export on the server use "
+            'PUT /api/datasets/{ref}/import with JSON {"source_path": ...}',
+            {"content_type": media_type or None},
+        )
 
 
 def _view(dataset: Dataset, version_count: int) -> DatasetView:
@@ -167,15 +182,6 @@ def _allowed_source(path_text: str, settings: Settings) -> Path:
     return resolved
 
 
-def _form_bool(value: Any, name: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("", "0", "false", "no", "off"):
-        return False
-    raise Invalid(f"{name} must be true or false", {"field": name, "value": str(value)}, code="VALIDATION_ERROR")
-
-
 def _form_mapping(value: Any) -> dict[str, str | None] | None:
     if value in (None, ""):
         return None
@@ -225,75 +231,83 @@ class DatasetController(Controller):
 
     @put(
         "/{dataset_ref:str}/update",
-        summary="New version from a Roboflow YOLO export: multipart zip upload, or JSON {source_path}",
+        sync_to_thread=True,
+        guards=[_multipart_only],
+        summary="New version from an uploaded Roboflow YOLO export (multipart: the zip in 'file')",
+        description="Form fields: file (or images): the export zip; version (default the next vN); strict, merge "
+        '(true/false); class_mapping (JSON text {"export name": "model class" or null}). Other content types: 415 '
+        "(an export on the server: PUT /api/datasets/{ref}/import).",
     )
-    async def update(
+    def update(
         self,
-        request: Request[Any, Any, Any],
         session_factory: sessionmaker[Session],
         object_store: ObjectStore,
         settings: Settings,
         data_yaml_service: DataYamlService,
         dataset_ref: str,
+        data: Annotated[ExportUploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[Envelope[ImportResult]]:
-        factory, store = session_factory, object_store
-        dataset_id = await in_thread(partial(_require, factory, dataset_ref))
+        dataset_id = _require(session_factory, dataset_ref)
+        upload = data.file or data.images
+        if upload is None:
+            raise Invalid("send the export zip in the form field 'file' (or 'images')", code="MISSING_FILE")
+        options = {
+            "version": (data.version or "").strip() or None,
+            "strict": data.strict,
+            "merge": data.merge,
+            "class_mapping": _form_mapping(data.class_mapping),
+        }
         work_dir = settings.data_dir / "tmp" / "dataset-imports"
-        media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        upload_path: Path | None = None
+        upload_path = _save_upload(upload, work_dir)
         try:
-            if media_type == "multipart/form-data":
-                form = await request.form()
-                upload = form.get("file") or form.get("images")
-                if not isinstance(upload, UploadFile):
-                    raise Invalid("send the export zip in the form field 'file' (or 'images')", code="MISSING_FILE")
-                options = {
-                    "version": (str(form.get("version")).strip() or None) if form.get("version") is not None else None,
-                    "strict": _form_bool(form.get("strict", ""), "strict"),
-                    "merge": _form_bool(form.get("merge", ""), "merge"),
-                    "class_mapping": _form_mapping(form.get("class_mapping")),
-                }
-                upload_path = await in_thread(partial(_save_upload, upload, work_dir))
-                source, kind, name = upload_path, "upload", upload.filename or "upload.zip"
-            elif media_type == "application/json":
-                try:
-                    body = msgspec.json.decode(await request.body(), type=UpdateDatasetRequest)
-                except msgspec.ValidationError as exc:
-                    raise Invalid(str(exc), code="VALIDATION_ERROR") from None
-                except msgspec.DecodeError as exc:
-                    raise Invalid(
-                        "Request body could not be decoded", {"reason": str(exc)}, code="MALFORMED_BODY"
-                    ) from None
-                source = _allowed_source(body.source_path, settings)
-                kind, name = "path", source.name
-                options = {
-                    "version": body.version,
-                    "strict": body.strict,
-                    "merge": body.merge,
-                    "class_mapping": body.class_mapping,
-                }
-            else:
-                raise UnsupportedMedia(
-                    "send multipart/form-data with a zip in 'file', or JSON {\"source_path\": ...}",
-                    {"content_type": media_type or None},
-                )
-            result = await in_thread(
-                partial(
-                    import_dataset,
-                    factory,
-                    store,
-                    source,
-                    dataset_id,
-                    source_kind=kind,
-                    source_name=name,
-                    work_dir=work_dir,
-                    **options,
-                )
+            result = import_dataset(
+                session_factory,
+                object_store,
+                upload_path,
+                dataset_id,
+                source_kind="upload",
+                source_name=upload.filename or "upload.zip",
+                work_dir=work_dir,
+                **options,
             )
         finally:
-            if upload_path is not None:
-                shutil.rmtree(upload_path.parent, ignore_errors=True)
-        await in_thread(partial(_after_import, factory, data_yaml_service, result.dataset_id, result.version))
+            shutil.rmtree(upload_path.parent, ignore_errors=True)
+        _after_import(session_factory, data_yaml_service, result.dataset_id, result.version)
+        return ok(result, message=f"dataset {dataset_id} version {result.version} created")
+
+    @put(
+        "/{dataset_ref:str}/import",
+        sync_to_thread=True,
+        summary="New version from an export folder or zip on the server: JSON {source_path}",
+        description="source_path must lie inside the import folders (AIDOOR_DATASET_IMPORT_DIRS, default "
+        "<data dir>/imports; 403 SOURCE_PATH_NOT_ALLOWED otherwise); version, strict, merge and class_mapping as "
+        "for the upload.",
+    )
+    def import_from_path(
+        self,
+        session_factory: sessionmaker[Session],
+        object_store: ObjectStore,
+        settings: Settings,
+        data_yaml_service: DataYamlService,
+        dataset_ref: str,
+        data: UpdateDatasetRequest,
+    ) -> Response[Envelope[ImportResult]]:
+        dataset_id = _require(session_factory, dataset_ref)
+        source = _allowed_source(data.source_path, settings)
+        result = import_dataset(
+            session_factory,
+            object_store,
+            source,
+            dataset_id,
+            source_kind="path",
+            source_name=source.name,
+            work_dir=settings.data_dir / "tmp" / "dataset-imports",
+            version=data.version,
+            strict=data.strict,
+            merge=data.merge,
+            class_mapping=data.class_mapping,
+        )
+        _after_import(session_factory, data_yaml_service, result.dataset_id, result.version)
         return ok(result, message=f"dataset {dataset_id} version {result.version} created")
 
     @post(
