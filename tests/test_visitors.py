@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from detection_service.database import make_engine, make_session_factory
+from detection_service.errors import Invalid
 from detection_service.services.visitors import (
     EMBEDDING_DIM,
     VisitorService,
@@ -264,6 +265,13 @@ def test_person_model_without_person_events(settings):
         assert grouped.status == "ok" and grouped.person_detection is True
         assert [v.visits for v in grouped.visitors] == [2]
         assert "does not detect" not in grouped.message
+        # An explicit window (a report's week): only the visit inside it.
+        now = datetime.now(UTC)
+        window = service.between(now - timedelta(hours=2), now, min_visits=1)
+        assert window.person_events == 1 and [v.visits for v in window.visitors] == [1] and window.days == 1
+        with pytest.raises(Invalid) as bad:
+            service.between(now, now - timedelta(hours=2))
+        assert bad.value.code == "INVALID_DATE_RANGE"
     finally:
         engine.dispose()
 

@@ -373,10 +373,21 @@ class VisitorService:
         """The visitors of the last ``days`` days with at least ``min_visits`` visits, most visits
         first (at most ``limit``). Each bad value is an Invalid with its own code."""
         _check_range(days, DAYS_RANGE, "days", "INVALID_DAYS")
+        end = utcnow().replace(microsecond=0)
+        return self._group(end - timedelta(days=days), end, min_visits, limit, f"in the last {days} day(s)")
+
+    def between(self, start: datetime, end: datetime, min_visits: int = 2, limit: int = 50) -> FrequentVisitors:
+        """The same for the window ``[start, end)`` (UTC; naive = UTC), e.g. a report's local week.
+        ``days`` in the answer is the window's length in days, rounded up."""
+        start, end = (v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v for v in (start, end))
+        if not start < end:
+            raise Invalid("start must be before end", {"start": str(start), "end": str(end)}, code="INVALID_DATE_RANGE")
+        return self._group(start, end, min_visits, limit, f"from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
+
+    def _group(self, start: datetime, end: datetime, min_visits: int, limit: int, span: str) -> FrequentVisitors:
         _check_range(min_visits, MIN_VISITS_RANGE, "min_visits", "INVALID_MIN_VISITS")
         _check_range(limit, LIMIT_RANGE, "limit", "INVALID_LIMIT")
-        end = utcnow().replace(microsecond=0)
-        start = end - timedelta(days=days)
+        days = -(-(end - start) // timedelta(days=1))
         with self.session_factory() as session:
             person_model = self._person_model(session)
             visits, total, truncated = self._load(session, start, end)
@@ -404,7 +415,7 @@ class VisitorService:
                 )
             return FrequentVisitors(
                 status="no_person_events",
-                message=f"No person was recorded in the last {days} day(s).",
+                message=f"No person was recorded {span}.",
                 grouped_visits=0,
                 visitors_total=0,
                 **answer,
@@ -423,7 +434,7 @@ class VisitorService:
         listed = found[:limit]
         message = (
             f"{len(found)} visitor(s) with at least {min_visits} visit(s) among {len(used)} visit(s) of people "
-            f"in the last {days} day(s), grouped by clothing colours"
+            f"{span}, grouped by clothing colours"
         )
         if len(used) < len(visits):
             message += f"; {len(visits) - len(used)} visit(s) had no usable capture"
