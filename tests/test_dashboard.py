@@ -52,6 +52,9 @@ def _random_model(folder: Path) -> Path:
     return path
 
 
+LOGIN_PASSWORD = "door-admin-password"
+
+
 class Service:
     """The running service and what the module planted in it."""
 
@@ -64,8 +67,12 @@ class Service:
         self.unclassified: list[int] = []
         self.persons: list[int] = []
 
+    def live_put(self, path: str, body: dict) -> dict:
+        """The whole envelope of a PUT, whatever its status."""
+        return httpx.put(self.url + path, json=body, headers=self.live.headers, timeout=10).json()
+
     def data(self, method: str, path: str, **kwargs) -> object:
-        response = httpx.request(method, self.url + path, timeout=60, **kwargs)
+        response = httpx.request(method, self.url + path, timeout=60, headers=self.live.headers, **kwargs)
         assert response.status_code < 300, response.text
         return response.json()["data"]
 
@@ -183,8 +190,16 @@ class Browser:
         self.errors: list[str] = []  # script errors of the page: each one fails the module
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.set_default_timeout(15_000)
+        # Signed out, the dashboard sends the browser to the login page; signing in there brings it back.
+        service.state.auth_service.create_user("door-admin", LOGIN_PASSWORD, "admin")
         self.page.goto(service.url + "/#/live", wait_until="domcontentloaded")
+        self.page.wait_for_url("**/login?next=*")
+        self.page.fill("[data-testid=login-username]", "door-admin")
+        self.page.fill("[data-testid=login-password]", LOGIN_PASSWORD)
+        self.page.click("[data-testid=login-submit]")
+        self.page.wait_for_url(service.url + "/#/live")
         self.page.wait_for_function("document.querySelector('[data-section=events]') !== null")
+        self.page.wait_for_selector("[data-testid=logout]", state="visible")
 
     def show(self, section: str) -> None:
         assert not self.errors, self.errors
@@ -223,17 +238,19 @@ def test_page_and_assets_are_served_by_the_service(service: Service):
     assert "https://" not in page.text.replace("https://github.com", "")  # nothing from elsewhere
     missing = httpx.get(service.url + "/web/nope.js", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
-    paths = httpx.get(service.url + "/schema/openapi.json", timeout=10).json()["paths"]
+    paths = httpx.get(service.url + "/schema/openapi.json", headers=service.live.headers, timeout=10).json()["paths"]
     assert "/api/live/events" in paths and "/" not in paths
 
 
 def test_live_stream_sends_state_and_bus_messages(service: Service):
-    bad = httpx.get(service.url + "/api/live/events?max_s=0", timeout=10)
+    bad = httpx.get(service.url + "/api/live/events?max_s=0", headers=service.live.headers, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_MAX_S"
     frames: list[tuple[str, dict]] = []
 
     def listen() -> None:
-        with httpx.stream("GET", service.url + "/api/live/events?max_s=6", timeout=20) as response:
+        with httpx.stream(
+            "GET", service.url + "/api/live/events?max_s=6", headers=service.live.headers, timeout=20
+        ) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             name = None
             for line in response.iter_lines():
@@ -294,7 +311,7 @@ def test_invalid_setting_shows_the_api_message_beside_the_field(service: Service
     page.fill(f"{form} [data-field=brightness] input", "10")
     page.click(f"{form} button[type=submit]")
     error = page.wait_for_selector(f"{form} [data-field=fps] .field-error", state="visible")
-    api_error = httpx.put(service.url + "/api/settings/camera", json={"fps": 5, "brightness": 10}, timeout=10).json()
+    api_error = service.live_put("/api/settings/camera", {"fps": 5, "brightness": 10})
     assert error.text_content() == api_error["error"]["message"] and "fps" in error.text_content()
     assert service.data("GET", "/api/settings/camera") == before  # nothing changed, brightness neither
     # A valid value is stored and the message goes.
