@@ -166,7 +166,11 @@ def test_weekly_reports_on_the_planted_rhythm(client, today):
     visitors = service.build("visitor_analysis", week)
     assert sum(r[2] for r in table(visitors, "visits_by_day").rows) == len(persons)
     assert sum(r[1] for r in table(visitors, "visits_by_hour").rows) == len(persons)
-    assert any("appearance" in note for note in visitors.notes)  # says what it does not do
+    # Returning visitors come from the frequent-visitor grouping over the same week: the planted
+    # events have no captures, so nobody can be recognised, and the report says why.
+    returning = table(visitors, "visitors")
+    assert returning.rows == [] and returning.note
+    assert any("appearance" in note and "0 of" in note for note in visitors.notes)
 
 
 def test_endpoint_bad_values_and_one_pending_job(client, today):
@@ -322,3 +326,27 @@ def test_a_pending_report_job_runs_through_the_batch_sensor(client, settings, to
     assert finished.status == "completed" and finished.result["period"] == day
     served = data(client.get("/api/analytics/reports", params={"type": "security_report", "period": day}))
     assert served["type"] == "security_report" and served["counts"]["events"] == finished.result["counts"]["events"]
+
+
+def test_visitor_analysis_lists_the_returning_visitors_of_the_week(client, today):
+    from tests.test_visitors import Door as CaptureDoor
+
+    state = client.app.state
+    door = CaptureDoor(state.session_factory, state.object_store)
+    week = period_key("week", (today - timedelta(days=7)).isoformat())
+    monday = date.fromisoformat(week)
+    a_events = [door.visit("A", utc(monday + timedelta(days=d), 8, 10)) for d in (0, 2, 4)]
+    d_events = [door.visit("D", utc(monday + timedelta(days=d), 19, 30)) for d in (1, 5)]
+    door.visit("E", utc(monday + timedelta(days=3), 12, 0))  # once: not returning
+    door.visit("A", utc(monday + timedelta(days=8), 8, 10))  # the week after: not in this report
+
+    report = ReportService(state.session_factory, state.object_store, "Asia/Seoul").build("visitor_analysis", week)
+    returning = table(report, "visitors")
+    assert [(r[1], r[5]) for r in returning.rows] == [(3, "08"), (2, "19")]
+    assert returning.rows[0][3].startswith(f"{monday.isoformat()} 08:10")
+    assert sum(r[2] for r in table(report, "visits_by_day").rows) == 6
+    # Thumbnails: each returning visitor's representative capture (a key of one of their events).
+    assert [t.caption for t in report.thumbnails] == ["visitor 1: 3 visits", "visitor 2: 2 visits"]
+    assert report.thumbnails[0].event_id in a_events and report.thumbnails[1].event_id in d_events
+    assert all(state.object_store.exists(t.key) for t in report.thumbnails)
+    assert any("2 returning visitor(s)" in line for line in report.summary)

@@ -32,12 +32,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from detection_service.batch_jobs import BatchJobs
 from detection_service.errors import Invalid
 from detection_service.services.analytics import AnalyticsService, duration_stats, zone_of
+from detection_service.services.visitors import VisitorService
 from detection_service.storage import ObjectStore
 from detection_service.storage.base import ObjectNotFound
 from detection_service.storage.keys import report_key, report_root
 from schemas.analytics import WEEKDAYS
 from schemas.batch_jobs import BatchJobView, ReportGenerate
-from schemas.db import BatchJob, DetectionEvent, ObjectType, SystemStatusLog, utcnow
+from schemas.db import BatchJob, DetectionEvent, EventImage, ObjectType, SystemStatusLog, utcnow
 from schemas.enums import BatchJobType, JobStatus
 from schemas.reports import (
     REPORT_CADENCE,
@@ -404,8 +405,8 @@ class ReportService:
         )
 
     def _visitor_analysis(self, report: Report, codes: dict[int, str]) -> None:
-        # Visitors are person events: the appearance grouping (frequent visitors) is not available
-        # to reports yet, so a visit is one person event and repeated people are not recognised.
+        # Person events per day and hour, and who came back: the frequent-visitor grouping by
+        # appearance (services/visitors.py) over the same week.
         person = next((tid for tid, code in codes.items() if code == "person"), None)
         events = (
             [] if person is None else self._events(report.start, report.end, DetectionEvent.object_type_id == person)
@@ -467,12 +468,66 @@ class ReportService:
             f"Visits lasted a median {self._seconds(dwell.median_s)}, p90 {self._seconds(dwell.p90_s)}; "
             f"{len(night)} at night (00:00-06:00).",
         ]
+        grouped = VisitorService(self.session_factory, self.store, self.time_zone).between(
+            report.start, report.end, min_visits=2, limit=50
+        )
+        report.tables.insert(
+            1,
+            ReportTable(
+                name="visitors",
+                title="Returning visitors (grouped by appearance)",
+                columns=["visitor", "visits", "events", "first_visit", "last_visit", "usual_hours", "similarity"],
+                rows=[
+                    [
+                        v.visitor_id,
+                        v.visits,
+                        v.events,
+                        _local_stamp(v.first_visit.replace(tzinfo=None), self.zone),
+                        _local_stamp(v.last_visit.replace(tzinfo=None), self.zone),
+                        " ".join(f"{h:02d}" for h in v.usual_hours),
+                        v.similarity,
+                    ]
+                    for v in grouped.visitors
+                ],
+                note=grouped.message,
+            ),
+        )
+        report.summary.append(
+            f"{grouped.visitors_total} returning visitor(s) (2+ visits, grouped by clothing colours)."
+            if grouped.status == "ok"
+            else grouped.message
+        )
         report.notes = [
-            "Visitors are counted as person events: this report does not group visits by appearance "
-            "(who came back), so one person seen twice counts twice."
+            f"Visits are person events (per day and hour) or, for returning visitors, person tracks grouped "
+            f"by the appearance of their captures ({grouped.method}); {grouped.grouped_visits} of "
+            f"{grouped.visits} visit(s) had a usable capture. Status: {grouped.status}."
         ]
         report.charts = [ReportChart(name="visits_by_hour", title="Person events per local hour")]
+        thumbs = self._visitor_thumbnails(grouped)
         self._thumbnails(report, sorted(real, key=lambda ev: -(ev.tracking_duration or 0)), codes, set())
+        if thumbs:
+            report.thumbnails = thumbs[:THUMBNAILS]
+
+    def _visitor_thumbnails(self, grouped: Any) -> list[ReportThumbnail]:
+        """The representative capture of each returning visitor (its key, signed when served)."""
+        wanted = {v.thumbnail.image_id: v for v in grouped.visitors if v.thumbnail is not None}
+        if not wanted:
+            return []
+        with self.session_factory() as session:
+            keys = dict(
+                session.execute(
+                    sa.select(EventImage.id, EventImage.image_path).where(EventImage.id.in_(list(wanted)))
+                ).all()
+            )
+        return [
+            ReportThumbnail(
+                event_id=v.thumbnail.event_id,
+                key=keys[image_id],
+                caption=f"visitor {v.visitor_id}: {v.visits} visits",
+            )
+            for image_id, v in wanted.items()
+            if image_id in keys
+        ]
 
     def _security_report(self, report: Report, codes: dict[int, str]) -> None:
         anomalies = self._anomalies(report, days=1)
