@@ -123,11 +123,13 @@ def run(
     reconnects: int = 10,
     max_frames: int | None = None,
     camera_name: str | None = None,
+    token: str | None = None,
     stop: threading.Event | None = None,
     on_status: Callable[[str], None] | None = None,
 ) -> tuple[int, ClientStats]:
     """Stream until the source ends (files without ``loop``), ``max_frames`` were sent, ``stop``
-    is set, or ``reconnects`` consecutive attempts failed. Returns (exit code, stats)."""
+    is set, or ``reconnects`` consecutive attempts failed. ``token`` is an API token with the
+    ``camera`` role (docs/security.md), sent as ``Authorization: Bearer``. Returns (exit code, stats)."""
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
     from websockets.sync.client import connect
 
@@ -154,7 +156,15 @@ def run(
         while not stop.is_set():
             try:
                 # JPEG does not deflate; a LAN camera must not go through an HTTP proxy from the environment.
-                ws = connect(url, open_timeout=5, close_timeout=2, max_size=2**20, compression=None, proxy=None)
+                ws = connect(
+                    url,
+                    open_timeout=5,
+                    close_timeout=2,
+                    max_size=2**20,
+                    compression=None,
+                    proxy=None,
+                    additional_headers={"Authorization": f"Bearer {token}"} if token else None,
+                )
             except InvalidURI:
                 say(f"not a WebSocket URL: {url}")
                 return 2, stats

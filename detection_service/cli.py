@@ -15,6 +15,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from detection_service.database import upgrade
 
+    try:
+        settings.check_auth_bind(args.host or settings.host)
+    except ConfigError as exc:
+        print(f"aidoor: {exc}", file=sys.stderr)
+        return 2
     if not args.no_migrate:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.database_url)
@@ -183,6 +188,7 @@ def _camera(args: argparse.Namespace, settings: Settings) -> int:
         reconnects=args.reconnects,
         max_frames=args.frames,
         camera_name=args.name,
+        token=args.token or settings.camera_token,
         on_status=lambda text: print(f"aidoor camera: {text}", file=sys.stderr, flush=True),
     )
     print(
@@ -190,6 +196,72 @@ def _camera(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     return code
+
+
+def _auth_service(settings: Settings):
+    from detection_service.database import make_engine, make_session_factory, upgrade
+    from detection_service.services.auth import AuthService
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    return AuthService(make_session_factory(make_engine(settings.database_url)))
+
+
+def _user(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from detection_service.errors import DomainError
+
+    service = _auth_service(settings)
+    try:
+        if args.user_command == "list":
+            for user in service.users():
+                print(f"{user.id}\t{user.username}\t{user.role}\t{'active' if user.is_active else 'inactive'}")
+            return 0
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("aidoor: the passwords differ", file=sys.stderr)
+                return 1
+        if args.user_command == "create":
+            info = service.create_user(args.username, password, args.role, created_by="cli")
+            print(f"user {info.username} ({info.role}) created; sign in at {settings.public_url}/login")
+        else:
+            info = service.reset_password(args.username, password, updated_by="cli")
+            print(f"password of {info.username} set; its sessions ended")
+    except DomainError as exc:
+        print(f"aidoor: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from detection_service.errors import DomainError
+
+    service = _auth_service(settings)
+    try:
+        if args.token_command == "create":
+            new = service.create_token(args.role, args.name, created_by="cli")
+            print(new.token)  # the only line on stdout: scripts capture it
+            print(
+                f"aidoor: token {new.info.id} ({new.info.name}, {new.info.role}) created; it is shown only now. "
+                "Send it as 'Authorization: Bearer <token>'.",
+                file=sys.stderr,
+            )
+        elif args.token_command == "revoke":
+            info = service.revoke_token(args.id)
+            print(f"token {info.id} ({info.name}, {info.role}) revoked")
+        else:
+            for token in service.tokens():
+                state = "revoked" if token.revoked_at else "active"
+                used = token.last_used_at.isoformat() if token.last_used_at else "never used"
+                print(f"{token.id}\t{token.prefix}...\t{token.role}\t{token.name}\t{state}\t{used}")
+    except DomainError as exc:
+        print(f"aidoor: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _demo_video(args: argparse.Namespace, settings: Settings) -> int:
@@ -264,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--reconnects", type=int, default=10, help="consecutive reconnect attempts (default 10)")
     camera.add_argument("--frames", type=int, help="stop after sending this many frames")
     camera.add_argument("--name", help="camera name shown in /api/stream/status")
+    camera.add_argument("--token", help="API token with the camera role (default AIDOOR_CAMERA_TOKEN)")
     camera.set_defaults(func=_camera)
 
     demo = sub.add_parser("demo-video", help="build the demo door-camera video from ../shared/datasets")
@@ -278,6 +351,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--frames", type=int, help="shorten to about this many frames (tests)")
     demo.set_defaults(func=_demo_video)
+
+    user = sub.add_parser("user", help="dashboard accounts: create, set a password, list (docs/security.md)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="create an account (asks for the password)")
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", choices=["viewer", "user", "admin"], default="viewer")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    passwd = user_sub.add_parser("password", help="set an account's password (no current one needed)")
+    passwd.add_argument("--username", required=True)
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    user_sub.add_parser("list", help="accounts")
+    user.set_defaults(func=_user)
+
+    token = sub.add_parser("token", help="API tokens for scripts and cameras: create, revoke, list")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_create = token_sub.add_parser("create", help="print a new token once (stdout)")
+    token_create.add_argument("--role", required=True, choices=["viewer", "user", "admin", "camera"])
+    token_create.add_argument("--name", help="what it is for (default '<role> token')")
+    token_revoke = token_sub.add_parser("revoke", help="revoke a token by id (see `aidoor token list`)")
+    token_revoke.add_argument("id", type=int)
+    token_sub.add_parser("list", help="tokens (never the tokens themselves)")
+    token.set_defaults(func=_token)
 
     home = sub.add_parser("dagster-home", help="write the local Dagster instance config and print DAGSTER_HOME")
     home.set_defaults(func=_dagster_home)

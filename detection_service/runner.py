@@ -155,6 +155,7 @@ def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = Tru
                 print(f"==> {name} did not become ready at {url}", flush=True)
         if not stop.is_set():
             print(f"==> detection service: {settings.public_url}  (API docs {settings.public_url}/schema)", flush=True)
+            print(f"==> {_sign_in_hint(settings)}", flush=True)
             if with_dagster:
                 print(f"==> Dagster UI:        {settings.dagster_url}", flush=True)
             print("==> Ctrl-C stops everything", flush=True)
@@ -195,3 +196,14 @@ def run_all(settings: Settings, with_dagster: bool = True, bootstrap: bool = Tru
             signal.signal(sig, handler)
     print("==> stopped", flush=True)
     return exit_code
+
+
+def _sign_in_hint(settings: Settings) -> str:
+    """How to sign in (docs/security.md); the first start's one-time password is logged above."""
+    if not settings.auth_enabled:
+        return "AIDOOR_AUTH=off: no sign-in (loopback only)"
+    return (
+        f"sign in at {settings.public_url}/login: on a fresh install as 'admin' with the one-time password "
+        "printed above (First start: ...); else `aidoor user create --username NAME --role admin` / "
+        "`aidoor token create --role viewer`"
+    )

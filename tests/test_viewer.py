@@ -230,6 +230,7 @@ def test_websocket_camera_client_gives_the_same_events_as_the_file_source(live: 
             fps=15,
             quality=85,
             camera_name="test-cam",
+            token=api_token(live.app, "camera"),
             on_status=statuses.append,
         )
         assert code == 0 and stats.frames_sent >= 90, statuses
@@ -254,6 +255,10 @@ def test_camera_client_gives_up_after_bounded_reconnects(live: LiveServer, tmp_p
     # The service refuses frames while camera.source is not "push": also retried, then given up.
     messages: list[str] = []
     code, stats = camera_client.run(
-        str(video), live.url.replace("http", "ws") + "/api/stream/ingest", reconnects=1, on_status=messages.append
+        str(video),
+        live.url.replace("http", "ws") + "/api/stream/ingest",
+        reconnects=1,
+        token=api_token(live.app, "camera"),
+        on_status=messages.append,
     )
     assert code == 1 and stats.connections == 2 and any("push" in m for m in messages), messages

@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from litestar import Controller, Response, get, post, put
+from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
+from detection_service.api.auth import current_principal
 from detection_service.api.responses import ok
 from detection_service.errors import DomainError, Invalid, TooLarge
 from detection_service.realtime.manual_detection import ManualDetector
@@ -163,7 +164,10 @@ class DetectionsController(Controller):
         "for dataset auto-collection. Unknown type: 400; unknown event: 404; the same call twice changes nothing.",
     )
     def classify(
-        self, event_service: EventService, event_id: int, data: ClassifyRequest
+        self, request: Request[Any, Any, Any], event_service: EventService, event_id: int, data: ClassifyRequest
     ) -> Response[Envelope[EventDetail]]:
-        detail = event_service.classify(event_id, data.type, data.verified, data.false_positive)
+        who = current_principal(request)  # the audit columns name the real user (docs/security.md)
+        detail = event_service.classify(
+            event_id, data.type, data.verified, data.false_positive, by_user_id=who.user_id, by_name=who.name
+        )
         return ok(detail, message=f"event {event_id} is {detail.type}")

@@ -381,10 +381,19 @@ class EventService:
     # -- relabelling ----------------------------------------------------------------------
 
     def classify(
-        self, event_id: int, type_code: str, verified: bool | None = True, false_positive: bool | None = False
+        self,
+        event_id: int,
+        type_code: str,
+        verified: bool | None = True,
+        false_positive: bool | None = False,
+        *,
+        by_user_id: int | None = None,
+        by_name: str = "user",
     ) -> EventDetail:
         """Set an event's type as a person says it is. The detector's type is kept in
-        original_type_id (first relabel only). Repeating the same call changes nothing."""
+        original_type_id (first relabel only). Repeating the same call changes nothing. The
+        audit columns name who did it: reclassified_by (users.id, None for a CLI token or an
+        alert button) and updated_by (the account or token name)."""
         request = ClassifyRequest(type=type_code, verified=bool(verified), false_positive=bool(false_positive))  # type: ignore[arg-type]
         with self.session_factory.begin() as session:
             event = self._load(session, event_id)
@@ -401,7 +410,8 @@ class EventService:
                 event.user_verified = request.verified
                 event.is_false_positive = request.false_positive
                 event.reclassified_at = utcnow()
-                event.updated_by = "user"
+                event.reclassified_by = by_user_id
+                event.updated_by = by_name[:100]
             session.flush()
             session.refresh(event)
             detail = self._detail(session, event)
