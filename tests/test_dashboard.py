@@ -197,7 +197,8 @@ class Browser:
         self.page.fill("[data-testid=login-username]", "door-admin")
         self.page.fill("[data-testid=login-password]", LOGIN_PASSWORD)
         self.page.click("[data-testid=login-submit]")
-        self.page.wait_for_url(service.url + "/#/live")
+        # Not "load": the live view's MJPEG picture never finishes loading.
+        self.page.wait_for_url(service.url + "/#/live", wait_until="domcontentloaded")
         self.page.wait_for_function("document.querySelector('[data-section=events]') !== null")
         self.page.wait_for_selector("[data-testid=logout]", state="visible")
 
