@@ -58,6 +58,12 @@ def test_run_starts_service_and_dagster_and_stops_cleanly(tmp_path: Path, migrat
         assert components["dagster"]["status"] == "ok"
         assert health["data"]["status"] == "ok"
         assert (tmp_path / "data" / "dagster" / "dagster.yaml").exists()
+        # A fresh install: the output says how to sign in, with the one-time admin password (docs/security.md).
+        deadline = time.monotonic() + 20
+        while "sign in at" not in (tmp_path / "run.log").read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        output = (tmp_path / "run.log").read_text(errors="replace")
+        assert f"127.0.0.1:{api_port}/login" in output and "one-time password" in output, output[-3000:]
 
         descendants = psutil.Process(proc.pid).children(recursive=True)
         assert len(descendants) >= 3  # api, webserver, daemon (+ code servers)

@@ -156,11 +156,13 @@ def sql_floor(service: EventService, params: dict, repeats: int) -> float:
     return statistics.median(times)
 
 
-async def load(base_url: str, params: dict, clients: int, requests: int) -> dict[str, float]:
+async def load(
+    base_url: str, params: dict, clients: int, requests: int, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30, headers=headers) as client:
         for _ in range(10):  # warm-up
             await client.get("/api/detections", params=params)
         counter = iter(range(requests))
@@ -221,6 +223,15 @@ def run(args: argparse.Namespace) -> dict:
         "AIDOOR_DAGSTER_PORT": str(_free_port()),
     }
     aidoor = str(Path(sys.executable).parent / "aidoor")
+    # A viewer token, as a script would use (docs/security.md); the guard's cost is part of the latency.
+    token = subprocess.run(
+        [aidoor, "token", "create", "--role", "viewer", "--name", "bench api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
     server = subprocess.Popen(
         [aidoor, "serve", "--no-migrate"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -240,9 +251,9 @@ def run(args: argparse.Namespace) -> dict:
             time.sleep(0.3)
         queries = {}
         for name, params in cases.items():
-            measured = asyncio.run(load(base_url, params, args.clients, args.requests))
+            measured = asyncio.run(load(base_url, params, args.clients, args.requests, headers))
             # One client alone: the service's own latency, without queueing behind 15 others.
-            measured["p50_ms_1_client"] = asyncio.run(load(base_url, params, 1, 60))["p50_ms"]
+            measured["p50_ms_1_client"] = asyncio.run(load(base_url, params, 1, 60, headers))["p50_ms"]
             measured["sql_p50_ms"] = round(sql_floor(service, params, 30), 2)
             measured["p50_over_sql"] = round(measured["p50_ms"] / measured["sql_p50_ms"], 2)
             queries[name] = measured

@@ -290,6 +290,7 @@ class Service:
             self.env.pop(key, None)
         self.log_path = work / "service.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.headers: dict[str, str] = {}
 
     def register(self, weights: Path) -> str:
         out = subprocess.run(
@@ -305,6 +306,17 @@ class Service:
         return found.group(1)
 
     def start(self) -> None:
+        if not self.headers:  # an admin token (docs/security.md): the bench deploys and configures
+            out = subprocess.run(
+                [_aidoor(), "token", "create", "--role", "admin", "--name", "bench events"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"aidoor token create failed: {out.stderr[-2000:]}")
+            self.headers = {"Authorization": f"Bearer {out.stdout.strip()}"}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - held until stop() closes it
         self.proc = subprocess.Popen(
             [_aidoor(), "serve", "--port", str(self.port)],
@@ -318,7 +330,7 @@ class Service:
     def call(self, method: str, path: str, **kw: Any) -> Any:
         import httpx
 
-        response = httpx.request(method, self.url + path, timeout=120, **kw)
+        response = httpx.request(method, self.url + path, timeout=120, headers=self.headers, **kw)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:500]}")
         return response.json()["data"]
