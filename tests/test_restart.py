@@ -82,8 +82,8 @@ def test_detection_restart_readopts_the_open_package(client, parcel_run, caplog)
     assert wait_until(lambda: [e.image_path is not None for e in _events(client)] == [True], 8)  # row written
     [event] = _events(client)
     inferences = detection(client)["inferences"]
-    with caplog.at_level(logging.INFO):
-        response = restart(client, {"service": "detection"})
+    caplog.set_level(logging.INFO)
+    response = restart(client, {"service": "detection"})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["success"] and body["data"]["service"] == "detection"
@@ -93,13 +93,14 @@ def test_detection_restart_readopts_the_open_package(client, parcel_run, caplog)
     # Counters start again: the pipeline really restarted.
     assert detection(client)["inferences"] < inferences + 5
     assert any("system restart requested: detection" in r.getMessage() for r in caplog.records)
-    assert any("re-adopted 1 open package event" in r.getMessage() for r in caplog.records)
 
     def continued() -> bool:
         objects = client.get("/api/analytics/tracking").json()["data"]["objects"]
         return any(o["confirmed"] and o["event_id"] == event.id for o in objects)
 
     assert wait_until(continued, 8)
+    # The new pipeline thread re-adopted it at its start.
+    assert any("re-adopted 1 open package event" in r.getMessage() for r in caplog.records)
     time.sleep(1.0)  # more frames of the same parcel
     rows = _events(client)
     assert [r.id for r in rows] == [event.id] and rows[0].ended_at is None
