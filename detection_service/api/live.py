@@ -3,7 +3,7 @@ to instead of polling. Frames (``event:`` name, JSON ``data:``):
 
 - ``event_created`` / ``event_updated`` / ``package_removed``: the bus messages
   (``detection_service/bus.py``) as they are published, without the snapshot bytes;
-- ``detection``: the detection process's state (status, camera_status, model_loaded, model_id)
+- ``detection``: the detection process's state (status, camera_status, model_loaded, model_state, model_id)
   whenever one of them changes, and once at connect;
 - ``training``: the latest training's progress (status, epoch, loss, mAP ...) whenever it changes;
 - ``ping``: a comment-free keep-alive every ``KEEPALIVE_S`` when nothing else was sent.
@@ -32,7 +32,7 @@ SAMPLE_S = 2.0
 KEEPALIVE_S = 15.0
 WAIT_S = 0.5  # longest wait for a bus message before the next sample check
 _NAMES = {EventCreated: "event_created", EventUpdated: "event_updated", PackageRemoved: "package_removed"}
-_DETECTION_KEYS = ("status", "camera_status", "model_loaded", "model_id")
+_DETECTION_KEYS = ("status", "camera_status", "model_loaded", "model_state", "model_id")
 
 
 def bus_frame(message: Any) -> ServerSentEventMessage:
@@ -62,9 +62,10 @@ class LiveController(Controller):
         "/events",
         summary="Server-sent events: new/updated events, package removals, detection state, training progress",
         description="text/event-stream. Event names: event_created, event_updated, package_removed (the bus "
-        "messages, without image bytes), detection (status, camera_status, model_loaded, model_id: at connect and "
-        "on change), training (the latest training's progress, on change), ping (keep-alive). `max_s` ends the "
-        "stream after that many seconds (1-86400; default: until the client leaves); EventSource reconnects.",
+        "messages, without image bytes), detection (status, camera_status, model_loaded, model_state, model_id: at "
+        "connect and on change), training (the latest training's progress, on change), ping (keep-alive). "
+        "`max_s` ends the stream after that many seconds (1-86400; default: until the client leaves); EventSource "
+        "reconnects.",
     )
     async def events(
         self,
