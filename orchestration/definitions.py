@@ -22,6 +22,7 @@ from orchestration.reports import REPORT_SCHEDULES, REPORT_TYPE_JOBS, daily_repo
 from orchestration.resources import resources_from_settings
 from orchestration.schedules import log_archive_nightly, storage_cleanup_nightly, storage_usage_hourly
 from orchestration.sensors import (
+    batch_job_canceled_sensor,
     batch_job_failed_sensor,
     batch_job_sensor,
     batch_job_succeeded_sensor,
@@ -60,6 +61,12 @@ defs = dg.Definitions(
         log_archive_job,
     ],
     schedules=[*REPORT_SCHEDULES, storage_usage_hourly, storage_cleanup_nightly, log_archive_nightly],
-    sensors=[batch_job_sensor, retrain_on_new_labels_sensor, batch_job_succeeded_sensor, batch_job_failed_sensor],
+    sensors=[
+        batch_job_sensor,
+        retrain_on_new_labels_sensor,
+        batch_job_succeeded_sensor,
+        batch_job_failed_sensor,
+        batch_job_canceled_sensor,
+    ],
     resources=resources_from_settings(Settings.from_env(), secrets_from_env=True),
 )

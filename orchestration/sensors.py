@@ -165,3 +165,9 @@ def batch_job_succeeded_sensor(context: dg.RunStatusSensorContext, database: Dat
 def batch_job_failed_sensor(context: dg.RunFailureSensorContext, database: DatabaseResource):
     message = context.failure_event.message if context.failure_event else "run failed"
     _finish_batch_job(context, database, JobStatus.FAILED, message)
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.CANCELED, default_status=dg.DefaultSensorStatus.RUNNING)
+def batch_job_canceled_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource):
+    # A run terminated from the Dagster UI (DELETE /api/batch/jobs/{id} cancels the row itself first).
+    _finish_batch_job(context, database, JobStatus.CANCELLED, "its Dagster run was terminated")

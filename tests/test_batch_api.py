@@ -385,3 +385,36 @@ def test_a_cancelled_job_does_not_run(client, settings):
     assert not result.success
     assert _remaining(state.session_factory) == ids
     assert data(client.get(f"/api/batch/jobs/{job['id']}"))["status"] == "cancelled"
+
+
+def test_a_run_cancelled_in_the_dagster_ui_cancels_its_job(client, settings):
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from assets.resources import DatabaseResource
+    from orchestration.sensors import batch_job_canceled_sensor
+    from tests.dagster_helpers import ephemeral_instance
+
+    state = client.app.state
+    job = data(client.post("/api/batch/trigger", json={"job_type": "storage_cleanup"}))
+    BatchJobs(state.session_factory).start(job["id"], "run-ui")
+    with ephemeral_instance() as instance:
+        run = instance.add_run(
+            DagsterRun(
+                job_name="storage_cleanup_job",
+                run_id="run-ui",
+                status=dg.DagsterRunStatus.CANCELED,
+                tags={BATCH_JOB_TAG: str(job["id"])},
+            )
+        )
+        event = DagsterEvent(DagsterEventType.RUN_CANCELED.value, job_name="storage_cleanup_job")
+        with dg.build_run_status_sensor_context(
+            sensor_name=batch_job_canceled_sensor.name,
+            dagster_event=event,
+            dagster_instance=instance,
+            dagster_run=run,
+            resources={"database": DatabaseResource(url=settings.database_url)},
+        ) as context:
+            batch_job_canceled_sensor(context)
+    closed = data(client.get(f"/api/batch/jobs/{job['id']}"))
+    assert (closed["status"], closed["error_message"]) == ("cancelled", "its Dagster run was terminated")
