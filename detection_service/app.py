@@ -31,10 +31,16 @@ from detection_service.api.models import ModelController
 from detection_service.api.notifications import NotificationController
 from detection_service.api.objects import ObjectController
 from detection_service.api.reports import ReportController
-from detection_service.api.responses import EXCEPTION_HANDLERS
+from detection_service.api.responses import EXCEPTION_HANDLERS, UtcDateTimeSchema, document_errors
 from detection_service.api.restart import RestartController
+from detection_service.api.security_headers import (
+    SecurityHeaders,
+    content_security_policy,
+    image_origins,
+    inline_script_hashes,
+)
 from detection_service.api.settings import SettingsController
-from detection_service.api.stream import StreamController
+from detection_service.api.stream import VIEWER_HTML, StreamController
 from detection_service.api.system import PROMETHEUS, MetricsController, SystemController
 from detection_service.bus import EventBus
 from detection_service.config import Settings
@@ -173,7 +179,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             remove_log_handler(log_handler)  # writes what is queued
             engine.dispose()
 
-    return Litestar(
+    csp = content_security_policy(inline_script_hashes(VIEWER_HTML), image_origins(settings))
+    app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
@@ -189,7 +196,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         debug=False,
+        before_send=[SecurityHeaders(csp)],  # on every response, errors included (api/security_headers.py)
+        plugins=[UtcDateTimeSchema()],  # stored UTC times as served (api/responses.py)
     )
+    document_errors(app)  # the OpenAPI document declares the error envelope on every operation
+    return app
 
 
 def _first_start_admin(auth_service: AuthService, settings: Settings) -> None:

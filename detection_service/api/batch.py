@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, delete, get, post
 
+from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.services.batch import MAX_LIST_LIMIT, BatchService
 from schemas.batch_api import BatchCancelResult, BatchJobInfo, BatchTriggerRequest
@@ -47,7 +48,7 @@ class BatchController(Controller):
         return ok(job, message=f"{job.job_type} job {job.id} queued", status_code=202)
 
     @get("/jobs/{job_id:int}", sync_to_thread=True, summary="One batch job: state, progress, Dagster run and its link")
-    def get_job(self, batch: BatchService, job_id: int) -> Response[Envelope[BatchJobInfo]]:
+    def get_job(self, batch: BatchService, job_id: RowId) -> Response[Envelope[BatchJobInfo]]:
         job = batch.get(job_id)
         return ok(job, message=f"batch job {job_id} is {job.status}")
 
@@ -59,7 +60,7 @@ class BatchController(Controller):
         description="A pending job never starts; a running job's Dagster run is terminated (a training stops "
         "within seconds). The job ends cancelled; a finished one is a 409 BATCH_JOB_FINISHED.",
     )
-    def cancel_job(self, batch: BatchService, job_id: int) -> Response[Envelope[BatchCancelResult]]:
+    def cancel_job(self, batch: BatchService, job_id: RowId) -> Response[Envelope[BatchCancelResult]]:
         result = batch.cancel(job_id)
         message = f"batch job {job_id} cancelled"
         if result.termination_error:

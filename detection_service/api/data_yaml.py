@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get, post, put
 
+from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.errors import NotFound
 from detection_service.services.data_yaml import DataYamlService
@@ -61,25 +62,25 @@ class DataYamlController(Controller):
 
     @get("/changes/{yaml_id:int}", sync_to_thread=True, summary="History of one data.yaml, newest first")
     def changes(
-        self, data_yaml_service: DataYamlService, dataset_ref: str, yaml_id: int
+        self, data_yaml_service: DataYamlService, dataset_ref: str, yaml_id: RowId
     ) -> Response[Envelope[list[DataYamlChange]]]:
         return ok(data_yaml_service.changes(dataset_ref, yaml_id))
 
     @get("/{yaml_id:int}", sync_to_thread=True, summary="One data.yaml")
     def get_one(
-        self, data_yaml_service: DataYamlService, dataset_ref: str, yaml_id: int
+        self, data_yaml_service: DataYamlService, dataset_ref: str, yaml_id: RowId
     ) -> Response[Envelope[DataYamlInfo]]:
         return ok(data_yaml_service.get(dataset_ref, yaml_id))
 
     @put("/{yaml_id:int}", sync_to_thread=True, summary="Replace a data.yaml's content (validated)")
     def update(
-        self, data_yaml_service: DataYamlService, dataset_ref: str, yaml_id: int, data: DataYamlUpdate
+        self, data_yaml_service: DataYamlService, dataset_ref: str, yaml_id: RowId, data: DataYamlUpdate
     ) -> Response[Envelope[DataYamlInfo]]:
         info, changed = data_yaml_service.update(dataset_ref, yaml_id, data.yaml_content)
         return ok(info, "data.yaml updated" if changed else "data.yaml unchanged")
 
     @post("/{yaml_id:int}/activate", sync_to_thread=True, status_code=200, summary="Make this data.yaml the active one")
     def activate(
-        self, data_yaml_service: DataYamlService, dataset_ref: str, yaml_id: int
+        self, data_yaml_service: DataYamlService, dataset_ref: str, yaml_id: RowId
     ) -> Response[Envelope[DataYamlInfo]]:
         return ok(data_yaml_service.activate(dataset_ref, yaml_id), "data.yaml activated")

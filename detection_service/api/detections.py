@@ -18,6 +18,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from detection_service.api.auth import current_principal
+from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.errors import DomainError, Invalid, TooLarge
 from detection_service.realtime.manual_detection import ManualDetector
@@ -152,7 +153,7 @@ class DetectionsController(Controller):
         sync_to_thread=True,
         summary="One event with its captures (signed image URLs), box, track and duration",
     )
-    def detail(self, event_service: EventService, event_id: int) -> Response[Envelope[EventDetail]]:
+    def detail(self, event_service: EventService, event_id: RowId) -> Response[Envelope[EventDetail]]:
         return ok(event_service.get(event_id))
 
     @put(
@@ -164,7 +165,7 @@ class DetectionsController(Controller):
         "for dataset auto-collection. Unknown type: 400; unknown event: 404; the same call twice changes nothing.",
     )
     def classify(
-        self, request: Request[Any, Any, Any], event_service: EventService, event_id: int, data: ClassifyRequest
+        self, request: Request[Any, Any, Any], event_service: EventService, event_id: RowId, data: ClassifyRequest
     ) -> Response[Envelope[EventDetail]]:
         who = current_principal(request)  # the audit columns name the real user (docs/security.md)
         detail = event_service.classify(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get, put
 
+from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.services.events import EventFilter, EventService, parse_date_range
 from detection_service.services.settings import SettingsService
@@ -37,11 +38,11 @@ class EventsController(Controller):
         return ok(result, message=f"{len(result.items)} of {result.total} event(s)")
 
     @get("/{event_id:int}", sync_to_thread=True, summary="One event with its captures (signed image URLs)")
-    def detail(self, event_service: EventService, event_id: int) -> Response[Envelope[EventDetail]]:
+    def detail(self, event_service: EventService, event_id: RowId) -> Response[Envelope[EventDetail]]:
         return ok(event_service.get(event_id))
 
     @get("/{event_id:int}/images", sync_to_thread=True, summary="The captures of one event, in sequence order")
-    def images(self, event_service: EventService, event_id: int) -> Response[Envelope[list[EventImageInfo]]]:
+    def images(self, event_service: EventService, event_id: RowId) -> Response[Envelope[list[EventImageInfo]]]:
         return ok(event_service.images(event_id))
 
     @get(

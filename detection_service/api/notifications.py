@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
 
+from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.errors import Forbidden, Invalid, Unavailable
 from detection_service.notifications.service import NotificationService
@@ -91,7 +92,7 @@ class NotificationController(Controller):
 
     @delete("/recipients/{recipient_id:int}", sync_to_thread=True, status_code=200, summary="Remove a recipient")
     def remove_recipient(
-        self, notification_service: NotificationService, recipient_id: int
+        self, notification_service: NotificationService, recipient_id: RowId
     ) -> Response[Envelope[RecipientInfo]]:
         return ok(notification_service.remove_recipient(recipient_id), message="recipient removed")
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Response, get
 from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,6 +19,7 @@ from detection_service.api.responses import ok
 from detection_service.config import Settings
 from detection_service.services.reports import Pending, ReportService
 from detection_service.storage import ObjectStore
+from schemas.envelope import Envelope
 from schemas.reports import REPORT_CADENCE, ReportPending
 
 _services: weakref.WeakKeyDictionary[sessionmaker[Session], ReportService] = weakref.WeakKeyDictionary()
@@ -53,6 +55,7 @@ class ReportController(Controller):
         "any). `csv` is UTF-8 with a BOM; `html` is one self-contained page (inline charts, signed thumbnail "
         "links) that prints on one or two A4 pages. Bad values: INVALID_REPORT_TYPE, INVALID_PERIOD (also a "
         "period not over yet), INVALID_FORMAT.",
+        responses={202: ResponseSpec(Envelope[ReportPending], description="No report yet: the job that makes it")},
     )
     def reports(
         self,
