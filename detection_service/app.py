@@ -44,11 +44,11 @@ from detection_service.api.stream import VIEWER_HTML, StreamController
 from detection_service.api.system import PROMETHEUS, MetricsController, SystemController
 from detection_service.bus import EventBus
 from detection_service.config import Settings
+from detection_service.dagster_client import DagsterClient
 from detection_service.database import make_engine, make_session_factory
 from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier
-from detection_service.orchestrator import DagsterClient
 from detection_service.realtime.pipeline_service import PipelineService
 from detection_service.realtime.restart import SystemRestart
 from detection_service.services.auth import AuthService

@@ -36,7 +36,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from detection_service.runner import run_all
+    from detection_service.supervisor import run_all
 
     return run_all(settings, with_dagster=not args.no_dagster, bootstrap=not args.no_bootstrap)
 
@@ -80,9 +80,9 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _model_service(settings: Settings):
+    from detection_service.dagster_client import DagsterClient
     from detection_service.database import make_engine, make_session_factory, upgrade
     from detection_service.ml.ultralytics_env import configure_offline
-    from detection_service.orchestrator import DagsterClient
     from detection_service.services.jobs import JobService
     from detection_service.services.models import ModelService
     from detection_service.storage import make_object_store

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from detection_service.batch_jobs import BATCH_JOB_TAG, BatchJobs
-from detection_service.orchestrator import DagsterUnavailable
+from detection_service.dagster_client import DagsterUnavailable
 from detection_service.services.log_archive import LogArchiveService, read_archive
 from detection_service.storage.keys import SYSTEM_LOG_ARCHIVE_PREFIX
 from schemas.batch_jobs import LogArchive, StorageCleanup

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from detection_service.api.responses import ok
 from detection_service.config import Settings
-from detection_service.orchestrator import DagsterClient
+from detection_service.dagster_client import DagsterClient
 from detection_service.services.component_status import ComponentStatusRegistry, status_of_all
 from detection_service.services.events import EventService
 from detection_service.services.health import check_health

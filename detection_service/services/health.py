@@ -10,8 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from detection_service.dagster_client import DagsterClient
 from detection_service.database import ping
-from detection_service.orchestrator import DagsterClient
 from detection_service.storage import ObjectStore
 from schemas.system import ComponentHealth, HealthReport
 

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.batch_jobs import BatchJobs
+from detection_service.dagster_client import DagsterClient, DagsterUnavailable
 from detection_service.datasets.evaluation_set import EVALUATION_SET_ID, NoEvaluationSet, latest_evaluation_set
 from detection_service.errors import Conflict, DomainError, GateFailed, Invalid, NotFound
 from detection_service.ml import registry
 from detection_service.ml.classes import MODEL_CLASSES
-from detection_service.orchestrator import DagsterClient, DagsterUnavailable
 from detection_service.services.jobs import JobService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectStore, keys

@@ -39,9 +39,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service import metrics
 from detection_service.bus import EventBus, EventCreated
+from detection_service.dagster_client import DagsterClient
 from detection_service.database import ping
 from detection_service.errors import Invalid
-from detection_service.orchestrator import DagsterClient
 from detection_service.services.component_status import SAMPLE, ComponentStatusRegistry
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectStore

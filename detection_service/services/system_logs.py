@@ -71,7 +71,7 @@ COMPONENTS: dict[str, str] = {
     "detection_service.services.retention": "storage",
     "detection_service.database": "database",
     "schemas": "database",
-    "detection_service.orchestrator": "dagster",
+    "detection_service.dagster_client": "dagster",
     "detection_service.services.jobs": "dagster",
     "detection_service.batch_jobs": "dagster",
     "assets": "dagster",
@@ -86,7 +86,7 @@ COMPONENTS: dict[str, str] = {
     "litestar": "api",
     "uvicorn": "api",
     "detection_service.services.settings": "settings",
-    "detection_service.runner": "system",
+    "detection_service.supervisor": "system",
     "aidoor.run": "system",
     "detection_service": "system",
 }
