@@ -268,6 +268,8 @@ def test_live_stream_sends_state_and_bus_messages(service: Service):
     names = [name for name, _ in frames]
     assert names[0] == "detection" and {"status", "camera_status", "model_loaded"} <= set(frames[0][1])
     assert frames[0][1]["model_id"] == service.state.model_service.loaded_model_id
+    components = next(data for name, data in frames if name == "components")
+    assert components["database"]["status"] == "running" and components["dagster"]["status"] != "running"
     created = [data for name, data in frames if name == "event_created"]
     assert [c["event_id"] for c in created] == [event_id] and "snapshot_jpeg" not in created[0]
     # The stream ended (max_s): its bus subscription is gone.
@@ -400,6 +402,7 @@ def test_live_view_and_process_control(service: Service, browser: Browser, tmp_p
     # The state arrives over the stream; the picture over MJPEG.
     page.wait_for_selector("[data-testid=detection-status] >> text=running")
     page.wait_for_function("document.getElementById('live-stream').naturalWidth === 320")
+    page.wait_for_selector("[data-testid=live-components] >> text=camera: running")
     page.click("[data-page=live] button >> nth=1")  # stop
     page.wait_for_selector("[data-testid=detection-status] >> text=stopped")
     assert service.data("GET", "/api/detection")["status"] == "stopped"

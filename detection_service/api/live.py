@@ -6,6 +6,7 @@ to instead of polling. Frames (``event:`` name, JSON ``data:``):
 - ``detection``: the detection process's state (status, camera_status, model_loaded, model_state, model_id)
   whenever one of them changes, and once at connect;
 - ``training``: the latest training's progress (status, epoch, loss, mAP ...) whenever it changes;
+- ``components``: each component's state and reason (``GET /api/system/status``) whenever one changes;
 - ``ping``: a comment-free keep-alive every ``KEEPALIVE_S`` when nothing else was sent.
 
 The process state and training are sampled here every ``SAMPLE_S`` (one cheap read per connection),
@@ -26,6 +27,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from detection_service.bus import EventBus, EventCreated, EventUpdated, PackageRemoved
 from detection_service.errors import DomainError, Invalid
 from detection_service.realtime.pipeline_service import PipelineService
+from detection_service.services.component_status import ComponentStatusRegistry
 from detection_service.services.models import ModelService
 
 SAMPLE_S = 2.0
@@ -47,6 +49,11 @@ def _detection_state(pipeline_service: PipelineService) -> dict[str, Any]:
     return {key: status.get(key) for key in _DETECTION_KEYS}
 
 
+def _component_states(registry: ComponentStatusRegistry) -> dict[str, Any]:
+    # Without since/checked_at: a probe that finds the same state is no change.
+    return {name: {"status": c.status, "reason": c.reason} for name, c in registry.snapshot().items()}
+
+
 def _training_state(model_service: ModelService) -> dict[str, Any] | None:
     try:
         return msgspec.to_builtins(model_service.training_status())
@@ -60,10 +67,11 @@ class LiveController(Controller):
 
     @get(
         "/events",
-        summary="Server-sent events: new/updated events, package removals, detection state, training progress",
+        summary="Server-sent events: new/updated events, package removals, detection, training and component state",
         description="text/event-stream. Event names: event_created, event_updated, package_removed (the bus "
         "messages, without image bytes), detection (status, camera_status, model_loaded, model_state, model_id: at "
-        "connect and on change), training (the latest training's progress, on change), ping (keep-alive). "
+        "connect and on change), training (the latest training's progress, on change), components (each "
+        "component's status and reason, on change), ping (keep-alive). "
         "`max_s` ends the stream after that many seconds (1-86400; default: until the client leaves); EventSource "
         "reconnects.",
     )
@@ -72,6 +80,7 @@ class LiveController(Controller):
         bus: EventBus,
         pipeline_service: PipelineService,
         model_service: ModelService,
+        component_status: ComponentStatusRegistry,
         max_s: float | None = None,
     ) -> ServerSentEvent:
         if max_s is not None and not 1 <= max_s <= 86400:
@@ -90,6 +99,7 @@ class LiveController(Controller):
                         for name, state in (
                             ("detection", _detection_state(pipeline_service)),
                             ("training", await anyio.to_thread.run_sync(_training_state, model_service)),
+                            ("components", _component_states(component_status)),
                         ):
                             if name not in last or state != last[name]:
                                 last[name] = state

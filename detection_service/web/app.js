@@ -96,6 +96,7 @@ document.addEventListener("alpine:init", () => {
     noticeError: false,
     // Live
     detection: null,
+    components: {}, // component -> {status, reason}, from the live stream
     // Events
     eventFilter: { type: "", status: "", from: "", to: "" },
     eventPage: { items: [], total: 0, page: 1, limit: 12 },
@@ -213,6 +214,13 @@ document.addEventListener("alpine:init", () => {
         this.detection = { ...(this.detection || {}), ...JSON.parse(e.data) };
       });
       source.addEventListener("training", (e) => (this.training = JSON.parse(e.data)));
+      source.addEventListener("components", (e) => {
+        const states = JSON.parse(e.data);
+        this.components = states;
+        if (this.sysStatus && this.sysStatus.components)
+          for (const [name, state] of Object.entries(states))
+            if (this.sysStatus.components[name]) Object.assign(this.sysStatus.components[name], state);
+      });
       const changed = () => {
         if (this.section === "events") this.refreshEventsLive();
         if (this.section === "review") this.loadReview();

@@ -31,7 +31,7 @@ window.AIDOOR_TEXTS = {
     score: "Score", reason: "Reason", sent: "Sent", package_removed: "package removed",
     video_idle: "No live picture: detection is not running (set a camera source in Settings, then Start).",
     type_person: "Person", type_package: "Package", type_delivery_food: "Food delivery", type_mail: "Mail",
-    type_unclassified: "Unclassified", get_report: "Get report",
+    type_unclassified: "Unclassified", get_report: "Get report", logout: "Log out",
     report_pending: "Not made yet; the batch job that makes it:",
   },
   ko: {
@@ -64,7 +64,7 @@ window.AIDOOR_TEXTS = {
     score: "점수", reason: "이유", sent: "보냄", package_removed: "택배 수령",
     video_idle: "실시간 화면 없음: 감지가 실행 중이 아닙니다 (설정에서 카메라 소스를 지정한 뒤 시작).",
     type_person: "사람", type_package: "택배", type_delivery_food: "음식 배달", type_mail: "우편물",
-    type_unclassified: "미분류", get_report: "보고서 보기",
+    type_unclassified: "미분류", get_report: "보고서 보기", logout: "로그아웃",
     report_pending: "아직 없음; 생성 배치 작업:",
   },
 };
