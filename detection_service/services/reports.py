@@ -790,9 +790,13 @@ class ReportService:
                         f'src="{esc(url)}"></a><figcaption>{esc(thumb.caption)}</figcaption></figure>'
                     )
             parts.append("</section>")
+        # A table drawn as a chart is left out of the page (its numbers stay in the CSV and JSON).
+        charted = {c.name for c in report.charts if c.name in charts}
+        if "heatmap" in charted:
+            charted.add("hour_by_weekday")  # the heatmap's numbers
         for table in report.tables:
-            if table.name == "hour_by_weekday" or (table.name == "by_hour" and report.charts):
-                continue  # shown as a chart; the numbers are in the CSV and JSON
+            if table.name in charted and table.name != "by_day":
+                continue
             parts.append(f"<section class=table><h2>{esc(table.title)}</h2>")
             if not table.rows:
                 parts.append('<p class="empty">none</p>')
