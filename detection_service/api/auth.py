@@ -69,6 +69,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
 
 
 def required_role(handler: BaseRouteHandler, method: str, path_template: str) -> str:
+    if method == "OPTIONS":  # CORS preflights never carry credentials; they answer headers only
+        return PUBLIC
     declared = handler.opt.get("role")
     if declared:
         return str(declared)
