@@ -255,8 +255,11 @@ class PipelineService:
         (``all``). Without a camera source the pipeline stays stopped (``status`` says so)."""
         with self._control_lock:
             if reload_settings:
-                for category in ("detection", PIPELINE_SETTINGS_CATEGORY, "camera"):
-                    self._on_settings(category, self.settings_service.get(category))
+                try:
+                    for category in ("detection", PIPELINE_SETTINGS_CATEGORY, "camera"):
+                        self._on_settings(category, self.settings_service.get(category))
+                except Exception as exc:  # database down: restart with the settings in hand
+                    log.warning("restart: settings could not be read again (%s); keeping the current ones", exc)
             knobs = self.live.knobs
             try:
                 self.models.reload(knobs.backend, knobs.imgsz)
