@@ -31,6 +31,8 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "dashboard"
 SECTIONS = ("live", "events", "review", "models", "datasets", "settings", "system", "analytics")
 NOW = utcnow().replace(microsecond=0)
+# A capture of the open event detail has its box drawn (the SVG rect is shown once placed).
+BOX_DRAWN = "[...document.querySelectorAll('[data-testid=event-detail] .capture rect')].some(r => !r.style.display)"
 
 
 def _random_model(folder: Path) -> Path:
@@ -362,9 +364,7 @@ def test_new_event_appears_without_a_reload(service: Service, browser: Browser):
     # An event's detail: its captures with the box drawn on them, and the track duration.
     page.click(f"[data-page=events] li[data-event-id='{service.persons[0]}']")
     page.wait_for_selector("[data-testid=event-detail] .capture img")
-    page.wait_for_function(
-        "[...document.querySelectorAll('[data-testid=event-detail] .capture rect')].some(r => r.style.display === '')"
-    )
+    page.wait_for_function(BOX_DRAWN)
     assert page.locator("[data-testid=event-detail] .capture").count() == 2
     assert page.text_content("[data-testid=duration]").split() == ["5", "s"]
     page.click("[data-testid=event-detail] button.ghost >> text=Close")
@@ -471,6 +471,16 @@ def test_screenshots_of_every_section(service: Service, browser: Browser, width:
                 problems[section] = found
             page.screenshot(path=str(ARTIFACTS / f"{section}-{width}.png"), full_page=True)
             assert not page.is_visible("[data-testid=notice].error"), page.text_content("[data-testid=notice]")
+        # An event's detail over the Events page: captures with their boxes.
+        browser.show("events")
+        page.click(f"[data-page=events] li[data-event-id='{service.persons[0]}']")
+        page.wait_for_function(BOX_DRAWN)
+        found = page.evaluate(_LAYOUT_PROBLEMS)
+        if found:
+            problems["event-detail"] = found
+        page.screenshot(path=str(ARTIFACTS / f"event-detail-{width}.png"))
+        page.keyboard.press("Escape")
+        page.wait_for_selector("[data-testid=event-detail]", state="detached")
     finally:
         page.select_option("select[aria-label=language]", "en")
         page.set_viewport_size({"width": 1280, "height": 900})
