@@ -263,6 +263,10 @@ def test_auth_off_only_on_loopback(settings):
     with TestClient(create_app(msgspec.structs.replace(settings, auth="off")), raise_server_exceptions=False) as c:
         assert c.get("/api/events").status_code == 200
         assert c.get("/api/auth/me").json()["data"]["via"] == "off"
+        # Another site's form post through the developer's browser is refused all the same.
+        cross = c.put("/api/detection/config", json={"confirm_hits": 2}, headers={"Sec-Fetch-Site": "cross-site"})
+        _assert_error(cross, 403, "FORBIDDEN")
+        assert c.put("/api/detection/config", json={"confirm_hits": 2}).status_code == 200
 
 
 def test_camera_ingest_takes_camera_tokens_only(app_client):

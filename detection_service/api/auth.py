@@ -105,7 +105,12 @@ class AuthGuard:
             allowed = principal.role != CAMERA_ROLE and principal.has_role(minimum)
         if not allowed:
             raise PermissionDeniedException(f"this needs the {minimum!r} role; you are {principal.role!r}")
-        if principal.via == "session" and method not in SAFE_METHODS and method != "WEBSOCKET":
+        writes = method not in SAFE_METHODS and method != "WEBSOCKET"
+        if writes and connection.headers.get("sec-fetch-site") == "cross-site":
+            # A browser says another site made this request: refused whatever the credentials (with
+            # AIDOOR_AUTH=off there are none, and a form post to 127.0.0.1 would otherwise pass).
+            raise PermissionDeniedException("cross-site writes are refused")
+        if principal.via == "session" and writes:
             sent = connection.headers.get(CSRF_HEADER) or ""
             if not (principal.csrf_token and secrets.compare_digest(sent, principal.csrf_token)):
                 raise PermissionDeniedException("missing or wrong X-CSRF-Token header (GET /api/auth/me has it)")
