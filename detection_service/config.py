@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -98,6 +99,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_ttl_h: int = 168  # a dashboard login lasts this many hours
     # The API token `aidoor camera` sends to the WebSocket ingest (a `camera` token).
     camera_token: str | None = None
+    # MQTT / Home Assistant (docs/mqtt.md): mqtt[s]://user:pass@host:port/<topic prefix>; None: off.
+    mqtt_url: str | None = None
+    mqtt_topic_prefix: str = ""  # empty: the URL's path, else "aidoor"
+    mqtt_discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix; "off": none
+    mqtt_client_id: str | None = None  # default aidoor-<node>
 
     def __repr__(self) -> str:  # logs and tracebacks must not show the secrets
         shown = (
@@ -117,6 +123,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def object_store_kind(self) -> str:
         return "s3" if self.s3_endpoint else "local"
+
+    @property
+    def mqtt(self) -> MqttBroker | None:
+        """The parsed AIDOOR_MQTT_URL (checked by ``from_env``), or None when MQTT is off."""
+        return parse_mqtt_url(self.mqtt_url, self.mqtt_topic_prefix) if self.mqtt_url else None
 
     @property
     def local_store_dir(self) -> Path:
@@ -170,6 +181,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not 1 <= settings.session_ttl_h <= 24 * 90:
             raise ConfigError("AIDOOR_SESSION_TTL_H must be between 1 and 2160 hours")
         settings.check_auth_bind(settings.host)
+        if settings.mqtt_url:  # a bad AIDOOR_MQTT_URL fails here, at start
+            parse_mqtt_url(settings.mqtt_url, settings.mqtt_topic_prefix)
         return settings
 
     @property
@@ -194,6 +207,42 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.url_signing_key:
             return self.url_signing_key.encode()
         return load_signing_key(self.signing_key_file)
+
+
+class MqttBroker(msgspec.Struct, frozen=True, kw_only=True):
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+    topic_prefix: str
+
+    def __repr__(self) -> str:
+        return (
+            f"MqttBroker({self.host}:{self.port}, tls={self.tls}, user={self.username!r}, prefix={self.topic_prefix!r})"
+        )
+
+
+def parse_mqtt_url(url: str, topic_prefix: str = "") -> MqttBroker:
+    """``mqtt://user:pass@host:1883/prefix`` (``mqtts://`` for TLS, default port 8883)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError("AIDOOR_MQTT_URL must look like mqtt://user:password@host:1883/aidoor (or mqtts://)")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise ConfigError("AIDOOR_MQTT_URL has an invalid port") from None
+    prefix = (topic_prefix or parts.path).strip().strip("/") or "aidoor"
+    if any(c in prefix for c in "#+") or "//" in prefix:
+        raise ConfigError("the MQTT topic prefix must not contain '#', '+' or empty levels")
+    return MqttBroker(
+        host=parts.hostname,
+        port=port,
+        tls=parts.scheme == "mqtts",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        topic_prefix=prefix,
+    )
 
 
 def load_signing_key(key_file: Path) -> bytes:
@@ -224,7 +273,9 @@ _SEPARATORS = {"bootstrap_dataset": ":", "dataset_import_dirs": os.pathsep}
 # Spellings of true/false accepted beyond msgspec's own (true/false/1/0).
 _BOOL_WORDS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
 _BOOL_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Settings) if f.type is bool) - _NOT_FROM_ENV
-_SECRETS = frozenset({"s3_secret_key", "url_signing_key", "telegram_key", "roboflow_api_key", "camera_token"})
+_SECRETS = frozenset(
+    {"s3_secret_key", "url_signing_key", "telegram_key", "roboflow_api_key", "camera_token", "mqtt_url"}
+)
 _DISABLED = ("off", "none", "0")  # AIDOOR_TEACHER_MODEL values that turn the teacher off
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
 
