@@ -139,6 +139,8 @@ class StorageReport(msgspec.Struct, kw_only=True):
 ComponentState = Literal["running", "stopped", "error"]
 # The seed's system_status_logs components, plus the database and Dagster.
 STATUS_COMPONENTS: tuple[str, ...] = ("camera", "detection", "notification", "storage", "database", "dagster")
+# Listed only where configured (ComponentStatusRegistry.enable): mqtt with AIDOOR_MQTT_URL.
+OPTIONAL_STATUS_COMPONENTS: tuple[str, ...] = ("mqtt",)
 
 
 class ComponentStatus(msgspec.Struct, kw_only=True):

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import SystemStatusLog, utcnow
-from schemas.system import STATUS_COMPONENTS, ComponentState, ComponentStatus
+from schemas.system import OPTIONAL_STATUS_COMPONENTS, STATUS_COMPONENTS, ComponentState, ComponentStatus
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,16 @@ class ComponentStatusRegistry:
         if session_factory is not None:
             self._writer = threading.Thread(target=self._run, name="component-status-writer", daemon=True)
             self._writer.start()
+
+    def enable(self, component: str) -> None:
+        """List an optional component (``mqtt`` when configured): from now on it counts in the status."""
+        if component not in OPTIONAL_STATUS_COMPONENTS:
+            raise ValueError(f"unknown optional component {component!r}")
+        with self._lock:
+            self._states.setdefault(
+                component,
+                ComponentStatus(component=component, status="stopped", reason="not checked yet", since=utcnow()),
+            )
 
     # -- reports (any thread; never waits) ---------------------------------------------------
 
