@@ -21,13 +21,14 @@ from detection_service.api.auth import current_principal
 from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.errors import DomainError, Invalid, TooLarge
+from detection_service.images import MAX_IMAGE_PIXELS, image_problem
 from detection_service.realtime.manual_detection import ManualDetector
 from detection_service.services.events import EventFilter, EventService, parse_when
 from schemas.detection import ManualDetection
 from schemas.envelope import Envelope, Page
 from schemas.events import ClassifyRequest, EventDetail, EventSummary, ObjectTypeInfo
 
-MAX_PIXELS = 40_000_000  # 40 MP: larger images are refused before they are decoded
+MAX_PIXELS = MAX_IMAGE_PIXELS  # larger images are refused before they are decoded
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -37,6 +38,15 @@ def decode_image(raw: bytes, filename: str | None, content_type: str | None) -> 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     details = {"filename": filename, "content_type": content_type, "bytes": len(raw)}
+    problem = image_problem(raw, MAX_PIXELS)  # header and end marker only: nothing decoded yet
+    if problem is not None and problem.too_large:
+        raise TooLarge(problem.reason, details, code=problem.code)
+    if problem is not None:
+        raise Invalid(
+            "the file is not a readable image (JPEG, PNG, BMP, WebP ...)",
+            {**details, "reason": problem.reason},
+            code=problem.code,
+        )
     try:
         with _pil_open()(io.BytesIO(raw)) as image:
             if image.width * image.height > MAX_PIXELS:

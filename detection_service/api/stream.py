@@ -20,6 +20,7 @@ from litestar.response import Stream
 
 from detection_service.api.responses import ok
 from detection_service.errors import Invalid, NotFound
+from detection_service.images import image_problem
 from detection_service.realtime.ingest import looks_like_image
 from detection_service.realtime.pipeline_service import PipelineService
 from schemas.detection import IngestClientMessage, IngestError, IngestHello, IngestPong, IngestReady, StreamStatus
@@ -130,6 +131,12 @@ class StreamController(Controller):
                                 message="a frame must be one JPEG or PNG image within max_frame_bytes",
                             )
                         )
+                        continue
+                    # Header and end marker only (docs/security.md): a frame claiming 60000x60000
+                    # pixels or cut short never reaches the decoder.
+                    if (problem := image_problem(data)) is not None:
+                        state.frames_invalid += 1
+                        await send(IngestError(code="INVALID_FRAME", message=f"frame refused: {problem.reason}"))
                         continue
                     if not service.pipeline.push_jpeg(data):
                         await send(

@@ -40,7 +40,9 @@ import cv2
 import numpy as np
 import yaml
 
+from detection_service.datasets.yaml_loader import load_yaml
 from detection_service.errors import Invalid
+from detection_service.images import image_problem
 from detection_service.ml.classes import CLASS_IDS, MODEL_CLASSES, map_class_name
 from detection_service.storage.base import InvalidKey, validate_key
 from schemas.datasets import FileProblem
@@ -324,7 +326,7 @@ def load_data_yaml(root: Path) -> tuple[dict[str, Any], list[str]]:
     if path.stat().st_size > MAX_YAML_BYTES:
         raise ExportError(f"{path.name} is larger than {MAX_YAML_BYTES} bytes")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = load_yaml(path.read_text(encoding="utf-8-sig"))  # aliases refused (alias bombs)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ExportError(f"{path.name} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -485,6 +487,9 @@ def check_image_bytes(data: bytes) -> str | None:
     """None if ``data`` decodes as an image, else why not."""
     if not data:
         return "empty file (0 bytes)"
+    problem = image_problem(data)  # a header claiming 60000x60000 is refused before any decoding
+    if problem is not None:
+        return problem.reason
     try:
         # Reduced-size decoding still walks the whole compressed stream (a truncated or corrupt
         # file fails) at a fraction of the cost of a full decode.

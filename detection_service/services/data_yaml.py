@@ -28,6 +28,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.datasets.yaml_loader import load_yaml
 from detection_service.errors import DomainError, Invalid, NotFound
 from detection_service.ml.classes import MODEL_CLASSES, map_class_name
 from detection_service.storage import keys
@@ -65,7 +66,6 @@ DIFF_FIELDS: Final = ("yaml_version", "train_path", "val_path", "test_path", "nc
 
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:")
 _PRIMARY_KEY = re.compile(r"[0-9]{1,18}")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class DataYamlError(DomainError):
@@ -458,7 +458,7 @@ def _load(content: Any, problem: Callable[[str, str], None]) -> dict[Any, Any] |
         problem("yaml_content", "is empty")
         return None
     try:
-        data = yaml.load(content, Loader=_Loader)  # safe loader: plain data only, no Python objects
+        data = load_yaml(content)  # safe loader: plain data only; aliases refused (alias bombs)
     except yaml.YAMLError as exc:
         problem("yaml_content", "is not valid YAML: " + " ".join(str(exc).split()))
         return None
