@@ -203,6 +203,7 @@ def run(
     weights: Path | None = None,
     video: Path | None = None,
     imgsz: int = 320,
+    backend: str = "auto",
     rounds: int = 3,
     seconds: float = 10.0,
     sample_s: float = 10.0,
@@ -221,6 +222,7 @@ def run(
     configure_offline(settings.data_dir)
     work = Path(tempfile.mkdtemp(prefix="aidoor-bench-overhead-"))
     envs = _Env(work)
+    holder = DetectorHolder()
     try:
         if weights is not None:
             model_id = Path(weights).stem
@@ -230,9 +232,8 @@ def run(
             weights = random_init_weights(work / "random-init" / "yolo11n-random.pt")
             model_id = "yolo11n-random-init"
         frames, frames_from = _frames(video, settings)
-        holder = DetectorHolder()
         cache_dir = settings.data_dir / "cache" / "bench-exports"
-        detector = holder.load(Path(weights).resolve(), "auto", imgsz, cache_dir, model_id=model_id)
+        detector = holder.load(Path(weights).resolve(), backend, imgsz, cache_dir, model_id=model_id)  # type: ignore[arg-type]
         conf = min_confidence(DetectionSettings().confidence_threshold, "medium")
         detector_fps = 1000 / _median_ms(lambda f: detector.detect(f, conf), frames)
         source_fps = max(30.0, 2 * detector_fps)
@@ -292,6 +293,9 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     parser.add_argument("--weights", type=Path, help="model .pt (default: the deployed model, else random init)")
     parser.add_argument("--video", type=Path, help="video whose frames are fed (default: the demo video)")
     parser.add_argument("--imgsz", type=int, default=320, help="detector input size (default 320)")
+    parser.add_argument(
+        "--backend", default="auto", help="detector backend: auto (as the service), torch, onnx, openvino"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of off+on runs (default 3)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run (default 15)")
     parser.add_argument(
@@ -305,6 +309,7 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
             weights=args.weights,
             video=args.video,
             imgsz=args.imgsz,
+            backend=args.backend,
             rounds=args.rounds,
             seconds=args.seconds,
             sample_s=args.sample_s,
