@@ -15,6 +15,7 @@ so a page never polls those endpoints itself.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +33,11 @@ from detection_service.services.models import ModelService
 
 SAMPLE_S = 2.0
 KEEPALIVE_S = 15.0
-WAIT_S = 0.5  # longest wait for a bus message before the next sample check
+# How often a connection looks at its bus queue. A non-blocking look and an async sleep, not a
+# blocking get in a worker thread: an open page must not hold one of the threads (anyio's limiter)
+# that the sync handlers need.
+POLL_S = 0.2
+_CONNECTIONS = itertools.count(1)  # names the bus subscriptions: sse-1, sse-2 ...
 _NAMES = {EventCreated: "event_created", EventUpdated: "event_updated", PackageRemoved: "package_removed"}
 _DETECTION_KEYS = ("status", "camera_status", "model_loaded", "model_state", "model_id")
 
@@ -87,7 +92,7 @@ class LiveController(Controller):
             raise Invalid("max_s must be between 1 and 86400 seconds", {"max_s": max_s}, code="INVALID_MAX_S")
 
         async def frames() -> AsyncIterator[ServerSentEventMessage]:
-            sub = bus.subscribe(f"sse-{id(object())}", maxsize=200)
+            sub = bus.subscribe(f"sse-{next(_CONNECTIONS)}", maxsize=200)
             started = last_sent = time.monotonic()
             next_sample = 0.0
             last: dict[str, Any] = {}
@@ -105,12 +110,13 @@ class LiveController(Controller):
                                 last[name] = state
                                 last_sent = now
                                 yield ServerSentEventMessage(event=name, data=msgspec.json.encode(state).decode())
-                    # The bus queue is a thread primitive: wait on it off the event loop.
-                    message = await anyio.to_thread.run_sync(sub.get, WAIT_S)
-                    if message is not None:
+                    message = sub.get(timeout=0)
+                    while message is not None:
                         last_sent = time.monotonic()
                         yield bus_frame(message)
-                    elif time.monotonic() - last_sent >= KEEPALIVE_S:
+                        message = sub.get(timeout=0)
+                    await anyio.sleep(POLL_S)
+                    if time.monotonic() - last_sent >= KEEPALIVE_S:
                         last_sent = time.monotonic()
                         yield ServerSentEventMessage(event="ping", data="{}")
             finally:  # also when the client leaves (the stream task is cancelled)
