@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from detection_service.bus import EventCreated
 from detection_service.config import Settings
 from schemas.db import Dataset, DatasetVersion, Model, utcnow
 from tests.conftest import drop_everything, free_port
@@ -390,15 +391,32 @@ def test_events_filters_and_paging(service: Service, browser: Browser):
     )
 
 
-def test_live_view_and_process_control(service: Service, browser: Browser, tmp_path: Path):
+def test_video_event_appears_live_and_the_process_control(service: Service, browser: Browser, tmp_path: Path):
     page = browser.page
-    browser.show("live")
+    browser.show("events")
+    page.wait_for_function("document.querySelector('[data-testid=stream-state]').dataset.online === 'true'")
+    page.evaluate("window.__sameDocument = true")
     video = write_video(tmp_path / "door.avi", frames=150, fps=15, size=(320, 240))
     # One person in every frame (the random model would box noise everywhere): one track, one event.
     service.state.detector_holder.swap(
         ScriptedDetector(lambda i, t: [det(60, 40, 180, 200, "person", 0.9)], model_id="scripted")
     )
-    service.data("PUT", "/api/settings/camera", json={"source": str(video)})
+    sub = service.state.bus.subscribe("test-dashboard", maxsize=50)
+    try:
+        service.data("PUT", "/api/settings/camera", json={"source": str(video)})
+        created = None
+        deadline = time.monotonic() + 20
+        while created is None and time.monotonic() < deadline:
+            message = sub.get(timeout=0.5)
+            if isinstance(message, EventCreated):
+                created = message
+    finally:
+        sub.close()
+    assert created is not None, "the video raised no event"
+    # The video's event shows up on the open Events page: the live stream, no reload.
+    page.wait_for_selector(f"[data-page=events] li[data-event-id='{created.event_id}']")
+    assert page.evaluate("window.__sameDocument === true")
+    browser.show("live")
     # The state arrives over the stream; the picture over MJPEG.
     page.wait_for_selector("[data-testid=detection-status] >> text=running")
     page.wait_for_function("document.getElementById('live-stream').naturalWidth === 320")
