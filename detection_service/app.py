@@ -5,6 +5,7 @@ become the error envelope through ``api/responses.EXCEPTION_HANDLERS``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -47,6 +48,7 @@ from detection_service.config import Settings
 from detection_service.dagster_client import DagsterClient
 from detection_service.database import make_engine, make_session_factory
 from detection_service.ml.ultralytics_env import configure_offline
+from detection_service.mqtt import MqttCommands, build_mqtt_bridge
 from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier
 from detection_service.realtime.pipeline_service import PipelineService
@@ -65,6 +67,8 @@ from detection_service.services.system_logs import SystemLogService, install_log
 from detection_service.storage import StorageError, make_object_store
 
 log = logging.getLogger(__name__)
+
+MQTT_TEST_ALERT = "ai-door-system: test alert (sent from MQTT / Home Assistant)"
 
 ROUTE_HANDLERS = [
     SystemController,
@@ -167,14 +171,35 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.component_status = monitoring.registry
         app.state.performance = monitoring.service
         app.state.metrics_registry = monitoring.metrics_registry
+        # MQTT / Home Assistant (docs/mqtt.md), when AIDOOR_MQTT_URL is set: its own threads; a
+        # broker that is away degrades the mqtt component and blocks nothing. Commands call the
+        # same services as the Detection Process API and POST /api/notifications/test.
+        notification_service = app.state.notification_service
+        mqtt_bridge = build_mqtt_bridge(
+            settings,
+            bus,
+            app.state.session_factory,
+            monitoring.registry,
+            MqttCommands(
+                control=pipeline_service.control,
+                test_alert=lambda: asyncio.run(notification_service.send_test(MQTT_TEST_ALERT, 0.0)),
+                detection_running=lambda: pipeline_service.pipeline.running,
+            ),
+            version=package_version(),
+        )
+        app.state.mqtt = mqtt_bridge
         pipeline_service.start_background()
         monitoring.start()
+        if mqtt_bridge is not None:
+            mqtt_bridge.start()
         app.state.started_at = time.time()
         try:
             yield
         finally:
             monitoring.close()
             pipeline_service.close()
+            if mqtt_bridge is not None:
+                mqtt_bridge.close()  # availability "offline" (retained)
             notifier.close()  # after the pipeline's last writes; unsent alerts stay queued
             remove_log_handler(log_handler)  # writes what is queued
             engine.dispose()
