@@ -202,8 +202,16 @@ def test_endpoint_bad_values_and_one_pending_job(client, today):
     # The default period is the last one that is over: yesterday.
     default = data(client.get("/api/analytics/reports"), 202)
     assert default["period"] == (today - timedelta(days=1)).isoformat() and default["job"]["id"] != pending["job"]["id"]
+    # On demand through the Batch API: the endpoint then answers with that job, not a second one.
+    day = (today - timedelta(days=5)).isoformat()
+    trigger = {"job_type": "report_generate", "parameters": {"report_type": "security_report", "period": "2026-1-1"}}
+    assert client.post("/api/batch/trigger", json=trigger).json()["error"]["code"] == "INVALID_JOB"
+    trigger["parameters"]["period"] = day
+    triggered = client.post("/api/batch/trigger", json=trigger).json()["data"]
+    asked = data(client.get("/api/analytics/reports", params={"type": "security_report", "period": day}), 202)
+    assert asked["job"]["id"] == triggered["id"] and asked["submitted"] is False
     with client.app.state.session_factory() as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(BatchJob)) == 2
+        assert session.scalar(sa.select(sa.func.count()).select_from(BatchJob)) == 3
 
 
 @pytest.mark.timeout(300)
