@@ -1,11 +1,11 @@
 """API structs of the realtime pipeline: Detection Process API, Stream API, manual detection and
 the WebSocket camera ingest protocol. No I/O here.
 
-``PipelineKnobs`` are the pipeline's tuning knobs (motion gate, event confirmation, package
+``PipelineSettings`` are the pipeline's tuning settings (motion gate, event confirmation, package
 removal, detector backend and input size): the settings category ``pipeline`` (not in the seed),
 changed by ``PUT /api/detection/config`` or ``PUT /api/settings/pipeline`` and kept in
 ``system_settings`` (see docs/pipeline.md, "Service wiring"). This is their one definition:
-``detection_service.pipeline.config.PipelineConfig`` extends it with the limits that are not knobs.
+``detection_service.pipeline.config.PipelineConfig`` extends it with the limits that are not pipeline_settings.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ SensitivityLiteral = Literal["low", "medium", "high"]
 PIPELINE_SETTINGS_CATEGORY: Final = "pipeline"
 
 
-class PipelineKnobs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class PipelineSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Motion gate
     motion_mode: Annotated[MotionModeLiteral, msgspec.Meta(description="'off' runs the detector on every frame")] = "on"
     full_check_interval_s: Annotated[
@@ -67,10 +67,10 @@ DETECTION_SETTING_KEYS: Final = ("confidence_threshold", "capture_interval", "ca
 
 
 class DetectionConfig(msgspec.Struct, kw_only=True):
-    """What ``GET/PUT /api/detection/config`` answer: the detection settings and the knobs."""
+    """What ``GET/PUT /api/detection/config`` answer: the detection settings and the pipeline settings."""
 
     detection: dict[str, Any]
-    pipeline: PipelineKnobs
+    pipeline: PipelineSettings
     demo_video: str | None = None  # the file played because no camera source is configured
 
 

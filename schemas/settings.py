@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from schemas.detection import PipelineKnobs
+from schemas.detection import PipelineSettings
 from schemas.enums import SettingDataType
 
 Resolution = Literal["1920x1080", "1280x720", "640x480"]
@@ -110,8 +110,8 @@ SETTINGS_CATEGORIES: Final[dict[str, type[Any]]] = {
     "detection": DetectionSettings,
     "notification": NotificationSettings,
     "training": TrainingSettings,
-    # Tuning knobs of the realtime pipeline (also changed by PUT /api/detection/config).
-    "pipeline": PipelineKnobs,
+    # Tuning settings of the realtime pipeline (also changed by PUT /api/detection/config).
+    "pipeline": PipelineSettings,
     # The seed's `general` category: the service as a whole (GET /api/system/logs keeps its records).
     "general": GeneralSettings,
 }

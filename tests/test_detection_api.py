@@ -193,30 +193,36 @@ def test_config_applies_live_and_persists(settings):
         assert client.get("/api/settings/detection").json()["data"]["capture_count"] == 3
         client.put("/api/settings/detection", json={"capture_count": 4})
         assert pipeline.detection.capture_count == 4
-        # The knobs are the `pipeline` settings category: same values, applied live either way.
+        # The pipeline settings are the `pipeline` settings category: same values, applied live either way.
         assert client.get("/api/settings/pipeline").json()["data"]["confirm_hits"] == 2
         assert client.put("/api/settings/pipeline", json={"confirm_hits": 4, "motion_mode": "on"}).status_code == 200
         assert pipeline.recorder.config.confirm_hits == 4 and pipeline.config.motion_mode == "on"
         assert client.get("/api/detection/config").json()["data"]["pipeline"]["confirm_hits"] == 4
         client.put("/api/detection/config", json={"confirm_hits": 2, "motion_mode": "off"})
-    # The knobs survive a restart of the service.
+    # The pipeline settings survive a restart of the service.
     with TestClient(create_app(settings)) as again:
-        knobs = again.get("/api/detection/config").json()["data"]["pipeline"]
-        assert knobs["motion_mode"] == "off" and knobs["confirm_hits"] == 2 and knobs["sensitivity"] == "high"
+        pipeline_settings = again.get("/api/detection/config").json()["data"]["pipeline"]
+        assert (
+            pipeline_settings["motion_mode"] == "off"
+            and pipeline_settings["confirm_hits"] == 2
+            and pipeline_settings["sensitivity"] == "high"
+        )
         assert again.app.state.pipeline.recorder.config.package_removed_after_s == 30
         assert again.app.state.pipeline.config.motion_mode == "off"
 
 
-def test_knob_defaults_match_the_pipeline_library():
+def test_pipeline_setting_defaults_match_the_pipeline_library():
     # One definition: the pipeline's configuration (read by its gate, capture and event recorder)
-    # is the knobs plus limits, so every knob exists there with the same default.
+    # is the pipeline settings plus limits, so every setting exists there with the same default.
     from detection_service.pipeline.config import PipelineConfig
-    from schemas.detection import PipelineKnobs
+    from schemas.detection import PipelineSettings
 
-    knobs, config = PipelineKnobs(), PipelineConfig()
-    assert issubclass(PipelineConfig, PipelineKnobs)
-    assert {k: getattr(knobs, k) for k in PipelineKnobs.__struct_fields__} == msgspec.structs.asdict(config.knobs)
-    changed = config.with_knobs(PipelineKnobs(confirm_hits=5, motion_mode="off"))
+    pipeline_settings, config = PipelineSettings(), PipelineConfig()
+    assert issubclass(PipelineConfig, PipelineSettings)
+    assert {k: getattr(pipeline_settings, k) for k in PipelineSettings.__struct_fields__} == msgspec.structs.asdict(
+        config.pipeline_settings
+    )
+    changed = config.with_pipeline_settings(PipelineSettings(confirm_hits=5, motion_mode="off"))
     assert changed.confirm_hits == 5 and changed.motion_mode == "off" and changed.retry_max_s == config.retry_max_s
 
 
@@ -300,7 +306,7 @@ def test_deploy_loads_the_model_and_manual_detection_records_an_event(client, ra
     from detection_service.ml import registry
 
     state = client.app.state
-    # Torch at 64 px: no export, fast on a shared CPU; also exercises the backend/imgsz knobs.
+    # Torch at 64 px: no export, fast on a shared CPU; also exercises the backend/imgsz settings.
     assert client.put("/api/detection/config", json={"backend": "torch", "imgsz": 64}).status_code == 200
     row = registry.register_model(
         state.session_factory,
@@ -355,7 +361,7 @@ def test_deploy_loads_the_model_and_manual_detection_records_an_event(client, ra
     finally:
         holder.load = original
     assert_error(refused, 422, "BACKEND_UNAVAILABLE")
-    knobs = client.get("/api/detection/config").json()["data"]["pipeline"]
-    assert knobs["backend"] == "torch" and knobs["confirm_hits"] == 3
+    pipeline_settings = client.get("/api/detection/config").json()["data"]["pipeline"]
+    assert pipeline_settings["backend"] == "torch" and pipeline_settings["confirm_hits"] == 3
     assert status(client)["model_id"] == row.model_id
     assert state.model_service.deploy_hook == state.pipeline_service.models.load

@@ -29,17 +29,17 @@ class DetectionController(Controller):
         data = pipeline_service.status(notification_ready(notifier))
         return ok(data, message=f"detection {data.status}")
 
-    @get("/config", summary="Detection settings and pipeline knobs in effect")
+    @get("/config", summary="Detection settings and pipeline pipeline_settings in effect")
     async def get_config(self, pipeline_service: PipelineService) -> Response[Envelope[DetectionConfig]]:
         return ok(pipeline_service.config())
 
     @put(
         "/config",
         sync_to_thread=True,
-        summary="Change detection settings and pipeline knobs live (validated as a whole; nothing applied on error)",
+        summary="Change detection settings and pipeline settings live (validated as a whole; nothing applied on error)",
         description=(
             "Accepts the detection settings (confidence_threshold, capture_interval, capture_count, jpeg_quality; "
-            "stored exactly like PUT /api/settings/detection) and the pipeline knobs (motion_mode, "
+            "stored exactly like PUT /api/settings/detection) and the pipeline pipeline_settings (motion_mode, "
             "full_check_interval_s, refresh_interval_s, motion_threshold, motion_min_area, sensitivity, "
             "stall_timeout_s, confirm_hits, confirm_window_s, end_after_s, package_removed_after_s, backend, imgsz; "
             "stored in system_settings category 'pipeline'). Unknown keys or out-of-range values: 400 listing "

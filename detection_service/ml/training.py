@@ -145,7 +145,7 @@ class TrainParams(msgspec.Struct, kw_only=True):
     threads: int = 2
     seed: int = 0
     device: str = "cpu"
-    # Expert Ultralytics knobs (mosaic=..., scale=...), passed through as they are.
+    # Expert Ultralytics overrides (mosaic=..., scale=...), passed through as they are.
     overrides: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:

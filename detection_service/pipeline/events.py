@@ -6,6 +6,10 @@ go through ``EventWriter``: two worker threads (one for the database, one for th
 unbounded FIFO queues. A failed write is retried with exponential backoff until it succeeds;
 event rows are never dropped, captures only when more than ``max_pending_image_bytes`` of them
 wait for a store that is down. Bus messages are published after the write they describe.
+With ``PipelineConfig.journal_dir`` set, every write is first appended to a local fsync'd journal
+(``pipeline/journal.py``) and replayed at the next start; writes are idempotent (the event's
+``event_uid``, deterministic image keys, one image row per sequence number), so a replay after
+a commit that was not acknowledged changes nothing.
 A new event takes one path, whoever records it (this recorder or a manual detection,
 ``realtime/manual_detection.py``): ``record_event`` inserts the row, queues its alerts in the
 same transaction and publishes ``EventCreated`` after the commit.
@@ -18,11 +22,13 @@ import json
 import logging
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -34,6 +40,7 @@ from detection_service.notifications.queue import QueueConfig, enqueue_alerts
 from detection_service.pipeline.capture import Frame
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import UNCLASSIFIED, Detection
+from detection_service.pipeline.journal import KIND_IMAGE, KIND_INSERT, KIND_UPDATE, EventJournal, JournalEntry
 from detection_service.pipeline.tracker import Track
 from detection_service.retry import Backoff
 from detection_service.storage.base import ObjectStore
@@ -100,17 +107,28 @@ def record_event(
     """The one path of a new event: insert its ``detection_events`` row (``values``: its columns,
     ``detected_at`` and ``confidence_score`` among them), run ``in_transaction`` with the flushed
     row (e.g. store the capture), queue its Telegram alerts, commit all of it together, call ``committed`` and then
-    publish ``EventCreated``. Returns the new event id; raises (nothing committed) on failure."""
+    publish ``EventCreated``. Returns the new event id; raises (nothing committed) on failure.
+    Idempotent when ``values`` carries an ``event_uid``: if that row exists (an earlier commit that
+    was not acknowledged, a journal replay), its id is returned and nothing is inserted, queued or
+    published again."""
+    uid = values.get("event_uid")
     with session_factory.begin() as session:
-        row = DetectionEvent(object_type_id=type_id(session, object_type), **values)
-        session.add(row)
-        session.flush()
-        event_id = row.id
-        if in_transaction is not None:
-            in_transaction(session, row)
-        enqueue_alerts(session, event_id, alerts)  # pending Telegram alerts commit with the event
+        existing = session.scalar(sa.select(DetectionEvent.id).where(DetectionEvent.event_uid == uid)) if uid else None
+        if existing is None:
+            row = DetectionEvent(object_type_id=type_id(session, object_type), **values)
+            session.add(row)
+            session.flush()
+            event_id = row.id
+            if in_transaction is not None:
+                in_transaction(session, row)
+            enqueue_alerts(session, event_id, alerts)  # pending Telegram alerts commit with the event
+        else:
+            event_id = existing
     if committed is not None:
         committed(event_id)
+    if existing is not None:
+        log.info("event %s (%s) was already written: kept its row %d", uid, object_type, event_id)
+        return event_id
     detected_at = values["detected_at"]
     bus.publish(
         EventCreated(
@@ -134,17 +152,30 @@ def record_event(
 class EventHandle:
     """Shared between the pipeline thread and the writer: the row id once it exists."""
 
-    def __init__(self, detected_at: datetime, object_type: str, tracking_id: int, event_id: int | None = None) -> None:
+    def __init__(
+        self,
+        detected_at: datetime,
+        object_type: str,
+        tracking_id: int,
+        event_id: int | None = None,
+        uid: str | None = None,
+    ) -> None:
         self.detected_at = detected_at
         self.object_type = object_type
         self.tracking_id = tracking_id
         self.event_id = event_id
+        self.uid = uid or str(uuid.uuid4())  # the row's event_uid: its idempotency key
+        self.gone = False  # a replayed event whose row no longer exists (deleted meanwhile)
         self.images_stored = 0
+
+    def resolved(self) -> bool:
+        return self.event_id is not None or self.gone
 
 
 class _Job(ABC):
     size = 0  # bytes held in memory while queued
     attempts = 0
+    entry_id: int | None = None  # its journal entry, removed when the job is done
 
     def ready(self) -> bool:
         return True
@@ -239,8 +270,54 @@ class EventWriter:
         self.pending_image_bytes = 0
         self._type_ids: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.journal: EventJournal | None = None
+        if config.journal_dir:
+            self.journal = EventJournal(Path(config.journal_dir), config.journal_max_bytes)
         self.db = _Lane("db", self)
         self.images = _Lane("store", self)
+        if self.journal is not None:
+            self._replay(self.journal)
+
+    def _replay(self, journal: EventJournal) -> None:
+        """Queue the writes a previous run left in the journal, in their order. An event whose
+        insert is not among them was committed: its row id is looked up by ``event_uid`` first."""
+        entries = journal.pending()
+        if not entries:
+            return
+        inserted = {e.event_uid for e in entries if e.kind == KIND_INSERT}
+        handles: dict[str, EventHandle] = {}
+        for entry in entries:
+            body = entry.body
+            handle = handles.get(entry.event_uid)
+            if handle is None:
+                handle = EventHandle(body["detected_at"], body["object_type"], body["tracking_id"], uid=entry.event_uid)
+                handles[entry.event_uid] = handle
+                if entry.event_uid not in inserted:
+                    self.db.put(ResolveEvent(handle))
+            job = _job_of(entry, handle)
+            job.entry_id = entry.id
+            if isinstance(job, StoreImage):
+                with self._lock:
+                    self.pending_image_bytes += job.size
+                self.images.put(job)
+            else:
+                self.db.put(job)
+        journal.replayed += len(entries)
+        log.warning(
+            "event journal: replaying %d write(s) of %d event(s) a previous run left undone", len(entries), len(handles)
+        )
+
+    def _journal(self, job: _Job, kind: str, handle: EventHandle, body: dict[str, Any], blob: bytes | None) -> bool:
+        """Append the job's entry before it is queued; False when the journal refuses it (full)."""
+        if self.journal is None:
+            return True
+        head = {"object_type": handle.object_type, "tracking_id": handle.tracking_id, "detected_at": handle.detected_at}
+        try:
+            job.entry_id = self.journal.append(kind, handle.uid, {**head, **body}, blob)
+        except Exception as exc:  # a failing disk degrades to the in-memory queue, never stops the pipeline
+            log.error("event journal write failed (%s of event %s kept in memory only): %s", kind, handle.uid, exc)
+            return True
+        return job.entry_id is not None
 
     def type_id(self, session: Session, code: str) -> int:
         if code not in self._type_ids:
@@ -249,6 +326,8 @@ class EventWriter:
         return self._type_ids[code]
 
     def insert_event(self, job: InsertEvent) -> None:
+        # Refused by a full journal, the row still waits in memory (only a crash would lose it).
+        self._journal(job, KIND_INSERT, job.handle, {"values": job.values, "bbox": job.bbox}, None)
         self.db.put(job)
 
     def store_image(self, job: StoreImage) -> bool:
@@ -262,16 +341,29 @@ class EventWriter:
                 )
                 return False
             self.pending_image_bytes += job.size
+        body = {"seq": job.seq, "captured_at": job.captured_at, "quality": job.quality, "box": job.box}
+        if not self._journal(job, KIND_IMAGE, job.handle, body, job.jpeg):
+            with self._lock:
+                self.pending_image_bytes -= job.size
+                self.images_dropped += 1
+            return False
         self.images.put(job)
         return True
 
     def update_event(self, job: UpdateEvent) -> None:
+        body = {"values": job.values, "change": job.change, "removed": job.removed}
+        self._journal(job, KIND_UPDATE, job.handle, body, None)
         self.db.put(job)
 
     def _released(self, job: _Job) -> None:
         if job.size:
             with self._lock:
                 self.pending_image_bytes -= job.size
+        if job.entry_id is not None and self.journal is not None:
+            try:
+                self.journal.remove(job.entry_id)
+            except Exception as exc:  # the entry stays: replayed (idempotently) at the next start
+                log.error("event journal: could not remove entry %d: %s", job.entry_id, exc)
 
     def pending(self) -> int:
         return len(self.db.jobs) + len(self.images.jobs)
@@ -285,10 +377,12 @@ class EventWriter:
             "retries": self.db.retries + self.images.retries,
             "images_dropped": self.images_dropped,
             "last_error": self.db.last_error or self.images.last_error,
+            "journal": self.journal.stats() if self.journal is not None else None,
         }
 
     def close(self, timeout: float = 5.0) -> int:
-        """Drain for up to ``timeout`` s; returns how many writes were left undone (and are lost)."""
+        """Drain for up to ``timeout`` s; returns how many writes were left undone (kept in the
+        journal for the next start; lost without one)."""
         deadline = time.monotonic() + timeout
         for lane in (self.db, self.images):
             lane.closing_deadline = deadline
@@ -296,14 +390,18 @@ class EventWriter:
         for lane in (self.db, self.images):
             lane.thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
         left = self.pending()
-        if left:
+        if left and self.journal is not None:
+            log.warning("event writer closed with %d writes undone: kept in the journal for the next start", left)
+        elif left:
             log.error("event writer closed with %d writes undone (database/store unavailable)", left)
+        if self.journal is not None and not (self.db.thread.is_alive() or self.images.thread.is_alive()):
+            self.journal.close()
         return left
 
 
 class InsertEvent(_Job):
     def __init__(self, handle: EventHandle, values: dict[str, Any], snapshot: bytes, bbox: dict[str, int]) -> None:
-        self.handle, self.values, self.snapshot, self.bbox = handle, values, snapshot, bbox
+        self.handle, self.values, self.snapshot, self.bbox = handle, {**values, "event_uid": handle.uid}, snapshot, bbox
         self.object_type = handle.object_type  # as confirmed; a later change is its own UpdateEvent
 
     def run(self, writer: EventWriter) -> None:
@@ -343,13 +441,18 @@ class StoreImage(_Job):
         self.size = len(jpeg)
 
     def ready(self) -> bool:
-        return self.handle.event_id is not None
+        return self.handle.resolved()
 
     def run(self, writer: EventWriter) -> None:
-        assert self.handle.event_id is not None
+        if self.handle.event_id is None:  # gone: its event was deleted before the replay
+            log.info("capture %d of event %s dropped: the event no longer exists", self.seq, self.handle.uid)
+            return
+        # The key depends only on the event and the sequence number: a repeated put overwrites.
         key = event_image_key(self.handle.event_id, self.handle.detected_at, self.seq)
         writer.store.put_bytes(key, self.jpeg, "image/jpeg")
-        writer.db.put(AddImageRow(self.handle, self.seq, key, self.captured_at, self.quality, self.box))
+        row = AddImageRow(self.handle, self.seq, key, self.captured_at, self.quality, self.box)
+        row.entry_id, self.entry_id = self.entry_id, None  # the journal entry ends with the image row
+        writer.db.put(row)
 
 
 class AddImageRow(_Job):
@@ -409,19 +512,67 @@ class AddImageRow(_Job):
         )
 
 
+class ResolveEvent(_Job):
+    """A replayed event whose insert had committed: find its row id by ``event_uid``."""
+
+    def __init__(self, handle: EventHandle) -> None:
+        self.handle = handle
+
+    def run(self, writer: EventWriter) -> None:
+        with writer.session_factory() as session:
+            event_id = session.scalar(sa.select(DetectionEvent.id).where(DetectionEvent.event_uid == self.handle.uid))
+        if event_id is None:
+            self.handle.gone = True
+            log.warning("event %s of the journal no longer exists: its pending writes are dropped", self.handle.uid)
+        self.handle.event_id = event_id
+        writer.images.poke()
+
+
+# UpdateEvent.change: which bus message follows the write ("type", "ended", "removed"; None: none).
+CHANGE_TYPE, CHANGE_ENDED, CHANGE_REMOVED = "type", "ended", "removed"
+
+
+def _update_message(change: str | None, handle: EventHandle, values: dict[str, Any], event_id: int) -> Any:
+    if change == CHANGE_TYPE:
+        return EventUpdated(
+            event_id=event_id, change="type", object_type=values["object_type"], image_count=handle.images_stored
+        )
+    if change == CHANGE_ENDED:
+        return EventUpdated(
+            event_id=event_id,
+            change="ended",
+            object_type=handle.object_type,
+            image_count=handle.images_stored,
+            ended_at=values["ended_at"],
+            tracking_duration=values["tracking_duration"],
+        )
+    if change == CHANGE_REMOVED:
+        return PackageRemoved(
+            event_id=event_id,
+            tracking_id=handle.tracking_id,
+            detected_at=handle.detected_at,
+            removed_at=values["ended_at"],
+            present_s=values["tracking_duration"],
+        )
+    return None
+
+
 class UpdateEvent(_Job):
-    """Column changes on an inserted event, then a bus message built from the handle."""
+    """Column changes on an inserted event, then the bus message of ``change``. Idempotent: the
+    same values again change nothing, and a removal's alert is queued once per recipient."""
 
     def __init__(
-        self, handle: EventHandle, values: dict[str, Any], message: Callable[[int], Any] | None, removed: bool = False
+        self, handle: EventHandle, values: dict[str, Any], change: str | None = None, removed: bool = False
     ) -> None:
-        self.handle, self.values, self.message = handle, values, message
+        self.handle, self.values, self.change = handle, values, change
         self.removed = removed  # a package's removal: its alert is queued in the same transaction
 
     def ready(self) -> bool:
-        return self.handle.event_id is not None
+        return self.handle.resolved()
 
     def run(self, writer: EventWriter) -> None:
+        if self.handle.event_id is None:  # gone (deleted before the replay)
+            return
         values = dict(self.values)
         with writer.session_factory.begin() as session:
             stmt = sa.update(DetectionEvent).where(DetectionEvent.id == self.handle.event_id)
@@ -432,8 +583,21 @@ class UpdateEvent(_Job):
             session.execute(stmt.values(**values, updated_by=ACTOR))
             if self.removed:
                 enqueue_alerts(session, self.handle.event_id, writer.alerts, kind="removed")  # type: ignore[arg-type]
-        if self.message is not None:
-            writer.bus.publish(self.message(self.handle.event_id))  # type: ignore[arg-type]
+        message = _update_message(self.change, self.handle, self.values, self.handle.event_id)
+        if message is not None:
+            writer.bus.publish(message)
+
+
+def _job_of(entry: JournalEntry, handle: EventHandle) -> _Job:
+    """The writer's job of a journal entry (replay)."""
+    body = entry.body
+    if entry.kind == KIND_INSERT:
+        return InsertEvent(handle, body["values"], b"", body["bbox"])
+    if entry.kind == KIND_UPDATE:
+        return UpdateEvent(handle, body["values"], body["change"], removed=body["removed"])
+    if entry.kind == KIND_IMAGE:
+        return StoreImage(handle, body["seq"], entry.blob or b"", body["captured_at"], body["quality"], body["box"])
+    raise ValueError(f"unknown journal entry kind {entry.kind!r}")
 
 
 # --------------------------------------------------------------------------- recorder
@@ -587,7 +751,7 @@ class EventRecorder:
         return event.handle if event is not None else None
 
     def configure(self, config: PipelineConfig) -> None:
-        """New knobs (confirmation, end, removal) from the next frame; the recorder and its
+        """New pipeline settings (confirmation, end, removal) from the next frame; the recorder and its
         writer share one configuration (the writer's lanes keep the retry limits they started with)."""
         self.config = self.writer.config = config
 
@@ -714,13 +878,7 @@ class EventRecorder:
             event.confidence = round(track.type_confidence, 4)
             handle = event.handle
             self.writer.update_event(
-                UpdateEvent(
-                    handle,
-                    {"object_type": voted, "confidence_score": event.confidence},
-                    lambda event_id, h=handle, t=voted: EventUpdated(
-                        event_id=event_id, change="type", object_type=t, image_count=h.images_stored
-                    ),
-                )
+                UpdateEvent(handle, {"object_type": voted, "confidence_score": event.confidence}, CHANGE_TYPE)
             )
         elif voted == event.object_type:
             event.confidence = max(event.confidence, round(track.type_confidence, 4))
@@ -735,31 +893,11 @@ class EventRecorder:
         ended_at = _utc(event.last_wall)
         duration = max(0, round(event.last_seen - event.first_seen))
         values = {"ended_at": ended_at, "tracking_duration": duration, "confidence_score": event.confidence}
-        if event.object_type == PACKAGE:
-
-            def message(event_id: int) -> PackageRemoved:
-                return PackageRemoved(
-                    event_id=event_id,
-                    tracking_id=handle.tracking_id,
-                    detected_at=handle.detected_at,
-                    removed_at=ended_at,
-                    present_s=duration,
-                )
-
+        removed = event.object_type == PACKAGE
+        if removed:
             log.info("package removed (event of track %d, present %d s)", handle.tracking_id, duration)
-        else:
-
-            def message(event_id: int) -> EventUpdated:  # type: ignore[misc]
-                return EventUpdated(
-                    event_id=event_id,
-                    change="ended",
-                    object_type=handle.object_type,
-                    image_count=handle.images_stored,
-                    ended_at=ended_at,
-                    tracking_duration=duration,
-                )
-
-        self.writer.update_event(UpdateEvent(handle, values, message, removed=event.object_type == PACKAGE))
+        change = CHANGE_REMOVED if removed else CHANGE_ENDED
+        self.writer.update_event(UpdateEvent(handle, values, change, removed=removed))
 
     def _capture_due(self, frame: Frame, now: float) -> None:
         if not self._captures:

@@ -40,7 +40,7 @@ from detection_service.pipeline.sources import (
 )
 from detection_service.pipeline.tracker import ObjectTracker, Track
 from detection_service.storage.base import ObjectStore
-from schemas.detection import PipelineKnobs, TrackBox, TrackedObject, TrackingSnapshot
+from schemas.detection import PipelineSettings, TrackBox, TrackedObject, TrackingSnapshot
 from schemas.settings import CameraSettings, DetectionSettings
 
 log = logging.getLogger(__name__)
@@ -194,9 +194,9 @@ class DetectionPipeline:
         gate.detector.min_area_ratio = new.motion_min_area
         return new
 
-    def apply_knobs(self, knobs: PipelineKnobs) -> PipelineConfig:
-        """The stored knobs changed: take every one of them (the limits that are not knobs stay)."""
-        return self.configure(**msgspec.structs.asdict(knobs))
+    def apply_pipeline_settings(self, pipeline_settings: PipelineSettings) -> PipelineConfig:
+        """The stored pipeline settings changed: take every one of them (the limits that are not settings stay)."""
+        return self.configure(**msgspec.structs.asdict(pipeline_settings))
 
     def push_jpeg(self, data: bytes) -> bool:
         """Frame from the WebSocket ingest; False (ignored) unless camera.source is "push"."""

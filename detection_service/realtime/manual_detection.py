@@ -51,7 +51,7 @@ class ManualDetector:
         self.holder = holder
         self.models = models
         self.detection = detection  # the pipeline's current detection settings
-        self.sensitivity = sensitivity  # the current knob
+        self.sensitivity = sensitivity  # the current setting
         self.session_factory = session_factory
         self.store = store
         self.bus = bus

@@ -2,7 +2,7 @@
 
 ``ModelService.deploy_hook`` is ``ModelLoader.load`` (a deploy through the API swaps the model at
 once); ``sync`` follows the model marked current in the database (Dagster deploys from another
-process), and ``reload`` runs the loaded model with another backend or input size (a knob
+process), and ``reload`` runs the loaded model with another backend or input size (a setting
 change). Exports are cached; a model that failed to load is not retried for ``LOAD_RETRY_S``.
 """
 
@@ -17,7 +17,7 @@ from typing import Literal
 from detection_service.errors import Unprocessable
 from detection_service.pipeline.detector import DetectorHolder
 from detection_service.services.models import ModelService
-from schemas.detection import PipelineKnobs
+from schemas.detection import PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,12 @@ ModelState = Literal["none", "loading", "loaded", "error"]
 
 
 class ModelLoader:
-    def __init__(self, holder: DetectorHolder, model_service: ModelService, knobs: Callable[[], PipelineKnobs]) -> None:
+    def __init__(
+        self, holder: DetectorHolder, model_service: ModelService, pipeline_settings: Callable[[], PipelineSettings]
+    ) -> None:
         self.holder = holder
         self.model_service = model_service
-        self.knobs = knobs  # backend and imgsz of the next load
+        self.pipeline_settings = pipeline_settings  # backend and imgsz of the next load
         self._state: ModelState = "none"
         self.error: str | None = None
         self._loaded: tuple[str, Path] | None = None  # (model_id, weights) in the holder
@@ -56,10 +58,10 @@ class ModelLoader:
 
     def load(self, model_id: str, weights: Path) -> None:
         """Build the detector (export cached) and swap it in; Unprocessable if it cannot load."""
-        knobs = self.knobs()
+        pipeline_settings = self.pipeline_settings()
         self._state = "loading" if self.holder.get() is None else self._state
         try:
-            self.holder.load(Path(weights), knobs.backend, knobs.imgsz, model_id=model_id)
+            self.holder.load(Path(weights), pipeline_settings.backend, pipeline_settings.imgsz, model_id=model_id)
         except Exception as exc:
             self.error = f"{model_id}: {exc}"
             self._state = "loaded" if self.holder.get() is not None else "error"

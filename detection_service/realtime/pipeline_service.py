@@ -3,12 +3,12 @@
 One ``PipelineService`` per app (``app.state.pipeline_service``; its ``pipeline``, ``bus``,
 ``holder`` and ``manual`` are also put on ``app.state`` as ``pipeline``, ``bus``,
 ``detector_holder`` and ``manual_detection``). It builds the DetectionPipeline from the stored
-camera/detection settings and knobs, and composes the parts that each have one job:
+camera/detection settings and pipeline_settings, and composes the parts that each have one job:
 
 - ``DemoSource`` (realtime/demo_source.py): the demo video played while no camera source is set,
 - ``ModelLoader`` (realtime/model_loader.py): the detector in the holder (deploys, the model
   marked current in the database, checked every ``SYNC_INTERVAL_S``),
-- ``LiveConfig`` (realtime/live_config.py): the knobs, ``PUT /api/detection/config``,
+- ``LiveConfig`` (realtime/live_config.py): the pipeline_settings, ``PUT /api/detection/config``,
 - ``ManualDetector`` (realtime/manual_detection.py): ``POST /api/detections``,
 - ``FrameBroadcaster`` (realtime/viewers.py) and ``IngestState`` (realtime/ingest.py): the MJPEG
   viewers and the WebSocket ingest.
@@ -39,7 +39,7 @@ from detection_service.pipeline.runner import DetectionPipeline
 from detection_service.pipeline.sources import PUSH_SOURCE_NAMES
 from detection_service.realtime.demo_source import DemoSource
 from detection_service.realtime.ingest import IngestState
-from detection_service.realtime.live_config import LiveConfig, load_knobs
+from detection_service.realtime.live_config import LiveConfig, load_pipeline_settings
 from detection_service.realtime.manual_detection import ManualDetector
 from detection_service.realtime.model_loader import ModelLoader
 from detection_service.realtime.viewers import FrameBroadcaster
@@ -87,7 +87,7 @@ class PipelineService:
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self._settings_stale = False
-        knobs = load_knobs(settings_service)
+        pipeline_settings = load_pipeline_settings(settings_service)
         try:
             camera: CameraSettings = settings_service.get("camera")  # type: ignore[assignment]
             detection: DetectionSettings = settings_service.get("detection")  # type: ignore[assignment]
@@ -104,16 +104,18 @@ class PipelineService:
             holder=self.holder,
             camera=self.demo.effective(camera),
             detection=detection,
-            config=PipelineConfig().with_knobs(knobs),
+            config=PipelineConfig(
+                journal_dir=str(settings.data_dir / "journal"), journal_max_bytes=settings.journal_max_mb * 1024 * 1024
+            ).with_pipeline_settings(pipeline_settings),
             alerts=alerts,
         )
-        self.models = ModelLoader(self.holder, model_service, lambda: self.live.knobs)
-        self.live = LiveConfig(knobs, settings_service, self.pipeline, self.models, self._control_lock)
+        self.models = ModelLoader(self.holder, model_service, lambda: self.live.pipeline_settings)
+        self.live = LiveConfig(pipeline_settings, settings_service, self.pipeline, self.models, self._control_lock)
         self.manual = ManualDetector(
             holder=self.holder,
             models=self.models,
             detection=lambda: self.pipeline.detection,
-            sensitivity=lambda: self.live.knobs.sensitivity,
+            sensitivity=lambda: self.live.pipeline_settings.sensitivity,
             session_factory=session_factory,
             store=store,
             bus=self.bus,
@@ -260,9 +262,9 @@ class PipelineService:
                         self._on_settings(category, self.settings_service.get(category))
                 except Exception as exc:  # database down: restart with the settings in hand
                     log.warning("restart: settings could not be read again (%s); keeping the current ones", exc)
-            knobs = self.live.knobs
+            pipeline_settings = self.live.pipeline_settings
             try:
-                self.models.reload(knobs.backend, knobs.imgsz)
+                self.models.reload(pipeline_settings.backend, pipeline_settings.imgsz)
             except Exception as exc:  # the old detector keeps serving
                 log.error("restart: the detector could not be rebuilt, the old one keeps serving: %s", exc)
             if self.pipeline.camera.source.strip():
@@ -278,7 +280,7 @@ class PipelineService:
     def config(self) -> DetectionConfig:
         return DetectionConfig(
             detection=msgspec.to_builtins(self.pipeline.detection),
-            pipeline=self.live.knobs,
+            pipeline=self.live.pipeline_settings,
             demo_video=str(self.demo.path) if self.demo_active else None,
         )
 
