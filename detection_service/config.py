@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long an image link handed out by the Event/Detection APIs stays valid.
     image_url_ttl_s: int = 3600
     log_level: str = "INFO"
+    # The event writer's local journal (<data dir>/journal, docs/pipeline.md "Journal"): its bound in MiB.
+    journal_max_mb: int = 256
     # Telegram alerts (docs/notifications.md). Bot tokens are Fernet-encrypted with this key
     # (AIDOOR_TELEGRAM_KEY), else with the key in telegram_key_file (default <data dir>/telegram.key).
     telegram_key: str | None = None
@@ -172,6 +174,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("AIDOOR_TELEGRAM_UPDATES must be auto, polling, webhook or off")
         if settings.s3_endpoint and not (settings.s3_access_key and settings.s3_secret_key):
             raise ConfigError("AIDOOR_S3_ENDPOINT is set but AIDOOR_S3_ACCESS_KEY / AIDOOR_S3_SECRET_KEY are not")
+        if not 1 <= settings.journal_max_mb <= 1024 * 1024:
+            raise ConfigError("AIDOOR_JOURNAL_MAX_MB must be between 1 and 1048576")
         if not 1 <= settings.image_url_ttl_s <= 7 * 86400:
             raise ConfigError("AIDOOR_IMAGE_URL_TTL_S must be between 1 and 604800 (7 days, S3's limit)")
         if not settings.roboflow_timeout_s > 0:

@@ -222,6 +222,7 @@ class DetectionEvent(Base):
         Index("idx_detection_events_tracking_id", "tracking_id"),
         Index("idx_detection_events_type_detected_at", "object_type_id", "detected_at"),
         Index("idx_detection_events_status_detected_at", "status", "detected_at"),
+        Index("uq_detection_events_event_uid", "event_uid", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
@@ -252,6 +253,9 @@ class DetectionEvent(Base):
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = _created_at()
     updated_by: Mapped[str | None] = mapped_column(String(100))
+    # The pipeline's idempotency key (a UUID made when the event is confirmed): a replay of the
+    # local journal after a commit that was not acknowledged finds the row instead of adding one.
+    event_uid: Mapped[str | None] = mapped_column(String(36))
     updated_at: Mapped[datetime] = _updated_at()
 
     object_type: Mapped[ObjectType] = relationship(foreign_keys=[object_type_id])

@@ -151,6 +151,17 @@ class ComponentStatus(msgspec.Struct, kw_only=True):
     checked_at: datetime | None = None  # the last report or probe; None: not checked yet
 
 
+class JournalStats(msgspec.Struct, kw_only=True):
+    """The event writer's local journal (docs/pipeline.md "Journal"): writes not yet in the
+    database / store, their size against the bound, and what the bound refused, per kind."""
+
+    entries: int
+    bytes: int
+    max_bytes: int
+    replayed: int  # entries a previous run left, replayed at this start
+    refused: dict[str, int]  # insert / update / image: refused by the bound (full), logged
+
+
 class SystemStatus(msgspec.Struct, kw_only=True):
     # running: every component runs; degraded: one is stopped or in error.
     status: Literal["running", "degraded"]
@@ -158,6 +169,7 @@ class SystemStatus(msgspec.Struct, kw_only=True):
     uptime_s: float
     # Rows the registry could not write to system_status_logs (queue full or the database failed).
     rows_dropped: int = 0
+    journal: JournalStats | None = None  # None: no pipeline (or it runs without a journal)
 
 
 # -- GET /api/system/performance ----------------------------------------------------------------
@@ -186,6 +198,7 @@ class PerformanceNow(msgspec.Struct, kw_only=True):
     writer_queue_depth: int  # event rows + images waiting for the database / store
     alert_queue_depth: int | None  # alerts pending or being sent; None: database not readable
     disk_used_pct: float | None  # the data dir's disk
+    journal: JournalStats | None = None  # the event writer's local journal
 
 
 class PerformanceSample(msgspec.Struct, kw_only=True):

@@ -60,7 +60,7 @@ class SystemController(Controller):
         "on error, so outages show in GET /api/system/logs?level=WARNING).",
     )
     async def status(
-        self, component_status: ComponentStatusRegistry, started_at: float
+        self, component_status: ComponentStatusRegistry, started_at: float, performance: PerformanceService
     ) -> Response[Envelope[SystemStatus]]:
         overall, components = status_of_all(component_status)
         report = SystemStatus(
@@ -68,6 +68,7 @@ class SystemController(Controller):
             components=components,
             uptime_s=round(time.time() - started_at, 1),
             rows_dropped=component_status.rows_dropped,
+            journal=performance.monitor.journal(),  # the event writer's local journal (docs/pipeline.md)
         )
         bad = [name for name, c in components.items() if c.status != "running"]
         return ok(report, message="all components running" if not bad else f"not running: {', '.join(bad)}")

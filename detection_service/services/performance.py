@@ -51,6 +51,7 @@ from schemas.settings import GeneralSettings
 from schemas.system import (
     STATUS_COMPONENTS,
     GpuUsage,
+    JournalStats,
     PerformanceNow,
     PerformanceReport,
     PerformanceSample,
@@ -338,7 +339,17 @@ class PerformanceMonitor:
             writer_queue_depth=int(recorder.get("pending_db", 0)) + int(recorder.get("pending_images", 0)),
             alert_queue_depth=self.alert_queue_depth(),
             disk_used_pct=disk_pct,
+            journal=journal_of(raw),
         )
+
+    def journal(self) -> JournalStats | None:
+        """The event writer's journal now (GET /api/system/status)."""
+        return journal_of(self.pipeline_status() if self.pipeline_status is not None else {})
+
+
+def journal_of(pipeline_status: dict[str, Any]) -> JournalStats | None:
+    stats = (pipeline_status.get("recorder") or {}).get("journal")
+    return msgspec.convert(stats, JournalStats, strict=False) if stats else None
 
 
 class PerformanceService:
