@@ -207,7 +207,8 @@ class Browser:
 
     def show(self, section: str) -> None:
         assert not self.errors, self.errors
-        self.page.evaluate(f"location.hash = '#/{section}'")
+        # The tab: it also reloads the section when it is open already (Events back to page 1).
+        self.page.click(f".tabs a[data-section={section}]")
         self.page.wait_for_selector(f"[data-page={section}]", state="visible")
 
 

@@ -59,10 +59,10 @@ def test_camera_outage_shows_in_status_and_logs(client, tmp_path: Path):
     hidden = tmp_path / "elsewhere.avi"
     os.rename(video, hidden)  # the 3 s file ends; its re-open fails
     lost_at = time.monotonic()
-    assert wait_until(lambda: _component(client, "camera")["status"] == "error", 8)
+    # Within 5 s (the open file may play out its 3 s first; its re-open then fails).
+    assert wait_until(lambda: _component(client, "camera")["status"] == "error", 5)
+    assert time.monotonic() - lost_at < 5
     camera = _component(client, "camera")
-    # Within 5 s of the source dying (the file plays out for up to 3 s first).
-    assert time.monotonic() - lost_at < 8
     assert camera["reason"] and "door.avi" in camera["reason"], camera
     assert camera["since"] > running_since
 
