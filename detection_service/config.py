@@ -230,7 +230,8 @@ class MqttBroker(msgspec.Struct, frozen=True, kw_only=True):
 def parse_mqtt_url(url: str, topic_prefix: str = "") -> MqttBroker:
     """``mqtt://user:pass@host:1883/prefix`` (``mqtts://`` for TLS, default port 8883)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+    # A raw '?' or '#' (percent-encode them in a password) would silently cut the URL short.
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or "?" in url or "#" in url:
         raise ConfigError("AIDOOR_MQTT_URL must look like mqtt://user:password@host:1883/aidoor (or mqtts://)")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)

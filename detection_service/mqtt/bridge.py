@@ -208,22 +208,25 @@ class MqttBridge:
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            self.stats.last_error = f"connect refused: {reason}"
-            self._report("error", f"{self._where()}: {reason}")
-            log.warning("mqtt: %s refused the connection: %s", self._where(), reason)
+            error = f"connect refused: {reason}"
+            if error != self.stats.last_error:  # once, not at every retry
+                log.warning("mqtt: %s refused the connection: %s", self._where(), reason)
+            self.stats.last_error = error
+            self._report("error", f"{self._where()} refused the connection: {reason}")
             return
         self._connected.set()
         self.stats.connects += 1
+        self._report("running", f"{self._where()} as {self.node_id}")
         client.subscribe([(self.command_topic, 1), (self.detection_set_topic, 1)])
         self.publish(self.availability_topic, ONLINE, retain=True, qos=1)
         self.publish_discovery()
         self.publish_states()
-        self._report("running", f"{self._where()} as {self.node_id}")
         log.info("mqtt: connected to %s (connect #%d)", self._where(), self.stats.connects)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
-        if self._stopping.is_set():
+        if self._stopping.is_set() or not was_connected:  # a refused connect was reported already
             return
         self.stats.last_error = f"disconnected: {reason}"
         self._report("error", f"{self._where()} unreachable ({reason}); reconnecting")

@@ -1,0 +1,356 @@
+"""MQTT / Home Assistant (docs/mqtt.md) against a real Mosquitto: a private broker each test
+starts on 127.0.0.1:<free port> with passwords and the ACL of docs/mqtt.md (so restarting it is
+safe), the service with scripted events, and an observer that subscribes like Home Assistant."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from detection_service.bus import EventBus, EventCreated, PackageRemoved
+from detection_service.config import ConfigError, Settings, parse_mqtt_url
+from detection_service.mqtt.bridge import MqttBridge, MqttCommands, MqttConfig
+from detection_service.services.component_status import ComponentStatusRegistry
+from tests.conftest import AuthedTestClient, free_port
+from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+pytestmark = pytest.mark.skipif(
+    not (Path(MOSQUITTO).exists() and shutil.which("mosquitto_passwd")), reason="mosquitto is not installed"
+)
+
+USERS = {"aidoor": "service-secret", "homeassistant": "ha-secret", "viewer": "viewer-secret"}
+# The ACL of docs/mqtt.md: the service owns its topics; Home Assistant reads them and may publish
+# only to the command topics; any other account reads at most.
+ACL = """\
+user aidoor
+topic readwrite aidoor/#
+topic readwrite homeassistant/#
+
+user homeassistant
+topic read aidoor/#
+topic read homeassistant/#
+topic write aidoor/+/command
+topic write aidoor/+/detection/set
+
+user viewer
+topic read aidoor/#
+"""
+
+
+class Broker:
+    """A private mosquitto: ``start()`` / ``stop()`` (kill: no goodbye) on a fixed port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        passwords = directory / "passwd"
+        passwords.touch()
+        for user, password in USERS.items():
+            subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
+        (directory / "acl").write_text(ACL)
+        self.conf = directory / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            f"user {getpass.getuser()}\n"
+            "allow_anonymous false\n"
+            f"password_file {passwords}\n"
+            f"acl_file {directory / 'acl'}\n"
+            "persistence false\n"  # a restart forgets every retained message: the service must republish
+            "log_dest stderr\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.directory / "mosquitto.log", "ab")  # noqa: SIM115 - the broker's lifetime
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+        assert wait_until(self._accepts, 10), (self.directory / "mosquitto.log").read_text()
+
+    def _accepts(self) -> bool:
+        import socket
+
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def url(self, user: str = "aidoor") -> str:
+        return f"mqtt://{user}:{USERS[user]}@127.0.0.1:{self.port}/aidoor"
+
+
+class Observer:
+    """A subscriber like Home Assistant: every payload per topic, in order."""
+
+    def __init__(self, broker: Broker, user: str = "homeassistant") -> None:
+        self.messages: dict[str, list[bytes]] = {}
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"observer-{user}")
+        self.client.username_pw_set(user, USERS[user])
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, *_: c.subscribe([("aidoor/#", 1), ("homeassistant/#", 1)])
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.setdefault(message.topic, []).append(bytes(message.payload))
+
+    def last(self, topic: str) -> bytes | None:
+        with self._lock:
+            values = self.messages.get(topic)
+            return values[-1] if values else None
+
+    def all(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return list(self.messages.get(topic, []))
+
+    def forget(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+    def publish(self, topic: str, payload: str) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    directory = tmp_path / "mosquitto"
+    directory.mkdir()
+    server = Broker(directory)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def observer(broker: Broker) -> Iterator[Observer]:
+    watcher = Observer(broker)
+    yield watcher
+    watcher.close()
+
+
+def detection_status(client) -> dict:
+    response = client.get("/api/detection")
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_mqtt_url_is_parsed_and_checked() -> None:
+    broker = parse_mqtt_url("mqtts://ha%40home:p%2Fw@broker.lan/door/front")
+    assert (broker.host, broker.port, broker.tls) == ("broker.lan", 8883, True)
+    assert (broker.username, broker.password, broker.topic_prefix) == ("ha@home", "p/w", "door/front")
+    assert parse_mqtt_url("mqtt://127.0.0.1").topic_prefix == "aidoor"
+    assert parse_mqtt_url("mqtt://127.0.0.1:1884/x", "other").topic_prefix == "other"
+    for bad in ("http://127.0.0.1", "mqtt://", "mqtt://h:notaport", "mqtt://h/a/#", "mqtt://h/a/+"):
+        with pytest.raises(ConfigError):
+            Settings.from_env(environ={"AIDOOR_MQTT_URL": bad})
+    settings = Settings.from_env(environ={"AIDOOR_MQTT_URL": "mqtt://u:pw-x9q7@127.0.0.1/aidoor"})
+    assert "pw-x9q7" not in repr(settings) and "pw-x9q7" not in repr(settings.mqtt)
+    assert Settings.from_env(environ={}).mqtt is None
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def test_service_publishes_discovery_states_and_obeys_commands(settings, broker: Broker, observer: Observer, tmp_path):
+    """The whole service: discovery, the package present state ON then OFF, an event, the
+    counters and the capture; commands from Home Assistant's account work like the API, a
+    read-only account's are refused by the broker; availability goes offline when it stops."""
+    import msgspec
+
+    from detection_service.app import create_app
+
+    video = write_video(tmp_path / "door.avi", frames=450, fps=15, size=(160, 120))
+    app = create_app(msgspec.structs.replace(settings, mqtt_url=broker.url()))
+    with AuthedTestClient(app, raise_server_exceptions=False) as client:
+        assert wait_until(lambda: observer.last("aidoor/availability") == b"online", 10)
+        discovery = observer.last("homeassistant/binary_sensor/aidoor_default/package/config")
+        assert discovery is not None
+        config = json.loads(discovery)
+        assert config["state_topic"] == "aidoor/default/package/state"
+        assert config["availability_topic"] == "aidoor/availability"
+        assert config["device"]["identifiers"] == ["aidoor_default"]
+        for topic in (
+            "homeassistant/binary_sensor/aidoor_default/person/config",
+            "homeassistant/sensor/aidoor_default/package_events_today/config",
+            "homeassistant/image/aidoor_default/package_snapshot/config",
+            "homeassistant/button/aidoor_default/test_alert/config",
+            "homeassistant/switch/aidoor_default/detection/config",
+        ):
+            assert observer.last(topic) is not None, topic
+        assert observer.last("aidoor/default/package/state") == b"OFF"
+        assert wait_until(lambda: b'"running"' in (observer.last("aidoor/status/mqtt") or b""), 5)
+        assert json.loads(observer.last("aidoor/status/mqtt"))["reason"].startswith("mqtt://127.0.0.1:")
+        components = client.get("/api/system/status").json()["data"]["components"]
+        assert components["mqtt"]["status"] == "running"
+
+        # A parcel seen for 2 s, then gone: present ON, then OFF once it counts as removed.
+        client.app.state.detector_holder.swap(
+            ScriptedDetector(lambda i, t: [det(90, 60, 140, 110, "package", 0.9)] if t < 2.0 else [])
+        )
+        response = client.put("/api/detection/config", json={"motion_mode": "off", "package_removed_after_s": 1})
+        assert response.status_code == 200, response.text
+        assert client.put("/api/settings/camera", json={"source": str(video)}).status_code == 200
+        assert wait_until(lambda: observer.last("aidoor/default/package/state") == b"ON", 15)
+        assert wait_until(lambda: observer.last("aidoor/default/package/state") == b"OFF", 15)
+        kinds = [json.loads(m)["type"] for m in observer.all("aidoor/events")]
+        assert "new" in kinds and "package_removed" in kinds, kinds
+        new = next(json.loads(m) for m in observer.all("aidoor/events") if json.loads(m)["type"] == "new")
+        assert new["object_type"] == "package" and new["camera"] == "default" and new["event_id"] >= 1
+        assert observer.last("aidoor/default/package/snapshot")[:2] == b"\xff\xd8"  # a JPEG
+        assert wait_until(lambda: observer.last("aidoor/default/package/events_today") == b"1", 5)
+        assert wait_until(lambda: observer.last("aidoor/default/detection/state") == b"ON", 5)
+
+        # A read-only account's command never reaches the service (the broker's ACL drops it).
+        viewer = Observer(broker, "viewer")
+        viewer.publish("aidoor/default/command", "stop")
+        viewer.close()
+        time.sleep(1.0)
+        assert observer.all("aidoor/default/command/result") == []
+        assert detection_status(client)["status"] == "running"
+
+        # Home Assistant's switch: OFF stops detection like POST /api/detection/stop.
+        observer.publish("aidoor/default/detection/set", "OFF")
+        assert wait_until(lambda: detection_status(client)["status"] == "stopped", 10)
+        assert wait_until(lambda: observer.last("aidoor/default/detection/state") == b"OFF", 5)
+        assert json.loads(observer.last("aidoor/default/command/result")) == {
+            "command": "stop",
+            "ok": True,
+            "message": "detection stop done",
+        }
+        observer.publish("aidoor/default/command", "start")
+        assert wait_until(lambda: detection_status(client)["status"] == "running", 10)
+        assert wait_until(lambda: observer.last("aidoor/default/detection/state") == b"ON", 5)
+        # The test alert goes through the notification service: no recipients is its answer.
+        observer.publish("aidoor/default/command", "test_alert")
+        assert wait_until(lambda: b"test_alert" in (observer.last("aidoor/default/command/result") or b""), 10)
+        result = json.loads(observer.last("aidoor/default/command/result"))
+        assert result["ok"] is False and result["code"] == "NO_RECIPIENTS", result
+        observer.publish("aidoor/default/command", "selfdestruct")
+        assert wait_until(lambda: b"selfdestruct" in (observer.last("aidoor/default/command/result") or b""), 10)
+        assert json.loads(observer.last("aidoor/default/command/result"))["ok"] is False
+    assert wait_until(lambda: observer.last("aidoor/availability") == b"offline", 10)
+
+
+def test_service_without_mqtt_lists_no_mqtt_component(client) -> None:
+    assert client.app.state.mqtt is None
+    assert "mqtt" not in client.get("/api/system/status").json()["data"]["components"]
+
+
+# --------------------------------------------------------------------------- the bridge
+
+
+def package_created(event_id: int) -> EventCreated:
+    return EventCreated(
+        event_id=event_id,
+        object_type="package",
+        confidence=0.9,
+        bbox={"x1": 1, "y1": 2, "x2": 3, "y2": 4},
+        tracking_id=event_id,
+        model_version=None,
+        detected_at=datetime.now(UTC),
+        image_key=f"k{event_id}",
+        snapshot_jpeg=b"\xff\xd8fake-jpeg",
+    )
+
+
+def test_broker_restart_degrades_then_republishes_everything(broker: Broker) -> None:
+    """Broker killed: the mqtt component turns error, publishing drops and counts and never
+    blocks; broker back (with no retained messages left): the bridge reconnects by itself and
+    republishes availability, discovery and the current states."""
+    bus = EventBus()
+    registry = ComponentStatusRegistry(None)
+    bridge = MqttBridge(
+        MqttConfig(broker=parse_mqtt_url(broker.url()), reconnect_max_s=1, tick_s=0.2),
+        bus=bus,
+        registry=registry,
+        commands=MqttCommands(detection_running=lambda: True),
+    )
+    bridge.start()
+    observer = Observer(broker)
+    try:
+        assert bridge.wait_connected(10)
+        assert registry.get("mqtt").status == "running"
+        bus.publish(package_created(1))
+        assert wait_until(lambda: observer.last("aidoor/default/package/state") == b"ON", 5)
+
+        observer.close()
+        broker.stop()
+        assert wait_until(lambda: registry.get("mqtt").status == "error", 10)
+        dropped = bridge.stats.dropped
+        started = time.monotonic()
+        for event_id in range(2, 50):  # the bus and the bridge never wait for the broker
+            bus.publish(package_created(event_id))
+        assert time.monotonic() - started < 0.5
+        assert wait_until(lambda: bridge.stats.dropped > dropped, 5)
+
+        broker.start()
+        observer = Observer(broker)
+        assert wait_until(lambda: registry.get("mqtt").status == "running", 15)
+        assert wait_until(lambda: observer.last("aidoor/availability") == b"online", 5)
+        assert wait_until(lambda: observer.last("aidoor/default/package/state") == b"ON", 5)
+        assert observer.last("homeassistant/binary_sensor/aidoor_default/package/config") is not None
+        assert wait_until(lambda: observer.last("aidoor/default/detection/state") == b"ON", 5)
+        assert observer.last("aidoor/default/package/snapshot") == b"\xff\xd8fake-jpeg"
+        assert bridge.stats.connects == 2
+
+        bus.publish(
+            PackageRemoved(
+                event_id=1, tracking_id=1, detected_at=datetime.now(UTC), removed_at=datetime.now(UTC), present_s=5
+            )
+        )
+        time.sleep(0.3)
+        assert observer.last("aidoor/default/package/state") == b"ON"  # packages 2..49 are still there
+    finally:
+        bridge.close()
+        observer.close()
+
+
+def test_last_will_says_offline_when_the_service_dies(broker: Broker, observer: Observer) -> None:
+    """A process that dies without a goodbye: the broker publishes the retained ``offline``."""
+    bridge = MqttBridge(MqttConfig(broker=parse_mqtt_url(broker.url()), keepalive_s=1))
+    bridge.start()
+    assert bridge.wait_connected(10)
+    assert wait_until(lambda: observer.last("aidoor/availability") == b"online", 5)
+    # Cut the socket without DISCONNECT (what a crash looks like to the broker).
+    bridge._stopping.set()
+    bridge.client.loop_stop()
+    bridge.client.socket().close()
+    assert wait_until(lambda: observer.last("aidoor/availability") == b"offline", 10)
+
+
+def test_wrong_password_is_an_error_not_a_hang(broker: Broker) -> None:
+    registry = ComponentStatusRegistry(None)
+    url = f"mqtt://aidoor:wrong@127.0.0.1:{broker.port}/aidoor"
+    bridge = MqttBridge(MqttConfig(broker=parse_mqtt_url(url)), registry=registry)
+    started = time.monotonic()
+    bridge.start()
+    assert time.monotonic() - started < 1.0
+    try:
+        assert wait_until(lambda: "refused" in (bridge.stats.last_error or ""), 10), bridge.stats
+        assert registry.get("mqtt").status == "error"
+        assert not bridge.connected
+    finally:
+        bridge.close()
