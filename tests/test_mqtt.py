@@ -200,7 +200,7 @@ def test_service_publishes_discovery_states_and_obeys_commands(settings, broker:
             "homeassistant/switch/aidoor_default/detection/config",
         ):
             assert observer.last(topic) is not None, topic
-        assert observer.last("aidoor/default/package/state") == b"OFF"
+        assert wait_until(lambda: observer.last("aidoor/default/package/state") == b"OFF", 5)
         assert wait_until(lambda: b'"running"' in (observer.last("aidoor/status/mqtt") or b""), 5)
         assert json.loads(observer.last("aidoor/status/mqtt"))["reason"].startswith("mqtt://127.0.0.1:")
         components = client.get("/api/system/status").json()["data"]["components"]
@@ -352,5 +352,23 @@ def test_wrong_password_is_an_error_not_a_hang(broker: Broker) -> None:
         assert wait_until(lambda: "refused" in (bridge.stats.last_error or ""), 10), bridge.stats
         assert registry.get("mqtt").status == "error"
         assert not bridge.connected
+    finally:
+        bridge.close()
+
+
+def test_no_broker_at_start_is_an_error_and_blocks_nothing() -> None:
+    registry = ComponentStatusRegistry(None)
+    bus = EventBus()
+    bridge = MqttBridge(
+        MqttConfig(broker=parse_mqtt_url(f"mqtt://127.0.0.1:{free_port()}/aidoor")), bus=bus, registry=registry
+    )
+    started = time.monotonic()
+    bridge.start()
+    bus.publish(package_created(1))
+    assert time.monotonic() - started < 1.0
+    try:
+        assert wait_until(lambda: registry.get("mqtt").status == "error", 10)
+        assert "unreachable" in (registry.get("mqtt").reason or "")
+        assert wait_until(lambda: bridge.stats.dropped >= 1, 5)  # the event, counted
     finally:
         bridge.close()

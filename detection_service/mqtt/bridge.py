@@ -158,6 +158,7 @@ class MqttBridge:
         client.max_queued_messages_set(self.config.max_queued)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         return client
 
@@ -165,7 +166,7 @@ class MqttBridge:
         """Connect in the background (never waits for the broker)."""
         if self.registry is not None:
             self.registry.enable("mqtt")
-            self._report("error", f"connecting to {self._where()}")
+            self._report("stopped", f"connecting to {self._where()}")
         if self.bus is not None:
             self._subscription = self.bus.subscribe_callback("mqtt", self._on_bus, maxsize=self.config.bus_queue)
         self._worker = threading.Thread(target=self._work_loop, name="mqtt-bridge", daemon=True)
@@ -222,6 +223,13 @@ class MqttBridge:
         self.publish_discovery()
         self.publish_states()
         log.info("mqtt: connected to %s (connect #%d)", self._where(), self.stats.connects)
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        """No TCP connection (broker down, wrong host); paho tries again after its delay."""
+        if self.stats.last_error != "unreachable":
+            log.warning("mqtt: %s unreachable; paho keeps trying", self._where())
+        self.stats.last_error = "unreachable"
+        self._report("error", f"{self._where()} unreachable; reconnecting")
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         was_connected = self._connected.is_set()
