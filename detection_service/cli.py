@@ -167,6 +167,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from detection_service.bench.visitors import main as bench_visitors
 
         return bench_visitors(args.rest, settings)
+    if args.bench_command == "faults":
+        from detection_service.bench.faults import main as bench_faults
+
+        return bench_faults(args.rest)
     if args.bench_command == "retrain":
         from detection_service.bench.retrain import main as bench_retrain
 
@@ -321,7 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line")
     bench.add_argument(
         "bench_command",
-        choices=["train", "pipeline", "api", "notify", "retrain", "events", "analytics", "overhead", "visitors"],
+        choices=[
+            "train",
+            "pipeline",
+            "api",
+            "notify",
+            "retrain",
+            "events",
+            "analytics",
+            "overhead",
+            "visitors",
+            "faults",
+        ],
     )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
     bench.set_defaults(func=_bench)
