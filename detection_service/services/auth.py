@@ -116,6 +116,9 @@ class AuthService:
         self.session_factory = session_factory
         self.session_ttl = session_ttl
         self.hasher = PasswordHasher()
+        # Each Argon2 hash takes 64 MiB for ~50 ms: at most two at a time, so a burst of logins
+        # queues instead of eating the box's memory.
+        self._hashing = threading.BoundedSemaphore(2)
         self.limiter = LoginLimiter()
         # Verified against when the account does not exist, so both answers take as long.
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
@@ -144,7 +147,7 @@ class AuthService:
                 raise Conflict(f"user {username!r} exists", {"username": username}, code="USER_EXISTS")
             user = User(
                 username=username,
-                password_hash=self.hasher.hash(password),
+                password_hash=self._hash(password),
                 role=role,
                 is_active=True,
                 password_change_required=password_change_required,
@@ -185,7 +188,7 @@ class AuthService:
                 raise NotFound(f"no user {user_id}", {"id": user_id}, code="USER_NOT_FOUND")
             if not self._verify(user.password_hash, current):
                 raise Forbidden("the current password is wrong", code="WRONG_PASSWORD")
-            user.password_hash = self.hasher.hash(new)
+            user.password_hash = self._hash(new)
             user.password_change_required = False
             user.updated_by = updated_by
             session.flush()
@@ -200,7 +203,7 @@ class AuthService:
             user = session.scalar(sa.select(User).where(User.username == username))
             if user is None:
                 raise NotFound(f"no user {username!r}", {"username": username}, code="USER_NOT_FOUND")
-            user.password_hash = self.hasher.hash(new)
+            user.password_hash = self._hash(new)
             user.password_change_required = False
             user.updated_by = updated_by
             session.execute(sa.delete(AuthSession).where(AuthSession.user_id == user.id))
@@ -229,7 +232,7 @@ class AuthService:
                 self.limiter.failed(*keys)
                 raise Unauthenticated("wrong username or password", code="BAD_CREDENTIALS")
             if user.password_hash and self.hasher.check_needs_rehash(user.password_hash):
-                user.password_hash = self.hasher.hash(password)
+                user.password_hash = self._hash(password)
             cookie = secrets.token_urlsafe(32)
             csrf = secrets.token_urlsafe(32)
             now = utcnow()
@@ -377,9 +380,14 @@ class AuthService:
 
     def _verify(self, password_hash: str | None, password: str) -> bool:
         try:
-            return self.hasher.verify(password_hash or self._dummy_hash, password) and password_hash is not None
+            with self._hashing:
+                return self.hasher.verify(password_hash or self._dummy_hash, password) and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
+
+    def _hash(self, password: str) -> str:
+        with self._hashing:
+            return self.hasher.hash(password)
 
     @staticmethod
     def _check_role(role: str, allowed: tuple[str, ...]) -> None:
