@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import UTC, datetime
 
 import msgspec
@@ -298,3 +299,26 @@ def test_signed_links_and_the_telegram_webhook_keep_their_own_checks(app_client)
     _assert_error(app_client.post(hook, json={"update_id": 1}), 403, "FORBIDDEN")
     wrong = {"X-Telegram-Bot-Api-Secret-Token": "wrong"}
     _assert_error(app_client.post(hook, json={"update_id": 1}, headers=wrong), 403, "FORBIDDEN")
+
+
+def test_cli_creates_users_and_tokens_that_the_service_accepts(settings, monkeypatch, capsys):
+    import io
+
+    from detection_service.cli import main as cli_main
+
+    monkeypatch.setenv("AIDOOR_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("AIDOOR_DATABASE_URL", settings.database_url)
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert cli_main(["user", "create", "--username", "erin", "--role", "admin", "--password-stdin"]) == 0
+    assert cli_main(["token", "create", "--role", "viewer", "--name", "script"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token.startswith("aidoor_")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/api/events", headers=_bearer(token)).status_code == 200
+        assert _login(client, "erin", PASSWORD)["role"] == "admin"
+        token_id = next(t.id for t in client.app.state.auth_service.tokens() if t.name == "script")
+        assert cli_main(["token", "revoke", str(token_id)]) == 0
+        time.sleep(5.2)  # another process revoked it: this one notices within its 5 s cache
+        _assert_error(client.get("/api/events", headers=_bearer(token)), 401)
+    with pytest.raises(SystemExit):
+        cli_main(["token", "create", "--role", "root"])
