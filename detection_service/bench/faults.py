@@ -226,9 +226,13 @@ def run_fault(fault: str, url: str, seconds: float, work: Path) -> Result:
     every = fault == "all"
     gaps = [[0.3 * seconds, 0.3 * seconds + 2.5], [0.7 * seconds, 0.7 * seconds + 2.5]]
     # Scene-time windows of each fault.
-    db_down = (0.3 * seconds, 0.6 * seconds) if fault in ("database", "sigkill", "all") else None
-    store_down = (0.35 * seconds, 0.65 * seconds) if fault in ("store", "all") else None
     kill_at = quiet_moment(objects, 0.45 * seconds) if fault in ("sigkill", "all") else None
+    # With a kill the database stays down until after the restart: the killed worker's writes
+    # are only in its journal.
+    db_down = (
+        (0.3 * seconds, max(0.6 * seconds, (kill_at or 0) + 3.0)) if fault in ("database", "sigkill", "all") else None
+    )
+    store_down = (0.35 * seconds, 0.65 * seconds) if fault in ("store", "all") else None
     with TcpProxy(parsed.host or "127.0.0.1", parsed.port or 3306) as proxy:
         proxied = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         spec = {
