@@ -372,3 +372,39 @@ def test_no_broker_at_start_is_an_error_and_blocks_nothing() -> None:
         assert wait_until(lambda: bridge.stats.dropped >= 1, 5)  # the event, counted
     finally:
         bridge.close()
+
+
+def test_open_packages_and_todays_counts_come_from_the_database(migrated_database_url: str, broker: Broker) -> None:
+    """After a restart the door is not reported empty while a package event is still open, and
+    the counters count today's events per type, false positives left out."""
+    import sqlalchemy as sa
+
+    from detection_service.database import make_engine, make_session_factory
+    from schemas.db import DetectionEvent, ObjectType
+
+    engine = make_engine(migrated_database_url)
+    session_factory = make_session_factory(engine)
+    with session_factory.begin() as session:
+        type_ids = dict(session.execute(sa.select(ObjectType.code, ObjectType.id)).all())
+        session.add_all(
+            [
+                DetectionEvent(object_type_id=type_ids["package"]),  # still at the door
+                DetectionEvent(object_type_id=type_ids["mail"], ended_at=datetime.now(UTC)),
+                DetectionEvent(object_type_id=type_ids["mail"], ended_at=datetime.now(UTC)),
+                DetectionEvent(object_type_id=type_ids["person"], is_false_positive=True),
+            ]
+        )
+    observer = Observer(broker)
+    bridge = MqttBridge(MqttConfig(broker=parse_mqtt_url(broker.url()), tick_s=0.2), session_factory=session_factory)
+    bridge.start()
+    try:
+        assert bridge.wait_connected(10)
+        assert wait_until(lambda: observer.last("aidoor/default/package/state") == b"ON", 5)
+        assert wait_until(lambda: observer.last("aidoor/default/mail/events_today") == b"2", 5)
+        assert observer.last("aidoor/default/package/events_today") == b"1"
+        assert observer.last("aidoor/default/person/events_today") == b"0"
+        assert observer.last("aidoor/default/person/state") == b"OFF"
+    finally:
+        bridge.close()
+        observer.close()
+        engine.dispose()

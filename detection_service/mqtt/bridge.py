@@ -34,7 +34,7 @@ from detection_service.bus import BusMessage, EventBus, EventCreated, EventUpdat
 from detection_service.config import MqttBroker
 from detection_service.services.component_status import ComponentStatusRegistry
 from schemas.db import DetectionEvent, ObjectType
-from schemas.enums import ObjectTypeCode
+from schemas.enums import EventStatus, ObjectTypeCode
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +429,31 @@ class MqttBridge:
     def _wake(self) -> None:
         self._tick.set()
 
+    def _load_open_packages(self) -> None:
+        """Packages not yet removed when this process starts (the pipeline re-adopts them and
+        says PackageRemoved when they go), so a restart does not report the door empty."""
+        if self.session_factory is None:
+            return
+        e = DetectionEvent
+        try:
+            with self.session_factory() as session:
+                ids = session.scalars(
+                    sa.select(e.id)
+                    .join(ObjectType, ObjectType.id == e.object_type_id)
+                    .where(ObjectType.code == "package", e.ended_at.is_(None), e.status == EventStatus.ACTIVE.value)
+                    .limit(200)
+                ).all()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("mqtt: open packages unknown (database): %s", exc)
+            return
+        with self._lock:
+            for event_id in ids:
+                self._open_events.setdefault(event_id, "package")
+        if ids and self.connected:  # else the connect publishes it
+            self.publish(self.topic("package", "state"), ON, retain=True, qos=1)
+
     def _work_loop(self) -> None:
+        self._load_open_packages()
         last_refresh = 0.0
         while not self._stopping.is_set():
             try:
