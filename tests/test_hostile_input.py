@@ -332,3 +332,39 @@ def test_security_headers_on_every_kind_of_response(client) -> None:
         csp = headers["content-security-policy"]
         assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp, what
         assert "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0], what
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's /usr/bin/chromium is not installed")
+def test_dashboard_login_and_viewer_work_under_the_csp(settings) -> None:
+    """The pages run in Chromium under the policy: Alpine evaluates its expressions (the dashboard
+    signs in and shows its sections), the viewer's inline script runs (its hash is allowed), and the
+    browser reports no CSP violation."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_viewer import CHROMIUM_FLAGS, LiveServer
+
+    with LiveServer(settings) as live, sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
+        try:
+            signed_out = chromium.new_context()
+            signed_in = chromium.new_context(extra_http_headers=live.headers)
+            problems: list[str] = []
+            for context in (signed_out, signed_in):
+                context.on(
+                    "console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None
+                )
+                context.on("weberror", lambda e: problems.append(str(e.error)))
+            login = signed_out.new_page()
+            login.goto(live.url + "/login", wait_until="load")
+            login.wait_for_selector("[data-testid=login-submit]")
+            page = signed_in.new_page()
+            page.goto(live.url + "/#/events", wait_until="domcontentloaded")
+            page.wait_for_selector("[data-page=events]", state="visible", timeout=15_000)  # x-show: Alpine ran
+            assert page.evaluate("typeof window.Alpine === 'object'")
+            viewer = signed_in.new_page()
+            viewer.goto(live.url + "/api/stream/viewer", wait_until="domcontentloaded")
+            viewer.wait_for_function("document.getElementById('stream').src.includes('/api/stream/mjpeg')")
+            page.wait_for_timeout(500)
+            assert not problems, problems
+        finally:
+            chromium.close()
