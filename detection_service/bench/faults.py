@@ -384,7 +384,9 @@ def main(argv: Sequence[str]) -> int:
         return _worker(json.loads(argv[1]))
     parser = argparse.ArgumentParser(prog="aidoor bench faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=36.0, help="scene length per run (real time)")
-    parser.add_argument("--database-url", default=os.environ.get("AIDOOR_BENCH_DATABASE_URL") or DEFAULT_URL)
+    parser.add_argument(
+        "--database-url", default=DEFAULT_URL, help="scratch MariaDB database (dropped and re-created!); %(default)s"
+    )
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
     args = parser.parse_args(list(argv))
     log_to_stderr()
