@@ -311,6 +311,14 @@ def test_ids_past_64_bits_are_400(client, path) -> None:
     assert parameter["schema"]["maximum"] == MAX_ROW_ID and parameter["schema"]["minimum"] == 1
 
 
+def test_huge_ids_in_other_places_are_400(client) -> None:
+    huge = 10**30
+    error(client.delete(f"/api/auth/tokens/{huge}"), 400, "VALIDATION_ERROR")
+    error(client.delete(f"/api/notifications/recipients/{huge}"), 400, "VALIDATION_ERROR")
+    error(client.get("/api/notifications/history", params={"event_id": huge}), 400, "VALIDATION_ERROR")
+    assert client.get("/api/notifications/history", params={"event_id": 5}).status_code == 200
+
+
 # ----------------------------------------------------------------------------- headers
 
 

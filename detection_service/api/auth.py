@@ -28,6 +28,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from detection_service.api.dashboard import WEB_DIR
+from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.config import Settings
 from detection_service.errors import Invalid
@@ -248,7 +249,7 @@ class AuthController(Controller):
         opt={"role": "admin"},
         summary="Revoke an API token (admin)",
     )
-    def revoke_token(self, auth_service: AuthService, token_id: int) -> Response[Envelope[TokenInfo]]:
+    def revoke_token(self, auth_service: AuthService, token_id: RowId) -> Response[Envelope[TokenInfo]]:
         return ok(auth_service.revoke_token(token_id), message=f"token {token_id} revoked")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
 
-from detection_service.api.params import RowId
+from detection_service.api.params import OptionalRowId, RowId
 from detection_service.api.responses import ok
 from detection_service.errors import Forbidden, Invalid, Unavailable
 from detection_service.notifications.service import NotificationService
@@ -68,7 +68,7 @@ class NotificationController(Controller):
         page: int = 1,
         limit: int = 20,
         status: str | None = None,
-        event_id: int | None = None,
+        event_id: OptionalRowId = None,
         kind: str | None = None,
     ) -> Response[Envelope[Page[HistoryItem]]]:
         return ok(notification_service.history(page, limit, status, event_id, kind))

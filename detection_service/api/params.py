@@ -12,3 +12,4 @@ from litestar.params import Parameter
 MAX_ROW_ID = 2**53 - 1
 
 RowId = Annotated[int, Parameter(ge=1, le=MAX_ROW_ID, description="A row id (1 .. 2**53-1)")]
+OptionalRowId = Annotated[int | None, Parameter(ge=1, le=MAX_ROW_ID, description="A row id (1 .. 2**53-1)")]
