@@ -6,6 +6,7 @@ Schema changes go through Alembic only (``schemas/migrations``); nothing here ca
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,43 @@ def _mysql_check_violation_is_integrity_error(ctx: sa.engine.ExceptionContext) -
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: objects stay readable after commit (e.g. when serialising a
     # response after the transaction).
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    sa.event.listen(factory, "before_flush", _fill_audit_columns)
+    return factory
+
+
+# --- audit columns -------------------------------------------------------------------------------
+
+# Who the current API request acts for (set by the route guard, api/auth.py): (users.id or None,
+# a name). Unset in the pipeline, the notifier, Dagster and the CLI: their rows keep what the code
+# wrote. Each request runs in its own context, so it never leaks into another one.
+current_actor: ContextVar[tuple[int | None, str] | None] = ContextVar("current_actor", default=None)
+_CREATED = ("created_by", "changed_by")
+
+
+def _fill_audit_columns(session: Session, flush_context: Any, instances: Any) -> None:
+    """Name the request's user in the audit columns (docs/security.md): ``created_by`` /
+    ``changed_by`` of new rows and ``updated_by`` of new and changed rows, where the code left
+    them unset. INTEGER columns get ``users.id``, VARCHAR ones the account or token name."""
+    actor = current_actor.get()
+    if actor is None:
+        return
+    for obj, is_new in [*((o, True) for o in session.new), *((o, False) for o in session.dirty)]:
+        table = getattr(type(obj), "__table__", None)
+        if table is None or (not is_new and not session.is_modified(obj)):
+            continue
+        state = sa.inspect(obj)
+        for column_name in (*(_CREATED if is_new else ()), "updated_by"):
+            column = table.c.get(column_name)
+            if column is None or column_name not in state.attrs:
+                continue
+            if is_new and getattr(obj, column_name) is not None:
+                continue
+            if not is_new and state.attrs[column_name].history.has_changes():
+                continue
+            value = actor[0] if isinstance(column.type, sa.Integer) else actor[1][: column.type.length or 100]
+            if value is not None:
+                setattr(obj, column_name, value)
 
 
 def ping(engine: Engine) -> None:

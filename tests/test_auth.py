@@ -322,3 +322,26 @@ def test_cli_creates_users_and_tokens_that_the_service_accepts(settings, monkeyp
         _assert_error(client.get("/api/events", headers=_bearer(token)), 401)
     with pytest.raises(SystemExit):
         cli_main(["token", "create", "--role", "root"])
+
+
+def test_audit_columns_of_settings_and_data_yaml_name_the_caller(app_client):
+    """created_by / updated_by / changed_by are filled from the request's principal where the code
+    left them unset (database.current_actor): INTEGER columns get users.id, VARCHAR ones the name."""
+    import sqlalchemy as sa
+
+    from schemas.db import SystemSetting
+
+    state = app_client.app.state
+    user = state.auth_service.create_user("frank", PASSWORD, "admin")
+    csrf = _login(app_client, "frank", PASSWORD)["csrf_token"]
+    response = app_client.put("/api/settings/camera", json={"fps": 12}, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 200, response.text
+    with state.session_factory() as session:
+        row = session.scalar(
+            sa.select(SystemSetting).where(SystemSetting.category == "camera", SystemSetting.setting_key == "fps")
+        )
+        assert row.updated_by == user.id
+    # Rows written outside a request (the pipeline, Dagster, the CLI) keep what the code wrote.
+    event_id = add_event(state, "person", NOW, images=1)
+    with state.session_factory() as session:
+        assert session.get(DetectionEvent, event_id).created_by is None

@@ -31,6 +31,7 @@ from detection_service.api.dashboard import WEB_DIR
 from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.config import Settings
+from detection_service.database import current_actor
 from detection_service.errors import Invalid
 from detection_service.services.auth import CAMERA_ROLE, AuthService, Principal
 from schemas.auth import LoginRequest, Me, NewToken, PasswordChange, TokenCreate, TokenInfo, UserCreate, UserInfo
@@ -94,6 +95,8 @@ class AuthGuard:
         minimum = required_role(handler, method, path_template)
         principal = await self._principal(connection) if minimum != PUBLIC else None
         connection.scope["user"] = principal
+        # The audit columns of what this request writes name this principal (database.py).
+        current_actor.set((principal.user_id, principal.name) if principal else None)
         if minimum == PUBLIC:
             return
         if principal is None:
