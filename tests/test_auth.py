@@ -240,6 +240,7 @@ def test_first_start_admin_gets_a_one_time_password_that_must_be_changed(setting
             assert me["role"] == "admin" and me["password_change_required"] is True
             _assert_error(client.get("/api/events"), 403)  # nothing else until it is changed
             headers = {"X-CSRF-Token": me["csrf_token"]}
+            other_cookie, _ = client.app.state.auth_service.login("admin", password, "elsewhere")
             change = {"current_password": password, "new_password": "short"}
             _assert_error(client.post("/api/auth/password", json=change), 403)  # no CSRF header
             _assert_error(client.post("/api/auth/password", json=change, headers=headers), 400, "WEAK_PASSWORD")
@@ -247,6 +248,8 @@ def test_first_start_admin_gets_a_one_time_password_that_must_be_changed(setting
             changed = client.post("/api/auth/password", json=change, headers=headers)
             assert changed.status_code == 200, changed.text
             assert client.get("/api/events").status_code == 200
+            # The account's other session ended with the change; this one goes on.
+            assert client.app.state.auth_service.session_principal(other_cookie) is None
         # A second start prints no password: the account exists.
         records.lines.clear()
         with TestClient(create_app(settings), raise_server_exceptions=False):

@@ -201,7 +201,7 @@ class AuthController(Controller):
         "/password",
         status_code=200,
         sync_to_thread=True,
-        summary="Change your own password (required after the first-start password)",
+        summary="Change your own password (required after the first-start password); your other sessions end",
     )
     def change_password(
         self, request: Request[Any, Any, Any], auth_service: AuthService, data: PasswordChange
@@ -210,7 +210,11 @@ class AuthController(Controller):
         if principal.user_id is None or principal.via != "session":
             raise Invalid("sign in with a password to change it", code="NOT_A_USER_SESSION")
         info = auth_service.set_password(
-            principal.user_id, data.current_password, data.new_password, updated_by=principal.name
+            principal.user_id,
+            data.current_password,
+            data.new_password,
+            updated_by=principal.name,
+            keep_session=request.cookies.get(SESSION_COOKIE),
         )
         return ok(info, message="password changed")
 

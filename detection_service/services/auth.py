@@ -178,7 +178,11 @@ class AuthService:
             return None
         return password
 
-    def set_password(self, user_id: int, current: str, new: str, *, updated_by: str) -> UserInfo:
+    def set_password(
+        self, user_id: int, current: str, new: str, *, updated_by: str, keep_session: str | None = None
+    ) -> UserInfo:
+        """Change a password (the current one needed). The account's other sessions end; the one
+        whose cookie is ``keep_session`` (the caller's) stays."""
         self._check_password(new)
         if secrets.compare_digest(current, new):
             raise Invalid("the new password must differ from the current one", code="SAME_PASSWORD")
@@ -191,6 +195,10 @@ class AuthService:
             user.password_hash = self._hash(new)
             user.password_change_required = False
             user.updated_by = updated_by
+            ended = sa.delete(AuthSession).where(AuthSession.user_id == user_id)
+            if keep_session:
+                ended = ended.where(AuthSession.session_hash != _sha256(keep_session))
+            session.execute(ended)
             session.flush()
             info = self._user_info(user)
         self._forget_all()
