@@ -1,7 +1,7 @@
 """Fault suite: a door scene through the event recorder while faults are injected; ONE JSON line per fault.
 
     aidoor bench faults [--seconds 36] [--database-url mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_faults]
-                        [--faults camera,database,store,sigkill,all]
+                        [--faults camera,database,store,telegram,sigkill,all]
 
 Each run is a worker process (``python -m detection_service.bench.faults worker``) that plays a
 scripted door scene (people walking by, parcels set down and taken away; the ground truth) in real
@@ -14,17 +14,20 @@ not the model. One fault per run, then all together:
 - ``camera``: the frames stop for 2.5 s twice (a camera that drops and comes back);
 - ``database``: the proxy cuts every connection and refuses new ones for 30 % of the scene;
 - ``store``: every object-store write fails for 30 % of the scene;
+- ``telegram``: the fake Bot API (tests/fakes/telegram_api.py, on 127.0.0.1) answers every send
+  429 (retry_after 1 s), then 500, for 12 % of the scene each; the worker runs the real notifier;
 - ``sigkill``: the worker is killed with SIGKILL mid-scene, while writes wait (database down), and
   restarted with the same data dir; the scene goes on from where it was;
 - ``all``: all of the above in one run.
 
-Afterwards (the worker drained; the journal empty) the database, the store and the alert queue
-(``notification_history``, one recipient) are compared with the scene: ``expected`` objects,
+Afterwards (the worker drained; the journal empty) the database, the store, the alert queue
+(``notification_history``, one recipient) and what the fake Bot API accepted are compared with the
+scene: ``expected`` objects,
 ``lost`` (an object with no event), ``duplicated`` (a second event of one object, or an event of
 none), ``orphaned`` (an image row without its object, an object without its row, an alert without
-its event), ``images_lost`` (captures an event should have and has not), ``alerts_duplicated``.
-Not covered here (see docs/pipeline.md "Fault suite"): Telegram answering 429/5xx (tests/
-test_notifications.py covers delivery) and Dagster being down (the recorder does not use it).
+its event), ``images_lost`` (captures an event should have and has not), ``alerts_duplicated``,
+``alerts_unsent``, ``telegram_duplicated`` (messages accepted twice). Not covered here (see
+docs/pipeline.md "Fault suite"): Dagster being down (neither the recorder nor the notifier uses it).
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ from detection_service.bench import log_to_stderr
 log = logging.getLogger("aidoor.bench.faults")
 
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_faults"
-FAULTS = ("camera", "database", "store", "sigkill", "all")
+FAULTS = ("camera", "database", "store", "telegram", "sigkill", "all")
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
+CHAT = "10001"
 FPS = 10
 CAPTURES = 3  # per event, 0.5 s apart
 SIZE = (320, 240)
@@ -126,7 +131,10 @@ def _worker(spec: dict[str, Any]) -> int:
         journal_dir=str(Path(spec["data_dir"]) / "journal"),
     )
     settings = DetectionSettings(capture_count=CAPTURES, capture_interval=0.5, jpeg_quality=70)
-    recorder = EventRecorder(make_session_factory(engine), store, lambda: settings, EventBus(), config)
+    sf = make_session_factory(engine)
+    bus = EventBus()
+    notifier = _notifier(spec, sf, store, bus)
+    recorder = EventRecorder(sf, store, lambda: settings, bus, config, notifier.queue_config)
     tracker = ObjectTracker()
     wall0, start_at, end_at = spec["wall0"], spec["start_at"], spec["seconds"]
     recorder.resume(now=start_at)
@@ -149,8 +157,49 @@ def _worker(spec: dict[str, Any]) -> int:
         time.sleep(0.1)
     stats = recorder.stats()
     recorder.close(5.0)
-    print(json.dumps({"done": True, "stats": stats}, default=str), flush=True)
-    return 0 if not stats["pending_db"] and not stats["pending_images"] else 3
+    queued = _wait_alerts_out(sf, deadline)
+    notifier.close(5.0)
+    print(json.dumps({"done": True, "stats": stats, "alerts_queued": queued}, default=str), flush=True)
+    return 0 if not stats["pending_db"] and not stats["pending_images"] and not queued else 3
+
+
+def _notifier(spec: dict[str, Any], sf: Any, store: Any, bus: Any) -> Any:
+    """The real notifier (python-telegram-bot) against the parent's fake Bot API; cooldown off,
+    so every event alerts."""
+    from detection_service.config import Settings
+    from detection_service.notifications.worker import build_notifier
+
+    settings = Settings.from_env(
+        environ={"AIDOOR_TELEGRAM_API_URL": spec["telegram_url"], "AIDOOR_TELEGRAM_KEY": spec["telegram_key"]},
+        data_dir=Path(spec["data_dir"]),
+        database_url=spec["database_url"],
+    )
+    notifier = build_notifier(settings, sf, store, bus=bus, cooldown_override_s=0.0, updates="off")
+    notifier.start()
+    return notifier
+
+
+def _wait_alerts_out(sf: Any, deadline: float) -> int:
+    """Wait until no alert is pending or being sent; the number still queued at the deadline."""
+    import sqlalchemy as sa
+
+    from schemas.db import NotificationHistory
+
+    queued = -1
+    while time.monotonic() < deadline + 30:
+        try:
+            with sf() as session:
+                queued = session.scalar(
+                    sa.select(sa.func.count(NotificationHistory.id)).where(
+                        NotificationHistory.send_status.in_(("pending", "sending"))
+                    )
+                )
+        except Exception:  # the database may still be coming back
+            queued = -1
+        if queued == 0:
+            return 0
+        time.sleep(0.2)
+    return queued
 
 
 def _store(data_dir: Path, down_file: Path):  # type: ignore[no-untyped-def]
@@ -183,7 +232,10 @@ class Result:
     images_expected: int
     images_lost: int
     alerts: int
-    alerts_duplicated: int
+    alerts_duplicated: int  # two alert rows of one event, kind and recipient
+    alerts_unsent: int  # alert rows not `sent` at the end
+    telegram_duplicated: int  # messages the Bot API accepted beyond one per sent alert row
+    telegram_refused: int  # send requests the Bot API answered 429 / 500 (the fault bit)
     journal_left: int
     restarts: int
     retries: int  # failed writes the workers retried (the faults did bite)
@@ -206,18 +258,24 @@ def _scratch(url: str) -> None:
 
 def run_fault(fault: str, url: str, seconds: float, work: Path) -> Result:
     import sqlalchemy as sa
+    from cryptography.fernet import Fernet
     from sqlalchemy.engine import make_url
 
     from detection_service import database
     from detection_service.bench.tcp_proxy import TcpProxy
+    from detection_service.notifications.crypto import TokenCipher
     from schemas.db import Telegram
+
+    _failure, fake_telegram = _fake_api()
+    key = Fernet.generate_key().decode()
 
     started = time.monotonic()
     _scratch(url)
     database.upgrade(url)
     engine = database.make_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.insert(Telegram).values(user_id="4242", chat_id="4242", bot_token="bench"))
+        token = TokenCipher(key.encode(), "bench").encrypt(TOKEN)
+        conn.execute(sa.insert(Telegram).values(user_id=CHAT, chat_id=CHAT, bot_token=token))
     data_dir = work / fault
     data_dir.mkdir(parents=True)
     down_file = data_dir / "store-down"
@@ -233,6 +291,13 @@ def run_fault(fault: str, url: str, seconds: float, work: Path) -> Result:
         (0.3 * seconds, max(0.6 * seconds, (kill_at or 0) + 3.0)) if fault in ("database", "sigkill", "all") else None
     )
     store_down = (0.35 * seconds, 0.65 * seconds) if fault in ("store", "all") else None
+    # 429 (retry_after 1 s) on every send, then 500: over before the kill (a kill between the Bot
+    # API accepting a message and the row becoming `sent` is the documented repeat window).
+    telegram_429 = (0.2 * seconds, 0.32 * seconds) if fault in ("telegram", "all") else None
+    telegram_5xx = (0.32 * seconds, 0.44 * seconds) if fault in ("telegram", "all") else None
+    fake = fake_telegram()
+    fake.add_bot(TOKEN)
+    fake.start()
     with TcpProxy(parsed.host or "127.0.0.1", parsed.port or 3306) as proxy:
         proxied = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         spec = {
@@ -244,6 +309,8 @@ def run_fault(fault: str, url: str, seconds: float, work: Path) -> Result:
             "wall0": time.time(),
             "start_at": 0.0,
             "camera_gaps": gaps if fault in ("camera",) or every else [],
+            "telegram_url": fake.url,
+            "telegram_key": key,
         }
         restarts = 0
         worker = _start_worker(spec)
@@ -260,6 +327,8 @@ def run_fault(fault: str, url: str, seconds: float, work: Path) -> Result:
                     down_file.touch()
                 elif t >= store_down[1] and down_file.exists():
                     down_file.unlink()
+            for window, status in ((telegram_429, 429), (telegram_5xx, 500)):
+                _telegram_window(fake, window, status, t)
             if kill_at is not None and t >= kill_at:
                 os.kill(worker.pid, signal.SIGKILL)
                 worker.wait()
@@ -269,12 +338,37 @@ def run_fault(fault: str, url: str, seconds: float, work: Path) -> Result:
             time.sleep(0.05)
         proxy.restore()
         down_file.unlink(missing_ok=True)
+        fake.stop()
         if worker.returncode != 0:
             tail = (data_dir / "worker.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"fault worker failed (exit {worker.returncode}):\n{tail}")
-    result = _compare(fault, engine, data_dir, objects, spec["wall0"], restarts, time.monotonic() - started)
+    result = _compare(fault, engine, data_dir, objects, spec["wall0"], restarts, time.monotonic() - started, fake)
     engine.dispose()
     return result
+
+
+def _fake_api() -> Any:
+    """The fake Bot API of the tests (tests/fakes/telegram_api.py), as ``aidoor bench notify`` uses it."""
+    root = Path(__file__).resolve().parents[2]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from tests.fakes.telegram_api import Failure, FakeTelegram
+
+    return Failure, FakeTelegram
+
+
+def _telegram_window(fake: Any, window: tuple[float, float] | None, status: int, t: float) -> None:
+    """Every sendPhoto / sendMessage fails with ``status`` while ``t`` is in ``window``."""
+    if window is None:
+        return
+    with fake._lock:
+        mine = [f for f in fake.failures if f.status == status]
+        if window[0] <= t < window[1] and not mine:
+            for method in ("sendPhoto", "sendMessage"):
+                fake.failures.append(_fake_api()[0](method, status, retry_after=1 if status == 429 else None, times=-1))
+        elif t >= window[1] and mine:
+            for failure in mine:
+                fake.failures.remove(failure)
 
 
 def _start_worker(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
@@ -303,7 +397,14 @@ def _start_worker(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
 
 
 def _compare(
-    fault: str, engine: Any, data_dir: Path, objects: list[SceneObject], wall0: float, restarts: int, wall_s: float
+    fault: str,
+    engine: Any,
+    data_dir: Path,
+    objects: list[SceneObject],
+    wall0: float,
+    restarts: int,
+    wall_s: float,
+    fake: Any,
 ) -> Result:
     import sqlalchemy as sa
 
@@ -317,9 +418,18 @@ def _compare(
             )
         ).all()
         images = conn.execute(sa.select(EventImage.event_id, EventImage.image_path)).all()
-        alerts = conn.execute(
-            sa.select(NotificationHistory.event_id, NotificationHistory.kind, NotificationHistory.telegram_user_id)
+        alert_rows = conn.execute(
+            sa.select(
+                NotificationHistory.event_id,
+                NotificationHistory.kind,
+                NotificationHistory.telegram_user_id,
+                NotificationHistory.send_status,
+            )
         ).all()
+    alerts = [(a.event_id, a.kind, a.telegram_user_id) for a in alert_rows]
+    sent_rows = sum(1 for a in alert_rows if a.send_status == "sent")
+    accepted = sum(1 for m in fake.sent if m.method in ("sendPhoto", "sendMessage"))
+    requests = sum(1 for method, *_ in fake.requests if method in ("sendPhoto", "sendMessage"))
     event_ids = {e.id for e in events}
     matched: dict[int, list[int]] = {i: [] for i in range(len(objects))}
     stray = 0
@@ -335,7 +445,7 @@ def _compare(
     store_root = data_dir / "objects" / "ai-door-system"
     stored = {str(p.relative_to(store_root)) for p in store_root.rglob("*.jpg")} if store_root.exists() else set()
     rows = {path for _, path in images}
-    orphaned = len(rows - stored) + len(stored - rows) + sum(1 for a in alerts if a.event_id not in event_ids)
+    orphaned = len(rows - stored) + len(stored - rows) + sum(1 for a in alerts if a[0] not in event_ids)
     per_event = {e: 0 for ids in matched.values() for e in ids[:1]}
     for event_id, _ in images:
         if event_id in per_event:
@@ -362,6 +472,9 @@ def _compare(
         images_lost=images_lost,
         alerts=len(alerts),
         alerts_duplicated=len(alerts) - len(set(alerts)),
+        alerts_unsent=len(alert_rows) - sent_rows,
+        telegram_duplicated=max(0, accepted - sent_rows),
+        telegram_refused=requests - accepted,
         journal_left=left,
         restarts=restarts,
         retries=retries,
