@@ -155,8 +155,7 @@ class EventJournal:
         return [JournalEntry(row[0], row[1], row[2], loads(row[3]), row[4]) for row in rows]
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
+        return {  # no path: GET /api/detection shows these to viewers
             "entries": self.entries,
             "bytes": self.bytes,
             "max_bytes": self.max_bytes,
