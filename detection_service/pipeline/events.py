@@ -471,6 +471,12 @@ class AddImageRow(_Job):
     def run(self, writer: EventWriter) -> None:
         event_id = self.handle.event_id
         with writer.session_factory.begin() as session:
+            if session.get(DetectionEvent, event_id) is None:
+                # Deleted while its capture waited (a store outage): the row could never be
+                # written; remove the object so none is left without its row.
+                writer.store.delete(self.key)
+                log.info("capture %d of event %s dropped: the event was deleted meanwhile", self.seq, event_id)
+                return
             exists = session.scalar(
                 sa.select(EventImage.id).where(EventImage.event_id == event_id, EventImage.sequence_number == self.seq)
             )
