@@ -348,3 +348,22 @@ def test_audit_columns_of_settings_and_data_yaml_name_the_caller(app_client):
     event_id = add_event(state, "person", NOW, images=1)
     with state.session_factory() as session:
         assert session.get(DetectionEvent, event_id).created_by is None
+
+
+def test_credentials_that_cannot_be_checked_answer_503_not_500(app_client):
+    from detection_service.database import make_engine, make_session_factory
+    from tests.conftest import free_port
+
+    service = app_client.app.state.auth_service
+    token = api_token(app_client.app, "viewer")
+    # The database becomes unreachable (nothing listens on that port).
+    unreachable = make_engine(f"mysql+pymysql://root@127.0.0.1:{free_port()}/gone?connect_timeout=2")
+    real = service.session_factory
+    service.session_factory = make_session_factory(unreachable)
+    try:
+        _assert_error(app_client.get("/api/events", headers=_bearer(token + "x")), 503, "AUTH_UNAVAILABLE")
+        assert app_client.get("/api/system/health").status_code in (200, 503)  # still answers, no credentials
+    finally:
+        service.session_factory = real
+        unreachable.dispose()
+    assert app_client.get("/api/events", headers=_bearer(token)).status_code == 200

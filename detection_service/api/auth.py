@@ -26,13 +26,14 @@ from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from sqlalchemy.exc import SQLAlchemyError
 
 from detection_service.api.dashboard import WEB_DIR
 from detection_service.api.params import RowId
 from detection_service.api.responses import ok
 from detection_service.config import Settings
 from detection_service.database import current_actor
-from detection_service.errors import Invalid
+from detection_service.errors import Invalid, Unavailable
 from detection_service.services.auth import CAMERA_ROLE, AuthService, Principal
 from schemas.auth import LoginRequest, Me, NewToken, PasswordChange, TokenCreate, TokenInfo, UserCreate, UserInfo
 from schemas.envelope import Envelope
@@ -110,7 +111,7 @@ class AuthGuard:
         if not allowed:
             raise PermissionDeniedException(f"this needs the {minimum!r} role; you are {principal.role!r}")
         writes = method not in SAFE_METHODS and method != "WEBSOCKET"
-        if writes and connection.headers.get("sec-fetch-site") == "cross-site":
+        if (writes or method == "WEBSOCKET") and connection.headers.get("sec-fetch-site") == "cross-site":
             # A browser says another site made this request: refused whatever the credentials (with
             # AIDOOR_AUTH=off there are none, and a form post to 127.0.0.1 would otherwise pass).
             raise PermissionDeniedException("cross-site writes are refused")
@@ -126,11 +127,17 @@ class AuthGuard:
         if service is None:  # before start-up finished
             return None
         scheme, _, credential = (connection.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() == "bearer" and credential.strip():
-            return await to_thread.run_sync(service.token_principal, credential.strip())
         cookie = connection.cookies.get(SESSION_COOKIE)
-        if cookie:
-            return await to_thread.run_sync(service.session_principal, cookie)
+        try:
+            if scheme.lower() == "bearer" and credential.strip():
+                return await to_thread.run_sync(service.token_principal, credential.strip())
+            if cookie:
+                return await to_thread.run_sync(service.session_principal, cookie)
+        except SQLAlchemyError as exc:
+            # Credentials cannot be checked while the database is down: 503, not 500 (health stays public).
+            raise Unavailable(
+                "credentials cannot be checked now: the database is unavailable", code="AUTH_UNAVAILABLE"
+            ) from exc
         return None
 
 
