@@ -15,7 +15,7 @@ not the model. One fault per run, then all together:
 - ``database``: the proxy cuts every connection and refuses new ones for 30 % of the scene;
 - ``store``: every object-store write fails for 30 % of the scene;
 - ``telegram``: the fake Bot API (tests/fakes/telegram_api.py, on 127.0.0.1) answers every send
-  429 (retry_after 1 s), then 500, for 12 % of the scene each; the worker runs the real notifier;
+  429 (retry_after 1 s), then 500, for 15 % of the scene each; the worker runs the real notifier;
 - ``sigkill``: the worker is killed with SIGKILL mid-scene, while writes wait (database down), and
   restarted with the same data dir; the scene goes on from where it was;
 - ``all``: all of the above in one run.
@@ -294,8 +294,8 @@ def run_fault(fault: str, url: str, seconds: float, work: Path, journal: bool = 
     store_down = (0.35 * seconds, 0.65 * seconds) if fault in ("store", "all") else None
     # 429 (retry_after 1 s) on every send, then 500: over before the kill (a kill between the Bot
     # API accepting a message and the row becoming `sent` is the documented repeat window).
-    telegram_429 = (0.2 * seconds, 0.32 * seconds) if fault in ("telegram", "all") else None
-    telegram_5xx = (0.32 * seconds, 0.44 * seconds) if fault in ("telegram", "all") else None
+    telegram_429 = (0.15 * seconds, 0.3 * seconds) if fault in ("telegram", "all") else None
+    telegram_5xx = (0.3 * seconds, 0.45 * seconds) if fault in ("telegram", "all") else None
     fake = fake_telegram()
     fake.add_bot(TOKEN)
     fake.start()
