@@ -14,7 +14,7 @@ import dagster as dg
 from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from detection_service.batch_jobs import BatchJobs
 from detection_service.config import Settings
-from detection_service.services.jobs import queue_dataset_materialize
+from detection_service.services.job_queue import queue_dataset_materialize
 from schemas.batch_jobs import DatasetUpdate, encode_parameters
 
 

@@ -9,7 +9,7 @@ from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreRe
 from detection_service.batch_jobs import BatchJobs
 from detection_service.config import Settings
 from detection_service.services.data_yaml import DataYamlService
-from detection_service.services.jobs import queue_dataset_materialize
+from detection_service.services.job_queue import queue_dataset_materialize
 from detection_service.storage import keys
 from schemas.batch_jobs import DatasetUpdate, encode_parameters
 from schemas.db import Dataset, DatasetVersion

@@ -55,9 +55,9 @@ from detection_service.realtime.pipeline_service import PipelineService
 from detection_service.realtime.restart import SystemRestart
 from detection_service.services.auth import AuthService
 from detection_service.services.data_yaml import DataYamlService
-from detection_service.services.events import EventService
+from detection_service.services.event_history import EventService
 from detection_service.services.health import package_version
-from detection_service.services.jobs import JobService
+from detection_service.services.job_queue import JobService
 from detection_service.services.models import ModelService
 from detection_service.services.performance import Monitoring
 from detection_service.services.retention import RetentionService

@@ -105,7 +105,7 @@ def run_bootstrap(settings: Settings, exports: list[Path], profile: str = "defau
     from detection_service.datasets import import_missing
     from detection_service.datasets.importer import import_dataset
     from detection_service.ml.ultralytics_env import configure_offline
-    from detection_service.services.jobs import queue_dataset_materialize
+    from detection_service.services.job_queue import queue_dataset_materialize
     from detection_service.storage import make_object_store
     from orchestration.instance import ensure_local_instance
     from orchestration.jobs import BATCH_JOB_TAG, training_run_config

@@ -83,7 +83,7 @@ def _model_service(settings: Settings):
     from detection_service.dagster_client import DagsterClient
     from detection_service.database import make_engine, make_session_factory, upgrade
     from detection_service.ml.ultralytics_env import configure_offline
-    from detection_service.services.jobs import JobService
+    from detection_service.services.job_queue import JobService
     from detection_service.services.models import ModelService
     from detection_service.storage import make_object_store
 

@@ -84,7 +84,7 @@ def _close_interrupted_runs(settings: Settings) -> None:
     (and trainings) failed with a clear message, so a new request, or the starter training, can
     be queued instead of waiting forever behind a 'running' job."""
     from detection_service.database import make_engine, make_session_factory
-    from detection_service.services.jobs import JobService
+    from detection_service.services.job_queue import JobService
     from orchestration.sensors import BATCH_JOB_TAG
 
     interrupted = fail_interrupted_runs(settings.dagster_home)

@@ -149,7 +149,7 @@ def test_bad_parameters_are_a_domain_error(jobs: BatchJobs, session_factory, job
 
 
 def test_the_api_service_validates_on_submit(session_factory):
-    from detection_service.services.jobs import JobService
+    from detection_service.services.job_queue import JobService
 
     service = JobService(session_factory)
     with pytest.raises(Invalid):
@@ -250,7 +250,7 @@ def test_a_pending_job_may_end_without_starting(jobs: BatchJobs, session_factory
 
 
 def test_finish_closes_the_training_the_job_drives(jobs: BatchJobs, session_factory):
-    from detection_service.services.jobs import queue_dataset_materialize
+    from detection_service.services.job_queue import queue_dataset_materialize
 
     job_id = queue_dataset_materialize(session_factory, "d", "1", {"profile": "tiny", "epochs": 2})
     params = jobs.parameters(job_id)

@@ -319,6 +319,20 @@ def test_huge_ids_in_other_places_are_400(client) -> None:
     assert client.get("/api/notifications/history", params={"event_id": 5}).status_code == 200
 
 
+def test_unicode_digits_and_versionless_datasets_are_4xx(client) -> None:
+    # "¹" and "٣" are str.isdigit() but not int(): found by schemathesis as 500s.
+    for ref in ("%C2%B9", "%D9%A3"):
+        error(client.get(f"/api/datasets/{ref}"), 404)
+        error(client.get(f"/api/models/{ref}/info"), 404)
+    # Training on a dataset that has no version yet (or a version no key can name) queues nothing.
+    assert client.post("/api/datasets/create", json={"name": "Empty", "dataset_id": "empty"}).status_code == 201
+    rows = count(client, "model_training")
+    error(client.post("/api/models/train", json={"dataset_id": "empty"}), 400, "DATASET_NOT_READY")
+    error(client.post("/api/models/train", json={"dataset_id": "empty", "version": "a//b"}), 400, "DATASET_NOT_READY")
+    error(client.post("/api/models/train", json={"dataset_id": "nope"}), 404)
+    assert count(client, "model_training") == rows
+
+
 # ----------------------------------------------------------------------------- headers
 
 

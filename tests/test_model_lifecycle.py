@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from assets.datasets import data_yaml, dataset_version
 from assets.models import deployed_model, model_evaluation, trained_model
 from detection_service.datasets.importer import import_dataset
-from detection_service.services.jobs import queue_dataset_materialize
+from detection_service.services.job_queue import queue_dataset_materialize
 from orchestration.resources import resources_from_settings
 from schemas.db import Model, ModelTraining
 from tests.conftest import SHARED_DATASETS

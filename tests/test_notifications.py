@@ -136,7 +136,7 @@ class Env:
     def relabel(
         self, event_id: int, type_code: str, verified: bool | None = True, false_positive: bool | None = False
     ) -> Any:
-        from detection_service.services.events import EventService
+        from detection_service.services.event_history import EventService
 
         return EventService(self.sf, self.store).classify(
             event_id, type_code, verified=verified, false_positive=false_positive

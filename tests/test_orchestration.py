@@ -107,7 +107,7 @@ def test_runs_cut_off_by_a_shutdown_are_failed_at_the_next_start(settings):
     from dagster._core.storage.dagster_run import DagsterRun
 
     from detection_service.database import make_engine, make_session_factory
-    from detection_service.services.jobs import JobService, queue_dataset_materialize
+    from detection_service.services.job_queue import JobService, queue_dataset_materialize
     from detection_service.supervisor import _close_interrupted_runs
     from orchestration.instance import ensure_local_instance
     from orchestration.sensors import BATCH_JOB_TAG

@@ -37,7 +37,7 @@ from detection_service.datasets.importer import (
 from detection_service.datasets.roboflow_sync import roboflow_credentials
 from detection_service.errors import Forbidden, Invalid, NotFound, UnsupportedMedia
 from detection_service.services.data_yaml import DataYamlService
-from detection_service.services.jobs import BatchJobView, JobService, queue_dataset_materialize
+from detection_service.services.job_queue import BatchJobView, JobService, queue_dataset_materialize
 from detection_service.storage import ObjectStore
 from schemas.batch_jobs import DatasetUpdate
 from schemas.datasets import (
@@ -118,7 +118,7 @@ def _version_view(dataset: Dataset, row: DatasetVersion) -> DatasetVersionView:
 
 def _find(session: Session, ident: str) -> Dataset | None:
     """By numeric id when ``ident`` is all digits (dataset_ids never are), else by dataset_id."""
-    if ident.isdigit():
+    if ident.isascii() and ident.isdigit():  # not '¹', which isdigit() alone accepts
         return session.get(Dataset, int(ident))
     return session.scalar(sa.select(Dataset).where(Dataset.dataset_id == ident))
 

@@ -23,7 +23,7 @@ from detection_service.api.responses import ok
 from detection_service.errors import DomainError, Invalid, TooLarge
 from detection_service.images import MAX_IMAGE_PIXELS, image_problem
 from detection_service.realtime.manual_detection import ManualDetector
-from detection_service.services.events import EventFilter, EventService, parse_when
+from detection_service.services.event_history import EventFilter, EventService, parse_when
 from schemas.detection import ManualDetection
 from schemas.envelope import Envelope, Page
 from schemas.events import ClassifyRequest, EventDetail, EventSummary, ObjectTypeInfo

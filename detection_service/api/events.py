@@ -6,7 +6,7 @@ from litestar import Controller, Response, get, put
 
 from detection_service.api.params import RowId
 from detection_service.api.responses import ok
-from detection_service.services.events import EventFilter, EventService, parse_date_range
+from detection_service.services.event_history import EventFilter, EventService, parse_date_range
 from detection_service.services.settings import SettingsService
 from schemas.envelope import Envelope, Page
 from schemas.events import CompressRequest, CompressResult, EventDetail, EventImageInfo, EventSummary

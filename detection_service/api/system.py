@@ -13,7 +13,7 @@ from detection_service.api.responses import ok
 from detection_service.config import Settings
 from detection_service.dagster_client import DagsterClient
 from detection_service.services.component_status import ComponentStatusRegistry, status_of_all
-from detection_service.services.events import EventService
+from detection_service.services.event_history import EventService
 from detection_service.services.health import check_health
 from detection_service.services.performance import DEFAULT_MINUTES, MAX_MINUTES, PerformanceService
 from detection_service.services.retention import RetentionService

@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from detection_service.bench import percentile
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory, upgrade
-from detection_service.services.events import EventFilter, EventService
+from detection_service.services.event_history import EventFilter, EventService
 from detection_service.storage.keys import event_image_key
 from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
 
@@ -137,7 +137,7 @@ def query_cases(events: int, limit: int) -> dict[str, dict[str, str | int]]:
 
 def sql_floor(service: EventService, params: dict, repeats: int) -> float:
     """p50 (ms) of the list's SQL alone: its total (counted, never cached) and its page statement."""
-    from detection_service.services.events import parse_when
+    from detection_service.services.event_history import parse_when
 
     flt = EventFilter(
         type=params.get("type"),

@@ -99,7 +99,7 @@ def run(
     from detection_service.datasets.importer import import_dataset
     from detection_service.ml import registry
     from detection_service.ml.ultralytics_env import configure_offline
-    from detection_service.services.events import EventService
+    from detection_service.services.event_history import EventService
     from detection_service.services.settings import SettingsService
     from detection_service.storage import make_object_store
     from orchestration.resources import resources_from_settings

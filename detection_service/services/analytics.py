@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.functions import FunctionElement
 
 from detection_service.errors import Invalid
-from detection_service.services.events import parse_when
+from detection_service.services.event_history import parse_when
 from schemas.analytics import (
     DELIVERY_TYPES,
     GROUP_BYS,

@@ -28,7 +28,7 @@ from detection_service.config import Settings
 from detection_service.dagster_client import DagsterClient, DagsterUnavailable
 from detection_service.datasets.roboflow_sync import roboflow_credentials
 from detection_service.errors import Forbidden, Invalid, NotFound
-from detection_service.services.jobs import JobService, queue_dataset_materialize
+from detection_service.services.job_queue import JobService, queue_dataset_materialize
 from detection_service.services.models import ModelService
 from schemas.batch_api import BatchCancelResult, BatchJobInfo, BatchTriggerRequest
 from schemas.batch_jobs import BatchJobView, DatasetMaterialize, DatasetUpdate, JobParameters, ModelEvaluation

@@ -19,9 +19,9 @@ from detection_service.datasets.evaluation_set import EVALUATION_SET_ID, NoEvalu
 from detection_service.errors import Conflict, DomainError, GateFailed, Invalid, NotFound
 from detection_service.ml import registry
 from detection_service.ml.classes import MODEL_CLASSES
-from detection_service.services.jobs import JobService
+from detection_service.services.job_queue import JobService
 from detection_service.services.settings import SettingsService
-from detection_service.storage import ObjectStore, keys
+from detection_service.storage import InvalidKey, ObjectStore, keys
 from schemas.batch_jobs import ModelRetrain
 from schemas.db import Dataset, Model, ModelTraining, utcnow
 from schemas.enums import BatchJobType, JobStatus
@@ -113,7 +113,7 @@ class ModelService:
     def _find(self, session: Session, ref: str | int) -> Model:
         query = sa.select(Model).where(Model.model_id == str(ref))
         row = session.scalar(query)
-        if row is None and str(ref).isdigit():
+        if row is None and str(ref).isascii() and str(ref).isdigit():  # not '¹': isdigit() alone takes it
             row = session.get(Model, int(ref))
         if row is None:
             raise NotFound(f"model {ref!r} not found")
@@ -222,7 +222,7 @@ class ModelService:
 
     def _dataset(self, session: Session, ref: str) -> Dataset:
         row = session.scalar(sa.select(Dataset).where(Dataset.dataset_id == ref))
-        if row is None and ref.isdigit():
+        if row is None and ref.isascii() and ref.isdigit():
             row = session.get(Dataset, int(ref))
         if row is None:
             raise NotFound(f"dataset {ref!r} not found")
@@ -241,7 +241,13 @@ class ModelService:
                 )
             dataset = self._dataset(session, request.dataset_id)
             version = request.version or dataset.version
-            if not self._store.exists(keys.dataset_version_root(dataset.dataset_id, version) + "data.yaml"):
+            try:  # no version yet (a new dataset) or a version no key can hold: not stored either way
+                stored = bool(version) and self._store.exists(
+                    keys.dataset_version_root(dataset.dataset_id, version) + "data.yaml"
+                )
+            except InvalidKey:
+                stored = False
+            if not stored:
                 raise Invalid(
                     f"dataset {dataset.dataset_id} has no stored version {version!r}", code="DATASET_NOT_READY"
                 )

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.errors import Invalid
-from detection_service.services.events import check_paging, parse_date_range
+from detection_service.services.event_history import check_paging, parse_date_range
 from detection_service.services.settings import SettingsService
 from schemas.db import SystemLog
 from schemas.enums import LogLevel
@@ -72,7 +72,7 @@ COMPONENTS: dict[str, str] = {
     "detection_service.database": "database",
     "schemas": "database",
     "detection_service.dagster_client": "dagster",
-    "detection_service.services.jobs": "dagster",
+    "detection_service.services.job_queue": "dagster",
     "detection_service.batch_jobs": "dagster",
     "assets": "dagster",
     "orchestration": "dagster",
