@@ -79,7 +79,12 @@ def fuzz_schema(fuzz_app, admin_headers):
         schema = schema.exclude(path_regex=f"^{path}")
     for method, path in NOT_FUZZED_OPERATIONS:
         schema = schema.exclude(method=method, path=path)
-    return schema
+    yield schema
+    # The app's lifespan (pipeline, notifier, pollers) runs until told to stop: stop it here, so
+    # nothing of it writes into the test database while the next module drops its tables.
+    from schemathesis.python import asgi
+
+    asgi.shutdown_lifespans()
 
 
 def envelope_check(ctx: Any, response: Any, case: Any) -> bool | None:
