@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -77,6 +79,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_aidoor_run(
+    data_dir: Path, database_url: str, api_port: int, dagster_port: int, log_path: Path, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """``aidoor run --no-bootstrap`` (the service, dagster-webserver and -daemon) as a child of the
+    test, on the given ports and database, its output in ``log_path``."""
+    env = {
+        **os.environ,
+        "AIDOOR_DATA_DIR": str(data_dir),
+        "AIDOOR_DATABASE_URL": database_url,
+        "AIDOOR_PORT": str(api_port),
+        "AIDOOR_DAGSTER_PORT": str(dagster_port),
+        **extra_env,
+    }
+    env.pop("DAGSTER_HOME", None)  # the run writes its own instance under the data dir
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @pytest.fixture

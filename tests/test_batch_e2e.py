@@ -5,10 +5,8 @@ terminated."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +18,7 @@ import sqlalchemy as sa
 from detection_service.batch_jobs import BATCH_JOB_TAG
 from detection_service.datasets.importer import import_dataset
 from schemas.db import ModelTraining, SystemLog, utcnow
-from tests.conftest import REPO_ROOT, SHARED_DATASETS, free_port
+from tests.conftest import SHARED_DATASETS, free_port, start_aidoor_run
 from tests.test_dagster_e2e import _diagnostics
 
 PACKAGES = SHARED_DATASETS / "packages-v6"
@@ -70,24 +68,15 @@ def test_batch_jobs_run_in_dagster_and_a_running_training_is_cancelled(client, s
             )
 
     # Dagster on the port this test's service talks to (its DagsterClient terminates runs there).
-    env = {
-        **os.environ,
-        "AIDOOR_DATA_DIR": str(settings.data_dir),
-        "AIDOOR_DATABASE_URL": settings.database_url,
-        "AIDOOR_PORT": str(free_port()),
-        "AIDOOR_DAGSTER_PORT": str(settings.dagster_port),
-        "AIDOOR_DEMO_VIDEO": "off",
-    }
-    env.pop("DAGSTER_HOME", None)
     log_path = tmp_path / "run.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_aidoor_run(
+        settings.data_dir,
+        settings.database_url,
+        free_port(),
+        settings.dagster_port,
+        log_path,
+        AIDOOR_DEMO_VIDEO="off",
+    )
     graphql = f"{settings.dagster_url}/graphql"
     try:
         cleanup = data(client.post("/api/batch/trigger", json={"job_type": "storage_cleanup"}))

@@ -4,10 +4,8 @@ metrics. Real processes: detection service, dagster-webserver, dagster-daemon.""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import httpx
 import pytest
 
 from detection_service.datasets.importer import import_dataset
-from tests.conftest import REPO_ROOT, SHARED_DATASETS, free_port
+from tests.conftest import SHARED_DATASETS, free_port, start_aidoor_run
 
 PACKAGES = SHARED_DATASETS / "packages-v6"
 pytestmark = pytest.mark.skipif(not PACKAGES.exists(), reason=f"shared dataset missing: {PACKAGES}")
@@ -63,23 +61,8 @@ def test_pending_training_runs_once_dagster_starts(client, settings, tmp_path: P
     assert response.status_code == 202 and response.json()["data"]["status"] == "pending"
 
     api_port, dagster_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "AIDOOR_DATA_DIR": str(settings.data_dir),
-        "AIDOOR_DATABASE_URL": settings.database_url,
-        "AIDOOR_PORT": str(api_port),
-        "AIDOOR_DAGSTER_PORT": str(dagster_port),
-    }
-    env.pop("DAGSTER_HOME", None)
     log_path = tmp_path / "run.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_aidoor_run(settings.data_dir, settings.database_url, api_port, dagster_port, log_path)
     try:
         deadline = time.monotonic() + 420
         status = None

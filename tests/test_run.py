@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import free_port, start_aidoor_run
 
 
 def _wait_for(url: str, timeout_s: float, proc: subprocess.Popen) -> httpx.Response:
@@ -32,22 +30,7 @@ def _wait_for(url: str, timeout_s: float, proc: subprocess.Popen) -> httpx.Respo
 
 def test_run_starts_service_and_dagster_and_stops_cleanly(tmp_path: Path, migrated_database_url: str):
     api_port, dagster_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "AIDOOR_DATA_DIR": str(tmp_path / "data"),
-        "AIDOOR_DATABASE_URL": migrated_database_url,
-        "AIDOOR_PORT": str(api_port),
-        "AIDOOR_DAGSTER_PORT": str(dagster_port),
-    }
-    env.pop("DAGSTER_HOME", None)
-    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - the child writes to it until the test stops it
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "aidoor"), "run", "--no-bootstrap"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_aidoor_run(tmp_path / "data", migrated_database_url, api_port, dagster_port, tmp_path / "run.log")
     try:
         _wait_for(f"http://127.0.0.1:{dagster_port}/server_info", 180, proc)
         health = _wait_for(f"http://127.0.0.1:{api_port}/api/system/health", 60, proc).json()
@@ -74,6 +57,5 @@ def test_run_starts_service_and_dagster_and_stops_cleanly(tmp_path: Path, migrat
     finally:
         if proc.poll() is None:
             proc.kill()
-        log.close()
         output = (tmp_path / "run.log").read_text(errors="replace")
         print(output[-4000:])
