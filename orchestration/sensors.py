@@ -8,23 +8,15 @@ from assets.partitions import dataset_versions
 from assets.resources import DatabaseResource
 from detection_service.batch_jobs import BatchJobs, validate
 from detection_service.errors import Invalid
+from detection_service.services.retrain_progress import new_verified_labels
 from detection_service.services.settings import SettingsService
 from orchestration.batch_runs import batch_run_for, batch_target_jobs
 from orchestration.jobs import BATCH_JOB_TAG
 from schemas.batch_jobs import JobParameters
-from schemas.db import DetectionEvent, Model, ModelTraining
+from schemas.db import Model
 from schemas.enums import BatchJobType, JobStatus
 
 __all__ = ["BATCH_JOB_TAG", "batch_job_sensor", "retrain_on_new_labels_sensor", "retrain_parameters", "run_request_for"]
-
-
-# A retrain on new labels waits while any of these is queued or running.
-DATA_AND_MODEL_JOBS = (
-    BatchJobType.DATASET_UPDATE,
-    BatchJobType.DATASET_MATERIALIZE,
-    BatchJobType.MODEL_RETRAIN,
-    BatchJobType.MODEL_EVALUATION,
-)
 
 
 def retrain_parameters(session_factory, profile: str) -> dict:
@@ -108,27 +100,22 @@ def batch_job_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="When enough verified labels (relabelled events) arrived since the last training, "
-    "collects them into a new dataset version and retrains (training settings).",
+    description="When enough verified labels (relabelled events) arrived since the last training or "
+    "auto-collection (services/retrain_progress.py), collects them into a new dataset version and retrains "
+    "(training settings).",
 )
 def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource):
     session_factory = database.session_factory()
     training = SettingsService(session_factory).get("training")
     if not training.auto_retrain:
         return dg.SkipReason("automatic retraining is off (training.auto_retrain)")
-    last_event_id = int(context.cursor or 0)
-    with session_factory() as session:
-        last_training = session.scalar(sa.select(sa.func.max(ModelTraining.created_at)))
-        query = sa.select(sa.func.count(), sa.func.max(DetectionEvent.id)).where(
-            DetectionEvent.user_verified.is_(True), DetectionEvent.id > last_event_id
-        )
-        if last_training is not None:
-            query = query.where(DetectionEvent.reclassified_at > last_training)
-        count, max_id = session.execute(query).one()
-        busy = BatchJobs(session_factory).active_count(DATA_AND_MODEL_JOBS, session=session)
+    # The same count as GET /api/models/retrain/status. No sensor cursor: the auto-collect job
+    # queued below moves ``since`` past these labels, so they never trigger a second retrain.
+    labels = new_verified_labels(session_factory)
+    count = labels.count
     if count < training.retrain_min_new_labels:
         return dg.SkipReason(f"{count} new verified labels, retraining at {training.retrain_min_new_labels}")
-    if busy:
+    if labels.queued:
         return dg.SkipReason("a dataset update or training is already queued or running")
     BatchJobs(session_factory).submit(
         validate(
@@ -143,8 +130,6 @@ def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: 
         f"auto-collect {count} verified labels and retrain",
         priority=5,
     )
-    # The cursor is the newest label counted: the same labels never trigger a second retrain.
-    context.update_cursor(str(max_id))
     return dg.SkipReason(f"queued auto-collect + retrain for {count} new verified labels")
 
 

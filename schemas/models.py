@@ -84,6 +84,16 @@ class TrainingStatus(msgspec.Struct, kw_only=True):
     last_epoch: dict[str, Any] | None = None
 
 
+class RetrainStatus(msgspec.Struct, kw_only=True):
+    """Progress toward the next automatic retraining (the retrain sensor's own count)."""
+
+    new_verified_labels: int
+    retrain_min_new_labels: int
+    auto_retrain: bool
+    since: datetime | None  # the newest training or auto-collection request; null: none yet
+    queued: bool  # a dataset update or training is already pending or running
+
+
 class DeployResult(msgspec.Struct, kw_only=True):
     model: ModelInfo
     previous_model_id: str | None

@@ -8,7 +8,7 @@ from detection_service.api.responses import ok
 from detection_service.errors import NotFound
 from detection_service.services.models import ModelService
 from schemas.envelope import Envelope
-from schemas.models import DeployRequest, DeployResult, ModelInfo, TrainingStatus, TrainRequest
+from schemas.models import DeployRequest, DeployResult, ModelInfo, RetrainStatus, TrainingStatus, TrainRequest
 
 _TRUE = ("1", "true", "yes")
 
@@ -68,6 +68,14 @@ class ModelController(Controller):
     @get("/train/status", sync_to_thread=True, summary="Progress of the latest training")
     def train_status(self, model_service: ModelService) -> Response[Envelope[TrainingStatus]]:
         return ok(model_service.training_status())
+
+    @get(
+        "/retrain/status",
+        sync_to_thread=True,
+        summary="Verified labels toward the next automatic retraining (the retrain sensor's count)",
+    )
+    def retrain_status(self, model_service: ModelService) -> Response[Envelope[RetrainStatus]]:
+        return ok(model_service.retrain_status())
 
     @delete("/train/cancel", status_code=200, sync_to_thread=True, summary="Cancel the pending or running training")
     def cancel(self, model_service: ModelService) -> Response[Envelope[TrainingStatus]]:

@@ -20,12 +20,13 @@ from detection_service.errors import Conflict, DomainError, GateFailed, Invalid,
 from detection_service.ml import registry
 from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.services.job_queue import JobService
+from detection_service.services.retrain_progress import new_verified_labels
 from detection_service.services.settings import SettingsService
 from detection_service.storage import InvalidKey, ObjectStore, keys
 from schemas.batch_jobs import ModelRetrain
 from schemas.db import Dataset, Model, ModelTraining, utcnow
 from schemas.enums import BatchJobType, JobStatus
-from schemas.models import DeployResult, ModelInfo, TrainingStatus, TrainRequest
+from schemas.models import DeployResult, ModelInfo, RetrainStatus, TrainingStatus, TrainRequest
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,18 @@ class ModelService:
             self._jobs.submit(params, training.job_name, priority=3, session=session)
             training_id = training.id
         return self.training_status(training_id)
+
+    def retrain_status(self) -> RetrainStatus:
+        """The verified labels toward the next automatic retraining: the retrain sensor's count."""
+        labels = new_verified_labels(self._session_factory)
+        training = SettingsService(self._session_factory).get("training")
+        return RetrainStatus(
+            new_verified_labels=labels.count,
+            retrain_min_new_labels=training.retrain_min_new_labels,
+            auto_retrain=training.auto_retrain,
+            since=labels.since,
+            queued=labels.queued,
+        )
 
     def training_status(self, training_id: int | None = None) -> TrainingStatus:
         with self._session_factory() as session:
