@@ -1,14 +1,36 @@
-"""`aidoor bench analytics`: speed of the statistics, patterns and anomalies queries at depth.
+"""`aidoor bench analytics`: speed of the six analytics endpoints at depth, the report partitions,
+and the frequent-visitor precision/recall.
 
 Seeds N events over 180 days with a daily and weekly rhythm per type into a scratch database
-(dropped afterwards unless --keep), then runs each query from C concurrent threads through
-AnalyticsService, once with its answer cache off (every call does the SQL and the Python work)
-and once with it on (the service as the API serves it); then builds and stores one report of each
-type for the last day / week (ReportService, a local object store in a temporary folder) and
-times them. Prints one JSON line:
+(dropped afterwards unless --keep), plus one person event per crop of the identity set of
+`aidoor bench visitors` (real people from `person-capston2-v11`, their frames stored in a local
+object store in a temporary folder, at person hours of the last 14 days, so all of them fall in
+the newest MAX_EVENTS person events the visitor grouping reads). Then it calls each endpoint's
+service from C concurrent threads:
 
-    {"events": 100000, "queries": {"statistics_week_type": {"cold": {"p50_ms", "p95_ms"}, "cached": {...}}, ...},
-     "reports": {"daily_summary": {"period", "wall_s"}, ...}, "daily_partition_s", "weekly_partition_s"}
+- statistics, patterns, anomalies through AnalyticsService, with its answer cache off (`cold`:
+  every call does the SQL and the Python work) and on (`cached`, as the API serves them);
+- frequent visitors (30 days) through VisitorService: `cold` is a new service per call (every
+  capture fetched from the store, decoded and embedded: the first call after a restart; fewer
+  calls, see VISITORS_COLD_REQUESTS), `cached` one service whose embedding cache is warm (the SQL,
+  the clustering and the thumbnail links). The seeded rhythm events have no captures: they are
+  loaded and counted as visits without a usable capture, as on a door whose old captures expired;
+- tracking: not a database query. The pipeline thread publishes an immutable list of the tracked
+  objects after each detector run and the endpoint reads it. Measured: `DetectionPipeline.tracking()`
+  on a started pipeline (no camera, no detector) holding a planted snapshot of TRACKED_OBJECTS
+  objects, plus the JSON encoding of it (the endpoint's whole work);
+- reports: one partition of each type is built, charted and stored for the last day / week
+  (ReportService, wall time), then `ReportService.serve` of that stored partition as json
+  (+ JSON encoding), csv and html is measured.
+
+Last, `bench.visitors.run()` measures the grouping on the identity set; its `visitors_precision`
+and `visitors_recall` go into the line. Prints one JSON line:
+
+    {"events": 100000, "queries": {"statistics_week_type": {"cold": {"p50_ms", "p95_ms", "rps"}, "cached": {...}},
+     ..., "frequent_visitors_30d": {...}, "tracking": {"snapshot": {...}}}, "frequent_visitors": {...},
+     "reports": {"daily_summary": {"period", "wall_s", "events"}, ...}, "daily_partition_s", "weekly_partition_s",
+     "report_serving": {"daily_summary": {"json": {"p50_ms", "p95_ms", "rps"}, "csv": ..., "html": ...}, ...},
+     "visitors_precision", "visitors_recall", "visitors_identity_set": {...}}
 
 Not measured here: the HTTP layer (see `aidoor bench api` for its cost on the list queries).
 """
@@ -22,18 +44,27 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import msgspec
 import sqlalchemy as sa
 
 from detection_service.bench import percentile
+from detection_service.bench import visitors as visitors_bench
 from detection_service.bench.api import _scratch_database
+from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory, upgrade
+from detection_service.pipeline.detector import DetectorHolder
+from detection_service.pipeline.runner import DetectionPipeline
 from detection_service.services.analytics import AnalyticsService
-from detection_service.services.reports import ReportService
+from detection_service.services.reports import ReportService, Served
+from detection_service.services.visitors import DEFAULT_THRESHOLD, VisitorService
+from detection_service.storage.keys import event_image_key
 from detection_service.storage.local import LocalObjectStore
-from schemas.db import DetectionEvent, ObjectType, utcnow
+from schemas.db import DetectionEvent, EventImage, ObjectType, utcnow
+from schemas.detection import TrackBox, TrackedObject
 from schemas.reports import REPORT_CADENCE, REPORT_TYPES
 
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_analytics"
@@ -46,6 +77,10 @@ RHYTHM = {
     "mail": (8, {10: 5, 11: 5}, range(5)),
     "unclassified": (10, dict.fromkeys(range(24), 1), range(7)),
 }
+VISITOR_DAYS = 14  # the identity-set events fall in the last 14 local days
+VISITORS_COLD_REQUESTS = 8  # a cold call embeds every capture (seconds): fewer calls
+TRACKED_OBJECTS = 12  # more than a front door holds at once
+REPORT_FORMATS = ("json", "csv", "html")
 
 
 def seed(engine: sa.Engine, events: int, zone: ZoneInfo, rng: random.Random) -> float:
@@ -93,6 +128,47 @@ def seed(engine: sa.Engine, events: int, zone: ZoneInfo, rng: random.Random) -> 
     return time.perf_counter() - started
 
 
+def _store(folder: str) -> LocalObjectStore:
+    store = LocalObjectStore(
+        root_dir=folder, bucket="ai-door-system", public_url="http://127.0.0.1:8000", signing_key=b"bench" * 8
+    )
+    store.ensure_bucket()
+    return store
+
+
+def seed_visitor_captures(factory, store: LocalObjectStore, dataset: Path, zone: ZoneInfo, rng: random.Random) -> int:
+    """One person event per crop of the identity set (its frame stored as the event's capture,
+    the crop's box in ``bbox_coordinates``), at person hours of the last VISITOR_DAYS days."""
+    crops = visitors_bench.identity_set(dataset)
+    _, hours, _ = RHYTHM["person"]
+    today = utcnow().replace(tzinfo=UTC).astimezone(zone).date()
+    with factory.begin() as session:
+        person = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == "person"))
+        for crop in crops:
+            day = today - timedelta(days=rng.randrange(1, VISITOR_DAYS + 1))
+            hour = rng.choices(list(hours), list(hours.values()))[0]
+            local = datetime(day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60), tzinfo=zone)
+            at = local.astimezone(UTC).replace(tzinfo=None)
+            event = DetectionEvent(
+                object_type_id=person,
+                detected_at=at,
+                ended_at=at + timedelta(seconds=30),
+                tracking_duration=30,
+                confidence_score=0.8,
+                status="active",
+                model_version="yolo_v1",
+            )
+            session.add(event)
+            session.flush()
+            key = event_image_key(event.id, at, 1)
+            store.put_bytes(key, crop.path.read_bytes(), "image/jpeg")
+            session.add(EventImage(event_id=event.id, image_path=key, sequence_number=1, captured_at=at))
+            x1, y1, x2, y2 = crop.box
+            event.image_path = key
+            event.bbox_coordinates = json.dumps({"x1": x1, "y1": y1, "x2": x2, "y2": y2})
+    return len(crops)
+
+
 QUERIES = {
     "statistics_week_type": lambda s: s.statistics("week", "type"),
     "statistics_month_hour": lambda s: s.statistics("month", "hour"),
@@ -121,30 +197,107 @@ def measure(service: AnalyticsService, call, clients: int, requests: int) -> dic
     }
 
 
-def time_reports(factory, time_zone: str) -> dict:
+def measure_visitors(factory, store: LocalObjectStore, time_zone: str, clients: int, requests: int) -> dict:
+    """GET /api/analytics/frequent-visitors?days=30 (module docstring: cold = a new service)."""
+
+    def fresh(_: object) -> None:
+        VisitorService(factory, store, time_zone).visitors(30)
+
+    warm = VisitorService(factory, store, time_zone)
+    answer = warm.visitors(30)
+    return {
+        "cold": measure(warm, fresh, clients, min(requests, VISITORS_COLD_REQUESTS)),
+        "cached": measure(warm, lambda s: s.visitors(30), clients, requests),
+        "answer": {
+            "person_events": answer.person_events,
+            "visits": answer.visits,
+            "grouped_visits": answer.grouped_visits,
+            "visitors_total": answer.visitors_total,
+            "truncated": answer.truncated,
+        },
+    }
+
+
+def measure_tracking(factory, store: LocalObjectStore, data_dir: Path, clients: int, requests: int) -> dict:
+    """GET /api/analytics/tracking (module docstring): the snapshot read plus its JSON encoding."""
+    from detection_service.ml.ultralytics_env import configure_offline
+
+    configure_offline(data_dir)  # the tracker is Ultralytics' ByteTrack: no network, caches in data_dir
+    pipeline = DetectionPipeline(
+        session_factory=factory,
+        store=store,
+        bus=EventBus(),
+        holder=DetectorHolder(),
+        source_factory=lambda camera: None,  # no camera: the thread idles, the pipeline is running
+    )
+    pipeline.start()
+    try:
+        now = datetime.now(UTC)
+        objects = [
+            TrackedObject(
+                track_id=track,
+                object_type="person",
+                votes={"person": 9, "unclassified": 1},
+                confidence=0.91,
+                last_confidence=0.88,
+                bbox=TrackBox(x1=40.0 * track, y1=80.0, x2=40.0 * track + 120, y2=400.0),
+                frame_width=1280,
+                frame_height=720,
+                first_seen=now - timedelta(seconds=30),
+                last_seen=now,
+                hits=10,
+                lost=False,
+                confirmed=track % 2 == 0,
+                event_id=1000 + track if track % 2 == 0 else None,
+            )
+            for track in range(1, TRACKED_OBJECTS + 1)
+        ]
+        # What the pipeline thread does after each detector run (runner.DetectionPipeline._process).
+        pipeline._tracked = (objects, now)
+        timing = measure(pipeline, lambda p: msgspec.json.encode(p.tracking()), clients, requests)
+        timing["objects"] = pipeline.tracking().count
+        return {"snapshot": timing}
+    finally:
+        pipeline.close()
+
+
+def time_reports(factory, store: LocalObjectStore, time_zone: str, clients: int, requests: int) -> dict:
     """Wall time of one partition of each report type (build, charts, store), the last day/week;
-    a daily partition = daily_summary + security_report (what the daily job materializes)."""
+    a daily partition = daily_summary + security_report (what the daily job materializes). Then
+    GET /api/analytics/reports of each stored partition in each format (ReportService.serve)."""
     timings: dict = {}
-    with tempfile.TemporaryDirectory(prefix="aidoor-bench-reports-") as folder:
-        store = LocalObjectStore(
-            root_dir=folder, bucket="ai-door-system", public_url="http://127.0.0.1:8000", signing_key=b"bench" * 8
-        )
-        store.ensure_bucket()
-        service = ReportService(factory, store, time_zone)
-        for report_type in REPORT_TYPES:
-            period = service.latest_period(report_type)
-            started = time.perf_counter()
-            report = service.materialize(report_type, period)
-            timings[report_type] = {
-                "period": period,
-                "wall_s": round(time.perf_counter() - started, 2),
-                "events": report.counts["events"],
-            }
+    serving: dict = {}
+    service = ReportService(factory, store, time_zone)
+    for report_type in REPORT_TYPES:
+        period = service.latest_period(report_type)
+        started = time.perf_counter()
+        report = service.materialize(report_type, period)
+        timings[report_type] = {
+            "period": period,
+            "wall_s": round(time.perf_counter() - started, 2),
+            "events": report.counts["events"],
+        }
+    for report_type, timing in timings.items():
+        serving[report_type] = {}
+        for fmt in REPORT_FORMATS:
+
+            def serve(s: ReportService, report_type=report_type, period=timing["period"], fmt=fmt) -> None:
+                served = s.serve(report_type, period, fmt)
+                assert isinstance(served, Served), f"{report_type} {period} was not stored"
+                if fmt == "json":
+                    msgspec.json.encode(served.body)  # the API encodes the Report into the envelope
+
+            serving[report_type][fmt] = measure(service, serve, clients, requests)
     by_cadence = {
         cadence: round(sum(t["wall_s"] for name, t in timings.items() if REPORT_CADENCE[name] == cadence), 2)
         for cadence in ("day", "week")
     }
-    return {"reports": timings, "daily_partition_s": by_cadence["day"], "weekly_partition_s": by_cadence["week"]}
+    return {
+        "reports": timings,
+        "daily_partition_s": by_cadence["day"],
+        "weekly_partition_s": by_cadence["week"],
+        "report_serving": serving,
+    }
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict:
@@ -160,25 +313,44 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
         "clients": args.clients,
         "time_zone": settings.alert_timezone,
     }
+    has_crops = args.visitor_dataset.is_dir()
     try:
         result["seed_s"] = round(seed(engine, args.events, zone, rng), 1)
         factory = make_session_factory(engine)
-        cold = AnalyticsService(factory, settings.alert_timezone, cache=False)
-        cached = AnalyticsService(factory, settings.alert_timezone, cache=True)
-        queries = {}
-        for name, call in QUERIES.items():
-            queries[name] = {
-                "cold": measure(cold, call, args.clients, args.requests),
-                "cached": measure(cached, call, args.clients, args.requests),
-            }
-        result["queries"] = queries
-        answer = cold.anomalies("medium")
-        result["anomalies_found"] = answer.total
-        result.update(time_reports(factory, settings.alert_timezone))
+        with tempfile.TemporaryDirectory(prefix="aidoor-bench-analytics-") as folder:
+            store = _store(folder)
+            if has_crops:
+                result["visitor_capture_events"] = seed_visitor_captures(
+                    factory, store, args.visitor_dataset, zone, rng
+                )
+            cold = AnalyticsService(factory, settings.alert_timezone, cache=False)
+            cached = AnalyticsService(factory, settings.alert_timezone, cache=True)
+            queries = {}
+            for name, call in QUERIES.items():
+                queries[name] = {
+                    "cold": measure(cold, call, args.clients, args.requests),
+                    "cached": measure(cached, call, args.clients, args.requests),
+                }
+            queries["frequent_visitors_30d"] = measure_visitors(
+                factory, store, settings.alert_timezone, args.clients, args.requests
+            )
+            queries["tracking"] = measure_tracking(factory, store, settings.data_dir, args.clients, args.requests)
+            result["queries"] = queries
+            answer = cold.anomalies("medium")
+            result["anomalies_found"] = answer.total
+            result.update(time_reports(factory, store, settings.alert_timezone, args.clients, args.requests))
     finally:
         engine.dispose()
         if not args.keep:
             _scratch_database(args.database_url, create=False)
+    if has_crops:
+        quality = visitors_bench.run(args.visitor_dataset, DEFAULT_THRESHOLD)
+        result["visitors_precision"] = quality["visitors_precision"]
+        result["visitors_recall"] = quality["visitors_recall"]
+        result["visitors_identity_set"] = quality["identity_set"]
+    else:
+        result["visitors_precision"] = result["visitors_recall"] = None
+        result["visitors_skipped"] = f"no identity set at {args.visitor_dataset}"
     result["target"] = {"p95_ms": 150, "daily_partition_s": 5, "weekly_partition_s": 20}
     return result
 
@@ -193,6 +365,12 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=60, help="calls per query and cache mode")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--visitor-dataset",
+        type=Path,
+        default=visitors_bench.DEFAULT_DATASET,
+        help="person-capston2-v11 export: captures of the visitor events and the precision/recall set",
+    )
     args = parser.parse_args(argv)
     print(json.dumps(run(args, settings)), flush=True)
     return 0
