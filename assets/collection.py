@@ -11,11 +11,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.datasets import run_update
 from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
 from detection_service.batch_jobs import BatchJobs
 from detection_service.config import Settings
 from detection_service.services.job_queue import queue_dataset_materialize
-from schemas.batch_jobs import DatasetUpdate, encode_parameters
+from schemas.batch_jobs import DatasetUpdate
 
 
 class CollectConfig(dg.Config):
@@ -40,8 +41,6 @@ def collected_dataset(
     paths: LocalPathsResource,
     settings: dg.ResourceParam[Settings],
 ):
-    from detection_service.datasets import run_dataset_update
-    from detection_service.datasets.importer import NothingToCollect
     from detection_service.ml.ultralytics_env import configure_offline
 
     configure_offline(Path(paths.data_dir))
@@ -57,17 +56,10 @@ def collected_dataset(
                 auto_label=config.auto_label,
                 since_version=config.since_version,
             )
-        try:
-            result = run_dataset_update(
-                session_factory,
-                object_store.store(),
-                encode_parameters(params),
-                paths.work_dir(f"collect-{context.run_id}"),
-                settings=settings,
-            )
-        except NothingToCollect as exc:
-            job.complete({"nothing_new": str(exc)}, step="nothing new")
-            context.log.info(f"nothing to collect: {exc}")
+        result = run_update(
+            context, job, params, database, object_store, paths.work_dir(f"collect-{context.run_id}"), settings
+        )
+        if result is None:
             return
         follow_up = queue_dataset_materialize(session_factory, result.dataset_id, result.version, params.train or None)
         splits = {name: count.images for name, count in result.splits.items()}

@@ -1,17 +1,20 @@
 """Dataset assets, one partition per stored dataset version ("<dataset_id>@<version>"), and the op
 job that creates new versions (Roboflow sync, auto-collection, an export folder on disk)."""
 
+from pathlib import Path
+
 import dagster as dg
 import sqlalchemy as sa
 
 from assets.partitions import dataset_versions, split_partition_key
 from assets.resources import DatabaseResource, LocalPathsResource, ObjectStoreResource
-from detection_service.batch_jobs import BatchJobs
+from detection_service.batch_jobs import BatchJobs, JobRun
 from detection_service.config import Settings
 from detection_service.services.data_yaml import DataYamlService
 from detection_service.services.job_queue import queue_dataset_materialize
 from detection_service.storage import keys
 from schemas.batch_jobs import DatasetUpdate, encode_parameters
+from schemas.datasets import ImportResult
 from schemas.db import Dataset, DatasetVersion
 
 
@@ -102,6 +105,31 @@ class DatasetUpdateConfig(dg.Config):
     batch_job_id: int
 
 
+def run_update(
+    context: dg.OpExecutionContext | dg.AssetExecutionContext,
+    job: JobRun,
+    params: DatasetUpdate,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+    work_dir: Path,
+    settings: Settings,
+) -> ImportResult | None:
+    """The dataset update ``params`` describes, for the running batch ``job`` (this op and the
+    collection asset); None, with the job completed as "nothing new", when a collection finds
+    nothing to add."""
+    from detection_service.datasets import run_dataset_update
+    from detection_service.datasets.importer import NothingToCollect
+
+    try:
+        return run_dataset_update(
+            database.session_factory(), object_store.store(), encode_parameters(params), work_dir, settings=settings
+        )
+    except NothingToCollect as exc:
+        job.complete({"nothing_new": str(exc)}, step="nothing new")
+        context.log.info(f"nothing to collect: {exc}")
+        return None
+
+
 @dg.op(description="Creates a dataset version from the batch job's source: roboflow, auto_collect or path.")
 def dataset_update(
     context: dg.OpExecutionContext,
@@ -111,26 +139,16 @@ def dataset_update(
     paths: LocalPathsResource,
     settings: dg.ResourceParam[Settings],
 ) -> dict:
-    from detection_service.datasets import run_dataset_update
-    from detection_service.datasets.importer import NothingToCollect
-
     session_factory = database.session_factory()
     with BatchJobs(session_factory).running(config.batch_job_id, context.run_id) as job:
         params = job.parameters
         if not isinstance(params, DatasetUpdate):
             raise dg.Failure(f"batch job {config.batch_job_id} is not a dataset_update")
         job.progress(step=f"importing ({params.source})")
-        try:
-            result = run_dataset_update(
-                session_factory,
-                object_store.store(),
-                encode_parameters(params),
-                paths.work_dir(f"dataset-{context.run_id}"),
-                settings=settings,
-            )
-        except NothingToCollect as exc:
-            job.complete({"nothing_new": str(exc)}, step="nothing new")
-            context.log.info(f"nothing to collect: {exc}")
+        result = run_update(
+            context, job, params, database, object_store, paths.work_dir(f"dataset-{context.run_id}"), settings
+        )
+        if result is None:
             return {"nothing_new": True}
         summary = {
             "dataset_id": result.dataset_id,
