@@ -1,10 +1,12 @@
 """Benchmarks run by `aidoor bench ...`; each module has run() and main() printing one JSON line."""
 
 import contextlib
+import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -28,6 +30,16 @@ def log_to_stderr() -> None:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+
+
+def run_and_print(run: Callable[..., dict[str, Any]], **kwargs: Any) -> int:
+    """A benchmark's main(): logs on stderr, ``run(**kwargs)`` with fd 1 sent there too, then the
+    one JSON line on stdout."""
+    log_to_stderr()
+    with stdout_to_stderr():
+        result = run(**kwargs)
+    print(json.dumps(result), flush=True)
+    return 0
 
 
 def percentile(values: list[float], pct: float, digits: int = 2) -> float | None:

@@ -51,7 +51,6 @@ Photos: "Doorbell Camera Alert dataset, Roboflow Universe (craig-test-workspace)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -71,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from detection_service import demo_video
-from detection_service.bench import log_to_stderr, stdout_to_stderr
+from detection_service.bench import run_and_print
 
 log = logging.getLogger("aidoor.bench.events")
 
@@ -569,20 +568,17 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     parser.add_argument("--video", type=Path, help="a video built by an earlier run (--keep-video), with its sidecar")
     parser.add_argument("--keep-video", type=Path, help="folder to keep the built video and its sidecar in")
     args = parser.parse_args(argv)
-    log_to_stderr()
-    with stdout_to_stderr():
-        result = run(
-            weights=args.weights,
-            imgsz=args.imgsz,
-            package_scenes=args.package_scenes,
-            person_scenes=args.person_scenes,
-            tolerance_s=args.tolerance,
-            video=args.video,
-            keep_video=args.keep_video,
-            settings=settings,
-        )
-    print(json.dumps(result), flush=True)
-    return 0
+    return run_and_print(
+        run,
+        weights=args.weights,
+        imgsz=args.imgsz,
+        package_scenes=args.package_scenes,
+        person_scenes=args.person_scenes,
+        tolerance_s=args.tolerance,
+        video=args.video,
+        keep_video=args.keep_video,
+        settings=settings,
+    )
 
 
 if __name__ == "__main__":

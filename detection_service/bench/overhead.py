@@ -24,7 +24,6 @@ deployed model, else a random-init YOLO11n (speed is what counts here). Frames: 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from detection_service.bench import log_to_stderr, stdout_to_stderr
+from detection_service.bench import run_and_print
 from detection_service.bench.pipeline import _threads_cpu_s
 
 log = logging.getLogger("aidoor.bench.overhead")
@@ -303,21 +302,18 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     )
     parser.add_argument("--scrape-s", type=float, default=15.0, help="seconds between /metrics scrapes (default 15)")
     args = parser.parse_args(argv)
-    log_to_stderr()
-    with stdout_to_stderr():
-        result = run(
-            weights=args.weights,
-            video=args.video,
-            imgsz=args.imgsz,
-            backend=args.backend,
-            rounds=args.rounds,
-            seconds=args.seconds,
-            sample_s=args.sample_s,
-            scrape_s=args.scrape_s,
-            settings=settings,
-        )
-    print(json.dumps(result), flush=True)
-    return 0
+    return run_and_print(
+        run,
+        weights=args.weights,
+        video=args.video,
+        imgsz=args.imgsz,
+        backend=args.backend,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        sample_s=args.sample_s,
+        scrape_s=args.scrape_s,
+        settings=settings,
+    )
 
 
 if __name__ == "__main__":

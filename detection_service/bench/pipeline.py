@@ -31,7 +31,6 @@ Ultralytics ``model.track(source=video, stream=True)`` loop, torch, same weights
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -46,7 +45,7 @@ import cv2
 import numpy as np
 import sqlalchemy as sa
 
-from detection_service.bench import log_to_stderr, stdout_to_stderr
+from detection_service.bench import run_and_print
 from detection_service.pipeline.sources import FrameSource
 
 log = logging.getLogger("aidoor.bench.pipeline")
@@ -685,19 +684,16 @@ def main(argv: Sequence[str] | None = None, settings: Any = None) -> int:
     )
     parser.add_argument("--throughput-seconds", type=float, default=15.0, help="length of phases 2 and 3")
     args = parser.parse_args(argv)
-    log_to_stderr()
-    with stdout_to_stderr():
-        result = run(
-            minutes=args.minutes,
-            weights=args.weights,
-            video=args.video,
-            imgsz=args.imgsz,
-            settings=settings,
-            throughput_s=args.throughput_seconds,
-            data_yaml=args.data,
-        )
-    print(json.dumps(result), flush=True)
-    return 0
+    return run_and_print(
+        run,
+        minutes=args.minutes,
+        weights=args.weights,
+        video=args.video,
+        imgsz=args.imgsz,
+        settings=settings,
+        throughput_s=args.throughput_seconds,
+        data_yaml=args.data,
+    )
 
 
 if __name__ == "__main__":
