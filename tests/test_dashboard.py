@@ -294,9 +294,12 @@ def _record_event(service: Service) -> int:
 
 def test_relabel_from_the_review_queue(service: Service, browser: Browser):
     page = browser.page
+    before = service.data("GET", "/api/models/retrain/status")["new_verified_labels"]
     browser.show("review")
     first, second = service.unclassified[0], service.unclassified[1]
     page.wait_for_selector(f"[data-page=review] [data-event-id='{first}']")
+    progress = "document.querySelector('[data-testid=retrain-progress]').textContent === "
+    page.wait_for_function(progress + repr(f"{before} / 50"))
     page.click(f"[data-page=review] [data-event-id='{first}'] [data-relabel=package]")
     page.wait_for_selector(f"[data-page=review] [data-event-id='{first}']", state="detached")
     assert service.data("GET", f"/api/events/{first}")["type"] == "package"
@@ -306,7 +309,9 @@ def test_relabel_from_the_review_queue(service: Service, browser: Browser):
     page.wait_for_selector(f"[data-page=review] [data-event-id='{second}']", state="detached")
     detail = service.data("GET", f"/api/events/{second}")
     assert detail["type"] == "mail" and detail["user_verified"] and detail["original_type"] == "unclassified"
-    assert page.text_content("[data-testid=retrain-progress]").startswith("2 / 50")
+    # The progress is the API's (the retrain sensor's) count, and follows the relabels.
+    assert service.data("GET", "/api/models/retrain/status")["new_verified_labels"] == before + 2
+    page.wait_for_function(progress + repr(f"{before + 2} / 50"))
 
 
 def test_invalid_setting_shows_the_api_message_beside_the_field(service: Service, browser: Browser):

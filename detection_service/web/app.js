@@ -106,7 +106,7 @@ document.addEventListener("alpine:init", () => {
     queue: [],
     queueTotal: 0,
     reviewIndex: 0,
-    retrain: { min: null, since: 0, more: false },
+    retrain: { min: null, count: 0, queued: false, auto: true },
     // Models
     modelList: [],
     forceDeploy: false,
@@ -328,14 +328,10 @@ document.addEventListener("alpine:init", () => {
       this.loadRetrainProgress();
     },
     async loadRetrainProgress() {
-      // Verified labels since the deployed model was trained, against training.retrain_min_new_labels.
-      const training = await api("GET", "/api/settings/training").catch(() => null);
-      const current = await api("GET", "/api/models/current").catch(() => null);
-      const events = await api("GET", "/api/events" + query({ limit: 100 })).catch(() => null);
-      if (!training || !events) return;
-      const since = current ? new Date(current.training_date) : new Date(0);
-      const counted = events.items.filter((e) => e.user_verified && e.reclassified_at && new Date(e.reclassified_at) > since);
-      this.retrain = { min: training.retrain_min_new_labels, since: counted.length, more: events.total > events.items.length };
+      // The retrain sensor's own count (verified labels since the last training or auto-collection).
+      const status = await api("GET", "/api/models/retrain/status").catch(() => null);
+      if (!status) return;
+      this.retrain = { min: status.retrain_min_new_labels, count: status.new_verified_labels, queued: status.queued, auto: status.auto_retrain };
     },
     async classify(eventId, body) {
       const data = await this.guard(() => api("PUT", `/api/detections/${eventId}/classify`, body));
