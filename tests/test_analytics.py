@@ -73,14 +73,25 @@ def plant(session_factory, today: date) -> dict[str, int]:
     rng = random.Random(12)
     door = Door(session_factory)
     taken_day = today - timedelta(days=4)
+    deliveries = {"mail": 0, "package": 0}
+
+    def delivery_time(code: str, day: date) -> datetime:
+        # 10:00-12:00, each half hour in turn (the minute inside it random): any month of history
+        # then holds the four half hours alike, whatever today's date, so the window a pattern
+        # covers is the whole 10:00-12:00 and not a chance 10:30-12:00 of one month's draws.
+        rng.choice((10, 11))  # the draws of the rhythm before, so the rest of the door stays as it was
+        half_hour, minute = 20 + deliveries[code] % 4, rng.randrange(60) % 30
+        deliveries[code] += 1
+        return utc(day, half_hour // 2, 30 * (half_hour % 2) + minute)
+
     for back in range(HISTORY_DAYS + 6, 0, -1):
         day = today - timedelta(days=back)
         for hour in PERSON_HOURS:
             door.add("person", utc(day, hour, rng.randrange(60), rng.randrange(60)), rng.randint(10, 90))
         if day.weekday() < 5:
-            door.add("mail", utc(day, rng.choice((10, 11)), rng.randrange(60)), 5)
+            door.add("mail", delivery_time("mail", day), 5)
             if day != taken_day:
-                arrived = utc(day, rng.choice((10, 11)), rng.randrange(60))
+                arrived = delivery_time("package", day)
                 removed = utc(day, rng.choice((18, 19)), rng.randrange(60))
                 door.add("package", arrived, int((removed - arrived).total_seconds()))
                 door.add("person", removed - timedelta(seconds=20), 30)  # the resident takes it
