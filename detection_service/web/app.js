@@ -595,7 +595,10 @@ document.addEventListener("alpine:init", () => {
       for (const [key, value] of Object.entries(obj || {})) {
         const name = prefix ? `${prefix}.${key}` : key;
         if (value && typeof value === "object" && !Array.isArray(value)) this.flat(value, name, out);
-        else out.push([name, Array.isArray(value) ? `[${value.length}]` : String(value)]);
+        else if (Array.isArray(value)) out.push([name, `[${value.length}]`]);
+        else if (value === null || value === undefined) out.push([name, "-"]);
+        else if (/(^|_)bytes$/.test(key) && typeof value === "number") out.push([name, this.bytes(value)]);
+        else out.push([name, String(value)]);
       }
       return out.slice(0, 60);
     },
