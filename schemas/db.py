@@ -211,6 +211,29 @@ class ObjectType(Base):
     updated_at: Mapped[datetime] = _updated_at()
 
 
+class Camera(Base):
+    """Added (0009, docs/cameras.md): one camera. Row 1 ``default`` has no source of its own: it
+    follows the camera settings (system_settings camera.*), as the seed's single camera did.
+    ``settings`` holds per-camera overrides (fps, resolution, brightness, contrast,
+    detection_enabled; ``schemas.cameras.CameraOverrides``)."""
+
+    __tablename__ = "cameras"
+    __table_args__ = table_args()
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    source: Mapped[str | None] = mapped_column(String(500))
+    enabled: Mapped[bool] = _flag(True)
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON())
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = _created_at()
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+DEFAULT_CAMERA_ID: Final[int] = 1
+
+
 class DetectionEvent(Base):
     __tablename__ = "detection_events"
     # Plain (ascending) indexes: B-trees are scanned in either direction, and DESC index flags
@@ -223,6 +246,7 @@ class DetectionEvent(Base):
         Index("idx_detection_events_type_detected_at", "object_type_id", "detected_at"),
         Index("idx_detection_events_status_detected_at", "status", "detected_at"),
         Index("uq_detection_events_event_uid", "event_uid", unique=True),
+        Index("idx_detection_events_camera_detected_at", "camera_id", "detected_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
@@ -257,6 +281,10 @@ class DetectionEvent(Base):
     # local journal after a commit that was not acknowledged finds the row instead of adding one.
     event_uid: Mapped[str | None] = mapped_column(String(36))
     updated_at: Mapped[datetime] = _updated_at()
+    # Added (0009): the camera that saw it; the seed's single camera is 1.
+    camera_id: Mapped[int] = mapped_column(
+        ForeignKey("cameras.id"), nullable=False, default=DEFAULT_CAMERA_ID, server_default=text("1")
+    )
 
     object_type: Mapped[ObjectType] = relationship(foreign_keys=[object_type_id])
     original_type: Mapped[ObjectType | None] = relationship(foreign_keys=[original_type_id])
@@ -613,3 +641,5 @@ TABLE_NAMES: Final[tuple[str, ...]] = (
 )
 # Added by 0007 (docs/security.md): API tokens and dashboard sessions.
 AUTH_TABLE_NAMES: Final[tuple[str, ...]] = ("api_tokens", "auth_sessions")
+# Added by 0009 (docs/cameras.md).
+CAMERA_TABLE_NAMES: Final[tuple[str, ...]] = ("cameras",)

@@ -62,7 +62,7 @@ def engine(migrated_database_url: str):
 
 
 def test_models_define_the_seed_tables_with_stable_names() -> None:
-    assert set(db.Base.metadata.tables) == set(db.TABLE_NAMES) | set(db.AUTH_TABLE_NAMES)
+    assert set(db.Base.metadata.tables) == set(db.TABLE_NAMES) | set(db.AUTH_TABLE_NAMES) | set(db.CAMERA_TABLE_NAMES)
     assert len(db.TABLE_NAMES) == 17
     for table in db.Base.metadata.tables.values():
         assert table.kwargs.get("mysql_charset") == "utf8mb4", table.name
