@@ -11,7 +11,6 @@ from assets.resources import DatabaseResource, ObjectStoreResource
 from assets.system import storage_usage
 from detection_service.batch_jobs import BATCH_JOB_TAG as BATCH_JOB_TAG  # re-exported: where its callers import it
 from detection_service.batch_jobs import BatchJobs, batch_job_id_of
-from detection_service.services.log_archive import LogArchiveService
 from detection_service.services.retention import RetentionService
 from detection_service.services.settings import SettingsService
 from schemas.batch_jobs import ModelRetrain, TrainParameters, train_config
@@ -90,15 +89,13 @@ def storage_cleanup(
         store = object_store.store()
         retention = RetentionService(session_factory, store, settings)
         images = retention.cleanup_images()
-        job.progress(60, "archiving old system logs")
-        # Logs past the retention reach the object store before the log clean-up deletes them.
-        archived = LogArchiveService(session_factory, store, settings).archive()
-        job.progress(90, "deleting old status logs")
+        job.progress(60, "archiving and deleting old logs")
+        # The same path as POST /api/system/cleanup {"type": "logs"}: archived first, then deleted.
         logs = retention.cleanup_logs()
         metadata = {k: v for k, v in msgspec.structs.asdict(images).items() if isinstance(v, (int, float))}
-        metadata |= {"logs_archived": archived.rows_archived, "logs_deleted": logs.logs_deleted}
+        metadata |= {"logs_archived": logs.logs_archived, "logs_deleted": logs.logs_deleted}
         job.complete(metadata)
-    context.log.info(f"clean-up: {images}; {archived.rows_archived} logs archived; {logs}")
+    context.log.info(f"clean-up: {images}; {logs.logs_archived} logs archived; {logs}")
     return dg.Output(None, metadata=metadata)
 
 

@@ -48,7 +48,10 @@ class CleanupReport(msgspec.Struct, kw_only=True):
     bytes_freed: int = 0
     orphan_objects_deleted: int = 0
     orphan_rows_deleted: int = 0  # event_images rows whose object was missing
-    logs_deleted: int = 0
+    logs_deleted: int = 0  # system_logs (archived first) + system_status_logs rows
+    # logs: system_logs rows written to the object store before they were deleted, and the objects.
+    logs_archived: int = 0
+    archive_keys: list[str] = msgspec.field(default_factory=list)
     events_kept: int = 0
     bytes_kept: int = 0
     # temp: what was deleted (paths relative to the data dir, the first 100) and what was kept

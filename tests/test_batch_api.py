@@ -14,7 +14,7 @@ from detection_service.dagster_client import DagsterUnavailable
 from detection_service.services.log_archive import LogArchiveService, read_archive
 from detection_service.storage.keys import SYSTEM_LOG_ARCHIVE_PREFIX
 from schemas.batch_jobs import LogArchive, StorageCleanup
-from schemas.db import BatchJob, SystemLog, utcnow
+from schemas.db import BatchJob, SystemLog, SystemStatusLog, utcnow
 from schemas.enums import BatchJobType
 
 NOW = utcnow()
@@ -314,6 +314,47 @@ def test_a_failed_upload_deletes_nothing(client, monkeypatch):
     with pytest.raises(OSError):
         LogArchiveService(state.session_factory, state.object_store).archive(max_days=30)
     assert _remaining(state.session_factory) == ids
+
+
+def test_the_api_log_cleanup_archives_before_it_deletes(client):
+    """POST /api/system/cleanup {"type": "logs"} takes the nightly clean-up's path: old system_logs
+    reach the object store (gzip JSON lines) before they go; old status logs are deleted too."""
+    state = client.app.state
+    state.settings_service.update("storage", {"max_days": 30})
+    ids = _logs(state.session_factory, [40, 31, 29, 1])
+    with state.session_factory.begin() as session:
+        session.add(SystemStatusLog(component="camera", status="running", logged_at=NOW - timedelta(days=45)))
+    report = data(client.post("/api/system/cleanup", json={"type": "logs"}))
+    assert report["logs_archived"] == 2 and report["logs_deleted"] == 3  # two logs + one status row
+    [key] = report["archive_keys"]
+    assert key.startswith(SYSTEM_LOG_ARCHIVE_PREFIX)
+    assert [r["id"] for r in read_archive(state.object_store.get_bytes(key))] == ids[:2]
+    assert set(ids[2:]) <= set(_remaining(state.session_factory)) and not set(ids[:2]) & set(
+        _remaining(state.session_factory)
+    )
+
+
+def test_the_api_log_cleanup_with_the_store_down_deletes_nothing(client, monkeypatch):
+    from detection_service.storage import StorageUnavailable
+
+    state = client.app.state
+    state.settings_service.update("storage", {"max_days": 30})
+    ids = _logs(state.session_factory, [40, 50, 1])
+    with state.session_factory.begin() as session:
+        session.add(SystemStatusLog(component="camera", status="running", logged_at=NOW - timedelta(days=45)))
+
+    def down(*args, **kwargs):
+        raise StorageUnavailable("connection refused")
+
+    monkeypatch.setattr(state.object_store, "put_bytes", down)
+    failed = error(client.post("/api/system/cleanup", json={"type": "logs"}), 503, "LOG_ARCHIVE_FAILED")
+    assert failed["details"]["rows_archived"] == 0 and "connection refused" in failed["message"]
+    assert set(ids) <= set(_remaining(state.session_factory))  # not one unarchived log deleted
+    with state.session_factory() as session:
+        assert session.scalar(sa.select(sa.func.count(SystemStatusLog.id))) >= 1
+    monkeypatch.undo()  # the store is back: the same request archives and deletes
+    report = data(client.post("/api/system/cleanup", json={"type": "logs"}))
+    assert report["logs_archived"] == 2 and not set(ids[:2]) & set(_remaining(state.session_factory))
 
 
 def test_the_archive_job_records_metadata_and_its_batch_job(client, settings):

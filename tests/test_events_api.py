@@ -261,7 +261,7 @@ def test_cleanup_logs(client):
         session.add(SystemLog(level="INFO", component="test", message="old", created_at=NOW - timedelta(days=40)))
         session.add(SystemLog(level="INFO", component="test", message="new", created_at=NOW))
     report = data(client.post("/api/system/cleanup", json={"type": "logs"}))
-    assert report["logs_deleted"] == 1
+    assert report["logs_deleted"] == 1 and report["logs_archived"] == 1  # archived before it went
 
 
 def test_storage_cleanup_job_honours_auto_cleanup(client, populated, settings):

@@ -132,10 +132,13 @@ class SystemController(Controller):
         summary="Clean up now: type 'images' (retention), 'logs' or 'temp'",
         description="images: deletes events older than storage.max_days, then the oldest while captures exceed "
         "storage.max_size_gb, then orphans (objects without an event row, image rows without an object). "
-        "logs: deletes system_logs / system_status_logs older than max_days. temp: deletes run work dirs, upload "
-        "and export staging untouched for older_than_hours (default 24) and cached datasets / models untouched for "
-        "cache_max_days (default 30); never a running job's work dir, never a cache while a job runs, never the "
-        "deployed model's cache. Runs whatever auto_cleanup says (that switch is for the nightly Dagster schedule).",
+        "logs: system_logs older than max_days are archived to the object store (gzip JSON lines, as the nightly "
+        "clean-up does) and deleted once archived, then system_status_logs older than max_days are deleted; a store "
+        "that cannot take the archive is a 503 LOG_ARCHIVE_FAILED and no unarchived log is deleted. temp: deletes "
+        "run work dirs, upload and export staging untouched for older_than_hours (default 24) and cached datasets / "
+        "models untouched for cache_max_days (default 30); never a running job's work dir, never a cache while a "
+        "job runs, never the deployed model's cache. Runs whatever auto_cleanup says (that switch is for the "
+        "nightly Dagster schedule).",
     )
     def cleanup(
         self,
@@ -152,8 +155,9 @@ class SystemController(Controller):
             return ok(report, message=f"temp clean-up: {report.temp_deleted} deleted, {report.temp_kept} kept")
         report = retention.cleanup_images() if data.type == "images" else retention.cleanup_logs()
         event_service.invalidate_totals()
-        deleted = report.events_deleted if data.type == "images" else report.logs_deleted
-        return ok(report, message=f"{data.type} clean-up: {deleted} deleted")
+        if data.type == "logs":
+            return ok(report, message=f"logs clean-up: {report.logs_deleted} deleted ({report.logs_archived} archived)")
+        return ok(report, message=f"images clean-up: {report.events_deleted} deleted")
 
 
 class MetricsController(Controller):

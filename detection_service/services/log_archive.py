@@ -9,7 +9,8 @@ nothing; a failed delete after an upload leaves the rows for the next run, which
 again (a duplicate line in two archives, never a lost one).
 
 Run by the ``system_log_archive`` Dagster asset (nightly schedule, or a ``log_archive`` batch job)
-and, before it deletes old logs, by the nightly ``storage_cleanup`` op.
+and by ``RetentionService.cleanup_logs`` before it deletes old status logs: the one log clean-up of
+the nightly ``storage_cleanup`` op and ``POST /api/system/cleanup {"type": "logs"}``.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.errors import Unavailable
+from detection_service.services.log_archive import LogArchiveService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectInfo, ObjectStore, StorageError
 from detection_service.storage.keys import EVENTS_PREFIX, event_id_of
@@ -32,7 +34,6 @@ from schemas.db import (
     Model,
     ModelTraining,
     NotificationHistory,
-    SystemLog,
     SystemStatusLog,
     utcnow,
 )
@@ -43,8 +44,16 @@ from schemas.system import CleanupReport
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = timedelta(minutes=10)
+
+
 BATCH = 500
 GB = 1024**3
+
+
+class LogArchiveFailed(Unavailable):
+    """The old logs could not be archived (store down or refusing): they stay in the database."""
+
+    code = "LOG_ARCHIVE_FAILED"
 
 
 def _chunks(values: Sequence, size: int = BATCH) -> Iterable[Sequence]:
@@ -109,17 +118,43 @@ class RetentionService:
         return report
 
     def cleanup_logs(self, max_days: int | None = None, now: datetime | None = None) -> CleanupReport:
+        """Old logs, the one path of the API's clean-up and the nightly ``storage_cleanup``:
+        ``system_logs`` rows older than ``max_days`` reach the object store first
+        (``LogArchiveService``: gzip JSON lines, a row is deleted only once its object is stored),
+        then ``system_status_logs`` rows (samples and transitions, not archived) are deleted.
+
+        A store that cannot take the archive deletes nothing more: ``LogArchiveFailed`` (503) says
+        how many rows were archived before it failed; the status logs stay too."""
         storage: StorageSettings = self.settings.get("storage")  # type: ignore[assignment]
         max_days = storage.max_days if max_days is None else max_days
-        cutoff = (now or utcnow()) - timedelta(days=max_days)
+        now = now or utcnow()
+        cutoff = now - timedelta(days=max_days)  # one cut-off for both tables
         report = CleanupReport(type="logs", max_days=max_days, max_size_gb=storage.max_size_gb)
         started = time.monotonic()
+        done = [0]
+
+        def progress(rows: int, _total: int) -> None:
+            done[0] = rows
+
+        try:
+            archived = LogArchiveService(self.session_factory, self.store, self.settings).archive(
+                max_days, now, progress=progress
+            )
+        except (StorageError, OSError) as exc:
+            log.warning("log clean-up: archive failed after %d rows, nothing else deleted: %s", done[0], exc)
+            raise LogArchiveFailed(
+                f"old logs were not deleted: the object store could not take their archive ({exc})",
+                {"rows_archived": done[0], "reason": str(exc), "retention_days": max_days},
+            ) from exc
+        report.logs_archived = archived.rows_archived
+        report.archive_keys = archived.object_keys
+        report.logs_deleted = archived.rows_archived
         with self.session_factory.begin() as session:
-            report.logs_deleted += session.execute(sa.delete(SystemLog).where(SystemLog.created_at < cutoff)).rowcount
             report.logs_deleted += session.execute(
                 sa.delete(SystemStatusLog).where(SystemStatusLog.logged_at < cutoff)
             ).rowcount
         report.duration_ms = round((time.monotonic() - started) * 1000)
+        log.info("clean-up (logs): %d archived, %d deleted in all", report.logs_archived, report.logs_deleted)
         return report
 
     # -- steps ----------------------------------------------------------------------------
