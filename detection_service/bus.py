@@ -31,6 +31,7 @@ class EventCreated(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     detected_at: datetime  # aware UTC
     image_key: str  # object-store key of capture 1 (may still be in the write queue)
     snapshot_jpeg: bytes  # capture 1 itself: a notifier need not wait for the store
+    camera_id: int = 1  # the cameras row that saw it (docs/cameras.md)
 
 
 class EventUpdated(msgspec.Struct, frozen=True, kw_only=True, tag=True):

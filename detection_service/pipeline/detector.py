@@ -120,6 +120,29 @@ class Detector(ABC):
             self._total_ms += elapsed
         return detections
 
+    def detect_batch(self, frames_bgr: list[np.ndarray], conf: float = 0.05) -> list[list[Detection]]:
+        """``detect`` for several frames in one call (one batched forward pass where the backend
+        has one: ``_detect_batch``); the boxes of each frame in order. Counts one inference per
+        frame; ``last_inference_ms`` is the whole batch's time."""
+        if not frames_bgr:
+            return []
+        with self._lock:
+            if self._closed:
+                raise DetectorError(f"detector {self.model_id} ({self.backend}) was unloaded")
+            started = time.perf_counter()
+            results = (
+                self._detect_batch(frames_bgr, conf) if len(frames_bgr) > 1 else [self._detect(frames_bgr[0], conf)]
+            )
+            elapsed = (time.perf_counter() - started) * 1000
+            self.last_inference_ms = elapsed
+            self.inferences += len(frames_bgr)
+            self._total_ms += elapsed
+        return results
+
+    def _detect_batch(self, frames_bgr: list[np.ndarray], conf: float) -> list[list[Detection]]:
+        """One frame after the other; backends with a batched forward pass override this."""
+        return [self._detect(frame, conf) for frame in frames_bgr]
+
     @property
     def mean_inference_ms(self) -> float:
         return self._total_ms / self.inferences if self.inferences else 0.0
@@ -187,20 +210,35 @@ class UltralyticsDetector(Detector):
         result = self._model.predict(
             frame_bgr, imgsz=self.imgsz, conf=conf, iou=self.iou, max_det=self.max_det, device="cpu", verbose=False
         )[0]
-        boxes = result.boxes
-        if boxes is None or len(boxes) == 0:
-            return []
-        xyxy = boxes.xyxy.cpu().numpy()
-        confs = boxes.conf.cpu().numpy()
-        classes = boxes.cls.cpu().numpy().astype(int)
-        names = result.names
-        return [
-            Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), str(names.get(int(c), c)), float(s))
-            for b, s, c in zip(xyxy, confs, classes)
-        ]
+        return _boxes_of(result)
+
+    def _detect_batch(self, frames_bgr: list[np.ndarray], conf: float) -> list[list[Detection]]:
+        # Exports are made with a static batch of 1: only torch gets the list as one batch.
+        if self.backend != "torch":
+            return super()._detect_batch(frames_bgr, conf)
+        _torch_threads()
+        results = self._model.predict(
+            frames_bgr, imgsz=self.imgsz, conf=conf, iou=self.iou, max_det=self.max_det, device="cpu", verbose=False
+        )
+        return [_boxes_of(result) for result in results]
 
     def _release(self) -> None:
         self._model = None
+
+
+def _boxes_of(result: Any) -> list[Detection]:
+    """One Ultralytics result's boxes as Detections (frame pixels)."""
+    boxes = result.boxes
+    if boxes is None or len(boxes) == 0:
+        return []
+    xyxy = boxes.xyxy.cpu().numpy()
+    confs = boxes.conf.cpu().numpy()
+    classes = boxes.cls.cpu().numpy().astype(int)
+    names = result.names
+    return [
+        Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), str(names.get(int(c), c)), float(s))
+        for b, s, c in zip(xyxy, confs, classes)
+    ]
 
 
 def _torch_threads() -> None:

@@ -45,7 +45,7 @@ from detection_service.pipeline.tracker import Track
 from detection_service.retry import Backoff
 from detection_service.storage.base import ObjectStore
 from detection_service.storage.keys import event_image_key
-from schemas.db import DetectionEvent, EventImage, ObjectType
+from schemas.db import DEFAULT_CAMERA_ID, DetectionEvent, EventImage, ObjectType
 from schemas.enums import EventStatus
 from schemas.settings import DetectionSettings
 
@@ -139,6 +139,7 @@ def record_event(
             tracking_id=tracking_id,
             model_version=values.get("model_version"),
             detected_at=detected_at,
+            camera_id=int(values.get("camera_id", DEFAULT_CAMERA_ID)),
             image_key=event_image_key(event_id, detected_at, 1),
             snapshot_jpeg=snapshot,
         )
@@ -646,8 +647,11 @@ class EventRecorder:
         bus: EventBus,
         config: PipelineConfig | None = None,
         alerts: QueueConfig | None = None,
+        *,
+        camera_id: int = DEFAULT_CAMERA_ID,
     ) -> None:
         self.session_factory = session_factory
+        self.camera_id = camera_id  # every event is this camera's; resume re-adopts only its own
         self.settings = settings
         self.bus = bus
         self.config = config or PipelineConfig()
@@ -704,7 +708,11 @@ class EventRecorder:
                 rows = session.execute(
                     sa.select(DetectionEvent, ObjectType.code)
                     .join(ObjectType, DetectionEvent.object_type_id == ObjectType.id)
-                    .where(DetectionEvent.ended_at.is_(None), DetectionEvent.status == EventStatus.ACTIVE.value)
+                    .where(
+                        DetectionEvent.ended_at.is_(None),
+                        DetectionEvent.status == EventStatus.ACTIVE.value,
+                        DetectionEvent.camera_id == self.camera_id,
+                    )
                     .order_by(DetectionEvent.detected_at.desc())
                     .limit(200)
                 ).all()
@@ -838,6 +846,7 @@ class EventRecorder:
             "status": EventStatus.ACTIVE.value,
             "detected_at": detected_at,
             "created_by": ACTOR,
+            "camera_id": self.camera_id,
         }
         snapshot = _encode(frame, settings.jpeg_quality)
         self.writer.insert_event(InsertEvent(handle, values, snapshot, box))

@@ -26,6 +26,7 @@ from detection_service import metrics
 from detection_service.bus import EventBus
 from detection_service.ml.training import min_confidence
 from detection_service.notifications.queue import QueueConfig
+from detection_service.pipeline.batching import BatchingDetector, Superseded
 from detection_service.pipeline.capture import Capture, Frame
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorError, DetectorHolder, classify_detections
@@ -40,6 +41,7 @@ from detection_service.pipeline.sources import (
 )
 from detection_service.pipeline.tracker import ObjectTracker, Track
 from detection_service.storage.base import ObjectStore
+from schemas.db import DEFAULT_CAMERA_ID
 from schemas.detection import PipelineSettings, TrackBox, TrackedObject, TrackingSnapshot
 from schemas.settings import CameraSettings, DetectionSettings
 
@@ -78,13 +80,21 @@ class DetectionPipeline:
         config: PipelineConfig | None = None,
         source_factory: SourceFactory | None = None,
         alerts: QueueConfig | None = None,
+        camera_id: int = DEFAULT_CAMERA_ID,
+        batcher: BatchingDetector | None = None,
     ) -> None:
+        """``camera_id``: the cameras row whose events this pipeline records (docs/cameras.md);
+        ``batcher``: the detector shared with the other cameras' pipelines (None: call it directly)."""
         self.holder = holder
+        self.camera_id = camera_id
+        self.batcher = batcher
         self.bus = bus
         self.camera = camera or CameraSettings()
         self.detection = detection or DetectionSettings()
         self.config = config or PipelineConfig()
-        self.recorder = EventRecorder(session_factory, store, lambda: self.detection, bus, self.config, alerts)
+        self.recorder = EventRecorder(
+            session_factory, store, lambda: self.detection, bus, self.config, alerts, camera_id=camera_id
+        )
         self.push_source = PushSource()  # one for the process: the WebSocket ingest outlives restarts
         self._source_factory = source_factory or self._default_source
         # GET /api/system/status: the capture reports its camera's state here ("running" / "error", reason).
@@ -217,6 +227,7 @@ class DetectionPipeline:
             state = "error" if self._consecutive_errors >= ERROR_AFTER else "running"
         cap_stats = capture.stats() if capture is not None else {}
         return {
+            "camera_id": self.camera_id,
             "status": state,
             "camera_status": "connected" if capture is not None and capture.status == "connected" else "disconnected",
             "model_loaded": detector is not None,
@@ -348,6 +359,8 @@ class DetectionPipeline:
         return True
 
     def _run(self, stop: threading.Event) -> None:
+        if self.batcher is not None:
+            self.batcher.register(self.camera_id)
         self.recorder.resume()
         last_seq = 0
         capture: Capture | None = None
@@ -379,6 +392,8 @@ class DetectionPipeline:
             log.exception("detection pipeline crashed")
             raise
         finally:
+            if self.batcher is not None:
+                self.batcher.unregister(self.camera_id)
             self.recorder.suspend()
             self._tracked = ([], None)
 
@@ -402,7 +417,12 @@ class DetectionPipeline:
                 threshold = detection.confidence_threshold
                 floor = min_confidence(threshold, cfg.sensitivity)
                 try:
-                    raw = detector.detect(frame.image, conf=floor)
+                    if self.batcher is not None:
+                        raw = self.batcher.detect(self.camera_id, detector, frame.image, floor)
+                    else:
+                        raw = detector.detect(frame.image, conf=floor)
+                except Superseded:
+                    return  # a newer frame of this camera is being detected instead
                 except DetectorError:
                     if self.holder.get() is detector:
                         raise
