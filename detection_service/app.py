@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -47,11 +48,14 @@ from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.dagster_client import DagsterClient
 from detection_service.database import make_engine, make_session_factory
+from detection_service.errors import DomainError
+from detection_service.live_link import LiveLink
 from detection_service.ml.ultralytics_env import configure_offline
 from detection_service.mqtt import MqttCommands, build_mqtt_bridge
 from detection_service.notifications.service import NotificationService
-from detection_service.notifications.worker import build_notifier
+from detection_service.notifications.worker import build_notifier, updates_mode
 from detection_service.realtime.pipeline_service import PipelineService
+from detection_service.realtime.remote import RemotePipelineService
 from detection_service.realtime.restart import SystemRestart
 from detection_service.services.auth import AuthService
 from detection_service.services.data_yaml import DataYamlService
@@ -127,22 +131,37 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.session_factory, store, app.state.jobs, app.state.dagster, settings.data_dir / "cache"
         )
         bus = EventBus()  # pipeline -> notifier, viewers, tests (docs/events.md)
+        live_broker = settings.live_broker  # None: the pipeline runs here (docs/deployment.md)
         # Telegram alerts (docs/notifications.md): its own thread; never blocks start-up. Whatever
-        # records an event queues its alerts with the notifier's queue configuration.
+        # records an event queues its alerts with the notifier's queue configuration. With detector
+        # workers apart, button presses by polling are theirs (two pollers conflict); webhooks stay here.
         notifier = build_notifier(
-            settings, app.state.session_factory, store, bus=bus, relabel=app.state.event_service.classify
-        )
-        # Realtime pipeline (docs/pipeline.md "Service wiring"): nothing heavy here; the current
-        # model loads on a background thread, the pipeline starts only if a source is configured.
-        pipeline_service = PipelineService(
-            settings=settings,
-            session_factory=app.state.session_factory,
-            store=store,
-            settings_service=app.state.settings_service,
-            model_service=app.state.model_service,
+            settings,
+            app.state.session_factory,
+            store,
             bus=bus,
-            alerts=notifier.queue_config,
+            relabel=app.state.event_service.classify,
+            **({"updates": "webhook" if updates_mode(settings) == "webhook" else "off"} if live_broker else {}),
         )
+        pipeline_service: PipelineService | RemotePipelineService
+        if live_broker is None:
+            # Realtime pipeline (docs/pipeline.md "Service wiring"): nothing heavy here; the current
+            # model loads on a background thread, the pipeline starts only if a source is configured.
+            pipeline_service = PipelineService(
+                settings=settings,
+                session_factory=app.state.session_factory,
+                store=store,
+                settings_service=app.state.settings_service,
+                model_service=app.state.model_service,
+                bus=bus,
+                alerts=notifier.queue_config,
+            )
+        else:
+            # The pipeline runs in `aidoor detect` workers; the same handlers reach it over the live
+            # link, and its bus messages arrive on this process's bus.
+            link = LiveLink(live_broker, role="api", timeout_s=settings.live_timeout_s)
+            pipeline_service = RemotePipelineService(settings, link, bus)
+            app.state.settings_service.subscribe(pipeline_service.settings_changed)
         app.state.pipeline_service = pipeline_service
         app.state.pipeline = pipeline_service.pipeline
         app.state.bus = bus
@@ -153,7 +172,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.notification_service = NotificationService(
             app.state.session_factory, app.state.settings_service, notifier
         )
-        app.state.system_restart = SystemRestart(pipeline_service, notifier=notifier, engine=engine, store=store)
+        app.state.system_restart = SystemRestart(
+            pipeline_service,  # type: ignore[arg-type]
+            notifier=notifier,
+            engine=engine,
+            store=store,
+        )
         # GET /api/system/status, /performance, /metrics (docs/system.md): the component registry
         # (the capture reports its camera into it), the status poller and sampler, the collectors.
         monitoring = Monitoring(
@@ -164,7 +188,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             settings_service=app.state.settings_service,
             data_dir=settings.data_dir,
             bus=bus,
-            pipeline_status=lambda: pipeline_service.pipeline.status(),
+            pipeline_status=pipeline_status_of(pipeline_service),
             notifier=notifier,
         )
         pipeline_service.pipeline.on_camera_state = monitoring.report_camera
@@ -175,17 +199,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # broker that is away degrades the mqtt component and blocks nothing. Commands call the
         # same services as the Detection Process API and POST /api/notifications/test.
         notification_service = app.state.notification_service
-        mqtt_bridge = build_mqtt_bridge(
-            settings,
-            bus,
-            app.state.session_factory,
-            monitoring.registry,
-            MqttCommands(
-                control=pipeline_service.control,
-                test_alert=lambda: asyncio.run(notification_service.send_test(MQTT_TEST_ALERT, 0.0)),
-                detection_running=lambda: pipeline_service.pipeline.running,
-            ),
-            version=package_version(),
+        mqtt_bridge = (
+            None
+            if isinstance(pipeline_service, RemotePipelineService)  # the detector worker runs the bridge
+            else build_mqtt_bridge(
+                settings,
+                bus,
+                app.state.session_factory,
+                monitoring.registry,
+                MqttCommands(
+                    control=pipeline_service.control,
+                    test_alert=lambda: asyncio.run(notification_service.send_test(MQTT_TEST_ALERT, 0.0)),
+                    detection_running=lambda: pipeline_service.pipeline.running,
+                ),
+                version=package_version(),
+            )
         )
         app.state.mqtt = mqtt_bridge
         pipeline_service.start_background()
@@ -226,6 +254,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     document_errors(app)  # the OpenAPI document declares the error envelope on every operation
     return app
+
+
+def pipeline_status_of(pipeline_service: PipelineService | RemotePipelineService) -> Callable[[], dict[str, Any]]:
+    """The monitoring's view of the pipeline; a worker that cannot be reached reads as an error."""
+
+    def status() -> dict[str, Any]:
+        try:
+            return pipeline_service.pipeline.status()
+        except DomainError as exc:
+            return {"status": "error", "error": exc.message, "camera_status": "disconnected"}
+
+    return status
 
 
 def _first_start_admin(auth_service: AuthService, settings: Settings) -> None:

@@ -20,6 +20,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except ConfigError as exc:
         print(f"aidoor: {exc}", file=sys.stderr)
         return 2
+    workers = args.workers or 1
+    if workers < 1:
+        print("aidoor: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1 and settings.live_broker is None:
+        # Each worker would run its own pipeline on the same camera (docs/deployment.md).
+        print(
+            "aidoor: --workers > 1 needs the detector in its own process: set AIDOOR_LIVE_BROKER_URL "
+            "(e.g. mqtt://127.0.0.1:1883/aidoor) and run `aidoor detect`; the in-process pipeline "
+            "cannot be shared by several API workers",
+            file=sys.stderr,
+        )
+        return 2
     if not args.no_migrate:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.database_url)
@@ -29,9 +42,38 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level.lower(),
+        workers=workers,
         # Open MJPEG viewers never finish by themselves: in-flight requests get 3 s at shutdown.
         timeout_graceful_shutdown=3,
     )
+    return 0
+
+
+def _detect(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from detection_service.database import upgrade
+
+    cameras = [c.strip() for c in (args.cameras or "default").split(",") if c.strip()]
+    if cameras != ["default"]:
+        print("aidoor: only the default camera exists until several cameras land (issue #15 item 2)", file=sys.stderr)
+        return 2
+    if settings.live_broker is None:
+        print("aidoor: aidoor detect needs AIDOOR_LIVE_BROKER_URL (the broker the API uses)", file=sys.stderr)
+        return 2
+    if not args.no_migrate:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.database_url)
+    from detection_service.detect_worker import DetectorWorker
+
+    worker = DetectorWorker(settings, demo_policy=args.demo)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    stop.wait()
+    worker.close()
     return 0
 
 
@@ -261,8 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default AIDOOR_PORT)")
     serve.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head` at start")
     serve.set_defaults(func=_serve)
+    serve.add_argument(
+        "--workers", type=int, help="API worker processes (default 1; more need AIDOOR_LIVE_BROKER_URL + aidoor detect)"
+    )
 
     run = sub.add_parser("run", help="migrate, then run the service and Dagster (webserver + daemon) together")
+    detect = sub.add_parser(
+        "detect", help="run the realtime pipeline alone, serving the API over AIDOOR_LIVE_BROKER_URL (no HTTP)"
+    )
+    detect.add_argument("--cameras", help="comma-separated camera ids this worker runs (default: default)")
+    detect.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head` at start")
+    detect.add_argument(
+        "--demo", help="demo video policy: '' (play if built), auto (build when missing), off, or a video path"
+    )
+    detect.set_defaults(func=_detect)
+
     run.add_argument("--no-dagster", action="store_true", help="run the detection service only")
     run.add_argument("--no-bootstrap", action="store_true", help="do not train a starter model when none exists")
     run.set_defaults(func=_run)

@@ -110,6 +110,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __repr__(self) -> str:  # logs and tracebacks must not show the secrets
         shown = (
             f"{name}={'***' if name in _SECRETS and value else repr(value)}"
+    # The live link between the API and `aidoor detect` workers (docs/deployment.md): an MQTT broker
+    # mqtt[s]://user:pass@host:port/<topic prefix>. None: the pipeline runs inside the API process.
+    live_broker_url: str | None = None
+    live_timeout_s: float = 5.0  # how long the API waits for a detector's answer (then 504)
             for name, value in msgspec.structs.asdict(self).items()
         )
         return f"Settings({', '.join(shown)})"
@@ -134,6 +138,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def local_store_dir(self) -> Path:
         return self.data_dir / "objects"
+
+    @property
+    def live_broker(self) -> MqttBroker | None:
+        """The parsed AIDOOR_LIVE_BROKER_URL, or None: no live link, the pipeline runs in the API."""
+        if not self.live_broker_url:
+            return None
+        return parse_mqtt_url(self.live_broker_url, "", variable="AIDOOR_LIVE_BROKER_URL")
 
     @property
     def dagster_url(self) -> str:
@@ -191,6 +202,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def auth_enabled(self) -> bool:
+        if settings.live_broker_url:
+            parse_mqtt_url(settings.live_broker_url, "", variable="AIDOOR_LIVE_BROKER_URL")
+        if not 0.1 <= settings.live_timeout_s <= 300:
+            raise ConfigError("AIDOOR_LIVE_TIMEOUT_S must be between 0.1 and 300 seconds")
         return self.auth != "off"
 
     def check_auth_bind(self, host: str) -> None:
@@ -227,16 +242,16 @@ class MqttBroker(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-def parse_mqtt_url(url: str, topic_prefix: str = "") -> MqttBroker:
+def parse_mqtt_url(url: str, topic_prefix: str = "", variable: str = "AIDOOR_MQTT_URL") -> MqttBroker:
     """``mqtt://user:pass@host:1883/prefix`` (``mqtts://`` for TLS, default port 8883)."""
     parts = urlsplit(url)
     # A raw '?' or '#' (percent-encode them in a password) would silently cut the URL short.
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or "?" in url or "#" in url:
-        raise ConfigError("AIDOOR_MQTT_URL must look like mqtt://user:password@host:1883/aidoor (or mqtts://)")
+        raise ConfigError(f"{variable} must look like mqtt://user:password@host:1883/aidoor (or mqtts://)")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:
-        raise ConfigError("AIDOOR_MQTT_URL has an invalid port") from None
+        raise ConfigError(f"{variable} has an invalid port") from None
     prefix = (topic_prefix or parts.path).strip().strip("/") or "aidoor"
     if any(c in prefix for c in "#+") or "//" in prefix:
         raise ConfigError("the MQTT topic prefix must not contain '#', '+' or empty levels")
@@ -279,7 +294,15 @@ _SEPARATORS = {"bootstrap_dataset": ":", "dataset_import_dirs": os.pathsep}
 _BOOL_WORDS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
 _BOOL_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Settings) if f.type is bool) - _NOT_FROM_ENV
 _SECRETS = frozenset(
-    {"s3_secret_key", "url_signing_key", "telegram_key", "roboflow_api_key", "camera_token", "mqtt_url"}
+    {
+        "s3_secret_key",
+        "url_signing_key",
+        "telegram_key",
+        "roboflow_api_key",
+        "camera_token",
+        "mqtt_url",
+        "live_broker_url",
+    }
 )
 _DISABLED = ("off", "none", "0")  # AIDOOR_TEACHER_MODEL values that turn the teacher off
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}

@@ -90,6 +90,12 @@ class Unavailable(DomainError):
     code = "SERVICE_UNAVAILABLE"
 
 
+class TimedOut(Unavailable):
+    """A dependency that is there did not answer in time (e.g. a detector worker over the live link)."""
+
+    code = "TIMEOUT"
+
+
 class Failed(DomainError):
     """Our own failure while carrying out a valid request."""
 

@@ -58,6 +58,7 @@ HTTP_STATUS: dict[type[errors.DomainError], int] = {
     errors.RateLimited: 429,
     errors.Failed: 500,
     errors.Unavailable: 503,
+    errors.TimedOut: 504,
 }
 
 
@@ -163,6 +164,7 @@ _ANY_ROUTE = {
     429: "Too many attempts; error.details.retry_after_s says when to try again",
     500: "Internal server error (logged with its stack trace; the client gets no trace)",
     503: "A dependency (database, object store, Dagster, model) cannot serve now; try again later",
+    504: "A detector worker (live link, docs/deployment.md) did not answer in time",
 }
 _WITH_BODY = {
     409: "Valid, but the current state forbids it (busy, exists already, nothing to do)",

@@ -793,6 +793,15 @@ def _key_path(cipher: TokenCipher) -> Path:
     return Path(cipher.source)
 
 
+def updates_mode(settings: Any) -> str:
+    """How button presses arrive for the process settings: ``auto`` is a webhook behind an https
+    public URL, else polling."""
+    public = settings.public_url if settings.public_url_set else None
+    if settings.telegram_updates == "auto":
+        return "webhook" if public and public.startswith("https://") else "polling"
+    return settings.telegram_updates
+
+
 def build_notifier(
     settings: Any,
     session_factory: sessionmaker[Session],
@@ -803,9 +812,7 @@ def build_notifier(
 ) -> Notifier:
     """A notifier configured from the process settings (detection_service.config.Settings)."""
     public = settings.public_url if settings.public_url_set else None
-    updates = settings.telegram_updates
-    if updates == "auto":
-        updates = "webhook" if public and public.startswith("https://") else "polling"
+    updates = updates_mode(settings)
     config = NotifierConfig(
         api_url=settings.telegram_api_url,
         updates=updates,

@@ -107,6 +107,13 @@ class SettingsService:
         self._notify(updated)
         return updated
 
+    def changed_elsewhere(self, category: str) -> msgspec.Struct:
+        """Another process stored ``category`` (an API worker, for a detector worker: docs/deployment.md):
+        read it again and tell the subscribers, as if it had changed here."""
+        value = self.get(category)
+        self._notify({category: value})
+        return value
+
     def _commit(self, changes_by_category: dict[str, dict[str, Any]], updated: dict[str, msgspec.Struct]) -> None:
         """Store the changed keys of every category in one transaction."""
         with self._session_factory.begin() as session:

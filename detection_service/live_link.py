@@ -1,0 +1,306 @@
+"""The live link: what the API processes and the ``aidoor detect`` workers exchange over an MQTT
+broker when they run apart (``AIDOOR_LIVE_BROKER_URL``; docs/deployment.md).
+
+One paho-mqtt client per process, with its own network thread. Topics, under
+``<prefix>/live/<node>/``; payloads are msgpack (``msgspec.msgpack``):
+
+| topic | from -> to | what |
+|---|---|---|
+| ``availability`` | detector -> API | ``online`` / ``offline`` (retained; the last will says ``offline``) |
+| ``bus`` | detector -> API | the bus messages (``detection_service.bus``), without snapshot bytes |
+| ``frame`` | detector -> API | the latest annotated JPEG, only while some API worker has viewers |
+| ``viewers`` | API -> detector | each API worker's viewer count and frames sent (a lease, renewed every second) |
+| ``cmd``, ``reply/<client id>`` | API <-> detector | requests with a correlation id; the answer or a domain error |
+| ``settings`` | API -> detector | a product-settings category changed in the database: read it again |
+| ``ingest`` | API -> detector | JPEG frames of the WebSocket camera ingest |
+
+Requests (``request``) wait at most ``timeout`` seconds: no detector online or no broker is a
+503 ``DETECTOR_UNAVAILABLE``, no answer in time a 504 ``DETECTOR_TIMEOUT``; a domain error the
+detector raised comes back as the same kind, code, message and details. Everything published
+is QoS 0 (live data: the newest wins) except the commands and replies (QoS 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from detection_service import errors
+from detection_service.bus import BusMessage, EventCreated
+from detection_service.config import MqttBroker
+
+log = logging.getLogger(__name__)
+
+ONLINE, OFFLINE = b"online", b"offline"
+MAX_FRAME_BYTES = 4 * 1024 * 1024  # a frame larger than this is not sent over the link
+
+
+class Request(msgspec.Struct, kw_only=True):
+    id: str
+    op: str
+    reply_to: str
+    args: dict[str, Any] = {}
+
+
+class RemoteError(msgspec.Struct, kw_only=True):
+    kind: str  # the DomainError class (errors.Conflict ...), so the status stays the same
+    code: str
+    message: str
+    details: Any = None
+
+
+class Reply(msgspec.Struct, kw_only=True):
+    id: str
+    data: bytes = b""  # msgpack of the answer
+    error: RemoteError | None = None
+
+
+class ViewerLease(msgspec.Struct, kw_only=True):
+    worker: str
+    viewers: int
+    frames_sent: int
+
+
+class DetectorUnavailable(errors.Unavailable):
+    code = "DETECTOR_UNAVAILABLE"
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_BUS_DECODER = msgspec.msgpack.Decoder(BusMessage)  # type: ignore[arg-type]
+
+
+def encode(value: Any) -> bytes:
+    return _ENCODER.encode(value)
+
+
+def decode(data: bytes, kind: Any = Any) -> Any:
+    return msgspec.msgpack.decode(data, type=kind)
+
+
+def encode_bus(message: BusMessage) -> bytes:
+    if isinstance(message, EventCreated):  # captures travel through the object store, not the link
+        message = msgspec.structs.replace(message, snapshot_jpeg=b"")
+    return _ENCODER.encode(message)
+
+
+def decode_bus(data: bytes) -> BusMessage:
+    return _BUS_DECODER.decode(data)
+
+
+def _remote_error(exc: errors.DomainError) -> RemoteError:
+    kind = next(
+        (
+            k.__name__
+            for k in type(exc).__mro__
+            if k.__module__ == errors.__name__ and issubclass(k, errors.DomainError)
+        ),
+        "DomainError",
+    )
+    details = exc.details
+    try:
+        encode(details)
+    except (TypeError, msgspec.EncodeError):
+        details = str(details)
+    return RemoteError(kind=kind, code=exc.code, message=exc.message, details=details)
+
+
+def _domain_error(error: RemoteError) -> errors.DomainError:
+    kind = getattr(errors, error.kind, None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.DomainError)):
+        kind = errors.Failed
+    return kind(error.message, error.details, code=error.code)
+
+
+class LiveLink:
+    """The MQTT connection of one process. ``role`` "detector" serves requests and says
+    ``online`` (with an ``offline`` last will); "api" sends requests and listens."""
+
+    def __init__(
+        self, broker: MqttBroker, *, role: str, node: str = "default", timeout_s: float = 5.0, workers: int = 4
+    ) -> None:
+        self.broker = broker
+        self.role = role
+        self.timeout_s = timeout_s
+        self.base = f"{broker.topic_prefix}/live/{node}"
+        self.client_id = f"aidoor-{role}-{uuid.uuid4().hex[:10]}"
+        self.reply_topic = self.topic(f"reply/{self.client_id}")
+        self.detector_online = False
+        self._connected = threading.Event()
+        self._handlers: dict[str, tuple[Callable[[bytes], None], int]] = {}
+        self._pending: dict[str, tuple[threading.Event, list[Reply]]] = {}
+        self._lock = threading.Lock()
+        self._serve: Callable[[str, dict[str, Any]], Any] | None = None
+        # Requests run here, never on paho's network thread (a stop takes seconds).
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"live-{role}")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311)
+        if broker.username:
+            client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            client.tls_set()
+        if role == "detector":
+            client.will_set(self.topic("availability"), OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(1, 10)
+        client.max_queued_messages_set(1000)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+        if role == "api":
+            self.subscribe("availability", self._on_availability, qos=1)
+        self.subscribe(self.reply_topic[len(self.base) + 1 :], self._on_reply, qos=1)
+
+    def topic(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self, wait_s: float = 0.0) -> bool:
+        """Connect in the background; with ``wait_s`` wait that long for the first connection."""
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=15)
+        self.client.loop_start()
+        return self._connected.wait(wait_s) if wait_s else self._connected.is_set()
+
+    def close(self) -> None:
+        if self.role == "detector" and self._connected.is_set():
+            info = self.client.publish(self.topic("availability"), OFFLINE, qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):  # not confirmed: the last will covers it
+                info.wait_for_publish(2.0)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.warning("live link: %s:%s refused the connection: %s", self.broker.host, self.broker.port, reason)
+            return
+        sock = client.socket()
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Small request / reply packets: without this, Nagle + delayed ACKs add ~40 ms a hop.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            subscriptions = [(topic, qos) for topic, (_, qos) in self._handlers.items()]
+        if subscriptions:
+            client.subscribe(subscriptions)
+        if self.role == "detector":
+            client.publish(self.topic("availability"), ONLINE, qos=1, retain=True)
+        self._connected.set()
+        log.info("live link: connected to %s:%s as %s (%s)", self.broker.host, self.broker.port, self.role, self.base)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if self._connected.is_set():
+            log.warning("live link: lost the broker (%s); paho reconnects", reason)
+        self._connected.clear()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        entry = self._handlers.get(message.topic)
+        if entry is None:
+            return
+        try:
+            entry[0](message.payload)
+        except Exception:
+            log.exception("live link: handler of %s failed", message.topic)
+
+    # -- publish / subscribe --------------------------------------------------------------------
+
+    def subscribe(self, name: str, handler: Callable[[bytes], None], qos: int = 0) -> None:
+        """``handler(payload)`` runs on paho's thread: keep it short (queue the work)."""
+        topic = self.topic(name)
+        with self._lock:
+            self._handlers[topic] = (handler, qos)
+        if self._connected.is_set():
+            self.client.subscribe(topic, qos)
+
+    def publish(self, name: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> bool:
+        if not self._connected.is_set():
+            return False
+        return self.client.publish(self.topic(name), payload, qos=qos, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+
+    # -- requests (API side) --------------------------------------------------------------------
+
+    def _on_availability(self, payload: bytes) -> None:
+        self.detector_online = payload == ONLINE
+
+    def request(
+        self, op: str, args: dict[str, Any] | None = None, kind: Any = Any, timeout: float | None = None
+    ) -> Any:
+        """Ask the detector; its answer decoded as ``kind``, or its domain error raised here."""
+        if not self._connected.is_set():
+            raise DetectorUnavailable(
+                f"the live link broker {self.broker.host}:{self.broker.port} is not reachable",
+                {"op": op},
+            )
+        if not self.detector_online:
+            raise DetectorUnavailable(
+                "no detector worker is online: start one with `aidoor detect`", {"op": op, "topic": self.base}
+            )
+        request_id = uuid.uuid4().hex
+        done = threading.Event()
+        box: list[Reply] = []
+        with self._lock:
+            self._pending[request_id] = (done, box)
+        try:
+            payload = encode(Request(id=request_id, op=op, reply_to=self.reply_topic, args=args or {}))
+            self.client.publish(self.topic("cmd"), payload, qos=1)
+            wait = self.timeout_s if timeout is None else timeout
+            if not done.wait(wait):
+                raise errors.TimedOut(
+                    f"the detector worker did not answer {op!r} within {wait:g} s", {"op": op}, code="DETECTOR_TIMEOUT"
+                )
+        finally:
+            with self._lock:
+                self._pending.pop(request_id, None)
+        reply = box[0]
+        if reply.error is not None:
+            raise _domain_error(reply.error)
+        return decode(reply.data, kind)
+
+    def _on_reply(self, payload: bytes) -> None:
+        reply = decode(payload, Reply)
+        with self._lock:
+            pending = self._pending.get(reply.id)
+        if pending is not None:
+            pending[1].append(reply)
+            pending[0].set()
+
+    # -- serving (detector side) ----------------------------------------------------------------
+
+    def serve(self, handler: Callable[[str, dict[str, Any]], Any]) -> None:
+        """Answer requests: ``handler(op, args)`` returns the answer or raises a DomainError."""
+        self._serve = handler
+        self.subscribe("cmd", self._on_request, qos=1)
+
+    def _on_request(self, payload: bytes) -> None:
+        try:
+            request = decode(payload, Request)
+        except msgspec.DecodeError as exc:
+            log.warning("live link: undecodable request dropped: %s", exc)
+            return
+        self._pool.submit(self._answer, request)
+
+    def _answer(self, request: Request) -> None:
+        started = time.monotonic()
+        assert self._serve is not None
+        try:
+            reply = Reply(id=request.id, data=encode(self._serve(request.op, request.args)))
+        except errors.DomainError as exc:
+            reply = Reply(id=request.id, error=_remote_error(exc))
+        except Exception as exc:  # our own failure: the API answers 500 with its message
+            log.exception("live link: request %s failed", request.op)
+            reply = Reply(id=request.id, error=RemoteError(kind="Failed", code="INTERNAL_ERROR", message=str(exc)))
+        self.client.publish(request.reply_to, encode(reply), qos=1)
+        log.debug("live link: %s answered in %.1f ms", request.op, (time.monotonic() - started) * 1000)

@@ -1,0 +1,237 @@
+"""The API's side of a pipeline that runs in an ``aidoor detect`` worker (docs/deployment.md).
+
+``RemotePipelineService`` answers what the handlers ask of ``PipelineService`` (status, config,
+control, stream status, tracking, snapshot, the MJPEG broadcaster, the WebSocket ingest, manual
+detection, system restarts) over the live link (``detection_service/live_link.py``), so the
+handlers are the same in both layouts. The bus messages the worker publishes are put on this
+process's own ``EventBus``: the live events stream, the metrics and the notifier hear them as if
+the pipeline ran here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from detection_service.bus import EventBus
+from detection_service.config import Settings
+from detection_service.errors import DomainError
+from detection_service.live_link import MAX_FRAME_BYTES, LiveLink, ViewerLease, decode_bus, encode
+from detection_service.realtime.manual_detection import ManualDetector
+from detection_service.realtime.pipeline_service import PipelineService
+from detection_service.realtime.viewers import Viewer
+from schemas.detection import DetectionConfig, DetectionStatus, ManualDetection, StreamStatus, TrackingSnapshot
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 1.0  # how often a worker with viewers renews its lease (the detector drops it after 3 s)
+
+
+class RemoteBroadcaster:
+    """``FrameBroadcaster``'s interface over the link: this worker's MJPEG viewers get the frames
+    the detector publishes while any worker holds a viewer lease."""
+
+    def __init__(self, link: LiveLink, worker: str) -> None:
+        self.link = link
+        self.worker = worker
+        self.frames_sent = 0  # the MJPEG handler counts here; reported with the lease
+        self._viewers: set[Viewer] = set()
+        self._lock = threading.Lock()
+        self._latest: bytes | None = None
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="live-viewers", daemon=True)
+        link.subscribe("frame", self._on_frame)
+        self._thread.start()
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    def subscribe(self) -> Viewer:
+        viewer = Viewer(asyncio.get_running_loop())
+        if self._latest:
+            viewer.offer(self._latest)
+        with self._lock:
+            self._viewers.add(viewer)
+        self._report()
+        return viewer
+
+    def unsubscribe(self, viewer: Viewer) -> None:
+        with self._lock:
+            self._viewers.discard(viewer)
+        self._report()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _report(self) -> None:
+        lease = ViewerLease(worker=self.worker, viewers=len(self._viewers), frames_sent=self.frames_sent)
+        self.link.publish("viewers", encode(lease))
+
+    def _renew(self) -> None:
+        while not self._closed.wait(LEASE_S):
+            if self._viewers:
+                self._report()
+
+    def _on_frame(self, jpeg: bytes) -> None:  # paho's thread
+        if len(jpeg) > MAX_FRAME_BYTES:
+            return
+        self._latest = jpeg
+        with self._lock:
+            viewers = list(self._viewers)
+        for viewer in viewers:
+            try:
+                viewer.loop.call_soon_threadsafe(viewer.offer, jpeg)
+            except RuntimeError:  # its event loop is gone
+                self.unsubscribe(viewer)
+
+
+class RemoteIngest:
+    """``IngestState`` for the WebSocket ingest handler: one camera at a time across every API
+    worker (the detector keeps the claim); the counts the status shows are the detector's."""
+
+    def __init__(self, link: LiveLink) -> None:
+        self.link = link
+        self.frames_received = 0  # this connection's own counts (the handler's pong)
+        self.bytes_received = 0
+        self._invalid = 0
+        self._client: str | None = None
+
+    def claim(self, client: str) -> bool:
+        self._client = client
+        self.frames_received = self.bytes_received = self._invalid = 0
+        return bool(self.link.request("ingest_claim", {"client": client}))
+
+    def release(self) -> None:
+        try:
+            self.link.request("ingest_release")
+        except DomainError as exc:  # the detector frees a claim whose frames stopped anyway
+            log.warning("ingest release not confirmed: %s", exc)
+
+    @property
+    def client(self) -> str | None:
+        return self._client
+
+    @client.setter
+    def client(self, name: str | None) -> None:  # the camera's hello names it
+        self._client = name
+        self.link.publish("ingest_event", encode({"client": name}))
+
+    @property
+    def frames_invalid(self) -> int:
+        return self._invalid
+
+    @frames_invalid.setter
+    def frames_invalid(self, value: int) -> None:
+        self.link.publish("ingest_event", encode({"invalid": value - self._invalid}))
+        self._invalid = value
+
+
+class RemotePipeline:
+    """The few ``DetectionPipeline`` calls the handlers and the monitoring make."""
+
+    def __init__(self, link: LiveLink) -> None:
+        self.link = link
+        self.on_camera_state: Any = None  # the monitoring's hook; the worker reports its camera itself
+        self._push_mode: tuple[float, bool] = (0.0, False)
+
+    def status(self) -> dict[str, Any]:
+        return self.link.request("pipeline_status")
+
+    @property
+    def running(self) -> bool:
+        return bool(self.link.request("running"))
+
+    def latest_jpeg(self, quality: int = 80) -> tuple[int, bytes | None]:
+        version, jpeg = self.link.request("latest_jpeg")
+        return int(version), jpeg
+
+    def push_jpeg(self, data: bytes) -> bool:
+        """Send one ingest frame; False once the camera source is no longer ``push`` (asked again
+        at most once a second)."""
+        checked, push = self._push_mode
+        if time.monotonic() - checked > 1.0:
+            push = bool(self.link.request("push_mode"))
+            self._push_mode = (time.monotonic(), push)
+        if not push:
+            return False
+        return self.link.publish("ingest", data)
+
+
+class RemoteManualDetector(ManualDetector):
+    """``POST /api/detections`` runs on the worker's detector (the model lives there). A subclass
+    so the handler's typed parameter accepts it (Litestar validates injected values by type)."""
+
+    def __init__(self, link: LiveLink) -> None:  # noqa: B027 - nothing of the local detector is built
+        self.link = link
+
+    def detect(self, image: np.ndarray, record: bool = False) -> ManualDetection:
+        args = {"image": image.tobytes(), "shape": list(image.shape), "dtype": str(image.dtype), "record": record}
+        return self.link.request("manual_detect", args, ManualDetection, timeout=max(self.link.timeout_s, 30.0))
+
+
+class RemotePipelineService(PipelineService):
+    """What the API uses of ``PipelineService``, answered by a detector worker. A subclass so the
+    handlers' typed parameters accept it (Litestar validates injected values by type); nothing of
+    the local pipeline is built, and every method the API calls is overridden here."""
+
+    def __init__(self, settings: Settings, link: LiveLink, bus: EventBus) -> None:  # noqa: B027
+        self.settings = settings
+        self.link = link
+        self.bus = bus
+        self.worker = uuid.uuid4().hex[:10]
+        self.pipeline = RemotePipeline(link)
+        self.broadcaster = RemoteBroadcaster(link, self.worker)
+        self.ingest = RemoteIngest(link)
+        self.manual = RemoteManualDetector(link)
+        self.holder = None  # type: ignore[assignment]  # the detector lives in the worker
+        link.subscribe("bus", self._on_bus)
+
+    def _on_bus(self, payload: bytes) -> None:
+        self.bus.publish(decode_bus(payload))
+
+    def start_background(self) -> None:
+        self.link.start()
+
+    def close(self) -> None:
+        self.broadcaster.close()
+        self.link.close()
+
+    def settings_changed(self, category: str, _value: Any) -> None:
+        """A SettingsService listener: the worker reads the stored category again."""
+        self.link.publish("settings", encode(category), qos=1)
+
+    @property
+    def push_mode(self) -> bool:
+        return bool(self.link.request("push_mode"))
+
+    def status(self, notification_ready: bool = False) -> DetectionStatus:
+        return self.link.request("status", {"notification_ready": notification_ready}, DetectionStatus)
+
+    def stream_status(self) -> StreamStatus:
+        return self.link.request("stream_status", kind=StreamStatus)
+
+    def config(self) -> DetectionConfig:
+        return self.link.request("config", kind=DetectionConfig)
+
+    def configure(self, changes: Any) -> DetectionConfig:
+        return self.link.request("configure", {"changes": changes}, DetectionConfig)
+
+    def control(self, action: str) -> dict[str, Any]:
+        return self.link.request("control", {"action": action}, timeout=max(self.link.timeout_s, 15.0))
+
+    def restart_camera(self) -> dict[str, Any]:
+        return self.link.request("restart_camera", timeout=max(self.link.timeout_s, 15.0))
+
+    def restart_detection(self, *, reload_settings: bool = False) -> dict[str, Any]:
+        args = {"reload_settings": reload_settings}
+        return self.link.request("restart_detection", args, timeout=max(self.link.timeout_s, 60.0))
+
+    def tracking(self) -> TrackingSnapshot:
+        return self.link.request("tracking", kind=TrackingSnapshot)
