@@ -30,6 +30,7 @@ its ``model_training`` row and its job at once).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -58,6 +59,12 @@ BATCH_JOB_TAG = "aidoor/batch_job_id"
 # current_step of a job that `aidoor bootstrap-model` runs in its own process (no sensor run).
 IN_PROCESS = "running in `aidoor bootstrap-model`"
 ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
+# submit_once: one check-then-insert at a time in this process (the service is the only submitter
+# of such jobs), so two requests at once cannot both find nothing and both queue.
+_SUBMIT_ONCE_LOCK = threading.Lock()
+# Active rows compared per submit_once (their parameters are matched in Python: JSON paths differ
+# between SQLite and MySQL); far more than are ever pending or running at once.
+_ACTIVE_SCAN = 500
 # Job types whose row names the model_training row it drives (ModelRetrain, or under "train").
 TRAINING_JOB_TYPES = (BatchJobType.MODEL_RETRAIN, BatchJobType.DATASET_MATERIALIZE)
 _KEEP: Any = object()
@@ -142,6 +149,31 @@ class BatchJobs:
             tx.add(job)
             tx.flush()
             return BatchJobView.of(job)
+
+    def submit_once(self, parameters: JobParameters, name: str, priority: int = 5) -> tuple[BatchJobView, bool]:
+        """The pending or running job of the same type with the same parameters, else a new one:
+        ``(job, submitted)``. For work that means the same thing however often it is asked for
+        (a report partition): a second request while the first is queued or running gets that job."""
+        job_type = job_type_of(parameters)
+        stored = encode_parameters(validate(job_type, encode_parameters(parameters)))
+        with _SUBMIT_ONCE_LOCK:
+            existing = self.active_like(job_type, stored)
+            if existing is not None:
+                return existing, False
+            return self.submit(parameters, name, priority=priority), True
+
+    def active_like(self, job_type: BatchJobType, parameters: dict[str, Any]) -> BatchJobView | None:
+        """The oldest pending or running job of ``job_type`` whose stored parameters equal these."""
+        with self._session_factory() as session:
+            for job in session.scalars(
+                sa.select(BatchJob)
+                .where(BatchJob.job_type == job_type.value, BatchJob.status.in_(ACTIVE))
+                .order_by(BatchJob.id)
+                .limit(_ACTIVE_SCAN)
+            ):
+                if (job.parameters or {}) == parameters:
+                    return BatchJobView.of(job)
+        return None
 
     def get(self, job_id: int) -> BatchJobView | None:
         with self._session_factory() as session:

@@ -163,6 +163,32 @@ def test_unknown_jobs_are_404(client):
     error(client.delete("/api/batch/jobs/999"), 404, "BATCH_JOB_NOT_FOUND")
 
 
+def test_the_same_report_period_twice_is_one_job(client):
+    """report_generate names its whole result (report type + period): triggers while that job is
+    pending or running answer it (200) instead of queueing the same work again, also when they
+    arrive at once; another period, or the same one after the job finished, is queued (202)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    day = (NOW - timedelta(days=3)).date().isoformat()
+    body = {"job_type": "report_generate", "parameters": {"report_type": "daily_summary", "period": day}}
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: client.post("/api/batch/trigger", json=body), range(6)))
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [202]
+    assert len({a.json()["data"]["id"] for a in answers}) == 1 and job_count(client.app.state) == 1
+    job_id = answers[0].json()["data"]["id"]
+    BatchJobs(client.app.state.session_factory).start(job_id, "run-1")
+    running = client.post("/api/batch/trigger", json=body)
+    assert running.status_code == 200 and running.json()["data"]["status"] == "running"
+    other = {"job_type": "report_generate", "parameters": {"report_type": "security_report", "period": day}}
+    assert client.post("/api/batch/trigger", json=other).status_code == 202
+    BatchJobs(client.app.state.session_factory).complete(job_id)
+    again = client.post("/api/batch/trigger", json=body)
+    assert again.status_code == 202 and again.json()["data"]["id"] != job_id and job_count(client.app.state) == 3
+    # Other job types are not merged: two clean-ups are two jobs.
+    for _ in range(2):
+        assert client.post("/api/batch/trigger", json={"job_type": "storage_cleanup"}).status_code == 202
+
+
 # ---------------------------------------------------------------------- cancel
 
 

@@ -210,6 +210,12 @@ def test_endpoint_bad_values_and_one_pending_job(client, today):
     triggered = client.post("/api/batch/trigger", json=trigger).json()["data"]
     asked = data(client.get("/api/analytics/reports", params={"type": "security_report", "period": day}), 202)
     assert asked["job"]["id"] == triggered["id"] and asked["submitted"] is False
+    # ... and a second trigger of the same report and period answers 200 with that job, queueing nothing;
+    # so does a trigger of the partition the endpoint queued.
+    second = client.post("/api/batch/trigger", json=trigger)
+    assert data(second, 200)["id"] == triggered["id"] and "already pending" in second.json()["message"]
+    same_week = {"job_type": "report_generate", "parameters": {"report_type": "weekly_pattern", "period": week}}
+    assert data(client.post("/api/batch/trigger", json=same_week), 200)["id"] == pending["job"]["id"]
     with client.app.state.session_factory() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(BatchJob)) == 3
 

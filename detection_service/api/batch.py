@@ -7,6 +7,7 @@ Every job type runs as a Dagster job (docs/orchestration.md "Batch API"); the ha
 from __future__ import annotations
 
 from litestar import Controller, Response, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 
 from detection_service.api.params import RowId
 from detection_service.api.responses import ok
@@ -41,10 +42,17 @@ class BatchController(Controller):
         description="job_type: dataset_update, model_retrain, storage_cleanup, log_archive, dataset_materialize, "
         "model_evaluation; parameters: that type's (docs/orchestration.md). An unknown job type or parameters that "
         "do not fit are a 400 INVALID_JOB and queue nothing. 202 with the pending job; the batch_job_sensor starts "
-        "its Dagster run within seconds (or once Dagster is up).",
+        "its Dagster run within seconds (or once Dagster is up). report_generate for a report and period whose job "
+        "is already pending or running: 200 with that job, nothing queued (as GET /api/analytics/reports does).",
+        responses={
+            200: ResponseSpec(Envelope[BatchJobInfo], description="The same work is already queued: that job"),
+            202: ResponseSpec(Envelope[BatchJobInfo], description="Queued: the new pending job"),
+        },
     )
     def trigger(self, batch: BatchService, data: BatchTriggerRequest) -> Response[Envelope[BatchJobInfo]]:
-        job = batch.trigger(data)
+        job, submitted = batch.trigger(data)
+        if not submitted:
+            return ok(job, message=f"{job.job_type} job {job.id} is already {job.status}: nothing queued")
         return ok(job, message=f"{job.job_type} job {job.id} queued", status_code=202)
 
     @get("/jobs/{job_id:int}", sync_to_thread=True, summary="One batch job: state, progress, Dagster run and its link")

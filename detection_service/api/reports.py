@@ -29,7 +29,7 @@ _services_lock = threading.Lock()
 def provide_report_service(
     session_factory: sessionmaker[Session], settings: Settings, object_store: ObjectStore | None
 ) -> ReportService:
-    """One ReportService per app (its lock keeps two requests from queueing the same report)."""
+    """One ReportService per app (two requests never queue the same report: BatchJobs.submit_once)."""
     with _services_lock:
         service = _services.get(session_factory)
         if service is None or service.time_zone != settings.alert_timezone or service.store is not object_store:

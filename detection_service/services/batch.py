@@ -43,6 +43,11 @@ MAX_LIST_LIMIT = 100
 _RUN_FINISHED = {"SUCCESS", "FAILURE", "CANCELED", "CANCELING"}
 
 
+# Job types whose parameters name the whole result (a report partition): a trigger while the same
+# job is pending or running answers that job instead of queueing a second run of the same work.
+ONCE_TYPES = frozenset({BatchJobType.REPORT_GENERATE})
+
+
 def _invalid(message: str, details: Any = None) -> Invalid:
     return Invalid(message, details, code="INVALID_JOB")
 
@@ -101,7 +106,9 @@ class BatchService:
 
     # ------------------------------------------------------------------ trigger
 
-    def trigger(self, request: BatchTriggerRequest) -> BatchJobInfo:
+    def trigger(self, request: BatchTriggerRequest) -> tuple[BatchJobInfo, bool]:
+        """``(job, submitted)``: ``submitted`` is False when the request was answered with a job
+        already pending or running for the same work (``ONCE_TYPES``) and nothing was queued."""
         try:
             job_type = BatchJobType(request.job_type.strip())
         except ValueError:
@@ -111,9 +118,13 @@ class BatchService:
             ) from None
         submit = self._triggers.get(job_type)
         if submit is not None:
-            return self.info(submit(request))
+            return self.info(submit(request)), True
         params = validate(job_type, request.parameters)
-        return self.info(self._submit(params, request, job_type.value.replace("_", " ")))
+        name = request.job_name or job_type.value.replace("_", " ")
+        if job_type in ONCE_TYPES:
+            job, submitted = self._jobs.submit_once(params, name, priority=request.priority)
+            return self.info(job), submitted
+        return self.info(self._submit(params, request, name)), True
 
     def _submit(self, params: JobParameters, request: BatchTriggerRequest, default_name: str) -> BatchJobView:
         return self._jobs.submit(params, request.job_name or default_name, priority=request.priority)

@@ -19,7 +19,6 @@ import base64
 import csv
 import html
 import io
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -38,8 +37,7 @@ from detection_service.storage.base import ObjectNotFound
 from detection_service.storage.keys import report_key, report_root
 from schemas.analytics import WEEKDAYS
 from schemas.batch_jobs import BatchJobView, ReportGenerate
-from schemas.db import BatchJob, DetectionEvent, EventImage, ObjectType, SystemStatusLog, utcnow
-from schemas.enums import BatchJobType, JobStatus
+from schemas.db import DetectionEvent, EventImage, ObjectType, SystemStatusLog, utcnow
 from schemas.reports import (
     REPORT_CADENCE,
     REPORT_FORMATS,
@@ -112,7 +110,6 @@ class ReportService:
         self.analytics = AnalyticsService(session_factory, time_zone, cache=False)
         self.jobs = BatchJobs(session_factory)
         self._now = now
-        self._submit_lock = threading.Lock()
 
     # ------------------------------------------------------------------ periods
 
@@ -895,32 +892,11 @@ class ReportService:
         return Served(report_type, key, fmt, self.to_html(report, charts, self._linker(link_ttl)))
 
     def request(self, report_type: str, key: str) -> tuple[BatchJobView, bool]:
-        """The pending or running report_generate job for this partition, else a new one."""
-        with self._submit_lock:
-            existing = self.active_job(report_type, key)
-            if existing is not None:
-                return existing, False
-            job = self.jobs.submit(
-                ReportGenerate(report_type=report_type, period=key), f"{report_type} report {key}", priority=6
-            )
-            return job, True
-
-    def active_job(self, report_type: str, key: str) -> BatchJobView | None:
-        with self.session_factory() as session:
-            # JSON paths differ between SQLite and MySQL: match the few active report jobs in Python.
-            for job in session.scalars(
-                sa.select(BatchJob)
-                .where(
-                    BatchJob.job_type == BatchJobType.REPORT_GENERATE.value,
-                    BatchJob.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]),
-                )
-                .order_by(BatchJob.id)
-                .limit(500)
-            ):
-                params = job.parameters or {}
-                if params.get("report_type") == report_type and params.get("period") == key:
-                    return BatchJobView.of(job)
-        return None
+        """The pending or running report_generate job for this partition, else a new one (the same
+        rule as ``POST /api/batch/trigger``: ``BatchJobs.submit_once``)."""
+        return self.jobs.submit_once(
+            ReportGenerate(report_type=report_type, period=key), f"{report_type} report {key}", priority=6
+        )
 
 
 _CSS = """
