@@ -302,12 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default AIDOOR_HOST)")
     serve.add_argument("--port", type=int, help="port (default AIDOOR_PORT)")
     serve.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head` at start")
-    serve.set_defaults(func=_serve)
     serve.add_argument(
         "--workers", type=int, help="API worker processes (default 1; more need AIDOOR_LIVE_BROKER_URL + aidoor detect)"
     )
+    serve.set_defaults(func=_serve)
 
-    run = sub.add_parser("run", help="migrate, then run the service and Dagster (webserver + daemon) together")
     detect = sub.add_parser(
         "detect", help="run the realtime pipeline alone, serving the API over AIDOOR_LIVE_BROKER_URL (no HTTP)"
     )
@@ -318,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.set_defaults(func=_detect)
 
+    run = sub.add_parser("run", help="migrate, then run the service and Dagster (webserver + daemon) together")
     run.add_argument("--no-dagster", action="store_true", help="run the detection service only")
     run.add_argument("--no-bootstrap", action="store_true", help="do not train a starter model when none exists")
     run.set_defaults(func=_run)

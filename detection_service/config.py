@@ -106,14 +106,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mqtt_topic_prefix: str = ""  # empty: the URL's path, else "aidoor"
     mqtt_discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix; "off": none
     mqtt_client_id: str | None = None  # default aidoor-<node>
-
-    def __repr__(self) -> str:  # logs and tracebacks must not show the secrets
-        shown = (
-            f"{name}={'***' if name in _SECRETS and value else repr(value)}"
     # The live link between the API and `aidoor detect` workers (docs/deployment.md): an MQTT broker
     # mqtt[s]://user:pass@host:port/<topic prefix>. None: the pipeline runs inside the API process.
     live_broker_url: str | None = None
     live_timeout_s: float = 5.0  # how long the API waits for a detector's answer (then 504)
+
+    def __repr__(self) -> str:  # logs and tracebacks must not show the secrets
+        shown = (
+            f"{name}={'***' if name in _SECRETS and value else repr(value)}"
             for name, value in msgspec.structs.asdict(self).items()
         )
         return f"Settings({', '.join(shown)})"
@@ -136,15 +136,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return parse_mqtt_url(self.mqtt_url, self.mqtt_topic_prefix) if self.mqtt_url else None
 
     @property
-    def local_store_dir(self) -> Path:
-        return self.data_dir / "objects"
-
-    @property
     def live_broker(self) -> MqttBroker | None:
         """The parsed AIDOOR_LIVE_BROKER_URL, or None: no live link, the pipeline runs in the API."""
         if not self.live_broker_url:
             return None
         return parse_mqtt_url(self.live_broker_url, "", variable="AIDOOR_LIVE_BROKER_URL")
+
+    @property
+    def local_store_dir(self) -> Path:
+        return self.data_dir / "objects"
 
     @property
     def dagster_url(self) -> str:
@@ -198,14 +198,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         settings.check_auth_bind(settings.host)
         if settings.mqtt_url:  # a bad AIDOOR_MQTT_URL fails here, at start
             parse_mqtt_url(settings.mqtt_url, settings.mqtt_topic_prefix)
-        return settings
-
-    @property
-    def auth_enabled(self) -> bool:
         if settings.live_broker_url:
             parse_mqtt_url(settings.live_broker_url, "", variable="AIDOOR_LIVE_BROKER_URL")
         if not 0.1 <= settings.live_timeout_s <= 300:
             raise ConfigError("AIDOOR_LIVE_TIMEOUT_S must be between 0.1 and 300 seconds")
+        return settings
+
+    @property
+    def auth_enabled(self) -> bool:
         return self.auth != "off"
 
     def check_auth_bind(self, host: str) -> None:
