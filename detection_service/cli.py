@@ -188,6 +188,7 @@ BENCHMARKS: dict[str, bool] = {
     "overhead": True,
     "visitors": True,
     "faults": False,
+    "cameras": True,
 }
 
 

@@ -186,3 +186,14 @@ def test_two_cameras_on_one_detector_record_their_own_events(session_factory, st
             )
         ).all()
     assert sorted(set(map(tuple, rows))) == [(1, "person"), (2, "package")]
+
+
+def test_bench_cameras_prints_its_figures(offline: Path) -> None:
+    """``aidoor bench cameras`` on a tiny input: real pipelines and a real (random-init) YOLO."""
+    from detection_service.bench import cameras
+
+    result = cameras.run(cameras=(1, 2), seconds=1.5, imgsz=64, data_dir=offline)
+    one, two = result["runs"]
+    assert one["cameras"] == 1 and two["cameras"] == 2 and len(two["per_camera_fps"]) == 2
+    assert one["total_fps"] > 0 and two["mean_batch_size"] > 1.0 and not two["errors"]
+    assert result["speedup"] == pytest.approx(two["total_fps"] / one["total_fps"], abs=0.01)
