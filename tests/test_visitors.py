@@ -208,6 +208,62 @@ def test_frequent_visitors_groups_visits(client):
     assert older["person_events"] == 10 and older["visitors"][0]["visits"] == 5
 
 
+def test_the_answer_is_cached_until_person_events_change(client, monkeypatch):
+    """A repeated call reuses the answer (no events, images or captures read again); a new event, a
+    relabel, a false-positive mark and a capture added to an event each make the next call recompute."""
+    from detection_service.services.visitors import VisitorService
+    from detection_service.storage import StorageError
+
+    state = client.app.state
+    door = Door(state.session_factory, state.object_store)
+    a_first = door.visit("A", local(1, 8, 10))
+    door.visit("A", local(2, 8, 20))
+    d_first = door.visit("D", local(3, 19, 30))
+    service = VisitorService(state.session_factory, state.object_store, "Asia/Seoul")
+    loads = []
+    real_load = service._load
+    monkeypatch.setattr(service, "_load", lambda *a: loads.append(1) or real_load(*a))
+
+    first = service.visitors(30, min_visits=1)
+    assert service.visitors(30, min_visits=1) is first and len(loads) == 1
+    assert first.person_events == 3 and [v.visits for v in first.visitors] == [2, 1]
+    assert service.visitors(30, min_visits=2) is not first and len(loads) == 2  # another question
+
+    door.visit("D", local(4, 19, 40))  # a new person event shows at once
+    assert service.visitors(30, min_visits=1).person_events == 4 and len(loads) == 3
+    with state.session_factory.begin() as session:  # relabelled: no longer a person
+        session.get(DetectionEvent, a_first).object_type_id = door.types["package"]
+    relabelled = service.visitors(30, min_visits=1)
+    assert relabelled.person_events == 3 and len(loads) == 4
+    assert service.visitors(30, min_visits=1) is relabelled and len(loads) == 4
+    with state.session_factory.begin() as session:
+        session.get(DetectionEvent, d_first).is_false_positive = True
+    assert service.visitors(30, min_visits=1).person_events == 2 and len(loads) == 5
+    with state.session_factory.begin() as session:  # a capture added to an event being recorded
+        key = event_image_key(d_first, local(3, 19, 30), 9)
+        session.add(EventImage(event_id=d_first, image_path=key, sequence_number=9, captured_at=local(3, 19, 30)))
+    service.visitors(30, min_visits=1)
+    assert len(loads) == 6
+
+    # An answer made while a capture could not be read is not kept: the store is asked again.
+    cold = VisitorService(state.session_factory, state.object_store, "Asia/Seoul")
+    real_get = state.object_store.get_bytes
+
+    def flaky(key):
+        raise StorageError("store down")
+
+    monkeypatch.setattr(state.object_store, "get_bytes", flaky)
+    degraded = cold.visitors(30, min_visits=1)
+    assert degraded.grouped_visits == 0
+    monkeypatch.setattr(state.object_store, "get_bytes", real_get)
+    assert cold.visitors(30, min_visits=1).grouped_visits == 2
+    # Off, or past its time to live: computed every call.
+    off = VisitorService(state.session_factory, state.object_store, "Asia/Seoul", cache=False)
+    assert off.visitors(30) is not off.visitors(30)
+    service._answer_ttl_s = 0.0
+    assert service.visitors(30, min_visits=1) is not service.visitors(30, min_visits=1)
+
+
 def test_frequent_visitors_without_person_model(client):
     result = data(client.get("/api/analytics/frequent-visitors"))
     assert result["status"] == "no_person_model" and result["person_detection"] is False

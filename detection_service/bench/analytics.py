@@ -12,8 +12,10 @@ service from C concurrent threads:
   every call does the SQL and the Python work) and on (`cached`, as the API serves them);
 - frequent visitors (30 days) through VisitorService: `cold` is a new service per call (every
   capture fetched from the store, decoded and embedded: the first call after a restart; fewer
-  calls, see VISITORS_COLD_REQUESTS), `cached` one service whose embedding cache is warm (the SQL,
-  the clustering and the thumbnail links). The seeded rhythm events have no captures: they are
+  calls, see VISITORS_COLD_REQUESTS), `embeddings_warm` one service with its answer cache off and
+  its embedding cache warm (the SQL, the clustering and the thumbnail links: a call after the
+  person events changed), `cached` one service with its answer cache on (as the API serves it
+  while the events are unchanged: the stamp query). The seeded rhythm events have no captures: they are
   loaded and counted as visits without a usable capture, as on a door whose old captures expired;
 - tracking: not a database query. The pipeline thread publishes an immutable list of the tracked
   objects after each detector run and the endpoint reads it. Measured: `DetectionPipeline.tracking()`
@@ -208,11 +210,13 @@ def measure_visitors(factory, store: LocalObjectStore, time_zone: str, clients: 
     def fresh(_: object) -> None:
         VisitorService(factory, store, time_zone).visitors(30)
 
-    warm = VisitorService(factory, store, time_zone)
+    warm = VisitorService(factory, store, time_zone, cache=False)
     answer = warm.visitors(30)
+    cached = VisitorService(factory, store, time_zone)
     return {
         "cold": measure(warm, fresh, clients, min(requests, VISITORS_COLD_REQUESTS)),
-        "cached": measure(warm, lambda s: s.visitors(30), clients, requests),
+        "embeddings_warm": measure(warm, lambda s: s.visitors(30), clients, requests),
+        "cached": measure(cached, lambda s: s.visitors(30), clients, requests),
         "answer": {
             "person_events": answer.person_events,
             "visits": answer.visits,
@@ -346,6 +350,12 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
             cold = AnalyticsService(factory, settings.alert_timezone, cache=False)
             cached = AnalyticsService(factory, settings.alert_timezone, cache=True)
             queries = {}
+            result["queries"] = queries
+            if args.only == "visitors":  # the frequent-visitor endpoint alone (its identity-set captures)
+                queries["frequent_visitors_30d"] = measure_visitors(
+                    factory, store, settings.alert_timezone, args.clients, args.requests
+                )
+                return result
             for name, call in QUERIES.items():
                 queries[name] = {
                     "cold": measure(cold, call, args.clients, args.requests),
@@ -354,7 +364,6 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
             queries["frequent_visitors_30d"] = measure_visitors(
                 factory, store, settings.alert_timezone, args.clients, args.requests
             )
-            result["queries"] = queries
             answer = cold.anomalies("medium")
             result["anomalies_found"] = answer.total
             result.update(time_reports(factory, store, settings.alert_timezone, args.clients, args.requests))
@@ -385,6 +394,11 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=60, help="calls per query and cache mode")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--only",
+        choices=["visitors"],
+        help="measure one endpoint: visitors = frequent visitors alone (no reports, tracking, precision/recall)",
+    )
     parser.add_argument(
         "--visitor-dataset",
         type=Path,

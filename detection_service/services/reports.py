@@ -465,7 +465,8 @@ class ReportService:
             f"Visits lasted a median {self._seconds(dwell.median_s)}, p90 {self._seconds(dwell.p90_s)}; "
             f"{len(night)} at night (00:00-06:00).",
         ]
-        grouped = VisitorService(self.session_factory, self.store, self.time_zone).between(
+        # A service per report: its answer cache would never be hit.
+        grouped = VisitorService(self.session_factory, self.store, self.time_zone, cache=False).between(
             report.start, report.end, min_visits=2, limit=50
         )
         report.tables.insert(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,11 @@ MAX_EVENTS = 5000  # newest person events grouped per call (pdist is quadratic i
 USUAL_HOURS_SHARE = 0.8  # usual hours: the fewest hours holding this share of the visits
 MAX_USUAL_HOURS = 4
 CACHE_SIZE = 20_000  # embeddings kept in memory (about 1.2 kB each)
+ANSWER_CACHE_SIZE = 32  # answers kept (per window, min_visits, limit)
+# An answer is reused while the events are unchanged (the stamp, _stamp), at most this long: rows
+# deleted by another process (the nightly clean-up) show within it, and its signed thumbnail links
+# stay valid (it is capped at half their lifetime).
+ANSWER_TTL_S = 60.0
 DAYS_RANGE = (1, 365)
 MIN_VISITS_RANGE = (1, 1000)
 LIMIT_RANGE = (1, 500)
@@ -260,6 +266,16 @@ def _event_captures(event: DetectionEvent, images: list[EventImage]) -> list[_Ca
     return captures[:CAPTURES_PER_EVENT]
 
 
+def _person_window(person_id: int, start: datetime, end: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    """The person events the grouping reads (and the answer cache's stamp counts)."""
+    return (
+        DetectionEvent.object_type_id == person_id,
+        DetectionEvent.is_false_positive.is_(False),
+        DetectionEvent.detected_at >= start,
+        DetectionEvent.detected_at < end,
+    )
+
+
 def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
@@ -267,7 +283,8 @@ def _aware(value: datetime) -> datetime:
 class VisitorService:
     """``visitors(days, min_visits, limit)``: the recurring people of the last days, grouped by
     appearance (module docstring). Embeddings are cached in memory per capture, so a repeated call
-    decodes only new captures."""
+    decodes only new captures; whole answers are cached while the events are unchanged (``cache``,
+    like ``AnalyticsService``): a repeated call costs one stamp query."""
 
     def __init__(
         self,
@@ -276,6 +293,7 @@ class VisitorService:
         time_zone: str = "Asia/Seoul",
         url_ttl: timedelta = timedelta(hours=1),
         threshold: float = DEFAULT_THRESHOLD,
+        cache: bool = True,
     ) -> None:
         self.session_factory = session_factory
         self.store = store
@@ -283,8 +301,12 @@ class VisitorService:
         self.zone = ZoneInfo(time_zone)
         self.url_ttl = url_ttl
         self.threshold = threshold
+        self.cache_enabled = cache
+        self._answer_ttl_s = min(ANSWER_TTL_S, url_ttl.total_seconds() / 2)
         self._cache: OrderedDict[tuple[int, str, tuple[float, ...]], np.ndarray | None] = OrderedDict()
+        self._answers: OrderedDict[tuple, tuple[float, FrequentVisitors]] = OrderedDict()
         self._lock = threading.Lock()
+        self._read_failures = 0
 
     # -- embeddings -------------------------------------------------------------------------
 
@@ -302,6 +324,8 @@ class VisitorService:
             data = self.store.get_bytes(capture.key)
         except StorageError as exc:
             log.warning("capture %s not readable: %s", capture.key, exc)
+            with self._lock:
+                self._read_failures += 1  # an answer made without it is not cached
             return None
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         embedding = None
@@ -328,12 +352,7 @@ class VisitorService:
         person_id = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == ObjectTypeCode.PERSON.value))
         if person_id is None:
             return [], 0, False
-        window = (
-            DetectionEvent.object_type_id == person_id,
-            DetectionEvent.is_false_positive.is_(False),
-            DetectionEvent.detected_at >= start,
-            DetectionEvent.detected_at < end,
-        )
+        window = _person_window(person_id, start, end)
         total = session.scalar(sa.select(sa.func.count(DetectionEvent.id)).where(*window)) or 0
         events = list(
             session.scalars(
@@ -373,7 +392,8 @@ class VisitorService:
         """The visitors of the last ``days`` days with at least ``min_visits`` visits, most visits
         first (at most ``limit``). Each bad value is an Invalid with its own code."""
         _check_range(days, DAYS_RANGE, "days", "INVALID_DAYS")
-        end = utcnow().replace(microsecond=0)
+        # The end of the current minute (as the analytics windows): calls within a minute share an answer.
+        end = utcnow().replace(second=0, microsecond=0) + timedelta(minutes=1)
         return self._group(end - timedelta(days=days), end, min_visits, limit, f"in the last {days} day(s)")
 
     def between(self, start: datetime, end: datetime, min_visits: int = 2, limit: int = 50) -> FrequentVisitors:
@@ -387,9 +407,57 @@ class VisitorService:
     def _group(self, start: datetime, end: datetime, min_visits: int, limit: int, span: str) -> FrequentVisitors:
         _check_range(min_visits, MIN_VISITS_RANGE, "min_visits", "INVALID_MIN_VISITS")
         _check_range(limit, LIMIT_RANGE, "limit", "INVALID_LIMIT")
-        days = -(-(end - start) // timedelta(days=1))
         with self.session_factory() as session:
             person_model = self._person_model(session)
+            stamp = self._stamp(session, start, end) if self.cache_enabled else None
+        if stamp is None:
+            return self._answer(person_model, start, end, min_visits, limit, span)
+        key = (start, end, min_visits, limit, person_model, stamp)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._answers.get(key)
+            if hit is not None and now - hit[0] < self._answer_ttl_s:
+                self._answers.move_to_end(key)
+                return hit[1]
+        # Two requests missing at once both compute (seconds, not a wrong answer); the later one is kept.
+        failures = self._read_failures
+        answer = self._answer(person_model, start, end, min_visits, limit, span)
+        with self._lock:
+            if self._read_failures != failures:  # a capture could not be read: ask the store again next time
+                return answer
+            self._answers[key] = (now, answer)
+            while len(self._answers) > ANSWER_CACHE_SIZE:
+                self._answers.popitem(last=False)
+        return answer
+
+    @staticmethod
+    def _stamp(session: Session, start: datetime, end: datetime) -> tuple | None:
+        """What changes when the window's person events or their captures do: the count and the sum
+        of the ids of its person events (a new one, a relabel to or from person, a false-positive
+        mark, a deletion) and the highest capture id (a capture added to an event being recorded).
+        Not ``MAX(updated_at)``: it has whole seconds on MySQL, so a relabel in the same second as
+        the last write would not show. Index range on (object_type_id, detected_at). ``None``: no
+        person type."""
+        person_id = session.scalar(sa.select(ObjectType.id).where(ObjectType.code == ObjectTypeCode.PERSON.value))
+        if person_id is None:
+            return None
+        count, id_sum = session.execute(
+            sa.select(sa.func.count(DetectionEvent.id), sa.func.coalesce(sa.func.sum(DetectionEvent.id), 0)).where(
+                *_person_window(person_id, start, end)
+            )
+        ).one()
+        return (int(count), int(id_sum), session.scalar(sa.select(sa.func.max(EventImage.id))))
+
+    def clear_cache(self) -> None:
+        """Forget the answers (embeddings stay: they depend on the image alone)."""
+        with self._lock:
+            self._answers.clear()
+
+    def _answer(
+        self, person_model: bool, start: datetime, end: datetime, min_visits: int, limit: int, span: str
+    ) -> FrequentVisitors:
+        days = -(-(end - start) // timedelta(days=1))
+        with self.session_factory() as session:
             visits, total, truncated = self._load(session, start, end)
         answer: dict[str, Any] = {
             "person_detection": person_model,
