@@ -21,6 +21,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from detection_service.api.analytics import AnalyticsController
 from detection_service.api.auth import AuthController, AuthGuard, LoginPageController
 from detection_service.api.batch import BatchController
+from detection_service.api.cameras import CamerasController
 from detection_service.api.dashboard import DashboardController, dashboard_assets
 from detection_service.api.data_yaml import DataYamlController
 from detection_service.api.datasets import DatasetController
@@ -86,6 +87,7 @@ ROUTE_HANDLERS += [DetectionController, StreamController, DetectionsController, 
 ROUTE_HANDLERS += [NotificationController, AnalyticsController, ReportController]
 ROUTE_HANDLERS += [MetricsController]  # GET /metrics (Prometheus text, not in the schema)
 ROUTE_HANDLERS += [BatchController]
+ROUTE_HANDLERS += [CamerasController]  # /api/cameras (docs/cameras.md)
 ROUTE_HANDLERS += [RestartController]  # POST /api/system/restart (api/restart.py)
 ROUTE_HANDLERS += [DashboardController, dashboard_assets, LiveController]  # the page at / (docs/dashboard.md)
 ROUTE_HANDLERS += [AuthController, LoginPageController]  # /api/auth/..., /login (docs/security.md)
@@ -162,6 +164,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             link = LiveLink(live_broker, role="api", timeout_s=settings.live_timeout_s)
             pipeline_service = RemotePipelineService(settings, link, bus)
             app.state.settings_service.subscribe(pipeline_service.settings_changed)
+            app.state.model_service.deploy_hook = pipeline_service.load_model  # the worker loads, then "current"
         app.state.pipeline_service = pipeline_service
         app.state.pipeline = pipeline_service.pipeline
         app.state.bus = bus

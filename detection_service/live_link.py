@@ -11,7 +11,6 @@ One paho-mqtt client per process, with its own network thread. Topics, under
 | ``frame`` | detector -> API | the latest annotated JPEG, only while some API worker has viewers |
 | ``viewers`` | API -> detector | each API worker's viewer count and frames sent (a lease, renewed every second) |
 | ``cmd``, ``reply/<client id>`` | API <-> detector | requests with a correlation id; the answer or a domain error |
-| ``settings`` | API -> detector | a product-settings category changed in the database: read it again |
 | ``ingest`` | API -> detector | JPEG frames of the WebSocket camera ingest |
 
 Requests (``request``) wait at most ``timeout`` seconds: no detector online or no broker is a

@@ -15,8 +15,11 @@ import sqlalchemy as sa
 
 from detection_service.app import create_app
 from schemas.db import DetectionEvent, EventImage
+from tests import live_layouts
 from tests.conftest import AuthedTestClient as TestClient  # sends an admin token
 from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
+
+client = live_layouts.client  # the tests with a client in both layouts: in process, and aidoor detect + 2 API workers
 
 SEED_KEYS = {"status", "camera_status", "model_loaded", "notification_ready", "uptime", "fps", "detection_count"}
 

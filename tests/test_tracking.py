@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests import live_layouts
 from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
+
+client = live_layouts.client  # each test in both layouts: in process, and aidoor detect + 2 API workers
 
 
 def tracking(client) -> dict:

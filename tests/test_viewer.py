@@ -17,6 +17,7 @@ import pytest
 from detection_service.app import create_app
 from detection_service.bus import EventCreated, PackageRemoved
 from detection_service.pipeline.detector import Detection, Detector
+from tests import live_layouts
 from tests.conftest import api_token, free_port
 from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
 
@@ -69,10 +70,36 @@ class LiveServer:
         return response.json()["data"]
 
 
-@pytest.fixture
-def live(settings) -> Iterator[LiveServer]:
-    with LiveServer(settings) as server:
-        yield server
+class SplitLiveServer:
+    """LiveServer's calls on the split layout (tests/live_layouts.py): the pipeline in the detector
+    worker, HTTP and WebSockets served by two API workers."""
+
+    def __init__(self, client: live_layouts.SplitClient) -> None:
+        self.client = client
+        self.app = client.app
+        self.url = client.url
+        self.headers = client.headers
+
+    def get(self, path: str) -> dict:
+        response = self.client.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    def put(self, path: str, body: dict) -> dict:
+        response = self.client.put(path, json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+
+@pytest.fixture(params=live_layouts.LAYOUTS)
+def live(request: pytest.FixtureRequest, settings, tmp_path: Path) -> Iterator[LiveServer | SplitLiveServer]:
+    """Each test in both layouts: in process, and aidoor detect + 2 API workers."""
+    if request.param == "single":
+        with LiveServer(settings) as server:
+            yield server
+        return
+    with live_layouts.split_layout(settings, tmp_path / "split") as split:
+        yield SplitLiveServer(split)
 
 
 def _running_with_boxes(live: LiveServer, video: Path) -> None:

@@ -3,7 +3,7 @@
 ``LiveEndpoint`` answers the API workers' requests with the ``PipelineService`` of this process,
 publishes its bus messages, publishes annotated frames while any API worker holds a viewer lease
 (at most ``max_fps`` a second), feeds the WebSocket ingest's frames to the pipeline, and reads a
-settings category again when an API worker says it changed in the database.
+settings category again when an API worker stored it (before that request answers).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -36,14 +35,12 @@ class LiveEndpoint:
         self._lock = threading.Lock()
         self._kick = threading.Event()  # a new viewer: send the latest frame at once
         self._closed = threading.Event()
-        self._settings = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-settings")
         self._bus_sub = None
         self._frames = threading.Thread(target=self._publish_frames, name="live-frames", daemon=True)
 
     def start(self) -> None:
         self.link.serve(self.handle)
         self.link.subscribe("viewers", self._on_lease)
-        self.link.subscribe("settings", self._on_settings, qos=1)
         self.link.subscribe("ingest", self._on_ingest)
         self.link.subscribe("ingest_event", self._on_ingest_event)
         self._bus_sub = self.service.bus.subscribe_callback(
@@ -57,7 +54,6 @@ class LiveEndpoint:
         if self._bus_sub is not None:
             self._bus_sub.close()
         self.link.close()
-        self._settings.shutdown(wait=False, cancel_futures=True)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -96,6 +92,13 @@ class LiveEndpoint:
             return service.ingest.claim(str(args.get("client")))
         if op == "ingest_release":
             service.ingest.release()
+            return True
+        if op == "settings_changed":
+            self.service.settings_service.changed_elsewhere(str(args.get("category")))
+            return True
+        if op == "load_model":
+            model_id, weights = service.models.model_service.weights_path(str(args.get("model_id")))
+            service.models.load(model_id, weights)
             return True
         if op == "manual_detect":
             image = np.frombuffer(args["image"], dtype=np.dtype(args["dtype"])).reshape(args["shape"])
@@ -145,16 +148,6 @@ class LiveEndpoint:
                 self.frames_published += 1
 
     # -- settings and ingest --------------------------------------------------------------------
-
-    def _on_settings(self, payload: bytes) -> None:
-        category = decode(payload, str)
-        self._settings.submit(self._reload_settings, category)
-
-    def _reload_settings(self, category: str) -> None:
-        try:
-            self.service.settings_service.changed_elsewhere(category)
-        except Exception:
-            log.exception("live link: settings %s could not be read again", category)
 
     def _on_ingest(self, jpeg: bytes) -> None:
         state = self.service.ingest

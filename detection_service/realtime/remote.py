@@ -204,8 +204,13 @@ class RemotePipelineService(PipelineService):
         self.link.close()
 
     def settings_changed(self, category: str, _value: Any) -> None:
-        """A SettingsService listener: the worker reads the stored category again."""
-        self.link.publish("settings", encode(category), qos=1)
+        """A SettingsService listener: the worker reads the stored category again, before the
+        request that changed it answers (as in one process: a new camera source is open by then).
+        A worker away reads every category when it starts."""
+        try:
+            self.link.request("settings_changed", {"category": category}, timeout=max(self.link.timeout_s, 15.0))
+        except DomainError as exc:
+            log.warning("settings %s stored, but the detector worker did not take them yet: %s", category, exc)
 
     @property
     def push_mode(self) -> bool:
@@ -235,3 +240,8 @@ class RemotePipelineService(PipelineService):
 
     def tracking(self) -> TrackingSnapshot:
         return self.link.request("tracking", kind=TrackingSnapshot)
+
+    def load_model(self, model_id: str, _weights: Any = None) -> None:
+        """``ModelService.deploy_hook``: the worker loads the deployed model (from the shared store)
+        before the API marks it current, as the in-process loader does."""
+        self.link.request("load_model", {"model_id": model_id}, timeout=max(self.link.timeout_s, 300.0))
