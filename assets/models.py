@@ -32,6 +32,10 @@ class TrainModelConfig(dg.Config):
     mix: list[str] = []
     confidence_threshold: float = 0.5
     sensitivity: str = "medium"
+    # Torch device of the training, handed to Ultralytics: cpu, cuda, cuda:N, N or N,M, mps. A GPU
+    # needs the run on a machine that has one: the service tags such runs aidoor/gpu=true, and an
+    # instance with infra/dagster-gpu.yaml launches them on the GPU worker (docs/training.md).
+    device: str = "cpu"
 
 
 class DeployConfig(dg.Config):
@@ -109,7 +113,9 @@ def trained_model(
             imgsz=config.imgsz,
             confidence_threshold=config.confidence_threshold,
             sensitivity=config.sensitivity,
+            device=config.device,
         )
+        context.log.info(f"training on device {params.device}")
         progress.step("fetching the training data", 1)
         sources, lineage = training_sources(
             session_factory,

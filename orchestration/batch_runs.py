@@ -28,6 +28,7 @@ from orchestration.jobs import (
     train_and_deploy_job,
     train_model_job,
     training_run_config,
+    training_run_tags,
 )
 from orchestration.reports import REPORT_TYPE_JOBS, report_run
 from schemas.batch_jobs import (
@@ -50,6 +51,7 @@ class BatchRun(NamedTuple):
     job: JobDef
     run_config: dict[str, Any] | None = None
     partition_key: str | None = None  # a dataset version (the sensor adds it to the dynamic partitions)
+    tags: dict[str, str] | None = None  # more run tags (a training's placement: training_run_tags)
 
 
 class BatchJobRoute(NamedTuple):
@@ -65,13 +67,14 @@ def tagged(job: JobDef) -> BatchJobRoute:
 def _model_retrain(job_id: int, params: ModelRetrain) -> BatchRun:
     target = train_and_deploy_job if params.auto_deploy else train_model_job
     config = training_run_config(job_id, params, params.auto_deploy)
-    return BatchRun(target, config, partition_key(params.dataset_id, params.version))
+    return BatchRun(target, config, partition_key(params.dataset_id, params.version), training_run_tags(config))
 
 
 def _dataset_materialize(job_id: int, params: DatasetMaterialize) -> BatchRun:
     key = partition_key(params.dataset_id, params.version)
     if params.train:
-        return BatchRun(dataset_to_model_job, training_run_config(job_id, params.train, True), key)
+        config = training_run_config(job_id, params.train, True)
+        return BatchRun(dataset_to_model_job, config, key, training_run_tags(config))
     return BatchRun(dataset_assets_job, None, key)
 
 

@@ -26,7 +26,18 @@ TRAIN_CONFIG_KEYS = (
     "mix",
     "confidence_threshold",
     "sensitivity",
+    "device",
 )
+
+# Where a run goes. A Dagster instance configured with orchestration.launchers.TagRoutingRunLauncher
+# (infra/dagster-gpu.yaml) launches runs tagged GPU_TAG=true on its GPU launcher (a container on the
+# GPU worker); every other run, and every run of an instance without it, stays on the box.
+GPU_TAG = "aidoor/gpu"
+HEAVY_TAG = "aidoor/heavy"
+# The training jobs' own tags: heavy (one at a time on the box) and GPU-capable. A run from the
+# Dagster UI keeps them (set the trained_model device to cuda there); runs queued by the service
+# override GPU_TAG with training_run_tags(), so a cpu training never leaves the box.
+TRAINING_JOB_TAGS = {HEAVY_TAG: "true", GPU_TAG: "true"}
 
 
 def training_run_config(job_id: int, train: TrainParameters | ModelRetrain | dict[str, Any], with_deploy: bool) -> dict:
@@ -41,6 +52,13 @@ def training_run_config(job_id: int, train: TrainParameters | ModelRetrain | dic
     return {"ops": ops}
 
 
+def training_run_tags(run_config: dict) -> dict[str, str]:
+    """The run tags that place a training run: on the GPU worker unless its device is cpu (the
+    trained_model config's ``device``, default cpu)."""
+    device = run_config["ops"]["trained_model"]["config"].get("device", "cpu")
+    return {GPU_TAG: "false" if device == "cpu" else "true"}
+
+
 storage_usage_job = dg.define_asset_job("storage_usage_job", selection=[storage_usage])
 
 # A stored dataset version: statistics + its data.yaml row.
@@ -52,14 +70,14 @@ train_model_job = dg.define_asset_job(
     "train_model_job",
     selection=["trained_model", "model_evaluation"],
     partitions_def=dataset_versions,
-    tags={"aidoor/heavy": "true"},
+    tags=TRAINING_JOB_TAGS,
 )
 # Train, evaluate and deploy if the challenger passes the gate (automatic retraining, bootstrap).
 train_and_deploy_job = dg.define_asset_job(
     "train_and_deploy_job",
     selection=["trained_model", "model_evaluation", "deployed_model"],
     partitions_def=dataset_versions,
-    tags={"aidoor/heavy": "true"},
+    tags=TRAINING_JOB_TAGS,
 )
 # A new dataset version end to end: statistics, data.yaml, teacher labels for the classes it lacks,
 # model, gate, deploy.
@@ -67,7 +85,7 @@ dataset_to_model_job = dg.define_asset_job(
     "dataset_to_model_job",
     selection=["dataset_version", "data_yaml", "teacher_labels", "trained_model", "model_evaluation", "deployed_model"],
     partitions_def=dataset_versions,
-    tags={"aidoor/heavy": "true"},
+    tags=TRAINING_JOB_TAGS,
 )
 
 

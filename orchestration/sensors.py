@@ -19,7 +19,7 @@ from schemas.enums import BatchJobType, JobStatus
 __all__ = ["BATCH_JOB_TAG", "batch_job_sensor", "retrain_on_new_labels_sensor", "retrain_parameters", "run_request_for"]
 
 
-def retrain_parameters(session_factory, profile: str) -> dict:
+def retrain_parameters(session_factory, profile: str, device: str = "cpu") -> dict:
     """What a retrain on new labels trains: fine-tune the deployed model (when it has PyTorch
     weights) on the union of the collected version (the run's partition) and the champion's
     human-labelled base data (``mix``; their teacher overlays come along with them). A champion
@@ -27,7 +27,7 @@ def retrain_parameters(session_factory, profile: str) -> dict:
     a retrain never trains on the collected images alone."""
     from detection_service.datasets.evaluation_set import imported_dataset_refs, model_base_refs
 
-    train: dict = {"profile": profile, "auto_deploy": True, "job_type": "retrain"}
+    train: dict = {"profile": profile, "device": device, "auto_deploy": True, "job_type": "retrain"}
     with session_factory() as session:
         champion = session.scalar(sa.select(Model).where(Model.is_current.is_(True)))
         mix = model_base_refs(champion) or imported_dataset_refs(session)
@@ -47,7 +47,7 @@ def run_request_for(job_id: int, params: JobParameters) -> tuple[dg.RunRequest, 
         run_key=f"batch-job-{job_id}",
         job_name=run.job.name,
         partition_key=run.partition_key,
-        tags={BATCH_JOB_TAG: str(job_id)},
+        tags={**(run.tags or {}), BATCH_JOB_TAG: str(job_id)},
         run_config=run.run_config or {},
     )
     # Only a dataset version is a dynamic partition the sensor adds (others, e.g. time windows, exist).
@@ -124,7 +124,7 @@ def retrain_on_new_labels_sensor(context: dg.SensorEvaluationContext, database: 
                 "source": "auto_collect",
                 "dataset_id": training.auto_collect_dataset_id,
                 "auto_label": True,
-                "train": retrain_parameters(session_factory, training.profile),
+                "train": retrain_parameters(session_factory, training.profile, training.device),
             },
         ),
         f"auto-collect {count} verified labels and retrain",

@@ -19,6 +19,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from schemas.enums import BatchJobType, TrainingJobType
+from schemas.models import TrainDevice
 from schemas.reports import REPORT_CADENCE, ReportType, period_key
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class TrainParameters(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mix: list[str] | UnsetType = UNSET  # "dataset_id[@version]" refs trained on together with the version
     confidence_threshold: float | UnsetType = UNSET
     sensitivity: str | UnsetType = UNSET
+    device: TrainDevice | UnsetType = UNSET  # unset: the training settings' device when queued
     auto_deploy: bool | UnsetType = UNSET
     force_deploy: bool | UnsetType = UNSET
 
@@ -109,6 +111,7 @@ class ModelRetrain(_Job, tag=BatchJobType.MODEL_RETRAIN.value):
     confidence_threshold: float = 0.5
     sensitivity: str = "medium"
     profile: str = "default"
+    device: TrainDevice = "cpu"  # the run's trained_model device; not "cpu": the GPU worker's run
     auto_deploy: bool = False
     force_deploy: bool = False
 

@@ -9,6 +9,18 @@ import msgspec
 
 Sensitivity = Literal["low", "medium", "high"]
 
+# A torch device as Ultralytics takes it: cpu, cuda, cuda:N, N or N,M (GPU indices), mps. Training
+# requests, the training settings and the trained_model run config all check it with this.
+DEVICE_PATTERN = r"^(cpu|mps|cuda(:[0-9]{1,2})?|[0-9]{1,2}(,[0-9]{1,2})*)$"
+TrainDevice = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=DEVICE_PATTERN,
+        max_length=32,
+        description="torch device of the training: cpu, cuda, cuda:N, N or N,M (GPU indices), mps",
+    ),
+]
+
 
 class TrainRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dataset_id: Annotated[str, msgspec.Meta(min_length=1, max_length=50, description="dataset_id (or numeric id)")]
@@ -19,6 +31,8 @@ class TrainRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     confidence_threshold: Annotated[float, msgspec.Meta(ge=0.1, le=1.0)] = 0.5
     sensitivity: Sensitivity = "medium"
     profile: Literal["default", "tiny"] = "default"
+    # None: the training settings' device (training.device), resolved when the request is queued.
+    device: TrainDevice | None = None
     auto_deploy: Annotated[bool, msgspec.Meta(description="deploy when it beats the current model")] = False
     force_deploy: Annotated[bool, msgspec.Meta(description="with auto_deploy: deploy even if not better")] = False
 

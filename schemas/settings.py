@@ -15,6 +15,7 @@ import msgspec
 
 from schemas.detection import PipelineSettings
 from schemas.enums import SettingDataType
+from schemas.models import DEVICE_PATTERN
 
 Resolution = Literal["1920x1080", "1280x720", "640x480"]
 SensitivityLevel = Literal["low", "medium", "high"]
@@ -85,6 +86,16 @@ class TrainingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     profile: Annotated[
         Literal["default", "tiny"], msgspec.Meta(description="Training profile of automatic retraining")
     ] = "default"
+    # A GPU device only helps with a Dagster instance that routes GPU runs to a GPU worker
+    # (infra/dagster-gpu.yaml, docs/training.md "Training on a GPU worker") or on a box with a GPU.
+    device: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=DEVICE_PATTERN,
+            max_length=32,
+            description="Device of trainings that do not name one (cpu, cuda, cuda:N, mps): not cpu = GPU worker",
+        ),
+    ] = "cpu"
 
 
 LogLevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]

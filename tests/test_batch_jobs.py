@@ -108,6 +108,7 @@ def test_every_job_type_has_a_parameter_struct():
                 "confidence_threshold": 0.5,
                 "sensitivity": "high",
                 "profile": "tiny",
+                "device": "cuda:0",
                 "auto_deploy": False,
                 "force_deploy": False,
             },
@@ -138,6 +139,7 @@ def test_stored_parameters_keep_their_shape(job_type, parameters):
         ("dataset_update", {"source": "path", "dataset_id": "d"}, "needs path"),
         ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"epochs": "many"}}, "train.epochs"),
         ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"lr": 0.1}}, "unknown field"),
+        ("dataset_materialize", {"dataset_id": "d", "version": "1", "train": {"device": "gpu"}}, "train.device"),
     ],
 )
 def test_bad_parameters_are_a_domain_error(jobs: BatchJobs, session_factory, job_type, parameters, says):

@@ -82,7 +82,10 @@ def test_train_params_profiles_and_validation() -> None:
     assert decoded.min_confidence == pytest.approx(0.125)
     assert TrainParams(confidence_threshold=0.5, sensitivity="low").min_confidence == 0.5
     assert TrainParams(confidence_threshold=0.1, sensitivity="high").min_confidence == 0.05
-    for bad in ({"confidence_threshold": 0.05}, {"imgsz": 100}, {"profile": "huge"}, {"overrides": {"amp": True}}):
+    for device in ("cpu", "cuda", "cuda:1", "0", "0,1", "mps"):
+        assert TrainParams(device=device).device == device
+    bad_values = ({"confidence_threshold": 0.05}, {"imgsz": 100}, {"profile": "huge"}, {"overrides": {"amp": True}})
+    for bad in (*bad_values, {"device": "gpu"}, {"device": "cuda:"}, {"device": "cpu; rm -rf /"}):
         with pytest.raises(ValueError):
             TrainParams(**bad)
     with pytest.raises(msgspec.ValidationError):

@@ -127,6 +127,8 @@ def test_relabels_trigger_one_retrain_fine_tuned_from_the_champion(env, tmp_path
         assert retrain.job_name == "dataset_to_model_job" and retrain.partition_key == "auto-collected@v1"
         config = retrain.run_config["ops"]["trained_model"]["config"]
         assert config["base_model_id"] == champion and config["mix"] == ["doorbell@v1"]
+        # training.device (default cpu) places the retrain: on the box, not the GPU worker.
+        assert config["device"] == "cpu" and retrain.tags["aidoor/gpu"] == "false"
         result = _materialize([dataset_version, data_yaml, *TRAIN], retrain, settings, instance)
         assert result.success
         [evaluation] = result.asset_materializations_for_node("model_evaluation")

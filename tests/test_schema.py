@@ -88,16 +88,15 @@ def test_frozen_seed_rows_match_the_current_seed_data() -> None:
         tuple((t.template_key, str(t.object_type_code), t.message_text) for t in NOTIFICATION_TEMPLATES)
         == seed.NOTIFICATION_TEMPLATES
     )
-    # 0002 inserted the first categories' rows, 0004 the `general` category's, 0006 the sample interval.
+    # 0002 inserted the first categories' rows, 0004 the `general` category's, 0006 the sample
+    # interval, 0010 the training device (its row sits inside `training`, hence sorted).
     later = _load_migration("0004_general_settings")
     sample = _load_migration("0006_performance_sample")
-    assert (
-        tuple(
-            (r["category"], r["setting_key"], r["setting_value"], r["data_type"], r["description"])
-            for r in default_setting_rows()
-        )
-        == seed.SYSTEM_SETTINGS + later.SYSTEM_SETTINGS + sample.SYSTEM_SETTINGS
-    )
+    device = _load_migration("0010_training_device")
+    assert sorted(
+        (r["category"], r["setting_key"], r["setting_value"], r["data_type"], r["description"])
+        for r in default_setting_rows()
+    ) == sorted(seed.SYSTEM_SETTINGS + later.SYSTEM_SETTINGS + sample.SYSTEM_SETTINGS + device.SYSTEM_SETTINGS)
 
 
 def test_settings_structs_hold_defaults_and_ranges() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from detection_service.datasets.export_reader import UnknownClassesError  # noqa
 from detection_service.ml import ultralytics_env
 from detection_service.ml.classes import MODEL_CLASSES
 from detection_service.ml.mixing import staged_folder
+from schemas.models import DEVICE_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,8 @@ class TrainParams(msgspec.Struct, kw_only=True):
     workers: int = 0
     threads: int = 2
     seed: int = 0
+    # Passed to Ultralytics as it is; a GPU ("cuda", "cuda:0", "0,1") needs a machine that has one,
+    # i.e. the GPU worker (docs/training.md "Training on a GPU worker").
     device: str = "cpu"
     # Expert Ultralytics overrides (mosaic=..., scale=...), passed through as they are.
     overrides: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -171,6 +175,8 @@ class TrainParams(msgspec.Struct, kw_only=True):
             raise ValueError("time_budget_s must be positive (or unset)")
         if self.max_images_per_source is not None and self.max_images_per_source < 1:
             raise ValueError("max_images_per_source must be >= 1 (or unset)")
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N, N or N,M (GPU indices) or mps, got {self.device!r}")
         if bad := _RESERVED_ARGS & set(self.overrides):
             raise ValueError(f"overrides may not set {sorted(bad)}")
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.batch_jobs import BatchJobs, validate
+from detection_service.services.settings import SettingsService
 from schemas.batch_jobs import BatchJobView, DatasetMaterialize, JobParameters, TrainParameters
 from schemas.db import Dataset, ModelTraining
 from schemas.enums import JobStatus, TrainingJobType
@@ -64,6 +65,9 @@ def queue_dataset_materialize(
     """
     if isinstance(train, dict):
         train = validate("dataset_materialize", {"dataset_id": dataset_id, "version": version, "train": train}).train
+    # No device asked for: the training settings' device, fixed now with the job.
+    if train is not None and train.device is msgspec.UNSET:
+        train = msgspec.structs.replace(train, device=SettingsService(session_factory).get("training").device)
     with session_factory.begin() as session:
         parameters = DatasetMaterialize(dataset_id=dataset_id, version=version)
         if train is not None:

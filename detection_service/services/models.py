@@ -232,6 +232,8 @@ class ModelService:
     def request_training(
         self, request: TrainRequest, job_type: str = "train", base_model: str | None = None
     ) -> TrainingStatus:
+        # No device asked for: the training settings' device, fixed now with the job.
+        device = request.device or SettingsService(self._session_factory).get("training").device
         with self._session_factory.begin() as session:
             active = session.scalar(sa.select(ModelTraining).where(ModelTraining.status.in_(ACTIVE)))
             if active is not None:
@@ -272,6 +274,7 @@ class ModelService:
                     "version": version,
                     "training_id": training.id,
                     "base_model_id": base,
+                    "device": device,
                 }
             )
             self._jobs.submit(params, training.job_name, priority=3, session=session)
