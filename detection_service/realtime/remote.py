@@ -21,7 +21,7 @@ import numpy as np
 
 from detection_service.bus import EventBus
 from detection_service.config import Settings
-from detection_service.errors import DomainError
+from detection_service.errors import Conflict, DomainError
 from detection_service.live_link import MAX_FRAME_BYTES, LiveLink, ViewerLease, decode_bus, encode
 from detection_service.realtime.manual_detection import ManualDetector
 from detection_service.realtime.pipeline_service import PipelineService
@@ -30,6 +30,7 @@ from schemas.detection import DetectionConfig, DetectionStatus, ManualDetection,
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CAMERA = 1  # the cameras table's default camera (schemas.db.DEFAULT_CAMERA_ID)
 LEASE_S = 1.0  # how often a worker with viewers renews its lease (the detector drops it after 3 s)
 
 
@@ -240,6 +241,26 @@ class RemotePipelineService(PipelineService):
 
     def tracking(self) -> TrackingSnapshot:
         return self.link.request("tracking", kind=TrackingSnapshot)
+
+    # Several cameras (docs/cameras.md) over the live link are not there yet: the worker serves
+    # the default camera; any other answers 409 instead of reaching into a pipeline of this process.
+    def pipeline_of(self, camera_id: int | None) -> Any:
+        self._default_only(camera_id)
+        return self.pipeline
+
+    def broadcaster_of(self, camera_id: int | None) -> Any:
+        self._default_only(camera_id)
+        return self.broadcaster
+
+    @staticmethod
+    def _default_only(camera_id: int | None) -> None:
+        if camera_id not in (None, DEFAULT_CAMERA):
+            raise Conflict(
+                f"camera {camera_id}: with detector workers apart (AIDOOR_LIVE_BROKER_URL) only the default camera "
+                "is served so far",
+                {"camera_id": camera_id},
+                code="CAMERA_NOT_LOADED",
+            )
 
     def load_model(self, model_id: str, _weights: Any = None) -> None:
         """``ModelService.deploy_hook``: the worker loads the deployed model (from the shared store)

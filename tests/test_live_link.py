@@ -1,0 +1,175 @@
+"""The live link between the API and ``aidoor detect`` workers (issue #15 item 3, docs/deployment.md):
+requests and their errors, the real ``aidoor detect`` process, the live events stream over two
+API workers, and ``aidoor serve --workers`` refusing to share an in-process pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from detection_service import errors
+from detection_service.config import parse_mqtt_url
+from detection_service.live_link import DetectorUnavailable, LiveLink
+from tests import live_layouts
+from tests.conftest import REPO_ROOT, AuthedTestClient
+from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    if not Path(live_layouts.MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    broker = live_layouts.PrivateBroker(tmp_path / "mosquitto")
+    yield broker
+    broker.stop()
+
+
+def test_requests_answers_errors_timeouts_and_an_absent_detector(broker) -> None:
+    target = parse_mqtt_url(broker.url(f"t{uuid.uuid4().hex[:6]}"))
+    api = LiveLink(target, role="api", timeout_s=0.5)
+    assert api.start(wait_s=5)
+    # Nobody serves yet: 503 at once, not a wait for the timeout.
+    started = time.monotonic()
+    with pytest.raises(DetectorUnavailable) as absent:
+        api.request("status")
+    assert absent.value.code == "DETECTOR_UNAVAILABLE" and time.monotonic() - started < 0.2
+
+    def handle(op: str, args: dict) -> object:
+        if op == "echo":
+            return {"got": args, "bytes": b"\xff\xd8"}
+        if op == "conflict":
+            raise errors.Conflict("busy now", {"why": "test"}, code="BUSY")
+        if op == "slow":
+            time.sleep(1.5)
+            return True
+        raise RuntimeError("boom")
+
+    detector = LiveLink(target, role="detector")
+    detector.serve(handle)
+    assert detector.start(wait_s=5)
+    try:
+        assert wait_until(lambda: api.detector_online, 5)
+        assert api.request("echo", {"a": [1, 2]}) == {"got": {"a": [1, 2]}, "bytes": b"\xff\xd8"}
+        # A domain error keeps its kind (so its HTTP status), code, message and details.
+        with pytest.raises(errors.Conflict) as conflict:
+            api.request("conflict")
+        assert (conflict.value.code, conflict.value.message, conflict.value.details) == (
+            "BUSY",
+            "busy now",
+            {"why": "test"},
+        )
+        with pytest.raises(errors.Failed, match="boom"):
+            api.request("crash")
+        with pytest.raises(errors.TimedOut) as slow:
+            api.request("slow")
+        assert slow.value.code == "DETECTOR_TIMEOUT"
+        # Many at once, each with its own answer (correlation ids).
+        answers: list[object] = []
+        threads = [
+            threading.Thread(target=lambda i=i: answers.append(api.request("echo", {"i": i})["got"]["i"]))
+            for i in range(12)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert sorted(answers) == list(range(12))
+    finally:
+        detector.close()
+    assert wait_until(lambda: not api.detector_online, 5)  # its goodbye: "offline"
+    with pytest.raises(DetectorUnavailable):
+        api.request("echo")
+    api.close()
+
+
+def test_aidoor_detect_process_serves_the_api_and_its_absence_is_a_503(broker, settings, tmp_path: Path) -> None:
+    from detection_service.app import create_app
+
+    live = msgspec.structs.replace(settings, live_broker_url=broker.url("door"))
+    env = {
+        **os.environ,
+        "AIDOOR_DATA_DIR": str(settings.data_dir),
+        "AIDOOR_DATABASE_URL": settings.database_url,
+        "AIDOOR_LIVE_BROKER_URL": live.live_broker_url,
+        "AIDOOR_DAGSTER_PORT": str(settings.dagster_port),
+    }
+    log_path = tmp_path / "detect.log"
+    with open(log_path, "wb") as log:
+        detect = subprocess.Popen(
+            [str(Path(sys.executable).parent / "aidoor"), "detect", "--no-migrate"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with AuthedTestClient(create_app(live)) as client:
+            assert wait_until(lambda: client.get("/api/detection").status_code == 200, 60), log_path.read_text()
+            body = client.get("/api/detection").json()
+            assert body["data"]["status"] == "stopped" and body["data"]["model_state"] == "none"
+            refused = client.post("/api/detection/start").json()
+            assert refused["error"]["code"] == "NO_CAMERA_SOURCE"  # the worker's own domain error, 409
+            detect.terminate()
+            assert detect.wait(20) == 0
+            answer = client.get("/api/detection")
+            assert answer.status_code == 503 and answer.json()["error"]["code"] == "DETECTOR_UNAVAILABLE"
+            # The rest of the API does not depend on the worker.
+            assert client.get("/api/events").status_code == 200
+    finally:
+        if detect.poll() is None:
+            detect.kill()
+            detect.wait(5)
+
+
+def test_live_events_stream_over_two_api_workers(settings, tmp_path: Path) -> None:
+    """An event the worker records reaches GET /api/live/events on the API workers (the bus over the link)."""
+    with live_layouts.split_layout(settings, tmp_path / "split") as client:
+        state = client.app.state
+        frames: list[tuple[str, dict]] = []
+
+        def listen() -> None:
+            with client.http.stream("GET", "/api/live/events?max_s=8", timeout=20) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                name = None
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        name = line.split(":", 1)[1].strip()
+                    elif line.startswith("data:") and name:
+                        frames.append((name, json.loads(line.split(":", 1)[1])))
+
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        assert wait_until(lambda: frames, 10)  # connected: the detection state comes first
+        state.detector_holder.swap(ScriptedDetector(lambda i, t: [det(10, 10, 60, 100, "person", 0.9)]))
+        video = write_video(tmp_path / "door.avi", frames=45, fps=15, size=(160, 120))
+        assert client.put("/api/settings/camera", json={"source": str(video)}).status_code == 200
+        thread.join(20)
+        names = [name for name, _ in frames]
+        assert names[0] == "detection" and frames[0][1]["status"] in ("stopped", "running")
+        created = [data for name, data in frames if name == "event_created"]
+        assert created and created[0]["object_type"] == "person" and "snapshot_jpeg" not in created[0]
+        events = client.get("/api/events").json()["data"]["items"]
+        assert created[0]["event_id"] in [e["id"] for e in events]
+
+
+def test_serve_refuses_several_workers_without_a_live_link(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIDOOR_")}
+    env["AIDOOR_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "aidoor"), "serve", "--workers", "2", "--no-migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "AIDOOR_LIVE_BROKER_URL" in done.stderr and "aidoor detect" in done.stderr
