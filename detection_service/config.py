@@ -78,6 +78,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # <data dir>/demo/door-demo.mp4 if it exists, "auto" (`aidoor run`) builds it first when
     # missing, "off" never, anything else is the path of a video to play.
     demo_video: str = ""
+    # Benchmarks and tests only (`aidoor bench faults`): the path of a demo video whose sidecar is
+    # the ground truth; the detector then answers that truth instead of running a model
+    # (pipeline/truth_detector.py). None: models as usual.
+    truth_detector: Path | None = None
     # Folders a dataset import by ``source_path`` may read (os.pathsep-separated); empty: the
     # default <data dir>/imports (``import_dirs``).
     dataset_import_dirs: tuple[Path, ...] = ()
