@@ -456,6 +456,41 @@ def test_language_switch(service: Service, browser: Browser):
     page.select_option("select[aria-label=language]", "en")
 
 
+def test_analytics_heatmap_weekdays_and_frequent_visitors(service: Service, browser: Browser):
+    """The heatmap's rows carry their weekday (Monday first, as the API counts), and the frequent
+    visitors panel lists what GET /api/analytics/frequent-visitors answers, each with its crop."""
+    page = browser.page
+    api = service.data("GET", "/api/analytics/frequent-visitors", params={"days": 30, "limit": 12})
+    assert api["status"] == "ok" and api["visitors"], api  # the planted person events: one look, several visits
+    browser.show("analytics")
+    page.wait_for_selector("[data-testid=heatmap] .heat-row", state="visible")
+    labels = page.eval_on_selector_all("[data-testid=heatmap] .heat-label", "els => els.map(e => e.textContent)")
+    assert labels == ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    cells = page.eval_on_selector_all(
+        "[data-testid=heatmap] .heat-row", "rows => rows.map(r => r.querySelectorAll('.heat-cell').length)"
+    )
+    assert cells == [24] * 7
+    rows = "[data-testid=visitors] li.visitor"
+    page.wait_for_selector(rows)
+    shown = page.eval_on_selector_all(rows, "els => els.map(e => Number(e.dataset.visitorId))")
+    assert shown == [v["visitor_id"] for v in api["visitors"]]
+    first = page.text_content(f"{rows}[data-visitor-id='1']")
+    assert f"#1 · {api['visitors'][0]['visits']} visits" in first and "Usual hours" in first
+    assert api["message"] in page.text_content("[data-testid=visitors-message]")
+    # The thumbnail is the visitor's box of the capture: loaded through its signed link and placed.
+    page.wait_for_function(
+        "(() => { const img = document.querySelector('[data-testid=visitors] li.visitor img');"
+        " return img && img.naturalWidth > 0 && img.style.left !== ''; })()"
+    )
+    page.select_option("select[aria-label=language]", "ko")
+    try:
+        assert page.eval_on_selector_all("[data-testid=heatmap] .heat-label", "els => els.map(e => e.textContent)") == [
+            *"월화수목금토일"
+        ]
+    finally:
+        page.select_option("select[aria-label=language]", "en")
+
+
 # --------------------------------------------------------------------------- screenshots and layout
 
 # Text boxes wider than their own box (clipped or spilling), and tab links that overlap.

@@ -142,6 +142,7 @@ document.addEventListener("alpine:init", () => {
     patterns: null,
     anomalies: null,
     reports: null,
+    visitors: null,
     reportType: "daily_summary",
     unavailable: {},
     me: null,
@@ -605,14 +606,16 @@ document.addEventListener("alpine:init", () => {
 
     // ---------------------------------------------------------------- Analytics
     async loadAnalytics() {
-      const [stats, patterns, anomalies] = await Promise.all([
+      const [stats, patterns, anomalies, visitors] = await Promise.all([
         this.optional("statistics", "/api/analytics/statistics" + query({ period: this.statsPeriod, group_by: this.statsGroup })),
         this.optional("patterns", "/api/analytics/patterns" + query({ period: "month" })),
         this.optional("anomalies", "/api/analytics/anomalies" + query({ days: 7 })),
+        this.optional("visitors", "/api/analytics/frequent-visitors" + query({ days: 30, limit: 12 })),
       ]);
       this.stats = stats;
       this.patterns = patterns;
       this.anomalies = anomalies;
+      this.visitors = visitors;
     },
     // Only on request: asking for a report that does not exist yet queues the batch job that makes it.
     async loadReport() {
@@ -625,11 +628,36 @@ document.addEventListener("alpine:init", () => {
     weekday(index) {
       return (this.lang === "ko" ? "월화수목금토일" : "MTWTFSS")[index] || "";
     },
+    // The heatmap's row labels (Monday = 0, as the API counts): short names, unambiguous in English.
+    weekdayName(index) {
+      return (this.lang === "ko" ? "월화수목금토일".split("") : ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])[index] || "";
+    },
+    hoursText(hours) {
+      return hours && hours.length ? hours.map((h) => String(h).padStart(2, "0") + "h").join(", ") : "-";
+    },
+    // Show the visitor's box of the whole capture in the thumbnail frame (scaled to fit, centred).
+    cropTo(img, box) {
+      const frame = img.parentElement;
+      const bw = box.x2 - box.x1, bh = box.y2 - box.y1;
+      if (!frame || bw <= 0 || bh <= 0) return;
+      const scale = Math.min(frame.clientWidth / bw, frame.clientHeight / bh);
+      Object.assign(img.style, {
+        width: img.naturalWidth * scale + "px",
+        height: img.naturalHeight * scale + "px",
+        left: (frame.clientWidth - bw * scale) / 2 - box.x1 * scale + "px",
+        top: (frame.clientHeight - bh * scale) / 2 - box.y1 * scale + "px",
+      });
+    },
     statRows() {
       const groups = (this.stats && (this.stats.groups || this.stats.items || this.stats.rows)) || [];
       const rows = groups.map((g) => ({ label: String(g.key ?? g.group ?? g.type ?? g.hour ?? g.label ?? ""), count: g.count || 0 }));
       const top = Math.max(1, ...rows.map((r) => r.count));
       return rows.map((r, i) => ({ ...r, i, height: (100 * r.count) / top }));
+    },
+    // One row per weekday, Monday first: [{w, cells: [{w, h, count, alpha}]}].
+    heatRows() {
+      const cells = this.heatCells();
+      return [0, 1, 2, 3, 4, 5, 6].map((w) => ({ w, cells: cells.slice(24 * w, 24 * w + 24) }));
     },
     // Hour x weekday cells of every type together: [{weekday, hour, count, alpha}].
     heatCells() {

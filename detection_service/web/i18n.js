@@ -34,6 +34,8 @@ window.AIDOOR_TEXTS = {
     type_person: "Person", type_package: "Package", type_delivery_food: "Food delivery", type_mail: "Mail",
     type_unclassified: "Unclassified", get_report: "Get report", logout: "Log out",
     report_pending: "Not made yet; the batch job that makes it:",
+    frequent_visitors: "Frequent visitors (30 days)", visits: "visits", usual_hours: "Usual hours",
+    last_visit: "Last visit", similarity: "Similarity",
   },
   ko: {
     title: "AI 도어", live: "실시간", events: "이벤트", review: "검토", models: "모델", datasets: "데이터셋",
@@ -68,5 +70,7 @@ window.AIDOOR_TEXTS = {
     type_person: "사람", type_package: "택배", type_delivery_food: "음식 배달", type_mail: "우편물",
     type_unclassified: "미분류", get_report: "보고서 보기", logout: "로그아웃",
     report_pending: "아직 없음; 생성 배치 작업:",
+    frequent_visitors: "자주 오는 방문자 (30일)", visits: "회 방문", usual_hours: "주 방문 시간",
+    last_visit: "최근 방문", similarity: "유사도",
   },
 };
