@@ -105,6 +105,11 @@ class DetectionStatus(msgspec.Struct, kw_only=True):
     error: str | None = None
     recorder: dict[str, Any] = msgspec.field(default_factory=dict)
     bus: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Several cameras (docs/cameras.md): which camera this is, every camera in brief, and the
+    # shared detector's batches (frames per batch, per-camera inferences and dropped frames).
+    camera_id: int = 1
+    cameras: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    batching: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class IngestStatus(msgspec.Struct, kw_only=True):
@@ -137,6 +142,7 @@ class StreamStatus(msgspec.Struct, kw_only=True):
     viewer_url: str = "/api/stream/viewer"
     mjpeg_url: str = "/api/stream/mjpeg"
     ingest_url: str = "/api/stream/ingest"
+    camera_id: int = 1  # docs/cameras.md: ?camera=N
 
 
 class BBox(msgspec.Struct, kw_only=True):

@@ -52,6 +52,7 @@ class EventSummary(msgspec.Struct, kw_only=True):
     model_version: str | None
     image_count: int
     thumbnail_url: str | None  # the main snapshot (capture 1), signed like every image URL
+    camera_id: int = 1  # the camera that saw it (docs/cameras.md)
 
 
 class EventDetail(EventSummary, kw_only=True):

@@ -3,10 +3,18 @@ camera filter, two cameras producing their own events, and the shared batching d
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from detection_service import database
+from detection_service.pipeline.detector import Detection, Detector
 from schemas import db
+from tests.pipeline.conftest import wait_until
 
 
 def test_migration_0009_keeps_events_and_their_images(clean_database_url: str) -> None:
@@ -53,3 +61,169 @@ def test_migration_0009_keeps_events_and_their_images(clean_database_url: str) -
         database.check(url)
     finally:
         engine.dispose()
+
+
+# --------------------------------------------------------------------------- the service with two cameras
+
+
+class ColourDetector(Detector):
+    """Test double: a 'package' where the frame is orange, a 'person' where it is green."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backend, self.model_id, self.imgsz = "colour", "colours", 64
+        self.names = {0: "person", 1: "package", 2: "delivery_food", 3: "mail"}
+
+    def _detect(self, frame: np.ndarray, conf: float) -> list[Detection]:
+        out = []
+        for low, high, class_id, name in (
+            ((0, 100, 200), (90, 190, 255), 1, "package"),
+            ((0, 180, 0), (90, 255, 90), 0, "person"),
+        ):
+            mask = cv2.inRange(frame, low, high)
+            if cv2.countNonZero(mask) >= 200:
+                x, y, w, h = cv2.boundingRect(mask)
+                out.append(Detection(x, y, x + w, y + h, class_id, name, 0.9))
+        return out
+
+
+def _scene_video(path: Path, colour: tuple[int, int, int], size: tuple[int, int], fps: float = 15.0) -> Path:
+    """A coloured block in view for the whole video (it loops): one long-lived track."""
+    width, height = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    base = np.full((height, width, 3), 110, np.uint8)
+    for _ in range(int(3 * fps)):
+        frame = base.copy()
+        frame[height // 2 : height // 2 + 50, width // 3 : width // 3 + 60] = colour
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def two_cameras(tmp_path: Path, migrated_database_url: str):
+    """The service with the demo video (a parcel, 320x240) on the default camera, nothing else
+    configured, and a colour detector in the holder."""
+    from detection_service.app import create_app
+    from detection_service.config import Settings
+    from tests.conftest import AuthedTestClient, free_port
+
+    front = _scene_video(tmp_path / "front.avi", (0, 140, 255), (320, 240))
+    back = _scene_video(tmp_path / "back.avi", (40, 220, 40), (288, 224))
+    settings = Settings.from_env(
+        environ={"AIDOOR_DEMO_VIDEO": str(front)},
+        data_dir=tmp_path / "data",
+        database_url=migrated_database_url,
+        dagster_port=free_port(),
+    )
+    with AuthedTestClient(create_app(settings), raise_server_exceptions=False) as client:
+        client.app.state.detector_holder.swap(ColourDetector())
+        yield client, back
+
+
+def _data(response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is True, body
+    return body["data"]
+
+
+def _error(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["error"]["code"] == code, body
+
+
+def test_two_cameras_record_their_own_events_and_the_api_filters_and_shows_either(two_cameras) -> None:
+    client, back = two_cameras
+    cameras = _data(client.get("/api/cameras"))
+    assert [(c["id"], c["name"], c["is_default"], c["source"]) for c in cameras] == [(1, "default", True, None)]
+    created = _data(client.post("/api/cameras", json={"name": "back door", "source": str(back)}), 201)
+    assert created["id"] == 2 and created["viewer_url"] == "/api/stream/viewer?camera=2"
+
+    def counts() -> tuple[int, int]:
+        return tuple(_data(client.get(f"/api/events?camera_id={c}"))["total"] for c in (1, 2))  # type: ignore[return-value]
+
+    assert wait_until(lambda: all(n >= 1 for n in counts()), 15), counts()
+    front_events = _data(client.get("/api/events?camera_id=1"))["items"]
+    back_events = _data(client.get("/api/detections?camera_id=2"))["items"]
+    assert {(e["camera_id"], e["type"]) for e in front_events} == {(1, "package")}
+    assert {(e["camera_id"], e["type"]) for e in back_events} == {(2, "person")}
+    everything = _data(client.get("/api/events"))
+    assert everything["total"] == len(front_events) + len(back_events)
+    assert _data(client.get("/api/events?camera_id=3"))["total"] == 0
+    stats = _data(client.get("/api/analytics/statistics?period=day&camera_id=2"))
+    assert stats["total"] == len(back_events)
+
+    # The viewer and its stream for either camera.
+    for camera, width in ((1, 320), (2, 288)):
+        page = client.get(f"/api/stream/viewer?camera={camera}")
+        assert page.status_code == 200 and "camerapick" in page.text
+        snap = client.get(f"/api/stream/snapshot?camera={camera}")
+        assert snap.status_code == 200, snap.text
+        image = cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape[1] == width
+        stream = _data(client.get(f"/api/stream/status?camera={camera}"))
+        assert stream["camera_id"] == camera and stream["camera_status"] == "connected"
+    assert client.get("/api/stream/snapshot").content[:2] == b"\xff\xd8"  # the seed's endpoint: camera 1
+
+    status = _data(client.get("/api/detection?camera=2"))
+    assert status["camera_id"] == 2 and status["status"] == "running" and status["model_loaded"]
+    assert [c["camera_id"] for c in status["cameras"]] == [1, 2]
+    assert status["batching"]["cameras"]["2"]["inferences"] > 0
+    assert _data(client.get("/api/detection"))["camera_id"] == 1  # the seed's endpoint: camera 1
+
+    # Control per camera, and for all.
+    _data(client.post("/api/detection/stop?camera=2"))
+    assert _data(client.get("/api/detection?camera=2"))["status"] == "stopped"
+    assert _data(client.get("/api/detection"))["status"] == "running"
+    _data(client.post("/api/detection/stop"))
+    assert {c["status"] for c in _data(client.get("/api/detection"))["cameras"]} == {"stopped"}
+    _data(client.post("/api/detection/start"))
+    assert {c["status"] for c in _data(client.get("/api/detection"))["cameras"]} == {"running"}
+
+    # Disabled: its pipeline stops and a start is refused; the history stays.
+    _data(client.put("/api/cameras/2", json={"enabled": False}))
+    assert wait_until(lambda: _data(client.get("/api/detection?camera=2"))["status"] == "stopped", 5)
+    _error(client.post("/api/detection/start?camera=2"), 409, "CAMERA_DISABLED")
+    _error(client.delete("/api/cameras/2"), 409, "CAMERA_HAS_EVENTS")
+    assert _data(client.get("/api/events?camera_id=2"))["total"] >= 1
+
+
+def test_camera_api_validation_changes_nothing(two_cameras) -> None:
+    client, back = two_cameras
+    _error(client.post("/api/cameras", json={"name": "default", "source": "x.mp4"}), 409, "CAMERA_NAME_TAKEN")
+    for bad in (
+        {"name": "a"},  # no source
+        {"name": "", "source": "x.mp4"},
+        {"name": "a", "source": "x.mp4", "overrides": {"fps": 500}},
+        {"name": "a", "source": "x.mp4", "overrides": {"zoom": 2}},
+        {"name": "a", "source": "x.mp4", "colour": "red"},
+    ):
+        response = client.post("/api/cameras", json=bad)
+        assert response.status_code == 400, (bad, response.text)
+    _error(client.post("/api/cameras", json={"name": "a", "source": "   "}), 400, "INVALID_CAMERA")
+    _error(client.put("/api/cameras/1", json={"source": "x.mp4"}), 400, "DEFAULT_CAMERA_SOURCE")
+    _error(client.delete("/api/cameras/1"), 409, "DEFAULT_CAMERA")
+    _error(client.get("/api/cameras/9"), 404, "CAMERA_NOT_FOUND")
+    _error(client.put("/api/cameras/9", json={"enabled": False}), 404, "CAMERA_NOT_FOUND")
+    _error(client.get("/api/detection?camera=9"), 404, "CAMERA_NOT_FOUND")
+    _error(client.get("/api/stream/viewer?camera=9"), 404, "CAMERA_NOT_FOUND")
+    assert client.get("/api/detection?camera=0").status_code == 400
+    assert [c["id"] for c in _data(client.get("/api/cameras"))] == [1]
+
+    # Writes are for admins.
+    from tests.conftest import api_token
+
+    viewer = {"Authorization": f"Bearer {api_token(client.app, 'viewer')}"}
+    assert client.get("/api/cameras", headers=viewer).status_code == 200
+    assert client.post("/api/cameras", json={"name": "b", "source": str(back)}, headers=viewer).status_code == 403
+
+    # A camera without events can be renamed, switched off and deleted.
+    made = _data(client.post("/api/cameras", json={"name": "b", "source": str(back), "enabled": False}), 201)
+    assert made["status"] == "disabled"
+    renamed = _data(client.put(f"/api/cameras/{made['id']}", json={"name": "garage", "overrides": {"fps": 10}}))
+    assert renamed["name"] == "garage" and renamed["overrides"]["fps"] == 10
+    _error(client.put(f"/api/cameras/{made['id']}", json={"name": "default"}), 409, "CAMERA_NAME_TAKEN")
+    assert _data(client.delete(f"/api/cameras/{made['id']}")) == {"deleted": made["id"]}
+    _error(client.get(f"/api/cameras/{made['id']}"), 404, "CAMERA_NOT_FOUND")

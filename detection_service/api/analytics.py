@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.orm import Session, sessionmaker
 
+from detection_service.api.params import OptionalRowId
 from detection_service.api.responses import ok
 from detection_service.config import Settings
 from detection_service.realtime.pipeline_service import PipelineService
@@ -86,8 +87,9 @@ class AnalyticsController(Controller):
         group_by: Annotated[str, Parameter(description="type | hour | weekday | day")] = "type",
         start: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
         end: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
+        camera_id: OptionalRowId = None,
     ) -> Response[Envelope[Statistics]]:
-        result = analytics_service.statistics(period, group_by, start, end)
+        result = analytics_service.statistics(period, group_by, start, end, camera_id=camera_id)
         return ok(result, message=f"{result.total} event(s) in {len(result.groups)} group(s)")
 
     @get(

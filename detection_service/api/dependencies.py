@@ -62,10 +62,19 @@ def _batch_service(jobs: Any, dagster: Any, model_service: Any, session_factory:
     return BatchService(jobs, dagster, model_service, session_factory, settings)
 
 
+def _camera_service(pipeline_service: Any, session_factory: Any) -> Any:
+    from detection_service.services.cameras import CameraService
+
+    # The pipeline service's own, so a change reaches the running pipelines (docs/cameras.md);
+    # a fresh one where the pipelines run in another process.
+    return getattr(pipeline_service, "camera_service", None) or CameraService(session_factory)
+
+
 DEPENDENCIES: dict[str, Provide] = {
     **{name: _from_state(name) for name in _ALWAYS_THERE},
     **{name: _from_state(name, optional=True) for name in _MAYBE_THERE},
     "batch": Provide(_batch_service, sync_to_thread=False),  # BatchService (api/batch.py)
+    "camera_service": Provide(_camera_service, sync_to_thread=False),  # CameraService (api/cameras.py)
 }
 
 # For ObjectController's own layer: it is also served on its own (tests/test_storage.py mounts it

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post, put
+from litestar.params import Parameter
 
+from detection_service.api.params import MAX_ROW_ID
 from detection_service.api.responses import ok
 from detection_service.errors import Invalid
 from detection_service.realtime.pipeline_service import PipelineService
@@ -13,6 +15,11 @@ from schemas.detection import DetectionConfig, DetectionStatus
 from schemas.envelope import Envelope
 
 ACTIONS = ("start", "stop", "restart")
+# ?camera=N (docs/cameras.md): that camera; left out: the default camera (control: every camera).
+CameraParam = Annotated[
+    int | None,
+    Parameter(query="camera", ge=1, le=MAX_ROW_ID, description="A camera id (GET /api/cameras); default camera 1"),
+]
 
 
 def notification_ready(notifier: Any) -> bool:
@@ -24,9 +31,16 @@ class DetectionController(Controller):
     path = "/api/detection"
     tags = ["Detection process"]
 
-    @get("/", summary="State of the detection process (seed keys first: status, camera_status, model_loaded, ...)")
-    async def status(self, pipeline_service: PipelineService, notifier: Any) -> Response[Envelope[DetectionStatus]]:
-        data = pipeline_service.status(notification_ready(notifier))
+    @get(
+        "/",
+        summary="State of the detection process (seed keys first: status, camera_status, model_loaded, ...)",
+        description="?camera=N: that camera's state (default: camera 1). `cameras` lists every camera in brief, "
+        "`batching` the shared detector's batches.",
+    )
+    async def status(
+        self, pipeline_service: PipelineService, notifier: Any, camera: CameraParam = None
+    ) -> Response[Envelope[DetectionStatus]]:
+        data = pipeline_service.camera_status(camera, notification_ready(notifier))
         return ok(data, message=f"detection {data.status}")
 
     @get("/config", summary="Detection settings and pipeline pipeline_settings in effect")
@@ -52,9 +66,15 @@ class DetectionController(Controller):
         config = pipeline_service.configure(data)
         return ok(config, message="detection config updated")
 
-    @post("/{action:str}", status_code=200, sync_to_thread=True, summary="start, stop or restart the detection process")
+    @post(
+        "/{action:str}",
+        status_code=200,
+        sync_to_thread=True,
+        summary="start, stop or restart the detection process",
+        description="?camera=N: that camera only; left out: every camera (the answer is camera 1's state).",
+    )
     def control(
-        self, pipeline_service: PipelineService, notifier: Any, action: str
+        self, pipeline_service: PipelineService, notifier: Any, action: str, camera: CameraParam = None
     ) -> Response[Envelope[DetectionStatus]]:
         if action not in ACTIONS:
             raise Invalid(
@@ -62,6 +82,8 @@ class DetectionController(Controller):
                 {"allowed": list(ACTIONS)},
                 code="INVALID_ACTION",
             )
-        pipeline_service.control(action)
+        pipeline_service.control_cameras(action, camera)
         past = {"start": "started", "stop": "stopped", "restart": "restarted"}[action]
-        return ok(pipeline_service.status(notification_ready(notifier)), message=f"detection {past}")
+        scope = f"camera {camera}: " if camera is not None else ""
+        status = pipeline_service.camera_status(camera, notification_ready(notifier))
+        return ok(status, message=f"{scope}detection {past}")

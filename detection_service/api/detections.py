@@ -18,7 +18,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from detection_service.api.auth import current_principal
-from detection_service.api.params import RowId
+from detection_service.api.params import OptionalRowId, RowId
 from detection_service.api.responses import ok
 from detection_service.errors import DomainError, Invalid, TooLarge
 from detection_service.images import MAX_IMAGE_PIXELS, image_problem
@@ -127,7 +127,7 @@ class DetectionsController(Controller):
     @get(
         "/",
         sync_to_thread=True,
-        summary="Detection history, newest first (page, limit <= 100, type, start_date, end_date, status)",
+        summary="Detection history, newest first (page, limit <= 100, type, start_date, end_date, status, camera_id)",
         description="start_date / end_date: ISO 8601 date or date-time, UTC unless an offset is given; a bare "
         "end date includes that whole day. `data.total` counts every matching event.",
     )
@@ -140,10 +140,12 @@ class DetectionsController(Controller):
         start_date: str | None = None,
         end_date: str | None = None,
         status: str | None = None,
+        camera_id: OptionalRowId = None,
     ) -> Response[Envelope[Page[EventSummary]]]:
         flt = EventFilter(
             type=type or None,
             status=status or None,
+            camera_id=camera_id,
             start=parse_when(start_date, "start_date") if start_date else None,
             end=parse_when(end_date, "end_date", end_of_day=True) if end_date else None,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get, put
 
-from detection_service.api.params import RowId
+from detection_service.api.params import OptionalRowId, RowId
 from detection_service.api.responses import ok
 from detection_service.services.event_history import EventFilter, EventService, parse_date_range
 from detection_service.services.settings import SettingsService
@@ -19,7 +19,7 @@ class EventsController(Controller):
     @get(
         "/",
         sync_to_thread=True,
-        summary="Every event, newest first (page, limit <= 100, type, date_range, status)",
+        summary="Every event, newest first (page, limit <= 100, type, date_range, status, camera_id)",
         description="date_range: today, 1h, 24h, 7d, 30d, 90d, all, or '<start>/<end>' in ISO 8601 (either side "
         "may be empty). `data.total` counts every matching event.",
     )
@@ -31,9 +31,10 @@ class EventsController(Controller):
         type: str | None = None,
         date_range: str | None = None,
         status: str | None = None,
+        camera_id: OptionalRowId = None,
     ) -> Response[Envelope[Page[EventSummary]]]:
         start, end = parse_date_range(date_range) if date_range else (None, None)
-        flt = EventFilter(type=type or None, start=start, end=end, status=status or None)
+        flt = EventFilter(type=type or None, start=start, end=end, status=status or None, camera_id=camera_id)
         result = event_service.list_events(flt, page, limit)
         return ok(result, message=f"{len(result.items)} of {result.total} event(s)")
 

@@ -18,6 +18,7 @@ import msgspec
 from litestar import Controller, MediaType, Response, WebSocket, get, websocket
 from litestar.response import Stream
 
+from detection_service.api.detection import CameraParam
 from detection_service.api.responses import ok
 from detection_service.errors import Invalid, NotFound
 from detection_service.images import image_problem
@@ -43,8 +44,10 @@ class StreamController(Controller):
     tags = ["Stream"]
 
     @get("/status", summary="Camera/stream state: source, fps, dropped frames, viewers, WebSocket ingest")
-    async def status(self, pipeline_service: PipelineService) -> Response[Envelope[StreamStatus]]:
-        status = pipeline_service.stream_status()
+    async def status(
+        self, pipeline_service: PipelineService, camera: CameraParam = None
+    ) -> Response[Envelope[StreamStatus]]:
+        status = pipeline_service.camera_stream_status(camera)
         return ok(status, message=f"camera {status.camera_status}")
 
     @get(
@@ -52,15 +55,19 @@ class StreamController(Controller):
         summary="Live viewer page (HTML): stream with boxes, labels, track ids and fps",
         media_type=MediaType.HTML,
     )
-    async def viewer(self) -> Response[bytes]:
+    async def viewer(self, pipeline_service: PipelineService, camera: CameraParam = None) -> Response[bytes]:
+        # ?camera=N: the page asks for that camera's stream and state (404/409 here, not in the page).
+        pipeline_service.pipeline_of(camera)
         return Response(_viewer_page(), media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
 
     @get("/mjpeg", summary="Annotated live frames as an MJPEG stream (multipart/x-mixed-replace)")
-    async def mjpeg(self, pipeline_service: PipelineService, max_frames: int | None = None) -> Stream:
+    async def mjpeg(
+        self, pipeline_service: PipelineService, max_frames: int | None = None, camera: CameraParam = None
+    ) -> Stream:
         """``max_frames`` ends the stream after that many frames (e.g. ``curl`` for one look)."""
         if max_frames is not None and max_frames < 1:
             raise Invalid("max_frames must be at least 1")
-        broadcaster = pipeline_service.broadcaster
+        broadcaster = pipeline_service.broadcaster_of(camera)
         viewer = broadcaster.subscribe()
 
         async def parts() -> AsyncIterator[bytes]:
@@ -83,8 +90,8 @@ class StreamController(Controller):
         )
 
     @get("/snapshot", summary="The latest annotated frame as one JPEG")
-    async def snapshot(self, pipeline_service: PipelineService) -> Response[bytes]:
-        _, jpeg = pipeline_service.pipeline.latest_jpeg()
+    async def snapshot(self, pipeline_service: PipelineService, camera: CameraParam = None) -> Response[bytes]:
+        _, jpeg = pipeline_service.pipeline_of(camera).latest_jpeg()
         if not jpeg:
             raise NotFound("no frame yet: the pipeline has not handled a frame since start-up", code="NO_FRAME")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -33,23 +33,28 @@ from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.errors import Conflict, Invalid
 from detection_service.notifications.queue import QueueConfig
+from detection_service.pipeline.batching import BatchingDetector
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorHolder
 from detection_service.pipeline.runner import DetectionPipeline
 from detection_service.pipeline.sources import PUSH_SOURCE_NAMES
+from detection_service.realtime.cameras import CameraRuntime, CameraRuntimes
 from detection_service.realtime.demo_source import DemoSource
 from detection_service.realtime.ingest import IngestState
 from detection_service.realtime.live_config import LiveConfig, load_pipeline_settings
 from detection_service.realtime.manual_detection import ManualDetector
 from detection_service.realtime.model_loader import ModelLoader
 from detection_service.realtime.viewers import FrameBroadcaster
+from detection_service.services.cameras import CameraRecord, CameraService
 from detection_service.services.models import ModelService
 from detection_service.services.settings import SettingsService
 from detection_service.storage import ObjectStore
+from schemas.db import DEFAULT_CAMERA_ID
 from schemas.detection import (
     PIPELINE_SETTINGS_CATEGORY,
     DetectionConfig,
     DetectionStatus,
+    IngestStatus,
     StreamStatus,
     TrackingSnapshot,
 )
@@ -83,6 +88,8 @@ class PipelineService:
         self.demo = DemoSource(settings.data_dir, settings.demo_video if demo_policy is None else demo_policy)
         self.bus = bus or EventBus()
         self.holder = DetectorHolder()
+        # One detector for every camera: their pipelines' frames meet in one batch (docs/cameras.md).
+        self.batcher = BatchingDetector()
         self._control_lock = threading.RLock()
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -108,7 +115,24 @@ class PipelineService:
                 journal_dir=str(settings.data_dir / "journal"), journal_max_bytes=settings.journal_max_mb * 1024 * 1024
             ).with_pipeline_settings(pipeline_settings),
             alerts=alerts,
+            camera_id=DEFAULT_CAMERA_ID,
+            batcher=self.batcher,
         )
+        self.camera_service = CameraService(session_factory)
+        self.cameras = CameraRuntimes(
+            cameras=self.camera_service,
+            session_factory=session_factory,
+            store=store,
+            bus=self.bus,
+            holder=self.holder,
+            batcher=self.batcher,
+            alerts=alerts,
+            journal_root=settings.data_dir / "journal",
+            base_camera=lambda: self.camera,
+            detection=lambda: self.pipeline.detection,
+            config=lambda: self.pipeline.config,
+        )
+        self.camera_service.subscribe(self._sync_cameras)
         self.models = ModelLoader(self.holder, model_service, lambda: self.live.pipeline_settings)
         self.live = LiveConfig(pipeline_settings, settings_service, self.pipeline, self.models, self._control_lock)
         self.manual = ManualDetector(
@@ -138,13 +162,23 @@ class PipelineService:
             self._spawn("demo-video", self._build_demo)
         if self.pipeline.camera.source.strip():
             self.pipeline.start()
+        self._spawn("cameras", self._sync_cameras)
+
+    def _sync_cameras(self) -> None:
+        """The other cameras' pipelines after the cameras table (start, or a cameras API change)."""
+        try:
+            self.cameras.sync()
+        except Exception as exc:  # database down at start: the sync loop tries again
+            self.cameras.last_error = str(exc)
+            log.warning("cameras could not be read: %s", exc)
 
     def close(self) -> None:
         """App shutdown: stop the pipeline, drain its writes for a few seconds."""
         self._closing.set()
         self.broadcaster.close()
         with self._control_lock:
-            left = self.pipeline.close(SHUTDOWN_DRAIN_S)
+            left = self.pipeline.close(SHUTDOWN_DRAIN_S) + self.cameras.close(SHUTDOWN_DRAIN_S)
+        self.batcher.close()
         if left:
             log.warning("pipeline closed with %d writes undone", left)
         for thread in self._threads:
@@ -173,6 +207,8 @@ class PipelineService:
                     for category in ("detection", "camera"):
                         self._on_settings(category, self.settings_service.get(category))
                     self._settings_stale = False
+                if self.cameras.last_error is not None:
+                    self._sync_cameras()
                 if self.settings.truth_detector is None:
                     self.models.sync()
                 last_error = None
@@ -214,10 +250,13 @@ class PipelineService:
                 # user stopped the pipeline on purpose.
                 if effective.source.strip() and not self.pipeline.running and not self.user_stopped:
                     self.pipeline.start()
+                self.cameras.apply(category, value)
         elif category == PIPELINE_SETTINGS_CATEGORY:
             self.live.on_stored(value)
+            self.cameras.apply_pipeline_settings(value)
         else:
             self.pipeline.apply_settings(category, value)
+            self.cameras.apply(category, value)
 
     # -- control --------------------------------------------------------------------------
 
@@ -300,6 +339,7 @@ class PipelineService:
     def configure(self, changes: Any) -> DetectionConfig:
         """``PUT /api/detection/config`` (LiveConfig.configure); the new configuration."""
         self.live.configure(changes)
+        self.cameras.apply_pipeline_settings(self.live.pipeline_settings)
         return self.config()
 
     # -- status ---------------------------------------------------------------------------
@@ -338,3 +378,154 @@ class PipelineService:
             frames_sent=self.broadcaster.frames_sent,
             ingest=self.ingest.snapshot(),
         )
+
+    # -- several cameras (docs/cameras.md) ------------------------------------------------
+
+    def _runtimes(self) -> CameraRuntimes | None:
+        # None in a subclass that serves a pipeline of another process (realtime/remote.py).
+        return getattr(self, "cameras", None)
+
+    def _runtime(self, camera_id: int) -> CameraRuntime:
+        """A camera besides the default one: 404 if there is none, 409 if it has no pipeline here
+        (e.g. an API process whose pipeline runs in ``aidoor detect``: only the default camera there)."""
+        runtimes = self._runtimes()
+        runtime = runtimes.get(camera_id) if runtimes is not None else None
+        if runtime is None:
+            record = self.camera_service.get(camera_id)  # NotFound if the camera does not exist
+            raise Conflict(
+                f"camera {camera_id} ({record.name}) has no pipeline in this process yet",
+                {"camera_id": camera_id, "error": runtimes.last_error if runtimes is not None else None},
+                code="CAMERA_NOT_LOADED",
+            )
+        return runtime
+
+    def pipeline_of(self, camera_id: int | None) -> DetectionPipeline:
+        """The pipeline of a camera (the default one for None or 1)."""
+        if camera_id is None or camera_id == DEFAULT_CAMERA_ID:
+            return self.pipeline
+        return self._runtime(camera_id).pipeline
+
+    def broadcaster_of(self, camera_id: int | None) -> FrameBroadcaster:
+        if camera_id is None or camera_id == DEFAULT_CAMERA_ID:
+            return self.broadcaster
+        return self._runtime(camera_id).broadcaster
+
+    def control_cameras(self, action: str, camera_id: int | None) -> None:
+        """``POST /api/detection/{action}[?camera=N]``: one camera, or every camera when None
+        (the other cameras first, then the default one, which answers as before)."""
+        if camera_id is None or camera_id == DEFAULT_CAMERA_ID:
+            runtimes = self._runtimes()
+            if camera_id is None and runtimes is not None:
+                for other in sorted(runtimes.runtimes):
+                    if action == "stop" or runtimes.runtimes[other].record.runs:
+                        self._control_other(other, action)
+            self.control(action)
+            return
+        runtime = self._runtime(camera_id)
+        if action != "stop" and not runtime.record.runs:
+            raise Conflict(
+                f"camera {camera_id} is disabled: enable it with PUT /api/cameras/{camera_id}",
+                {"camera_id": camera_id},
+                code="CAMERA_DISABLED",
+            )
+        self._control_other(camera_id, action)
+
+    def _control_other(self, camera_id: int, action: str) -> None:
+        if action not in ("start", "stop", "restart"):
+            raise Invalid(
+                f"unknown action {action!r}", {"allowed": ["start", "stop", "restart"]}, code="INVALID_ACTION"
+            )
+        try:
+            self.cameras.control(camera_id, action)
+        except RuntimeError as exc:  # the previous thread is still inside a blocking read
+            raise Conflict(str(exc), code="BUSY") from None
+
+    def camera_status(self, camera_id: int | None, notification_ready: bool = False) -> DetectionStatus:
+        """``GET /api/detection[?camera=N]``: one camera's state; every camera's in brief under
+        ``cameras`` and the shared detector's batching figures under ``batching``."""
+        pipeline = self.pipeline_of(camera_id)
+        base = self.status(notification_ready)
+        if pipeline is self.pipeline:
+            status = base
+        else:
+            values = {**msgspec.to_builtins(base), **pipeline.status(), "demo": False}
+            status = msgspec.convert(values, DetectionStatus)
+        status.cameras = self.camera_summaries()
+        batcher = getattr(self, "batcher", None)
+        status.batching = batcher.stats() if batcher is not None else {}
+        return status
+
+    def camera_stream_status(self, camera_id: int | None) -> StreamStatus:
+        if camera_id is None or camera_id == DEFAULT_CAMERA_ID:
+            return self.stream_status()
+        runtime = self._runtime(camera_id)
+        raw = runtime.pipeline.status()
+        view_size = runtime.pipeline.frame_size()
+        query = f"?camera={camera_id}"
+        return StreamStatus(
+            camera_id=camera_id,
+            status=raw["status"],
+            camera_status=raw["camera_status"],
+            source=raw["source"],
+            demo=False,
+            source_fps=raw["source_fps"],
+            pipeline_fps=raw["fps"],
+            frames_read=raw["frames_read"],
+            dropped_frames=raw["dropped_frames"],
+            reconnects=raw["reconnects"],
+            camera_error=raw["camera_error"],
+            frame_width=view_size[0] if view_size else None,
+            frame_height=view_size[1] if view_size else None,
+            viewers=runtime.broadcaster.viewers,
+            frames_sent=runtime.broadcaster.frames_sent,
+            ingest=IngestStatus(connected=False),
+            viewer_url=f"/api/stream/viewer{query}",
+            mjpeg_url=f"/api/stream/mjpeg{query}",
+        )
+
+    def camera_summaries(self) -> list[dict[str, Any]]:
+        """Each camera's state in brief: the default one, then the others in id order."""
+        out = [self._summary(DEFAULT_CAMERA_ID, "default", self.pipeline, True)]
+        runtimes = self._runtimes()
+        for camera_id, runtime in sorted(runtimes.runtimes.items() if runtimes is not None else []):
+            out.append(self._summary(camera_id, runtime.record.name, runtime.pipeline, runtime.record.runs))
+        return out
+
+    @staticmethod
+    def _summary(camera_id: int, name: str, pipeline: DetectionPipeline, runs: bool) -> dict[str, Any]:
+        raw = pipeline.status()
+        return {
+            "camera_id": camera_id,
+            "name": name,
+            "status": raw.get("status", "stopped") if runs or raw.get("status") != "stopped" else "disabled",
+            "camera_status": raw.get("camera_status", "disconnected"),
+            "fps": raw.get("fps", 0.0),
+            "inferences": raw.get("inferences", 0),
+            "detection_count": raw.get("detection_count", 0),
+            "source": raw.get("source"),
+        }
+
+    def camera_info(self, record: CameraRecord) -> dict[str, Any]:
+        """The runtime half of ``GET /api/cameras`` for one camera."""
+        if record.is_default:
+            pipeline, runs = self.pipeline, True
+        else:
+            runtimes = self._runtimes()
+            runtime = runtimes.get(record.id) if runtimes is not None else None
+            if runtime is None:
+                return {
+                    "status": "disabled" if not record.runs else "stopped",
+                    "camera_status": "disconnected",
+                    "fps": 0.0,
+                    "detection_count": 0,
+                    "effective_source": record.source,
+                }
+            pipeline, runs = runtime.pipeline, runtime.record.runs
+        summary = self._summary(record.id, record.name, pipeline, runs)
+        return {
+            "status": summary["status"],
+            "camera_status": summary["camera_status"],
+            "fps": summary["fps"],
+            "detection_count": summary["detection_count"],
+            "effective_source": pipeline.camera.source or None,
+        }

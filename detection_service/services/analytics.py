@@ -398,7 +398,10 @@ class AnalyticsService:
         start: str | None = None,
         end: str | None = None,
         now: datetime | None = None,
+        *,
+        camera_id: int | None = None,
     ) -> Statistics:
+        """``camera_id``: only that camera's events (docs/cameras.md); None: every camera."""
         window = resolve_window(period, start, end, now)
         if group_by not in GROUP_BYS:
             raise Invalid(
@@ -409,11 +412,13 @@ class AnalyticsService:
         with self.session_factory() as session:
             return self._cached(
                 session,
-                ("statistics", period, group_by, window),
-                lambda: self._statistics(session, period, group_by, window),
+                ("statistics", period, group_by, window, camera_id),
+                lambda: self._statistics(session, period, group_by, window, camera_id),
             )
 
-    def _statistics(self, session: Session, period: str, group_by: str, window: Window) -> Statistics:
+    def _statistics(
+        self, session: Session, period: str, group_by: str, window: Window, camera_id: int | None = None
+    ) -> Statistics:
         e = DetectionEvent
         secs = local_seconds(e.detected_at, offset_segments(self.zone, window.start, window.end))
         bucket = {
@@ -430,7 +435,11 @@ class AnalyticsService:
                 e.is_false_positive.label("fp"),
                 e.original_type_id.label("orig"),
             )
-            .where(e.detected_at >= window.start, e.detected_at < window.end)
+            .where(
+                e.detected_at >= window.start,
+                e.detected_at < window.end,
+                *([e.camera_id == camera_id] if camera_id is not None else []),
+            )
             .subquery("events")
         )
         rows = session.execute(

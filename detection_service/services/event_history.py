@@ -46,6 +46,7 @@ DATE_RANGES = {
 # What a list item needs; the rest (bbox JSON, audit columns) is left in the table.
 SUMMARY_COLUMNS = (
     "id",
+    "camera_id",
     "object_type_id",
     "original_type_id",
     "confidence_score",
@@ -73,6 +74,7 @@ class EventFilter:
     start: datetime | None = None
     end: datetime | None = None
     status: str | None = None
+    camera_id: int | None = None  # docs/cameras.md
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -199,6 +201,8 @@ class EventService:
                     code="INVALID_STATUS",
                 )
             conds.append(DetectionEvent.status == flt.status)
+        if flt.camera_id is not None:
+            conds.append(DetectionEvent.camera_id == flt.camera_id)
         return conds
 
     def list_statements(self, session: Session, flt: EventFilter, page: int, limit: int) -> tuple[sa.Select, sa.Select]:
@@ -298,6 +302,7 @@ class EventService:
             model_version=event.model_version,
             image_count=image_count,
             thumbnail_url=url,
+            camera_id=event.camera_id,
         )
 
     def _url(self, key: str | None) -> tuple[str | None, datetime | None]:
