@@ -10,6 +10,12 @@ Prints one JSON line:
      "deep_page": {...}, "filtered": {...}}, ...}
 
 The scratch database is dropped afterwards unless --keep.
+
+``--workers N`` (N > 1, or ``--split``) measures the layout of docs/deployment.md: a private
+mosquitto, ``aidoor detect`` in its own process and ``aidoor serve --workers N`` talking to it
+over the live link. ``--demo`` plays the demo video in the pipeline meanwhile (in the API
+process in the single layout, in the detector worker in the split one), so both layouts carry
+the same live load.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -196,6 +203,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A private mosquitto for the live link (TCP_NODELAY: small requests and replies)."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = _free_port()
+    conf = directory / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
+    broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return broker, port
+
+
+def _demo_path(demo: str, settings_data_dir: Path) -> str:
+    """``auto``: the demo video of the user's data dir, built once; ``off``; or a video's path."""
+    if demo == "auto":
+        from detection_service import demo_video
+
+        path = demo_video.ensure(settings_data_dir)
+        return str(path) if path is not None else "off"
+    return demo
+
+
 def run(args: argparse.Namespace) -> dict:
     rng = random.Random(7)
     _scratch_database(args.database_url)
@@ -206,6 +233,8 @@ def run(args: argparse.Namespace) -> dict:
         "images": args.events * args.images_per_event,
         "database": engine.dialect.name,
         "clients": args.clients,
+        "workers": args.workers,
+        "layout": "split" if args.split else "single",
     }
     result["seed_s"] = round(seed(engine, args.events, args.images_per_event, rng), 1)
     data_dir = Path(tempfile.mkdtemp(prefix="aidoor-bench-api-"))
@@ -218,7 +247,7 @@ def run(args: argparse.Namespace) -> dict:
         "AIDOOR_DATABASE_URL": args.database_url,
         "AIDOOR_DATA_DIR": str(data_dir),
         "AIDOOR_PORT": str(port),
-        "AIDOOR_DEMO_VIDEO": "off",
+        "AIDOOR_DEMO_VIDEO": args.demo_path,
         "AIDOOR_LOG_LEVEL": "WARNING",
         "AIDOOR_DAGSTER_PORT": str(_free_port()),
     }
@@ -232,8 +261,18 @@ def run(args: argparse.Namespace) -> dict:
         check=True,
     ).stdout.strip()
     headers = {"Authorization": f"Bearer {token}"}
+    broker = detect = None
+    if args.split:
+        broker, broker_port = _start_broker(data_dir)
+        env["AIDOOR_LIVE_BROKER_URL"] = f"mqtt://127.0.0.1:{broker_port}/bench"
+        detect = subprocess.Popen(
+            [aidoor, "detect", "--no-migrate"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     server = subprocess.Popen(
-        [aidoor, "serve", "--no-migrate"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [aidoor, "serve", "--no-migrate", "--workers", str(args.workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -249,6 +288,19 @@ def run(args: argparse.Namespace) -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError("service did not answer within 60 s")
             time.sleep(0.3)
+        # Every worker up (and, split, linked to the detector): the live state answers repeatedly.
+        while not all(
+            httpx.get(base_url + "/api/detection", headers=headers, timeout=5).status_code == 200
+            for _ in range(2 * args.workers)
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the detection state did not answer within 60 s")
+            time.sleep(0.5)
+        if args.demo_path != "off":  # the demo plays before measuring
+            while httpx.get(base_url + "/api/detection", headers=headers, timeout=5).json()["data"]["fps"] <= 0:
+                if time.monotonic() > deadline + 60:
+                    raise RuntimeError("the demo video did not play within 2 minutes")
+                time.sleep(0.5)
         queries = {}
         for name, params in cases.items():
             measured = asyncio.run(load(base_url, params, args.clients, args.requests, headers))
@@ -258,12 +310,17 @@ def run(args: argparse.Namespace) -> dict:
             measured["p50_over_sql"] = round(measured["p50_ms"] / measured["sql_p50_ms"], 2)
             queries[name] = measured
         result["queries"] = queries
+        live = httpx.get(base_url + "/api/detection", headers=headers, timeout=5).json()["data"]
+        result["pipeline"] = {key: live.get(key) for key in ("status", "source", "fps", "frames_read")}
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for process in (server, detect, broker):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
         engine.dispose()
         if not args.keep:
             _scratch_database(args.database_url, create=False)
@@ -285,6 +342,19 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     parser.add_argument("--requests", type=int, default=800, help="requests per query kind")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="API workers; more than 1 runs aidoor detect apart (docs/deployment.md)"
+    )
+    parser.add_argument("--split", action="store_true", help="aidoor detect apart also with one API worker")
+    parser.add_argument(
+        "--demo",
+        default="auto",
+        help="video the pipeline plays meanwhile: auto (the demo video, built once), off, or a path",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    args.split = args.split or args.workers > 1
+    args.demo_path = _demo_path(args.demo, settings.data_dir)
     print(json.dumps(run(args)), flush=True)
     return 0
