@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -227,3 +228,44 @@ def test_camera_api_validation_changes_nothing(two_cameras) -> None:
     _error(client.put(f"/api/cameras/{made['id']}", json={"name": "default"}), 409, "CAMERA_NAME_TAKEN")
     assert _data(client.delete(f"/api/cameras/{made['id']}")) == {"deleted": made["id"]}
     _error(client.get(f"/api/cameras/{made['id']}"), 404, "CAMERA_NOT_FOUND")
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium missing")
+def test_viewer_page_shows_either_camera_in_chromium(tmp_path: Path, migrated_database_url: str) -> None:
+    """The viewer page of camera 2 streams camera 2's frames (288 wide); its picker switches to
+    camera 1 (320 wide, the demo video)."""
+    from playwright.sync_api import sync_playwright
+
+    from detection_service.config import Settings
+    from tests.conftest import free_port
+    from tests.test_viewer import CHROMIUM, CHROMIUM_FLAGS, LiveServer
+
+    front = _scene_video(tmp_path / "front.avi", (0, 140, 255), (320, 240))
+    back = _scene_video(tmp_path / "back.avi", (40, 220, 40), (288, 224))
+    settings = Settings.from_env(
+        environ={"AIDOOR_DEMO_VIDEO": str(front)},
+        data_dir=tmp_path / "data",
+        database_url=migrated_database_url,
+        dagster_port=free_port(),
+    )
+    with LiveServer(settings) as live:
+        live.app.state.detector_holder.swap(ColourDetector())
+        made = httpx.post(
+            live.url + "/api/cameras", json={"name": "back door", "source": str(back)}, headers=live.headers
+        )
+        assert made.status_code == 201, made.text
+        assert wait_until(lambda: live.get("/api/detection?camera=2")["fps"] > 0, 10)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1000, "height": 700}, extra_http_headers=live.headers)
+                page.goto(live.url + "/api/stream/viewer?camera=2")
+                page.wait_for_function("document.getElementById('stream').naturalWidth === 288", timeout=20_000)
+                page.wait_for_function("document.getElementById('state').textContent === 'running'", timeout=10_000)
+                page.wait_for_function("!document.getElementById('camerapick').hidden", timeout=10_000)
+                assert page.eval_on_selector("#camerapick", "e => [e.value, e.options.length]") == ["2", 2]
+                page.select_option("#camerapick", "1")
+                page.wait_for_url("**/api/stream/viewer?camera=1", timeout=10_000)
+                page.wait_for_function("document.getElementById('stream').naturalWidth === 320", timeout=20_000)
+            finally:
+                browser.close()
