@@ -10,7 +10,9 @@ and blocks until its boxes are back. One batching thread owns the detector calls
   (Ultralytics runs a list of images as one batch). After a batch ends, every camera that took part
   comes back within a few milliseconds (tracker, recorder); the thread waits for the registered
   cameras that are not yet waiting at most ``gather_s`` (and at most a quarter of the last batch's
-  time), the dynamic-batching delay of inference servers (Triton's ``max_queue_delay``).
+  time), the dynamic-batching delay of inference servers (Triton's ``max_queue_delay``). Only
+  cameras that sent a frame lately (within three batch times) are waited for: a camera whose source
+  is down, or whose motion gate skips the detector on a still scene, does not slow the others.
 - **fair share under overload**: at most ``max_batch`` frames per batch, taken round-robin starting
   after the camera served last, so with more cameras than batch slots none is starved.
 
@@ -70,6 +72,7 @@ class BatchingDetector:
         self._cond = threading.Condition()
         self._pending: dict[int, _Request] = {}
         self._active: set[int] = set()
+        self._last_submit: dict[int, float] = {}
         self._last_served: int | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -119,6 +122,7 @@ class BatchingDetector:
                 old.error = Superseded(f"camera {camera_id}: a newer frame replaced this one")
                 old.done.set()
             self._pending[camera_id] = request
+            self._last_submit[camera_id] = request.arrived
             self._cond.notify_all()
         return request
 
@@ -174,7 +178,9 @@ class BatchingDetector:
             first = max(min(r.arrived for r in self._pending.values()), self._last_batch_end)
             delay = min(self.gather_s, self._last_batch_s / 4) if self._last_batch_s else self.gather_s
             deadline = first + delay
-            while not self._closed and not self._active <= self._pending.keys():
+            recent = first - 3 * self._last_batch_s - self.gather_s
+            expected = {c for c in self._active if self._last_submit.get(c, 0.0) >= recent}
+            while not self._closed and not expected <= self._pending.keys():
                 left = deadline - time.monotonic()
                 if left <= 0 or len(self._pending) >= self.max_batch:
                     break

@@ -293,6 +293,8 @@ class PipelineService:
         """``POST /api/system/restart {"service": "camera"}``: re-open the camera source only (the
         detector, tracker, open events and writer carry on). Conflict while the pipeline is stopped."""
         with self._control_lock:
+            for runtime in self._other_runtimes():  # the other cameras' captures too (docs/cameras.md)
+                runtime.pipeline.restart_capture()
             if not self.pipeline.restart_capture():
                 raise Conflict(
                     "the detection pipeline is stopped, so no camera is being captured: start it with "
@@ -319,6 +321,9 @@ class PipelineService:
                 self.models.reload(pipeline_settings.backend, pipeline_settings.imgsz)
             except Exception as exc:  # the old detector keeps serving
                 log.error("restart: the detector could not be rebuilt, the old one keeps serving: %s", exc)
+            for runtime in self._other_runtimes():
+                if runtime.pipeline.running:
+                    runtime.pipeline.restart()
             if self.pipeline.camera.source.strip():
                 self.control("restart")
         return self.pipeline.status()
@@ -384,6 +389,10 @@ class PipelineService:
     def _runtimes(self) -> CameraRuntimes | None:
         # None in a subclass that serves a pipeline of another process (realtime/remote.py).
         return getattr(self, "cameras", None)
+
+    def _other_runtimes(self) -> list[CameraRuntime]:
+        runtimes = self._runtimes()
+        return list(runtimes.runtimes.values()) if runtimes is not None else []
 
     def _runtime(self, camera_id: int) -> CameraRuntime:
         """A camera besides the default one: 404 if there is none, 409 if it has no pipeline here

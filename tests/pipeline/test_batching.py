@@ -142,7 +142,7 @@ def test_two_cameras_on_one_detector_record_their_own_events(session_factory, st
     class TwoDoorDetector(SlowBatchDetector):
         def _detect_batch(self, frames_bgr, conf):
             self.batch_sizes.append(len(frames_bgr))
-            time.sleep(0.01)
+            time.sleep(0.12)  # slower than the 15 fps videos: both cameras wait, so they share batches
             # Camera 1's video is 320 wide (a person); camera 2's 288 wide (a package).
             return [
                 [det(40, 30, 120, 230, "person", 0.9)] if f.shape[1] == 320 else [det(20, 20, 90, 90, "package", 0.8)]
@@ -197,3 +197,20 @@ def test_bench_cameras_prints_its_figures(offline: Path) -> None:
     assert one["cameras"] == 1 and two["cameras"] == 2 and len(two["per_camera_fps"]) == 2
     assert one["total_fps"] > 0 and two["mean_batch_size"] > 1.0 and not two["errors"]
     assert result["speedup"] == pytest.approx(two["total_fps"] / one["total_fps"], abs=0.01)
+
+
+def test_a_camera_that_sends_nothing_does_not_slow_the_others() -> None:
+    """Registered (its pipeline runs) but its source is down: the others' batches do not wait for it."""
+    detector = SlowBatchDetector(base_s=0.02, per_frame_s=0.0)
+    batcher = BatchingDetector(gather_s=0.05)
+    batcher.register(7)  # never sends a frame
+    try:
+        batcher.detect(7, detector, np.zeros((8, 8, 3), np.uint8), 0.0)  # once, long ago
+        time.sleep(0.3)
+        started = time.monotonic()
+        for _ in range(10):
+            batcher.detect(1, detector, np.zeros((8, 8, 3), np.uint8), 0.0)
+        per_call = (time.monotonic() - started) / 10
+        assert per_call < 0.02 + 0.012, per_call  # not 0.02 + a gather delay each
+    finally:
+        batcher.close()
