@@ -162,7 +162,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # The pipeline runs in `aidoor detect` workers; the same handlers reach it over the live
             # link, and its bus messages arrive on this process's bus.
             link = LiveLink(live_broker, role="api", timeout_s=settings.live_timeout_s)
-            pipeline_service = RemotePipelineService(settings, link, bus)
+            pipeline_service = RemotePipelineService(settings, link, bus, app.state.session_factory)
             app.state.settings_service.subscribe(pipeline_service.settings_changed)
             app.state.model_service.deploy_hook = pipeline_service.load_model  # the worker loads, then "current"
         app.state.pipeline_service = pipeline_service

@@ -57,7 +57,8 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
 
     cameras = [c.strip() for c in (args.cameras or "default").split(",") if c.strip()]
     if cameras != ["default"]:
-        print("aidoor: only the default camera exists until several cameras land (issue #15 item 2)", file=sys.stderr)
+        # One worker runs every camera of the cameras table; a subset per worker is not there yet.
+        print("aidoor: --cameras takes only 'default' (= every camera of the cameras table) so far", file=sys.stderr)
         return 2
     if settings.live_broker is None:
         print("aidoor: aidoor detect needs AIDOOR_LIVE_BROKER_URL (the broker the API uses)", file=sys.stderr)
@@ -311,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser(
         "detect", help="run the realtime pipeline alone, serving the API over AIDOOR_LIVE_BROKER_URL (no HTTP)"
     )
-    detect.add_argument("--cameras", help="comma-separated camera ids this worker runs (default: default)")
+    detect.add_argument("--cameras", help="'default' (the only choice so far): every camera of the cameras table")
     detect.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head` at start")
     detect.add_argument(
         "--demo", help="demo video policy: '' (play if built), auto (build when missing), off, or a video path"

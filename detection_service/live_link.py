@@ -8,7 +8,7 @@ One paho-mqtt client per process, with its own network thread. Topics, under
 |---|---|---|
 | ``availability`` | detector -> API | ``online`` / ``offline`` (retained; the last will says ``offline``) |
 | ``bus`` | detector -> API | the bus messages (``detection_service.bus``), without snapshot bytes |
-| ``frame`` | detector -> API | the latest annotated JPEG, only while some API worker has viewers |
+| ``frame/<camera id>`` | detector -> API | annotated JPEGs of a camera, only while some API worker has viewers |
 | ``viewers`` | API -> detector | each API worker's viewer count and frames sent (a lease, renewed every second) |
 | ``cmd``, ``reply/<client id>`` | API <-> detector | requests with a correlation id; the answer or a domain error |
 | ``ingest`` | API -> detector | JPEG frames of the WebSocket camera ingest |
@@ -69,6 +69,7 @@ class ViewerLease(msgspec.Struct, kw_only=True):
     worker: str
     viewers: int
     frames_sent: int
+    camera: int = 1  # the cameras table's id (1: the default camera)
 
 
 class DetectorUnavailable(errors.Unavailable):

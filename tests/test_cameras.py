@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from detection_service import database
 from detection_service.pipeline.detector import Detection, Detector
 from schemas import db
+from tests import live_layouts
 from tests.pipeline.conftest import wait_until
 
 
@@ -101,10 +102,11 @@ def _scene_video(path: Path, colour: tuple[int, int, int], size: tuple[int, int]
     return path
 
 
-@pytest.fixture
-def two_cameras(tmp_path: Path, migrated_database_url: str):
+@pytest.fixture(params=live_layouts.LAYOUTS)
+def two_cameras(request: pytest.FixtureRequest, tmp_path: Path, migrated_database_url: str):
     """The service with the demo video (a parcel, 320x240) on the default camera, nothing else
-    configured, and a colour detector in the holder."""
+    configured, and a colour detector in the holder; in process, and split (aidoor detect apart,
+    two API workers: tests/live_layouts.py)."""
     from detection_service.app import create_app
     from detection_service.config import Settings
     from tests.conftest import AuthedTestClient, free_port
@@ -117,6 +119,11 @@ def two_cameras(tmp_path: Path, migrated_database_url: str):
         database_url=migrated_database_url,
         dagster_port=free_port(),
     )
+    if request.param == "split":
+        with live_layouts.split_layout(settings, tmp_path / "split") as split:
+            split.app.state.detector_holder.swap(ColourDetector())
+            yield split, back
+        return
     with AuthedTestClient(create_app(settings), raise_server_exceptions=False) as client:
         client.app.state.detector_holder.swap(ColourDetector())
         yield client, back

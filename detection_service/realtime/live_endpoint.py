@@ -1,8 +1,8 @@
 """The detector worker's side of the live link (``aidoor detect``; docs/deployment.md).
 
 ``LiveEndpoint`` answers the API workers' requests with the ``PipelineService`` of this process,
-publishes its bus messages, publishes annotated frames while any API worker holds a viewer lease
-(at most ``max_fps`` a second), feeds the WebSocket ingest's frames to the pipeline, and reads a
+publishes its bus messages, publishes a camera's annotated frames while any API worker holds a
+viewer lease for it (at most ``max_fps`` a second), feeds the WebSocket ingest's frames to the pipeline, and reads a
 settings category again when an API worker stored it (before that request answers).
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from detection_service.errors import Invalid
+from detection_service.errors import DomainError, Invalid
 from detection_service.live_link import MAX_FRAME_BYTES, LiveLink, ViewerLease, decode, encode_bus
 from detection_service.realtime.pipeline_service import PipelineService
+from schemas.db import DEFAULT_CAMERA_ID
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,12 @@ class LiveEndpoint:
         self.link = link
         self.min_interval_s = 1.0 / max_fps
         self.frames_published = 0
-        self._leases: dict[str, tuple[ViewerLease, float]] = {}
+        self._leases: dict[tuple[str, int], tuple[ViewerLease, float]] = {}  # (worker, camera) -> lease
         self._lock = threading.Lock()
-        self._kick = threading.Event()  # a new viewer: send the latest frame at once
+        self._kicks: dict[int, threading.Event] = {}  # per camera: a new viewer, send a frame at once
+        self._publishers: dict[int, threading.Thread] = {}
         self._closed = threading.Event()
         self._bus_sub = None
-        self._frames = threading.Thread(target=self._publish_frames, name="live-frames", daemon=True)
 
     def start(self) -> None:
         self.link.serve(self.handle)
@@ -46,7 +47,6 @@ class LiveEndpoint:
         self._bus_sub = self.service.bus.subscribe_callback(
             "live-link", lambda message: self.link.publish("bus", encode_bus(message)), maxsize=500
         )
-        self._frames.start()
         self.link.start()
 
     def close(self) -> None:
@@ -61,12 +61,26 @@ class LiveEndpoint:
         service = self.service
         if op == "status":
             return service.status(bool(args.get("notification_ready")))
-        if op == "stream_status":
-            status = service.stream_status()
-            viewers, frames_sent = self.remote_viewers()
+        camera = args.get("camera")
+        if op == "stream_status" or op == "camera_stream_status":
+            status = service.camera_stream_status(camera)
+            viewers, frames_sent = self.remote_viewers(camera or DEFAULT_CAMERA_ID)
             return msgspec.structs.replace(
                 status, viewers=status.viewers + viewers, frames_sent=status.frames_sent + frames_sent
             )
+        if op == "camera_status":
+            return service.camera_status(camera, bool(args.get("notification_ready")))
+        if op == "control_cameras":
+            service.control_cameras(str(args.get("action")), camera)
+            return True
+        if op == "check_camera":
+            service.pipeline_of(camera)  # NotFound / Conflict as in one process
+            return True
+        if op == "camera_info":
+            return service.camera_info(service.camera_service.get(int(camera)))
+        if op == "cameras_changed":
+            service.camera_service.changed_elsewhere()
+            return True
         if op == "config":
             return service.config()
         if op == "configure":
@@ -80,11 +94,11 @@ class LiveEndpoint:
         if op == "tracking":
             return service.tracking()
         if op == "pipeline_status":
-            return service.pipeline.status()
+            return service.pipeline_of(camera).status()
         if op == "running":
-            return service.pipeline.running
+            return service.pipeline_of(camera).running
         if op == "latest_jpeg":
-            version, jpeg = service.pipeline.latest_jpeg()
+            version, jpeg = service.pipeline_of(camera).latest_jpeg()
             return [version, jpeg]
         if op == "push_mode":
             return service.push_mode
@@ -107,34 +121,54 @@ class LiveEndpoint:
 
     # -- viewers and frames ---------------------------------------------------------------------
 
-    def remote_viewers(self) -> tuple[int, int]:
-        """Viewers of the API workers whose lease is current, and every frame they sent."""
+    def remote_viewers(self, camera: int) -> tuple[int, int]:
+        """A camera's viewers on the API workers whose lease is current, and every frame they sent."""
         now = time.monotonic()
         with self._lock:
-            leases = list(self._leases.values())
+            leases = [(lease, seen) for lease, seen in self._leases.values() if lease.camera == camera]
         viewers = sum(lease.viewers for lease, seen in leases if now - seen < LEASE_TTL_S)
         return viewers, sum(lease.frames_sent for lease, _ in leases)
 
     def _on_lease(self, payload: bytes) -> None:
         lease = decode(payload, ViewerLease)
         with self._lock:
-            before = self._leases.get(lease.worker)
-            self._leases[lease.worker] = (lease, time.monotonic())
-        if lease.viewers and (before is None or before[0].viewers < lease.viewers):
-            self._kick.set()
+            before = self._leases.get((lease.worker, lease.camera))
+            self._leases[(lease.worker, lease.camera)] = (lease, time.monotonic())
+            if not lease.viewers:
+                return
+            kick = self._kicks.setdefault(lease.camera, threading.Event())
+            if before is None or before[0].viewers < lease.viewers:
+                kick.set()  # someone new: the frame in hand at once, even while stopped
+            thread = self._publishers.get(lease.camera)
+            if thread is None or not thread.is_alive():  # checked at every renewal: an idle one may just have ended
+                thread = threading.Thread(
+                    target=self._publish_frames, args=(lease.camera, kick), name="live-frames", daemon=True
+                )
+                self._publishers[lease.camera] = thread
+                thread.start()
 
-    def _publish_frames(self) -> None:
+    def _publish_frames(self, camera: int, kick: threading.Event) -> None:
+        """One camera's frames while any API worker holds a lease with viewers of it."""
         version = -1
         last = 0.0
+        idle_since: float | None = None
         while not self._closed.is_set():
-            if self.remote_viewers()[0] == 0:
-                self._kick.wait(0.5)
+            if self.remote_viewers(camera)[0] == 0:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > LEASE_TTL_S:
+                    return  # a new lease starts another
+                kick.wait(0.5)
                 continue
-            if self._kick.is_set():  # someone new: the frame in hand at once, even while stopped
-                self._kick.clear()
-                new_version, jpeg = self.service.pipeline.latest_jpeg()
+            idle_since = None
+            try:
+                pipeline = self.service.pipeline_of(camera)
+            except DomainError:  # the camera went away
+                return
+            if kick.is_set():
+                kick.clear()
+                new_version, jpeg = pipeline.latest_jpeg()
             else:
-                new_version, jpeg = self.service.pipeline.wait_jpeg(version, timeout=0.5)
+                new_version, jpeg = pipeline.wait_jpeg(version, timeout=0.5)
                 if new_version == version:
                     continue
             if jpeg is None or len(jpeg) > MAX_FRAME_BYTES:
@@ -144,7 +178,7 @@ class LiveEndpoint:
             if wait > 0:
                 time.sleep(wait)
             last = time.monotonic()
-            if self.link.publish("frame", jpeg):
+            if self.link.publish(f"frame/{camera}", jpeg):
                 self.frames_published += 1
 
     # -- settings and ingest --------------------------------------------------------------------

@@ -18,19 +18,22 @@ import uuid
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.bus import EventBus
 from detection_service.config import Settings
-from detection_service.errors import Conflict, DomainError
+from detection_service.errors import DomainError
 from detection_service.live_link import MAX_FRAME_BYTES, LiveLink, ViewerLease, decode_bus, encode
 from detection_service.realtime.manual_detection import ManualDetector
 from detection_service.realtime.pipeline_service import PipelineService
 from detection_service.realtime.viewers import Viewer
+from detection_service.services.cameras import CameraService
+from schemas.db import DEFAULT_CAMERA_ID
 from schemas.detection import DetectionConfig, DetectionStatus, ManualDetection, StreamStatus, TrackingSnapshot
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CAMERA = 1  # the cameras table's default camera (schemas.db.DEFAULT_CAMERA_ID)
+DEFAULT_CAMERA = DEFAULT_CAMERA_ID
 LEASE_S = 1.0  # how often a worker with viewers renews its lease (the detector drops it after 3 s)
 
 
@@ -38,16 +41,17 @@ class RemoteBroadcaster:
     """``FrameBroadcaster``'s interface over the link: this worker's MJPEG viewers get the frames
     the detector publishes while any worker holds a viewer lease."""
 
-    def __init__(self, link: LiveLink, worker: str) -> None:
+    def __init__(self, link: LiveLink, worker: str, camera: int = DEFAULT_CAMERA) -> None:
         self.link = link
         self.worker = worker
+        self.camera = camera
         self.frames_sent = 0  # the MJPEG handler counts here; reported with the lease
         self._viewers: set[Viewer] = set()
         self._lock = threading.Lock()
         self._latest: bytes | None = None
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="live-viewers", daemon=True)
-        link.subscribe("frame", self._on_frame)
+        link.subscribe(f"frame/{camera}", self._on_frame)
         self._thread.start()
 
     @property
@@ -72,7 +76,9 @@ class RemoteBroadcaster:
         self._closed.set()
 
     def _report(self) -> None:
-        lease = ViewerLease(worker=self.worker, viewers=len(self._viewers), frames_sent=self.frames_sent)
+        lease = ViewerLease(
+            worker=self.worker, viewers=len(self._viewers), frames_sent=self.frames_sent, camera=self.camera
+        )
         self.link.publish("viewers", encode(lease))
 
     def _renew(self) -> None:
@@ -135,27 +141,31 @@ class RemoteIngest:
 
 
 class RemotePipeline:
-    """The few ``DetectionPipeline`` calls the handlers and the monitoring make."""
+    """The few ``DetectionPipeline`` calls the handlers and the monitoring make, for one camera."""
 
-    def __init__(self, link: LiveLink) -> None:
+    def __init__(self, link: LiveLink, camera: int | None = None) -> None:
         self.link = link
+        self.camera = camera  # None: the default camera
         self.on_camera_state: Any = None  # the monitoring's hook; the worker reports its camera itself
         self._push_mode: tuple[float, bool] = (0.0, False)
 
+    def _ask(self, op: str, **kwargs: Any) -> Any:
+        return self.link.request(op, {"camera": self.camera}, **kwargs)
+
     def status(self) -> dict[str, Any]:
-        return self.link.request("pipeline_status")
+        return self._ask("pipeline_status")
 
     @property
     def running(self) -> bool:
-        return bool(self.link.request("running"))
+        return bool(self._ask("running"))
 
     def latest_jpeg(self, quality: int = 80) -> tuple[int, bytes | None]:
-        version, jpeg = self.link.request("latest_jpeg")
+        version, jpeg = self._ask("latest_jpeg")
         return int(version), jpeg
 
     def push_jpeg(self, data: bytes) -> bool:
-        """Send one ingest frame; False once the camera source is no longer ``push`` (asked again
-        at most once a second)."""
+        """Send one ingest frame (the default camera's WebSocket ingest); False once the camera
+        source is no longer ``push`` (asked again at most once a second)."""
         checked, push = self._push_mode
         if time.monotonic() - checked > 1.0:
             push = bool(self.link.request("push_mode"))
@@ -182,13 +192,20 @@ class RemotePipelineService(PipelineService):
     handlers' typed parameters accept it (Litestar validates injected values by type); nothing of
     the local pipeline is built, and every method the API calls is overridden here."""
 
-    def __init__(self, settings: Settings, link: LiveLink, bus: EventBus) -> None:  # noqa: B027
+    def __init__(  # noqa: B027
+        self, settings: Settings, link: LiveLink, bus: EventBus, session_factory: sessionmaker[Session]
+    ) -> None:
         self.settings = settings
         self.link = link
         self.bus = bus
         self.worker = uuid.uuid4().hex[:10]
         self.pipeline = RemotePipeline(link)
         self.broadcaster = RemoteBroadcaster(link, self.worker)
+        self._pipelines: dict[int, RemotePipeline] = {}
+        self._broadcasters: dict[int, RemoteBroadcaster] = {DEFAULT_CAMERA: self.broadcaster}
+        # The cameras API changes the table here; the worker re-reads it before the request answers.
+        self.camera_service = CameraService(session_factory)
+        self.camera_service.subscribe(self._cameras_changed)
         self.ingest = RemoteIngest(link)
         self.manual = RemoteManualDetector(link)
         self.holder = None  # type: ignore[assignment]  # the detector lives in the worker
@@ -201,8 +218,15 @@ class RemotePipelineService(PipelineService):
         self.link.start()
 
     def close(self) -> None:
-        self.broadcaster.close()
+        for broadcaster in self._broadcasters.values():
+            broadcaster.close()
         self.link.close()
+
+    def _cameras_changed(self) -> None:
+        try:
+            self.link.request("cameras_changed", timeout=max(self.link.timeout_s, 15.0))
+        except DomainError as exc:
+            log.warning("cameras changed, but the detector worker did not take them yet: %s", exc)
 
     def settings_changed(self, category: str, _value: Any) -> None:
         """A SettingsService listener: the worker reads the stored category again, before the
@@ -242,25 +266,35 @@ class RemotePipelineService(PipelineService):
     def tracking(self) -> TrackingSnapshot:
         return self.link.request("tracking", kind=TrackingSnapshot)
 
-    # Several cameras (docs/cameras.md) over the live link are not there yet: the worker serves
-    # the default camera; any other answers 409 instead of reaching into a pipeline of this process.
+    # -- several cameras (docs/cameras.md): the worker answers for each of its cameras -----------
+
     def pipeline_of(self, camera_id: int | None) -> Any:
-        self._default_only(camera_id)
-        return self.pipeline
+        if camera_id is None or camera_id == DEFAULT_CAMERA:
+            return self.pipeline
+        self.link.request("check_camera", {"camera": camera_id})  # 404 / 409 as in one process
+        return self._pipelines.setdefault(camera_id, RemotePipeline(self.link, camera_id))
 
     def broadcaster_of(self, camera_id: int | None) -> Any:
-        self._default_only(camera_id)
-        return self.broadcaster
+        if camera_id is None or camera_id == DEFAULT_CAMERA:
+            return self.broadcaster
+        self.link.request("check_camera", {"camera": camera_id})
+        if camera_id not in self._broadcasters:
+            self._broadcasters[camera_id] = RemoteBroadcaster(self.link, self.worker, camera_id)
+        return self._broadcasters[camera_id]
 
-    @staticmethod
-    def _default_only(camera_id: int | None) -> None:
-        if camera_id not in (None, DEFAULT_CAMERA):
-            raise Conflict(
-                f"camera {camera_id}: with detector workers apart (AIDOOR_LIVE_BROKER_URL) only the default camera "
-                "is served so far",
-                {"camera_id": camera_id},
-                code="CAMERA_NOT_LOADED",
-            )
+    def camera_status(self, camera_id: int | None, notification_ready: bool = False) -> DetectionStatus:
+        args = {"camera": camera_id, "notification_ready": notification_ready}
+        return self.link.request("camera_status", args, DetectionStatus)
+
+    def camera_stream_status(self, camera_id: int | None) -> StreamStatus:
+        return self.link.request("camera_stream_status", {"camera": camera_id}, StreamStatus)
+
+    def control_cameras(self, action: str, camera_id: int | None) -> None:
+        args = {"action": action, "camera": camera_id}
+        self.link.request("control_cameras", args, timeout=max(self.link.timeout_s, 15.0))
+
+    def camera_info(self, record: Any) -> dict[str, Any]:
+        return self.link.request("camera_info", {"camera": record.id})
 
     def load_model(self, model_id: str, _weights: Any = None) -> None:
         """``ModelService.deploy_hook``: the worker loads the deployed model (from the shared store)

@@ -82,6 +82,11 @@ class CameraService:
         for listener in self._listeners:
             listener()
 
+    def changed_elsewhere(self) -> None:
+        """Another process changed the cameras table (an API worker, for a detector worker:
+        docs/deployment.md): tell the listeners, as if it had changed here."""
+        self._changed()
+
     # -- reads ----------------------------------------------------------------------------
 
     def list(self) -> list[CameraRecord]:
