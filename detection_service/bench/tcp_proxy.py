@@ -1,5 +1,6 @@
-"""A TCP proxy whose far side can be cut: the fault suite puts it in front of MariaDB (and an S3
-server) to make them unreachable and reachable again (``aidoor bench faults``, tests/test_faults.py).
+"""A TCP proxy whose far side can be cut: the fault suite puts it in front of MariaDB and of the
+Dagster endpoint to make them unreachable and reachable again (``aidoor bench faults``,
+tests/test_faults.py).
 
 Listens on 127.0.0.1 only, on an asyncio loop in one daemon thread. ``cut()`` closes every open
 connection and refuses new ones (accept, then close at once: the client sees a reset/EOF, as when a
