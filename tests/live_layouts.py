@@ -90,8 +90,9 @@ class WebSocketSession:
 class SplitClient:
     """An httpx client on the API workers, with ``app.state`` pointing at the worker's objects."""
 
-    def __init__(self, url: str, token: str, state: SimpleNamespace) -> None:
+    def __init__(self, url: str, token: str, state: SimpleNamespace, log_path: Path | None = None) -> None:
         self.url = url
+        self.log_path = log_path
         self.headers = {"Authorization": f"Bearer {token}"}
         self.http = httpx.Client(base_url=url, headers=self.headers, timeout=60)
         self.app = SimpleNamespace(state=state)
@@ -114,6 +115,10 @@ class SplitClient:
 
         with connect(self.url.replace("http", "ws", 1) + path, additional_headers=self.headers) as connection:
             yield WebSocketSession(connection)
+
+    def api_log(self) -> str:
+        """What the API workers logged (AIDOOR_LOG_LEVEL=WARNING)."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def close(self) -> None:
         self.http.close()
@@ -168,7 +173,7 @@ def split_layout(settings: Any, directory: Path, workers: int = 2) -> Iterator[S
             worker=worker,
             api=api,
         )
-        client = SplitClient(f"http://127.0.0.1:{port}", token, state)
+        client = SplitClient(f"http://127.0.0.1:{port}", token, state, log_path)
 
         def every_worker_answers() -> bool:
             assert api is not None and api.poll() is None, log_path.read_text()
