@@ -111,9 +111,11 @@ class RemoteIngest:
         self._client: str | None = None
 
     def claim(self, client: str) -> bool:
+        if not self.link.request("ingest_claim", {"client": client}):
+            return False  # another camera holds it (on this or another API worker)
         self._client = client
         self.frames_received = self.bytes_received = self._invalid = 0
-        return bool(self.link.request("ingest_claim", {"client": client}))
+        return True
 
     def release(self) -> None:
         try:
