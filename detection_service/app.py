@@ -52,7 +52,7 @@ from detection_service.database import make_engine, make_session_factory
 from detection_service.errors import DomainError
 from detection_service.live_link import LiveLink
 from detection_service.ml.ultralytics_env import configure_offline
-from detection_service.mqtt import MqttCommands, build_mqtt_bridge
+from detection_service.mqtt import build_mqtt_bridge, pipeline_commands
 from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier, updates_mode
 from detection_service.realtime.pipeline_service import PipelineService
@@ -210,15 +210,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 bus,
                 app.state.session_factory,
                 monitoring.registry,
-                MqttCommands(
-                    control=pipeline_service.control,
-                    test_alert=lambda: asyncio.run(notification_service.send_test(MQTT_TEST_ALERT, 0.0)),
-                    detection_running=lambda: pipeline_service.pipeline.running,
+                pipeline_commands(
+                    pipeline_service, lambda: asyncio.run(notification_service.send_test(MQTT_TEST_ALERT, 0.0))
                 ),
                 version=package_version(),
             )
         )
         app.state.mqtt = mqtt_bridge
+        if mqtt_bridge is not None:  # cameras added / renamed / removed: Home Assistant hears of it
+            pipeline_service.camera_service.subscribe(mqtt_bridge.cameras_changed)
         pipeline_service.start_background()
         monitoring.start()
         if mqtt_bridge is not None:

@@ -21,7 +21,7 @@ from detection_service.dagster_client import DagsterClient
 from detection_service.database import make_engine, make_session_factory
 from detection_service.live_link import LiveLink
 from detection_service.ml.ultralytics_env import configure_offline
-from detection_service.mqtt import MqttCommands, build_mqtt_bridge
+from detection_service.mqtt import build_mqtt_bridge, pipeline_commands
 from detection_service.notifications.service import NotificationService
 from detection_service.notifications.worker import build_notifier, updates_mode
 from detection_service.realtime.live_endpoint import LiveEndpoint
@@ -87,13 +87,11 @@ class DetectorWorker:
             self.service.bus,
             self.session_factory,
             None,
-            MqttCommands(
-                control=self.service.control,
-                test_alert=lambda: asyncio.run(notification_service.send_test(MQTT_TEST_ALERT, 0.0)),
-                detection_running=lambda: self.service.pipeline.running,
-            ),
+            pipeline_commands(self.service, lambda: asyncio.run(notification_service.send_test(MQTT_TEST_ALERT, 0.0))),
             version=package_version(),
         )
+        if self.mqtt is not None:  # cameras changed through an API worker: Home Assistant hears of it
+            self.service.camera_service.subscribe(self.mqtt.cameras_changed)
         self.stopped = threading.Event()
 
     def start(self) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -178,8 +179,6 @@ def test_service_publishes_discovery_states_and_obeys_commands(settings, broker:
     """The whole service: discovery, the package present state ON then OFF, an event, the
     counters and the capture; commands from Home Assistant's account work like the API, a
     read-only account's are refused by the broker; availability goes offline when it stops."""
-    import msgspec
-
     from detection_service.app import create_app
 
     video = write_video(tmp_path / "door.avi", frames=450, fps=15, size=(160, 120))
@@ -286,7 +285,7 @@ def test_broker_restart_degrades_then_republishes_everything(broker: Broker) -> 
         MqttConfig(broker=parse_mqtt_url(broker.url()), reconnect_max_s=1, tick_s=0.2),
         bus=bus,
         registry=registry,
-        commands=MqttCommands(detection_running=lambda: True),
+        commands=MqttCommands(detection_running=lambda _camera: True),
     )
     bridge.start()
     observer = Observer(broker)
@@ -408,3 +407,134 @@ def test_open_packages_and_todays_counts_come_from_the_database(migrated_databas
         bridge.close()
         observer.close()
         engine.dispose()
+
+
+# --------------------------------------------------------------------------- several cameras
+
+
+def test_a_device_per_camera_with_its_own_states_and_commands(broker: Broker, observer: Observer) -> None:
+    """Each camera is its own Home Assistant device (camera 1 keeps the ``default`` topics): its
+    events drive its own presence, capture and command topics; a camera added, renamed or
+    removed is announced, renamed or removed (empty retained configs) when the cameras change."""
+    cameras = {1: "default", 2: "back door"}
+    calls: list[tuple[str, int]] = []
+    running = {1: True, 2: True}
+
+    def control(action: str, camera_id: int) -> None:
+        calls.append((action, camera_id))
+        running[camera_id] = action != "stop"
+
+    bus = EventBus()
+    bridge = MqttBridge(
+        MqttConfig(broker=parse_mqtt_url(broker.url()), tick_s=0.2),
+        bus=bus,
+        commands=MqttCommands(
+            control=control, detection_running=lambda camera_id: running[camera_id], cameras=lambda: cameras.items()
+        ),
+    )
+    bridge.start()
+    try:
+        assert bridge.wait_connected(10)
+        config_2 = "homeassistant/binary_sensor/aidoor_camera_2/package/config"
+        assert wait_until(lambda: observer.last(config_2), 5)
+        config = json.loads(observer.last(config_2))
+        assert config["state_topic"] == "aidoor/camera_2/package/state"
+        assert config["device"] == {**config["device"], "identifiers": ["aidoor_camera_2"]}
+        assert config["device"]["name"] == "AI door camera (back door)"
+        for topic in (
+            "homeassistant/binary_sensor/aidoor_camera_2/person/config",
+            "homeassistant/sensor/aidoor_camera_2/mail_events_today/config",
+            "homeassistant/image/aidoor_camera_2/package_snapshot/config",
+            "homeassistant/button/aidoor_camera_2/test_alert/config",
+            "homeassistant/switch/aidoor_camera_2/detection/config",
+        ):
+            assert json.loads(observer.last(topic))["device"]["identifiers"] == ["aidoor_camera_2"], topic
+        button = json.loads(observer.last("homeassistant/button/aidoor_camera_2/stop/config"))
+        assert button["command_topic"] == "aidoor/camera_2/command"
+        # The process's component sensors belong to camera 1's device only.
+        assert observer.last("homeassistant/binary_sensor/aidoor_default/package/config") is not None
+        assert wait_until(lambda: observer.last("aidoor/camera_2/detection/state") == b"ON", 5)
+
+        # Camera 2 sees a parcel: only camera 2's presence and capture change.
+        bus.publish(msgspec.structs.replace(package_created(7), camera_id=2, snapshot_jpeg=b"\xff\xd8cam2"))
+        assert wait_until(lambda: observer.last("aidoor/camera_2/package/state") == b"ON", 5)
+        assert observer.last("aidoor/default/package/state") == b"OFF"
+        assert observer.last("aidoor/camera_2/package/snapshot") == b"\xff\xd8cam2"
+        assert observer.last("aidoor/default/package/snapshot") is None
+        new = json.loads(observer.all("aidoor/events")[-1])
+        assert (new["camera"], new["camera_id"]) == ("camera_2", 2)
+        # The removal names only the event: it is camera 2's.
+        now = datetime.now(UTC)
+        bus.publish(PackageRemoved(event_id=7, tracking_id=7, detected_at=now, removed_at=now, present_s=3))
+        assert wait_until(lambda: observer.last("aidoor/camera_2/package/state") == b"OFF", 5)
+        assert json.loads(observer.all("aidoor/events")[-1])["camera"] == "camera_2"
+
+        # Commands on camera 2's topics drive camera 2 only.
+        observer.publish("aidoor/camera_2/detection/set", "OFF")
+        assert wait_until(lambda: observer.last("aidoor/camera_2/detection/state") == b"OFF", 5)
+        assert calls == [("stop", 2)] and running[1] is True
+        assert json.loads(observer.last("aidoor/camera_2/command/result"))["ok"] is True
+        observer.publish("aidoor/camera_9/command", "start")  # no such camera
+        assert wait_until(lambda: observer.last("aidoor/camera_9/command/result"), 5)
+        assert json.loads(observer.last("aidoor/camera_9/command/result"))["code"] == "CAMERA_NOT_FOUND"
+        assert calls == [("stop", 2)]
+
+        # Added, renamed, removed.
+        cameras[3] = "garage"
+        cameras[2] = "back gate"
+        del cameras[1]  # the bridge keeps camera 1 whatever the list says (it cannot be deleted)
+        bridge.cameras_changed()
+        assert wait_until(lambda: observer.last("homeassistant/switch/aidoor_camera_3/detection/config"), 5)
+        assert wait_until(lambda: observer.last("aidoor/camera_3/package/state") == b"OFF", 5)
+        renamed = json.loads(observer.last(config_2))
+        assert renamed["device"]["name"] == "AI door camera (back gate)"
+        assert renamed["unique_id"] == "aidoor_camera_2_package"  # same entity in Home Assistant
+        del cameras[2]
+        bridge.cameras_changed()
+        assert wait_until(lambda: observer.last(config_2) == b"", 5)
+        assert wait_until(lambda: observer.last("homeassistant/switch/aidoor_camera_2/detection/config") == b"", 5)
+        # its retained capture is gone too
+        assert wait_until(lambda: observer.last("aidoor/camera_2/package/snapshot") == b"", 5)
+        assert observer.last("homeassistant/binary_sensor/aidoor_default/package/config") != b""
+    finally:
+        bridge.close()
+
+    # A fresh subscriber (Home Assistant restarting) finds no retained config of camera 2.
+    late = Observer(broker)
+    try:
+        assert wait_until(lambda: late.last("homeassistant/switch/aidoor_camera_3/detection/config"), 5)
+        assert late.last(config_2) is None
+    finally:
+        late.close()
+
+
+def test_cameras_api_changes_reach_home_assistant(settings, broker: Broker, observer: Observer, tmp_path) -> None:
+    """The service: a camera added through /api/cameras becomes a device; its switch stops that
+    camera's pipeline like POST /api/detection/stop?camera=N; deleting it removes the device."""
+    from detection_service.app import create_app
+
+    video = write_video(tmp_path / "back.avi", frames=300, fps=15, size=(160, 120))
+    app = create_app(msgspec.structs.replace(settings, mqtt_url=broker.url()))
+    with AuthedTestClient(app, raise_server_exceptions=False) as client:
+        assert wait_until(lambda: observer.last("aidoor/availability") == b"online", 10)
+        response = client.post("/api/cameras", json={"name": "back door", "source": str(video)})
+        assert response.status_code == 201, response.text
+        camera_id = response.json()["data"]["id"]
+        config = f"homeassistant/switch/aidoor_camera_{camera_id}/detection/config"
+        assert wait_until(lambda: observer.last(config), 10)
+        assert json.loads(observer.last(config))["device"]["name"] == "AI door camera (back door)"
+        state = f"aidoor/camera_{camera_id}/detection/state"
+        assert wait_until(lambda: observer.last(state) == b"ON", 10)
+
+        camera_1 = detection_status(client)["status"]
+        observer.publish(f"aidoor/camera_{camera_id}/detection/set", "OFF")
+        assert wait_until(
+            lambda: client.get(f"/api/detection?camera={camera_id}").json()["data"]["status"] == "stopped", 10
+        )
+        assert wait_until(lambda: observer.last(state) == b"OFF", 5)
+        assert detection_status(client)["status"] == camera_1  # camera 1 untouched by camera 2's switch
+
+        assert client.put(f"/api/cameras/{camera_id}", json={"name": "back gate"}).status_code == 200
+        assert wait_until(lambda: b"back gate" in (observer.last(config) or b""), 10)
+        assert client.delete(f"/api/cameras/{camera_id}").status_code == 200
+        assert wait_until(lambda: observer.last(config) == b"", 10)
