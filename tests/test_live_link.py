@@ -122,8 +122,11 @@ def test_aidoor_detect_process_serves_the_api_and_its_absence_is_a_503(broker, s
             assert detect.wait(20) == 0
             answer = client.get("/api/detection")
             assert answer.status_code == 503 and answer.json()["error"]["code"] == "DETECTOR_UNAVAILABLE"
-            # The rest of the API does not depend on the worker.
+            # The rest of the API does not depend on the worker; the live stream says so and goes on.
             assert client.get("/api/events").status_code == 200
+            stream = client.get("/api/live/events?max_s=1")
+            assert stream.status_code == 200 and "event: detection" in stream.text
+            assert '"status":"error"' in stream.text and "DETECTOR_UNAVAILABLE" in stream.text
     finally:
         if detect.poll() is None:
             detect.kill()

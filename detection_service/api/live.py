@@ -50,7 +50,11 @@ def bus_frame(message: Any) -> ServerSentEventMessage:
 
 
 def _detection_state(pipeline_service: PipelineService) -> dict[str, Any]:
-    status = msgspec.to_builtins(pipeline_service.status(False))
+    try:
+        status = msgspec.to_builtins(pipeline_service.status(False))
+    except DomainError as exc:  # a detector worker away (docs/deployment.md): say so and keep streaming
+        away = {"status": "error", "camera_status": "disconnected", "model_loaded": False}
+        return {**{key: away.get(key) for key in _DETECTION_KEYS}, "error": exc.code}
     return {key: status.get(key) for key in _DETECTION_KEYS}
 
 
