@@ -136,6 +136,7 @@ class LiveLink:
         self.client_id = f"aidoor-{role}-{uuid.uuid4().hex[:10]}"
         self.reply_topic = self.topic(f"reply/{self.client_id}")
         self.detector_online = False
+        self._closing = False
         self._connected = threading.Event()
         self._handlers: dict[str, tuple[Callable[[bytes], None], int]] = {}
         self._pending: dict[str, tuple[threading.Event, list[Reply]]] = {}
@@ -172,6 +173,7 @@ class LiveLink:
         return self._connected.wait(wait_s) if wait_s else self._connected.is_set()
 
     def close(self) -> None:
+        self._closing = True
         if self.role == "detector" and self._connected.is_set():
             info = self.client.publish(self.topic("availability"), OFFLINE, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):  # not confirmed: the last will covers it
@@ -202,9 +204,10 @@ class LiveLink:
         log.info("live link: connected to %s:%s as %s (%s)", self.broker.host, self.broker.port, self.role, self.base)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             log.warning("live link: lost the broker (%s); paho reconnects", reason)
         self._connected.clear()
+        self.detector_online = False  # learnt again from the (retained) availability after reconnecting
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         entry = self._handlers.get(message.topic)

@@ -53,9 +53,13 @@ class PrivateBroker:
             f"listener {self.port} 127.0.0.1\nuser {getpass.getuser()}\nallow_anonymous true\n"
             "set_tcp_nodelay true\npersistence false\nlog_dest stderr\n"
         )
-        with open(directory / "mosquitto.log", "ab") as log:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
-        assert wait_until(self._accepts, 10), (directory / "mosquitto.log").read_text()
+        self.conf = conf
+        self.start()
+
+    def start(self) -> None:
+        with open(self.directory / "mosquitto.log", "ab") as log:
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+        assert wait_until(self._accepts, 10), (self.directory / "mosquitto.log").read_text()
 
     def _accepts(self) -> bool:
         import socket

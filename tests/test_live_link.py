@@ -83,6 +83,16 @@ def test_requests_answers_errors_timeouts_and_an_absent_detector(broker) -> None
         for thread in threads:
             thread.join(10)
         assert sorted(answers) == list(range(12))
+        # The broker restarts (nothing retained): both sides reconnect by themselves, the detector
+        # says "online" again, and requests work again.
+        broker.stop()
+        assert wait_until(lambda: not api.connected, 5)
+        with pytest.raises(DetectorUnavailable):
+            api.request("echo")
+        broker.start()
+        assert wait_until(lambda: api.connected and detector.connected, 30)
+        assert wait_until(lambda: api.detector_online, 10)
+        assert api.request("echo", {"again": True})["got"] == {"again": True}
     finally:
         detector.close()
     assert wait_until(lambda: not api.detector_online, 5)  # its goodbye: "offline"
