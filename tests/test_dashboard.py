@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from detection_service.bus import EventCreated
 from detection_service.config import Settings
-from schemas.db import Dataset, DatasetVersion, Model, utcnow
+from schemas.db import Dataset, DatasetVersion, DetectionEvent, Model, utcnow
 from tests.conftest import drop_everything, free_port
 from tests.pipeline.conftest import ScriptedDetector, det, write_video
 from tests.test_data_yaml import VALID, put_version
@@ -395,6 +395,36 @@ def test_events_filters_and_paging(service: Service, browser: Browser):
     page.wait_for_function(
         f"document.querySelectorAll('[data-page=events] li.event-row').length === {min(12, total - 12)}"
     )
+
+
+def test_events_camera_column_and_filter(service: Service, browser: Browser):
+    """With a second camera, each event row names its camera and the camera filter shows only
+    that camera's events (GET /api/events?camera_id=N); one camera: neither is shown."""
+    page = browser.page
+    browser.show("events")
+    page.wait_for_selector("[data-page=events] li.event-row")
+    assert not page.is_visible("[data-page=events] select[name=camera]")
+    camera = service.data(
+        "POST", "/api/cameras", json={"name": "back door", "source": "rtsp://127.0.0.1:9/x", "enabled": False}
+    )
+    at = utcnow()
+    ids = [add_event(service.state, "mail", at - timedelta(minutes=i), images=1) for i in range(2)]
+    with service.state.session_factory.begin() as session:
+        session.execute(sa.update(DetectionEvent).where(DetectionEvent.id.in_(ids)).values(camera_id=camera["id"]))
+    browser.show("events")
+    page.wait_for_selector("[data-page=events] select[name=camera]", state="visible")
+    chip = page.locator(f"[data-page=events] li[data-event-id='{ids[0]}'] .camera-chip")
+    assert chip.text_content() == "back door"
+    page.select_option("[data-page=events] select[name=camera]", str(camera["id"]))
+    page.click("[data-page=events] form button[type=submit]")
+    page.wait_for_function(
+        "document.querySelectorAll('[data-page=events] li.event-row').length === 2 && "
+        "[...document.querySelectorAll('[data-page=events] .camera-chip')]"
+        f".every(c => c.dataset.cameraId === '{camera['id']}')"
+    )
+    assert service.data("GET", f"/api/events?camera_id={camera['id']}")["total"] == 2
+    page.click("[data-page=events] form button.ghost")  # reset: every camera again
+    page.wait_for_function("document.querySelectorAll('[data-page=events] li.event-row').length === 12")
 
 
 def test_video_event_appears_live_and_the_process_control(service: Service, browser: Browser, tmp_path: Path):

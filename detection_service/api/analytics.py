@@ -104,8 +104,9 @@ class AnalyticsController(Controller):
         period: Annotated[str, Parameter(description="day | week | month")] = "month",
         start: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
         end: Annotated[str | None, Parameter(description=WINDOW_DOC)] = None,
+        camera_id: OptionalRowId = None,
     ) -> Response[Envelope[Patterns]]:
-        result = analytics_service.patterns(period, start, end)
+        result = analytics_service.patterns(period, start, end, camera_id=camera_id)
         return ok(result, message=f"patterns of {result.events} event(s)")
 
     @get(
@@ -124,8 +125,9 @@ class AnalyticsController(Controller):
         days: Annotated[int, Parameter(description="days to look at, today included (1-31)")] = 7,
         baseline_days: Annotated[int, Parameter(description="days of history before them (14-365)")] = 90,
         limit: Annotated[int, Parameter(description="most anomalies listed, highest score first (1-500)")] = 100,
+        camera_id: OptionalRowId = None,
     ) -> Response[Envelope[Anomalies]]:
-        result = analytics_service.anomalies(sensitivity, days, baseline_days, limit)
+        result = analytics_service.anomalies(sensitivity, days, baseline_days, limit, camera_id=camera_id)
         return ok(result, message=result.message)
 
     @get(

@@ -333,6 +333,11 @@ def resolve_window(period: str, start: str | None, end: str | None, now: datetim
     return Window(start_at, end_at)
 
 
+def _camera(camera_id: int | None) -> tuple[Any, ...]:
+    """The WHERE condition of a camera filter (none for every camera)."""
+    return () if camera_id is None else (DetectionEvent.camera_id == camera_id,)
+
+
 def _check_int(name: str, value: int, low: int, high: int, code: str) -> None:
     if not low <= value <= high:
         raise Invalid(
@@ -498,11 +503,21 @@ class AnalyticsService:
     # -- patterns -------------------------------------------------------------------------------
 
     def patterns(
-        self, period: str = "month", start: str | None = None, end: str | None = None, now: datetime | None = None
+        self,
+        period: str = "month",
+        start: str | None = None,
+        end: str | None = None,
+        now: datetime | None = None,
+        camera_id: int | None = None,
     ) -> Patterns:
+        """``camera_id``: that camera's events only (docs/cameras.md); None: every camera."""
         window = resolve_window(period, start, end, now)
         with self.session_factory() as session:
-            return self._cached(session, ("patterns", period, window), lambda: self._patterns(session, period, window))
+            return self._cached(
+                session,
+                ("patterns", period, window, camera_id),
+                lambda: self._patterns(session, period, window, _camera(camera_id)),
+            )
 
     def _slot_counts(self, session: Session, column: Any, window_col: Any, window: Window, *conds: Any) -> list[Any]:
         """(type id, weekday, half-hour, count) of the events in the window (false positives out)."""
@@ -519,7 +534,9 @@ class AnalyticsService:
             )
         ).all()
 
-    def _duration_histogram(self, session: Session, type_id: int | None, window: Window) -> list[tuple[int, int]]:
+    def _duration_histogram(
+        self, session: Session, type_id: int | None, window: Window, cam: tuple[Any, ...] = ()
+    ) -> list[tuple[int, int]]:
         if type_id is None:
             return []
         e = DetectionEvent
@@ -532,13 +549,14 @@ class AnalyticsService:
                 e.tracking_duration.is_not(None),
                 e.ended_at.is_not(None),
                 e.is_false_positive.is_(False),
+                *cam,
             )
             .group_by(e.tracking_duration)
         ).all()
         return [(int(v), int(n)) for v, n in rows]
 
-    def _patterns(self, session: Session, period: str, window: Window) -> Patterns:
-        rows = self._slot_counts(session, DetectionEvent.detected_at, DetectionEvent.detected_at, window)
+    def _patterns(self, session: Session, period: str, window: Window, cam: tuple[Any, ...] = ()) -> Patterns:
+        rows = self._slot_counts(session, DetectionEvent.detected_at, DetectionEvent.detected_at, window, *cam)
         codes = self._type_codes(session, {int(r.tid) for r in rows})
         ids = {code: tid for tid, code in codes.items()}
         hist: dict[str, list[list[int]]] = {code: [[0] * 24 for _ in range(7)] for code in codes.values()}
@@ -586,8 +604,8 @@ class AnalyticsService:
             busiest_hours=[BusyHour(weekday=WEEKDAYS[wd], hour=h, count=n) for n, wd, h in busiest],
             busiest_hours_by_type=by_type,
             delivery_windows=windows,
-            package_stay=duration_stats(self._duration_histogram(session, ids.get("package"), window)),
-            person_dwell=duration_stats(self._duration_histogram(session, ids.get("person"), window)),
+            package_stay=duration_stats(self._duration_histogram(session, ids.get("package"), window, cam)),
+            person_dwell=duration_stats(self._duration_histogram(session, ids.get("person"), window, cam)),
         )
 
     # -- anomalies ------------------------------------------------------------------------------
@@ -599,7 +617,9 @@ class AnalyticsService:
         baseline_days: int = 90,
         limit: int = 100,
         now: datetime | None = None,
+        camera_id: int | None = None,
     ) -> Anomalies:
+        """``camera_id``: that camera's events against that camera's own history; None: every camera."""
         if sensitivity not in SENSITIVITIES:
             raise Invalid(
                 f"sensitivity must be one of {list(SENSITIVITIES)}, got {sensitivity!r}",
@@ -619,18 +639,20 @@ class AnalyticsService:
         with self.session_factory() as session:
             return self._cached(
                 session,
-                ("anomalies", sensitivity, limit, window, history),
-                lambda: self._anomalies(session, sensitivity, limit, window, history),
+                ("anomalies", sensitivity, limit, window, history, camera_id),
+                lambda: self._anomalies(session, sensitivity, limit, window, history, _camera(camera_id)),
             )
 
-    def _anomalies(self, session: Session, sens: str, limit: int, window: Window, history: Window) -> Anomalies:
+    def _anomalies(
+        self, session: Session, sens: str, limit: int, window: Window, history: Window, cam: tuple[Any, ...] = ()
+    ) -> Anomalies:
         e = DetectionEvent
         codes = self._type_codes(session)
         ids = {code: tid for tid, code in codes.items()}
         person, package = ids.get("person"), ids.get("package")
         first, count = session.execute(
             sa.select(sa.func.min(e.detected_at), sa.func.count()).where(
-                e.detected_at >= history.start, e.detected_at < history.end, e.is_false_positive.is_(False)
+                e.detected_at >= history.start, e.detected_at < history.end, e.is_false_positive.is_(False), *cam
             )
         ).one()
         covered = (history.end - first).total_seconds() / 86400 if first else 0.0
@@ -656,16 +678,16 @@ class AnalyticsService:
             )
         weeks = covered / 7
         slots = [[0] * 24 for _ in range(7)]  # baseline visits per local (weekday, hour)
-        for r in self._slot_counts(session, e.detected_at, e.detected_at, history):
+        for r in self._slot_counts(session, e.detected_at, e.detected_at, history, *cam):
             slots[int(r.wd)][int(r.hh) // 2] += int(r.n)
         removals = [0] * 24
         if package is not None:
-            for r in self._slot_counts(session, e.ended_at, e.ended_at, history, e.object_type_id == package):
+            for r in self._slot_counts(session, e.ended_at, e.ended_at, history, e.object_type_id == package, *cam):
                 removals[int(r.hh) // 2] += int(r.n)
-        dwell = self._duration_histogram(session, person, history)
+        dwell = self._duration_histogram(session, person, history, cam)
         events = session.execute(
             sa.select(e.id, e.object_type_id, e.detected_at, e.ended_at, e.tracking_duration)
-            .where(e.detected_at >= window.start, e.detected_at < window.end, e.is_false_positive.is_(False))
+            .where(e.detected_at >= window.start, e.detected_at < window.end, e.is_false_positive.is_(False), *cam)
             .order_by(e.detected_at, e.id)
         ).all()
         taken = (
@@ -678,6 +700,7 @@ class AnalyticsService:
                     e.ended_at >= window.start,
                     e.ended_at < window.end,
                     e.is_false_positive.is_(False),
+                    *cam,
                 )
                 .order_by(e.ended_at, e.id)
             ).all()

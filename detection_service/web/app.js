@@ -98,7 +98,8 @@ document.addEventListener("alpine:init", () => {
     detection: null,
     components: {}, // component -> {status, reason}, from the live stream
     // Events
-    eventFilter: { type: "", status: "", from: "", to: "" },
+    eventFilter: { type: "", status: "", from: "", to: "", camera: "" },
+    cameras: [], // [{id, name}] of /api/cameras: the events' camera chip and filter (shown with 2+ cameras)
     eventPage: { items: [], total: 0, page: 1, limit: 12 },
     newEvents: 0,
     selected: null,
@@ -195,7 +196,10 @@ document.addEventListener("alpine:init", () => {
       this.selected = null;
       const loaders = {
         live: () => this.loadLive(),
-        events: () => this.loadEvents(),
+        events: () => {
+          this.loadCameras();
+          this.loadEvents();
+        },
         review: () => this.loadReview(),
         models: () => this.loadModels(),
         datasets: () => this.loadDatasets(),
@@ -251,7 +255,17 @@ document.addEventListener("alpine:init", () => {
     eventQuery(page) {
       const f = this.eventFilter;
       const range = f.from || f.to ? `${f.from}/${f.to}` : "";
-      return query({ page, limit: this.eventPage.limit, type: f.type, status: f.status, date_range: range });
+      return query({
+        page, limit: this.eventPage.limit, type: f.type, status: f.status, date_range: range, camera_id: f.camera,
+      });
+    },
+    async loadCameras() {
+      const data = await api("GET", "/api/cameras").catch(() => null);
+      if (data) this.cameras = data.map((c) => ({ id: c.id, name: c.name }));
+    },
+    cameraName(id) {
+      const camera = this.cameras.find((c) => c.id === id);
+      return camera ? camera.name : `#${id}`;
     },
     async loadEvents(page = 1) {
       const data = await this.guard(() => api("GET", "/api/events" + this.eventQuery(page)));
