@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, get_type_hints
 
 import msgspec
 
-from schemas.settings import Resolution
+from schemas.detection import PipelineSettings
+from schemas.settings import DetectionSettings, Resolution
+
+# The per-camera overrides of detection and pipeline settings take the global settings' own types,
+# so a camera is validated with exactly their ranges (400 in the envelope otherwise).
+_DETECTION = get_type_hints(DetectionSettings, include_extras=True)
+_PIPELINE = get_type_hints(PipelineSettings, include_extras=True)
+ConfidenceThreshold = _DETECTION["confidence_threshold"]
+CaptureInterval = _DETECTION["capture_interval"]
+CaptureCount = _DETECTION["capture_count"]
+JpegQuality = _DETECTION["jpeg_quality"]
+MotionMode = _PIPELINE["motion_mode"]
+FullCheckInterval = _PIPELINE["full_check_interval_s"]
+RefreshInterval = _PIPELINE["refresh_interval_s"]
+MotionThreshold = _PIPELINE["motion_threshold"]
+MotionMinArea = _PIPELINE["motion_min_area"]
+Sensitivity = _PIPELINE["sensitivity"]
+StallTimeout = _PIPELINE["stall_timeout_s"]
+ConfirmHits = _PIPELINE["confirm_hits"]
+ConfirmWindow = _PIPELINE["confirm_window_s"]
+EndAfter = _PIPELINE["end_after_s"]
+PackageRemovedAfter = _PIPELINE["package_removed_after_s"]
+DETECTION_OVERRIDES: Final = ("confidence_threshold", "capture_interval", "capture_count", "jpeg_quality")
+# Every pipeline setting but the detector's own (backend, imgsz): one detector serves all cameras.
+PIPELINE_OVERRIDES: Final = tuple(k for k in PipelineSettings.__struct_fields__ if k not in ("backend", "imgsz"))
 
 CameraName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$", description="Unique name")
@@ -31,6 +55,29 @@ class CameraOverrides(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     brightness: Annotated[int, msgspec.Meta(ge=-100, le=100)] | None = None
     contrast: Annotated[int, msgspec.Meta(ge=-100, le=100)] | None = None
     detection_enabled: bool = True  # false: the camera is not captured or detected (kept in the list)
+    # Detection settings (PUT /api/settings/detection) for this camera only; left out: the global value.
+    confidence_threshold: ConfidenceThreshold | None = None
+    capture_interval: CaptureInterval | None = None
+    capture_count: CaptureCount | None = None
+    jpeg_quality: JpegQuality | None = None
+    # Pipeline settings (PUT /api/detection/config) for this camera only, but backend and imgsz.
+    motion_mode: MotionMode | None = None
+    full_check_interval_s: FullCheckInterval | None = None
+    refresh_interval_s: RefreshInterval | None = None
+    motion_threshold: MotionThreshold | None = None
+    motion_min_area: MotionMinArea | None = None
+    sensitivity: Sensitivity | None = None
+    stall_timeout_s: StallTimeout | None = None
+    confirm_hits: ConfirmHits | None = None
+    confirm_window_s: ConfirmWindow | None = None
+    end_after_s: EndAfter | None = None
+    package_removed_after_s: PackageRemovedAfter | None = None
+
+    def detection_changes(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in DETECTION_OVERRIDES if getattr(self, k) is not None}
+
+    def pipeline_changes(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in PIPELINE_OVERRIDES if getattr(self, k) is not None}
 
 
 class CameraCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

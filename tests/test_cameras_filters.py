@@ -63,3 +63,61 @@ def test_analytics_filter_by_camera(client) -> None:
     for path in ("patterns", "anomalies", "statistics"):
         _error(client.get(f"/api/analytics/{path}?camera_id=0"), 400, "VALIDATION_ERROR")
         _error(client.get(f"/api/analytics/{path}?camera_id=abc"), 400, "VALIDATION_ERROR")
+
+
+def test_detection_and_pipeline_overrides_per_camera(client, tmp_path) -> None:
+    """A camera's overrides replace the global detection / pipeline settings for its pipeline only,
+    live; global changes reach what it does not override; bad values are 400 and change nothing."""
+    from tests.pipeline.conftest import wait_until, write_video
+
+    video = write_video(tmp_path / "back.avi", frames=300, fps=15, size=(160, 120))
+    overrides = {"confidence_threshold": 0.8, "package_removed_after_s": 30, "motion_mode": "off", "fps": 12}
+    camera = _data(
+        client.post("/api/cameras", json={"name": "back door", "source": str(video), "overrides": overrides}), 201
+    )
+    assert camera["overrides"] == overrides
+    service = client.app.state.pipeline_service
+    assert wait_until(lambda: service.cameras.get(camera["id"]) is not None, 10)
+    back, front = service.cameras.get(camera["id"]).pipeline, service.pipeline
+    assert (back.detection.confidence_threshold, back.config.package_removed_after_s, back.config.motion_mode) == (
+        0.8,
+        30,
+        "off",
+    )
+    assert (front.detection.confidence_threshold, front.config.package_removed_after_s) == (0.5, 10)
+
+    # Global changes: the camera keeps what it overrides and takes the rest.
+    assert (
+        client.put("/api/settings/detection", json={"confidence_threshold": 0.6, "capture_count": 3}).status_code == 200
+    )
+    assert (
+        client.put("/api/detection/config", json={"end_after_s": 7, "package_removed_after_s": 20}).status_code == 200
+    )
+    assert (back.detection.confidence_threshold, back.detection.capture_count) == (0.8, 3)
+    assert (back.config.end_after_s, back.config.package_removed_after_s) == (7, 30)
+    assert (front.detection.confidence_threshold, front.config.package_removed_after_s) == (0.6, 20)
+
+    # Changed live through the cameras API; an empty overrides object returns to the global values.
+    path = f"/api/cameras/{camera['id']}"
+    _data(client.put(path, json={"overrides": {"sensitivity": "high", "confirm_hits": 5}}))
+    assert (back.config.sensitivity, back.config.confirm_hits, back.config.package_removed_after_s) == ("high", 5, 20)
+    assert back.detection.confidence_threshold == 0.6 and front.config.confirm_hits == 3
+    assert service.cameras.get(camera["id"]).pipeline is back  # the same pipeline, not a new one
+
+    # Bad values: 400 in the envelope, nothing changes.
+    for bad in (
+        {"confidence_threshold": 1.5},
+        {"confidence_threshold": 0.05},
+        {"package_removed_after_s": 0},
+        {"motion_mode": "sometimes"},
+        {"backend": "onnx"},  # one detector for every camera
+        {"imgsz": 320},
+    ):
+        _error(client.put(path, json={"overrides": bad}), 400, "VALIDATION_ERROR")
+    assert _data(client.get(path))["overrides"] == {"sensitivity": "high", "confirm_hits": 5}
+    assert (back.config.sensitivity, back.config.confirm_hits) == ("high", 5)
+    # Camera 1's detection and pipeline settings are the global ones.
+    _error(
+        client.put("/api/cameras/1", json={"overrides": {"confidence_threshold": 0.9}}), 400, "DEFAULT_CAMERA_SETTINGS"
+    )
+    assert front.detection.confidence_threshold == 0.6

@@ -63,8 +63,11 @@ class CamerasController(Controller):
         sync_to_thread=True,
         opt={"role": "admin"},
         summary="Add a camera (admin): name, source, enabled, overrides; its pipeline starts at once",
-        description="overrides: resolution, fps, brightness, contrast (left out: the camera settings' value) and "
-        "detection_enabled. A name in use: 409 CAMERA_NAME_TAKEN; invalid fields: 400.",
+        description="overrides: resolution, fps, brightness, contrast (left out: the camera settings' value), "
+        "detection_enabled, the detection settings (confidence_threshold, capture_interval, capture_count, "
+        "jpeg_quality) and the pipeline settings but backend and imgsz (motion_mode, sensitivity, confirm_hits, "
+        "end_after_s, package_removed_after_s, ...), each with the global setting's range; left out: the global "
+        "value. A name in use: 409 CAMERA_NAME_TAKEN; invalid fields: 400.",
     )
     def create_camera(
         self,

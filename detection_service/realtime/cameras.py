@@ -6,8 +6,9 @@ own capture, motion gate, tracker, event recorder and journal, events with its c
 own MJPEG broadcaster, all on the ONE detector: the holder and ``BatchingDetector`` are the
 default pipeline's. ``sync`` reads the table again (at start and after every change through the
 cameras API) and starts, re-opens or stops pipelines to match. Resolution, fps, brightness and
-contrast a camera does not override follow the camera settings; detection and pipeline settings
-are shared by all cameras.
+contrast a camera does not override follow the camera settings; so do the detection settings and
+the pipeline settings (but the detector's backend and imgsz, which all cameras share): a camera's
+``overrides`` replace the global values for that camera's pipeline only, live.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from detection_service.pipeline.runner import DetectionPipeline
 from detection_service.realtime.viewers import FrameBroadcaster
 from detection_service.services.cameras import CameraRecord, CameraService
 from detection_service.storage import ObjectStore
+from schemas.detection import PipelineSettings
 from schemas.settings import CameraSettings, DetectionSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,18 @@ def effective_camera(record: CameraRecord, base: CameraSettings) -> CameraSettin
         brightness=base.brightness if o.brightness is None else o.brightness,
         contrast=base.contrast if o.contrast is None else o.contrast,
     )
+
+
+def effective_detection(record: CameraRecord, base: DetectionSettings) -> DetectionSettings:
+    """The detection settings of a camera: its overrides, else the global ones."""
+    changes = record.settings.detection_changes()
+    return msgspec.structs.replace(base, **changes) if changes else base
+
+
+def effective_pipeline(record: CameraRecord, base: PipelineSettings) -> PipelineSettings:
+    """The pipeline settings of a camera: its overrides, else the global ones (backend and imgsz always)."""
+    changes = record.settings.pipeline_changes()
+    return msgspec.structs.replace(base, **changes) if changes else base
 
 
 @dataclass
@@ -103,7 +117,10 @@ class CameraRuntimes:
                     runtime = self.runtimes[camera_id] = self._build(record)
                 elif runtime.record != record:
                     runtime.record = record
-                    runtime.pipeline.apply_settings("camera", effective_camera(record, self.base_camera()))
+                    pipeline = runtime.pipeline
+                    pipeline.apply_settings("camera", effective_camera(record, self.base_camera()))
+                    pipeline.apply_settings("detection", effective_detection(record, self.detection()))
+                    pipeline.apply_pipeline_settings(effective_pipeline(record, self.config().pipeline_settings))
                 pipeline = runtime.pipeline
                 if not record.runs and pipeline.running:
                     log.info("camera %d (%s) disabled: stopping its pipeline", camera_id, record.name)
@@ -114,11 +131,13 @@ class CameraRuntimes:
         self.last_error = None
 
     def _build(self, record: CameraRecord) -> CameraRuntime:
-        config = self.config().with_changes(journal_dir=str(self.journal_root / f"camera-{record.id}"))
+        config = self.config().with_changes(
+            journal_dir=str(self.journal_root / f"camera-{record.id}"), **record.settings.pipeline_changes()
+        )
         pipeline = DetectionPipeline(
             **self._parts,
             camera=effective_camera(record, self.base_camera()),
-            detection=self.detection(),
+            detection=effective_detection(record, self.detection()),
             config=config,
             alerts=self.alerts,
             camera_id=record.id,
@@ -129,19 +148,20 @@ class CameraRuntimes:
     # -- settings shared with the default camera ---------------------------------------------
 
     def apply(self, category: str, value: msgspec.Struct) -> None:
-        """A settings change: detection settings apply as they are; a camera-settings change
-        reaches the fields a camera does not override."""
+        """A settings change reaches the fields a camera does not override."""
         with self._lock:
             for runtime in self.runtimes.values():
                 if category == "camera" and isinstance(value, CameraSettings):
                     runtime.pipeline.apply_settings("camera", effective_camera(runtime.record, value))
+                elif category == "detection" and isinstance(value, DetectionSettings):
+                    runtime.pipeline.apply_settings("detection", effective_detection(runtime.record, value))
                 else:
                     runtime.pipeline.apply_settings(category, value)
 
     def apply_pipeline_settings(self, pipeline_settings: Any) -> None:
         with self._lock:
             for runtime in self.runtimes.values():
-                runtime.pipeline.apply_pipeline_settings(pipeline_settings)
+                runtime.pipeline.apply_pipeline_settings(effective_pipeline(runtime.record, pipeline_settings))
 
     # -- control and lookup ----------------------------------------------------------------
 

@@ -142,6 +142,15 @@ class CameraService:
                     {"camera_id": camera_id},
                     code="DEFAULT_CAMERA_SOURCE",
                 )
+            if data.overrides is not None and camera_id == DEFAULT_CAMERA_ID:
+                tuned = sorted({**data.overrides.detection_changes(), **data.overrides.pipeline_changes()})
+                if tuned:
+                    raise Invalid(
+                        "the default camera's detection and pipeline settings are the global ones: change them "
+                        "with PUT /api/settings/detection or PUT /api/detection/config",
+                        {"camera_id": camera_id, "fields": tuned},
+                        code="DEFAULT_CAMERA_SETTINGS",
+                    )
             if data.name is not None:
                 self._check_name(session, data.name.strip(), camera_id)
                 row.name = data.name.strip()
