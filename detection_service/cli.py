@@ -204,6 +204,8 @@ def _camera(args: argparse.Namespace, settings: Settings) -> int:
     from detection_service import camera_client
 
     url = args.to or settings.public_url.replace("http", "ws", 1) + "/api/stream/ingest"
+    if args.camera is not None:  # that camera's ingest (docs/cameras.md)
+        url += ("&" if "?" in url else "?") + f"camera={args.camera}"
     code, stats = camera_client.run(
         args.source,
         url,
@@ -269,7 +271,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     service = _auth_service(settings)
     try:
         if args.token_command == "create":
-            new = service.create_token(args.role, args.name, created_by="cli")
+            new = service.create_token(args.role, args.name, created_by="cli", camera_id=args.camera)
             print(new.token)  # the only line on stdout: scripts capture it
             print(
                 f"aidoor: token {new.info.id} ({new.info.name}, {new.info.role}) created; it is shown only now. "
@@ -372,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--reconnects", type=int, default=10, help="consecutive reconnect attempts (default 10)")
     camera.add_argument("--frames", type=int, help="stop after sending this many frames")
     camera.add_argument("--name", help="camera name shown in /api/stream/status")
+    camera.add_argument("--camera", type=int, help="camera id whose source is 'push' (default: camera 1)")
     camera.add_argument("--token", help="API token with the camera role (default AIDOOR_CAMERA_TOKEN)")
     camera.set_defaults(func=_camera)
 
@@ -405,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     token_create = token_sub.add_parser("create", help="print a new token once (stdout)")
     token_create.add_argument("--role", required=True, choices=["viewer", "user", "admin", "camera"])
     token_create.add_argument("--name", help="what it is for (default '<role> token')")
+    token_create.add_argument(
+        "--camera", type=int, help="camera tokens: only this camera's WebSocket ingest (default: every camera)"
+    )
     token_revoke = token_sub.add_parser("revoke", help="revoke a token by id (see `aidoor token list`)")
     token_revoke.add_argument("id", type=int)
     token_sub.add_parser("list", help="tokens (never the tokens themselves)")

@@ -32,6 +32,7 @@ class TokenInfo(msgspec.Struct, kw_only=True):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    camera_id: int | None = None  # a camera token scoped to that camera's ingest; None: every camera
 
 
 class NewToken(msgspec.Struct, kw_only=True):
@@ -71,3 +72,5 @@ class UserCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     role: TokenRoleLiteral
     name: _Name | None = None
+    # Camera tokens only: the one camera (GET /api/cameras) whose WebSocket ingest it may feed.
+    camera_id: Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1)] | None = None

@@ -159,6 +159,9 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = _created_at()
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Added (0011): a camera token's camera (its WebSocket ingest only); NULL: every camera. No FK:
+    # deleting a camera revokes its tokens (docs/cameras.md).
+    camera_id: Mapped[int | None] = mapped_column(Integer())
 
 
 class AuthSession(Base):

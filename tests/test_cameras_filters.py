@@ -3,12 +3,19 @@ analytics endpoints, per-camera detection/pipeline overrides, and the WebSocket 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from schemas import db
+from tests import live_layouts
 
 
 def _data(response, status: int = 200) -> Any:
@@ -121,3 +128,92 @@ def test_detection_and_pipeline_overrides_per_camera(client, tmp_path) -> None:
         client.put("/api/cameras/1", json={"overrides": {"confidence_threshold": 0.9}}), 400, "DEFAULT_CAMERA_SETTINGS"
     )
     assert front.detection.confidence_threshold == 0.6
+
+
+# --------------------------------------------------------------------------- WebSocket ingest per camera
+
+
+@pytest.fixture(params=live_layouts.LAYOUTS)
+def service(request: pytest.FixtureRequest, tmp_path: Path, migrated_database_url: str):
+    """The service in one process and split (aidoor detect apart, two API workers)."""
+    from detection_service.app import create_app
+    from detection_service.config import Settings
+    from tests.conftest import AuthedTestClient, free_port
+
+    settings = Settings.from_env(
+        environ={}, data_dir=tmp_path / "data", database_url=migrated_database_url, dagster_port=free_port()
+    )
+    if request.param == "split":
+        with live_layouts.split_layout(settings, tmp_path / "split") as split:
+            yield split
+        return
+    with AuthedTestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@contextmanager
+def _ingest(client, query: str, token: str) -> Iterator[Any]:
+    """The WebSocket ingest with a bearer token, in either layout."""
+    path = "/api/stream/ingest" + query
+    headers = {"Authorization": f"Bearer {token}"}
+    if isinstance(client, live_layouts.SplitClient):
+        from websockets.sync.client import connect
+
+        with connect(client.url.replace("http", "ws", 1) + path, additional_headers=headers) as connection:
+            yield live_layouts.WebSocketSession(connection)
+    else:
+        with client.websocket_connect(path, headers=headers) as socket:
+            yield socket
+
+
+def _refused(client, query: str, token: str) -> str:
+    with _ingest(client, query, token) as socket:
+        message = socket.receive_json()
+    assert message["type"] == "error" and message["fatal"] is True, message
+    return message["code"]
+
+
+def test_websocket_ingest_per_camera_and_camera_scoped_tokens(service) -> None:
+    """A camera whose source is push takes frames on ?camera=N; a token scoped to camera N feeds
+    camera N only; an unknown camera or one that is not push is refused; deleting the camera
+    revokes its tokens."""
+    from tests.pipeline.conftest import wait_until
+
+    client = service
+    camera = _data(client.post("/api/cameras", json={"name": "side door", "source": "push"}), 201)
+    other = _data(client.post("/api/cameras", json={"name": "garage", "source": "rtsp://127.0.0.1:9/x"}), 201)
+    cid = camera["id"]
+    scoped = _data(client.post("/api/auth/tokens", json={"role": "camera", "name": "side", "camera_id": cid}), 201)
+    assert scoped["info"]["camera_id"] == cid
+    unscoped = _data(client.post("/api/auth/tokens", json={"role": "camera", "name": "any"}), 201)["token"]
+    _error(client.post("/api/auth/tokens", json={"role": "user", "camera_id": cid}), 400, "INVALID_SCOPE")
+    _error(client.post("/api/auth/tokens", json={"role": "camera", "camera_id": 999}), 404, "CAMERA_NOT_FOUND")
+    _error(client.post("/api/auth/tokens", json={"role": "camera", "camera_id": 0}), 400, "VALIDATION_ERROR")
+
+    frame = cv2.imencode(".jpg", np.full((120, 176, 3), 90, np.uint8))[1].tobytes()
+    with _ingest(client, f"?camera={cid}", scoped["token"]) as socket:
+        assert socket.receive_json()["type"] == "ready"
+        socket.send_text('{"type": "hello", "camera": "side-cam"}')
+        for _ in range(20):
+            socket.send_bytes(frame)
+        assert wait_until(
+            lambda: _data(client.get(f"/api/stream/status?camera={cid}"))["ingest"]["frames_received"] >= 20, 15
+        )
+        status = _data(client.get(f"/api/stream/status?camera={cid}"))
+        assert status["ingest"]["connected"] is True and status["ingest"]["client"].startswith("side-cam")
+        assert wait_until(lambda: client.get(f"/api/stream/snapshot?camera={cid}").status_code == 200, 15)
+        # One client per camera at a time; camera 1's ingest is another one.
+        assert _refused(client, f"?camera={cid}", unscoped) == "BUSY"
+    assert _data(client.get("/api/stream/status"))["ingest"]["frames_received"] == 0  # camera 1 got none
+
+    # The scoped token feeds its camera only.
+    assert _refused(client, "", scoped["token"]) == "FORBIDDEN_CAMERA"
+    assert _refused(client, f"?camera={other['id']}", scoped["token"]) == "FORBIDDEN_CAMERA"
+    assert _refused(client, f"?camera={other['id']}", unscoped) == "NOT_PUSH_SOURCE"
+    assert _refused(client, "?camera=999", unscoped) == "CAMERA_NOT_FOUND"
+    assert _refused(client, "", unscoped) == "NOT_PUSH_SOURCE"  # camera 1 plays no push source here
+
+    # Deleting the camera revokes its scoped tokens (a later camera may get the same id).
+    _data(client.delete(f"/api/cameras/{cid}"))
+    tokens = {t["id"]: t for t in _data(client.get("/api/auth/tokens"))}
+    assert tokens[scoped["info"]["id"]]["revoked_at"] is not None

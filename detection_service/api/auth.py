@@ -248,12 +248,17 @@ class AuthController(Controller):
         sync_to_thread=True,
         opt={"role": "admin"},
         summary="Create an API token (admin): role viewer, user, admin or camera; the token is shown once",
+        description="camera_id (camera tokens only): the token may feed that camera's WebSocket ingest only "
+        "(docs/cameras.md); left out: every camera. Unknown camera: 404 CAMERA_NOT_FOUND; another role: 400 "
+        "INVALID_SCOPE.",
     )
     def create_token(
         self, request: Request[Any, Any, Any], auth_service: AuthService, data: TokenCreate
     ) -> Response[Envelope[NewToken]]:
         principal = current_principal(request)
-        new = auth_service.create_token(data.role, data.name, user_id=principal.user_id, created_by=principal.name)
+        new = auth_service.create_token(
+            data.role, data.name, user_id=principal.user_id, created_by=principal.name, camera_id=data.camera_id
+        )
         return ok(new, message="token created; it is shown only now", status_code=201)
 
     @delete(

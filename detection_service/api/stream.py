@@ -1,7 +1,8 @@
 """Stream API (seed): stream status and the HTML viewer; plus the MJPEG stream the viewer shows, a
 single-frame snapshot, and the WebSocket ingest that camera clients push JPEG frames to.
 
-Ingest protocol (``ws://HOST:PORT/api/stream/ingest``; docs/pipeline.md has the details):
+Ingest protocol (``ws://HOST:PORT/api/stream/ingest[?camera=N]``; docs/pipeline.md has the details,
+docs/cameras.md the cameras and the camera-scoped tokens):
 client -> server binary message = one JPEG/PNG frame; optional text JSON ``{"type": "hello",
 "camera": "...", "fps": 15}`` and ``{"type": "ping"}``. Server -> client text JSON: ``ready``
 (after the handshake), ``pong``, ``error`` (``fatal: true`` = the server closes next).
@@ -20,7 +21,7 @@ from litestar.response import Stream
 
 from detection_service.api.detection import CameraParam
 from detection_service.api.responses import ok
-from detection_service.errors import Invalid, NotFound
+from detection_service.errors import DomainError, Invalid, NotFound
 from detection_service.images import image_problem
 from detection_service.realtime.ingest import looks_like_image
 from detection_service.realtime.pipeline_service import PipelineService
@@ -97,24 +98,38 @@ class StreamController(Controller):
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @websocket("/ingest")
-    async def ingest(self, socket: WebSocket[Any, Any, Any], pipeline_service: PipelineService) -> None:
+    async def ingest(
+        self, socket: WebSocket[Any, Any, Any], pipeline_service: PipelineService, camera: CameraParam = None
+    ) -> None:
         service = pipeline_service
-        state = service.ingest
         max_bytes = service.settings.max_upload_mb * 1024 * 1024
         await socket.accept()
 
         async def send(message: msgspec.Struct) -> None:
             await socket.send_data(msgspec.json.encode(message).decode(), mode="text")
 
-        if not service.push_mode:
-            await send(
-                IngestError(
-                    code="NOT_PUSH_SOURCE",
-                    fatal=True,
-                    message=('camera.source is not \'push\': set it with PUT /api/settings/camera {"source": "push"}'),
-                )
+        async def refuse(code: str, message: str, close_code: int = CLOSE_NOT_PUSH) -> None:
+            await send(IngestError(code=code, fatal=True, message=message))
+            await socket.close(close_code, code)
+
+        camera_id = camera or 1
+        principal = socket.scope.get("user")
+        if principal is not None and not principal.may_feed(camera_id):  # a token scoped to another camera
+            await refuse("FORBIDDEN_CAMERA", f"this token feeds camera {principal.camera_id} only, not {camera_id}")
+            return
+        try:
+            pipeline, state = service.ingest_target(camera)
+            push = service.accepts_push(camera)
+        except DomainError as exc:  # no such camera (404), or none loaded here (409)
+            await refuse(exc.code, exc.message)
+            return
+        if not push:
+            where = (
+                'PUT /api/settings/camera {"source": "push"}'
+                if camera_id == 1
+                else f'PUT /api/cameras/{camera_id} {{"source": "push"}}'
             )
-            await socket.close(CLOSE_NOT_PUSH, "camera source is not push")
+            await refuse("NOT_PUSH_SOURCE", f"camera {camera_id}'s source is not 'push': set it with {where}")
             return
         client = f"{socket.client.host}:{socket.client.port}" if socket.client else "unknown"
         if not state.claim(client):
@@ -145,7 +160,7 @@ class StreamController(Controller):
                         state.frames_invalid += 1
                         await send(IngestError(code="INVALID_FRAME", message=f"frame refused: {problem.reason}"))
                         continue
-                    if not service.pipeline.push_jpeg(data):
+                    if not pipeline.push_jpeg(data):
                         await send(
                             IngestError(
                                 code="NOT_PUSH_SOURCE",
@@ -171,7 +186,7 @@ class StreamController(Controller):
                             IngestPong(
                                 frames_received=state.frames_received,
                                 frames_invalid=state.frames_invalid,
-                                camera_status=service.pipeline.status()["camera_status"],
+                                camera_status=pipeline.status()["camera_status"],
                             )
                         )
         finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from detection_service.pipeline.batching import BatchingDetector
 from detection_service.pipeline.config import PipelineConfig
 from detection_service.pipeline.detector import DetectorHolder
 from detection_service.pipeline.runner import DetectionPipeline
+from detection_service.realtime.ingest import IngestState
 from detection_service.realtime.viewers import FrameBroadcaster
 from detection_service.services.cameras import CameraRecord, CameraService
 from detection_service.storage import ObjectStore
@@ -68,6 +69,7 @@ class CameraRuntime:
     pipeline: DetectionPipeline
     broadcaster: FrameBroadcaster
     user_stopped: bool = False
+    ingest: IngestState = field(default_factory=IngestState)  # its WebSocket ingest (source "push")
 
 
 class CameraRuntimes:

@@ -101,11 +101,14 @@ class LiveEndpoint:
             version, jpeg = service.pipeline_of(camera).latest_jpeg()
             return [version, jpeg]
         if op == "push_mode":
-            return service.push_mode
+            return service.accepts_push(camera)
         if op == "ingest_claim":
-            return service.ingest.claim(str(args.get("client")))
+            _pipeline, state = service.ingest_target(camera)
+            if camera not in (None, DEFAULT_CAMERA_ID):  # that camera's frames: ingest/<camera>
+                self.link.subscribe(f"ingest/{camera}", lambda jpeg, c=camera: self._on_ingest(jpeg, c))
+            return state.claim(str(args.get("client")))
         if op == "ingest_release":
-            service.ingest.release()
+            service.ingest_target(camera)[1].release()
             return True
         if op == "settings_changed":
             self.service.settings_service.changed_elsewhere(str(args.get("category")))
@@ -183,15 +186,21 @@ class LiveEndpoint:
 
     # -- settings and ingest --------------------------------------------------------------------
 
-    def _on_ingest(self, jpeg: bytes) -> None:
-        state = self.service.ingest
-        if self.service.pipeline.push_jpeg(jpeg):
+    def _on_ingest(self, jpeg: bytes, camera: int | None = None) -> None:
+        try:
+            pipeline, state = self.service.ingest_target(camera)
+        except DomainError:  # the camera was deleted or disabled meanwhile
+            return
+        if pipeline.push_jpeg(jpeg):
             state.frames_received += 1
             state.bytes_received += len(jpeg)
 
     def _on_ingest_event(self, payload: bytes) -> None:
         event = decode(payload, dict)
-        state = self.service.ingest
+        try:
+            state = self.service.ingest_target(event.get("camera"))[1]
+        except DomainError:
+            return
         if "client" in event:
             state.client = event["client"]
         if "invalid" in event:

@@ -54,7 +54,6 @@ from schemas.detection import (
     PIPELINE_SETTINGS_CATEGORY,
     DetectionConfig,
     DetectionStatus,
-    IngestStatus,
     StreamStatus,
     TrackingSnapshot,
 )
@@ -419,6 +418,20 @@ class PipelineService:
             return self.broadcaster
         return self._runtime(camera_id).broadcaster
 
+    def ingest_target(self, camera_id: int | None) -> tuple[DetectionPipeline, IngestState]:
+        """The pipeline and the ingest bookkeeping of a camera's WebSocket ingest (404 / 409 as
+        ``pipeline_of``); each camera has its own, one client at a time each."""
+        if camera_id is None or camera_id == DEFAULT_CAMERA_ID:
+            return self.pipeline, self.ingest
+        runtime = self._runtime(camera_id)
+        return runtime.pipeline, runtime.ingest
+
+    def accepts_push(self, camera_id: int | None) -> bool:
+        """Whether that camera's source is ``push`` (its ingest takes frames)."""
+        if camera_id is None or camera_id == DEFAULT_CAMERA_ID:
+            return self.push_mode
+        return self._runtime(camera_id).pipeline.camera.source.strip().lower() in PUSH_SOURCE_NAMES
+
     def control_cameras(self, action: str, camera_id: int | None) -> None:
         """``POST /api/detection/{action}[?camera=N]``: one camera, or every camera when None
         (the other cameras first, then the default one, which answers as before)."""
@@ -487,7 +500,7 @@ class PipelineService:
             frame_height=view_size[1] if view_size else None,
             viewers=runtime.broadcaster.viewers,
             frames_sent=runtime.broadcaster.frames_sent,
-            ingest=IngestStatus(connected=False),
+            ingest=runtime.ingest.snapshot(),
             viewer_url=f"/api/stream/viewer{query}",
             mjpeg_url=f"/api/stream/mjpeg{query}",
         )

@@ -103,15 +103,16 @@ class RemoteIngest:
     """``IngestState`` for the WebSocket ingest handler: one camera at a time across every API
     worker (the detector keeps the claim); the counts the status shows are the detector's."""
 
-    def __init__(self, link: LiveLink) -> None:
+    def __init__(self, link: LiveLink, camera: int | None = None) -> None:
         self.link = link
+        self.camera = camera  # None: the default camera (docs/cameras.md: an ingest per camera)
         self.frames_received = 0  # this connection's own counts (the handler's pong)
         self.bytes_received = 0
         self._invalid = 0
         self._client: str | None = None
 
     def claim(self, client: str) -> bool:
-        if not self.link.request("ingest_claim", {"client": client}):
+        if not self.link.request("ingest_claim", {"client": client, "camera": self.camera}):
             return False  # another camera holds it (on this or another API worker)
         self._client = client
         self.frames_received = self.bytes_received = self._invalid = 0
@@ -119,7 +120,7 @@ class RemoteIngest:
 
     def release(self) -> None:
         try:
-            self.link.request("ingest_release")
+            self.link.request("ingest_release", {"camera": self.camera})
         except DomainError as exc:  # the detector frees a claim whose frames stopped anyway
             log.warning("ingest release not confirmed: %s", exc)
 
@@ -130,7 +131,7 @@ class RemoteIngest:
     @client.setter
     def client(self, name: str | None) -> None:  # the camera's hello names it
         self._client = name
-        self.link.publish("ingest_event", encode({"client": name}))
+        self.link.publish("ingest_event", encode({"client": name, "camera": self.camera}))
 
     @property
     def frames_invalid(self) -> int:
@@ -138,7 +139,7 @@ class RemoteIngest:
 
     @frames_invalid.setter
     def frames_invalid(self, value: int) -> None:
-        self.link.publish("ingest_event", encode({"invalid": value - self._invalid}))
+        self.link.publish("ingest_event", encode({"invalid": value - self._invalid, "camera": self.camera}))
         self._invalid = value
 
 
@@ -166,15 +167,15 @@ class RemotePipeline:
         return int(version), jpeg
 
     def push_jpeg(self, data: bytes) -> bool:
-        """Send one ingest frame (the default camera's WebSocket ingest); False once the camera
-        source is no longer ``push`` (asked again at most once a second)."""
+        """Send one ingest frame (this camera's WebSocket ingest); False once the camera source is
+        no longer ``push`` (asked again at most once a second)."""
         checked, push = self._push_mode
         if time.monotonic() - checked > 1.0:
-            push = bool(self.link.request("push_mode"))
+            push = bool(self.link.request("push_mode", {"camera": self.camera}))
             self._push_mode = (time.monotonic(), push)
         if not push:
             return False
-        return self.link.publish("ingest", data)
+        return self.link.publish("ingest" if self.camera is None else f"ingest/{self.camera}", data)
 
 
 class RemoteManualDetector(ManualDetector):
@@ -209,6 +210,7 @@ class RemotePipelineService(PipelineService):
         self.camera_service = CameraService(session_factory)
         self.camera_service.subscribe(self._cameras_changed)
         self.ingest = RemoteIngest(link)
+        self._ingests: dict[int, RemoteIngest] = {}
         self.manual = RemoteManualDetector(link)
         self.holder = None  # type: ignore[assignment]  # the detector lives in the worker
         link.subscribe("bus", self._on_bus)
@@ -290,6 +292,16 @@ class RemotePipelineService(PipelineService):
 
     def camera_stream_status(self, camera_id: int | None) -> StreamStatus:
         return self.link.request("camera_stream_status", {"camera": camera_id}, StreamStatus)
+
+    def ingest_target(self, camera_id: int | None) -> tuple[Any, RemoteIngest]:
+        """A camera's WebSocket ingest: its frames go to the worker on ``ingest/<camera>``."""
+        if camera_id is None or camera_id == DEFAULT_CAMERA:
+            return self.pipeline, self.ingest
+        pipeline = self.pipeline_of(camera_id)  # 404 / 409 as in one process
+        return pipeline, self._ingests.setdefault(camera_id, RemoteIngest(self.link, camera_id))
+
+    def accepts_push(self, camera_id: int | None) -> bool:
+        return bool(self.link.request("push_mode", {"camera": camera_id}))
 
     def control_cameras(self, action: str, camera_id: int | None) -> None:
         args = {"action": action, "camera": camera_id}

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from schemas.auth import NewToken, TokenInfo, UserInfo
-from schemas.db import ApiToken, AuthSession, User, utcnow
+from schemas.db import ApiToken, AuthSession, Camera, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class Principal:
     csrf_token: str | None = None  # sessions only
     password_change_required: bool = False
     token_id: int | None = None
+    camera_id: int | None = None  # a camera token scoped to one camera's ingest; None: every camera
+
+    def may_feed(self, camera_id: int) -> bool:
+        """Whether this caller may push frames to ``camera_id``'s WebSocket ingest."""
+        return self.camera_id is None or self.camera_id == camera_id
 
     def has_role(self, minimum: str) -> bool:
         return ROLE_RANK.get(self.role, 0) >= ROLE_RANK[minimum]
@@ -298,14 +303,29 @@ class AuthService:
     # -- API tokens -------------------------------------------------------------------------
 
     def create_token(
-        self, role: str, name: str | None = None, *, user_id: int | None = None, created_by: str | None = None
+        self,
+        role: str,
+        name: str | None = None,
+        *,
+        user_id: int | None = None,
+        created_by: str | None = None,
+        camera_id: int | None = None,
     ) -> NewToken:
+        """``camera_id``: a camera token for that camera's ingest only (docs/cameras.md)."""
         self._check_role(role, TOKEN_ROLES)
+        if camera_id is not None and role != CAMERA_ROLE:
+            raise Invalid(
+                "only a camera token is scoped to a camera",
+                {"role": role, "camera_id": camera_id},
+                code="INVALID_SCOPE",
+            )
         name = (name or f"{role} token").strip()
         if not 1 <= len(name) <= 100:
             raise Invalid("name: 1-100 characters", {"name": name}, code="INVALID_NAME")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.session_factory.begin() as session:
+            if camera_id is not None and session.get(Camera, camera_id) is None:
+                raise NotFound(f"no camera {camera_id}", {"camera_id": camera_id}, code="CAMERA_NOT_FOUND")
             row = ApiToken(
                 name=name,
                 token_hash=_sha256(token),
@@ -314,6 +334,7 @@ class AuthService:
                 user_id=user_id,
                 created_by=created_by,
                 created_at=utcnow(),
+                camera_id=camera_id,
             )
             session.add(row)
             session.flush()
@@ -351,7 +372,14 @@ class AuthService:
             )
             if row is None:
                 return None
-            return Principal(name=f"token:{row.name}", role=row.role, via="token", user_id=row.user_id, token_id=row.id)
+            return Principal(
+                name=f"token:{row.name}",
+                role=row.role,
+                via="token",
+                user_id=row.user_id,
+                token_id=row.id,
+                camera_id=row.camera_id,
+            )
 
     def _record_use(self, token_id: int) -> None:
         now = time.monotonic()
@@ -429,4 +457,5 @@ class AuthService:
             created_at=row.created_at,
             last_used_at=row.last_used_at,
             revoked_at=row.revoked_at,
+            camera_id=row.camera_id,
         )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from detection_service.errors import Conflict, Invalid, NotFound
 from schemas.cameras import CameraCreate, CameraOverrides, CameraUpdate
-from schemas.db import DEFAULT_CAMERA_ID, Camera, DetectionEvent, utcnow
+from schemas.db import DEFAULT_CAMERA_ID, ApiToken, Camera, DetectionEvent, utcnow
 
 MAX_CAMERAS = 32  # one detector serves them all; far past what a CPU box batches usefully
 
@@ -188,6 +188,12 @@ class CameraService:
                     code="CAMERA_HAS_EVENTS",
                 )
             session.delete(row)
+            # Its scoped camera tokens die with it: a later camera may get the same id.
+            session.execute(
+                sa.update(ApiToken)
+                .where(ApiToken.camera_id == camera_id, ApiToken.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
         self._changed()
 
     @staticmethod
