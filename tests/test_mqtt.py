@@ -11,8 +11,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -23,6 +25,7 @@ from detection_service.bus import EventBus, EventCreated, PackageRemoved
 from detection_service.config import ConfigError, Settings, parse_mqtt_url
 from detection_service.mqtt.bridge import MqttBridge, MqttCommands, MqttConfig
 from detection_service.services.component_status import ComponentStatusRegistry
+from tests import live_layouts
 from tests.conftest import AuthedTestClient, free_port
 from tests.pipeline.conftest import ScriptedDetector, det, wait_until, write_video
 
@@ -508,14 +511,28 @@ def test_a_device_per_camera_with_its_own_states_and_commands(broker: Broker, ob
         late.close()
 
 
-def test_cameras_api_changes_reach_home_assistant(settings, broker: Broker, observer: Observer, tmp_path) -> None:
-    """The service: a camera added through /api/cameras becomes a device; its switch stops that
-    camera's pipeline like POST /api/detection/stop?camera=N; deleting it removes the device."""
+@contextmanager
+def _service(layout: str, settings, directory: Path) -> Iterator[Any]:
+    """The service in one process, or split (the bridge then runs in the detector worker and hears
+    of camera changes from the API workers over the live link: tests/live_layouts.py)."""
     from detection_service.app import create_app
 
+    if layout == "split":
+        with live_layouts.split_layout(settings, directory) as split:
+            yield split
+        return
+    with AuthedTestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize("layout", live_layouts.LAYOUTS)
+def test_cameras_api_changes_reach_home_assistant(
+    settings, broker: Broker, observer: Observer, tmp_path: Path, layout: str
+) -> None:
+    """The service: a camera added through /api/cameras becomes a device; its switch stops that
+    camera's pipeline like POST /api/detection/stop?camera=N; deleting it removes the device."""
     video = write_video(tmp_path / "back.avi", frames=300, fps=15, size=(160, 120))
-    app = create_app(msgspec.structs.replace(settings, mqtt_url=broker.url()))
-    with AuthedTestClient(app, raise_server_exceptions=False) as client:
+    with _service(layout, msgspec.structs.replace(settings, mqtt_url=broker.url()), tmp_path / "split") as client:
         assert wait_until(lambda: observer.last("aidoor/availability") == b"online", 10)
         response = client.post("/api/cameras", json={"name": "back door", "source": str(video)})
         assert response.status_code == 201, response.text
