@@ -193,6 +193,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             bus=bus,
             pipeline_status=pipeline_status_of(pipeline_service),
             notifier=notifier,
+            # With detector workers apart, system_status_logs is the detector worker's to write: N API
+            # workers sampling would write N rows per sample (docs/deployment.md "Singletons").
+            record=live_broker is None,
         )
         pipeline_service.pipeline.on_camera_state = monitoring.report_camera
         app.state.component_status = monitoring.registry

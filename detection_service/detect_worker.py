@@ -30,6 +30,7 @@ from detection_service.services.event_history import EventService
 from detection_service.services.health import package_version
 from detection_service.services.job_queue import JobService
 from detection_service.services.models import ModelService
+from detection_service.services.performance import Monitoring
 from detection_service.services.settings import SettingsService
 from detection_service.storage import StorageError, make_object_store
 
@@ -79,6 +80,21 @@ class DetectorWorker:
             alerts=self.notifier.queue_config,
             demo_policy=demo_policy,
         )
+        # The periodic writers of shared state run here, once, not in each API worker: component
+        # transitions and performance samples (system_status_logs; the API workers keep their
+        # states in memory only). One detector worker per broker prefix, so one writer.
+        self.monitoring = Monitoring(
+            session_factory=self.session_factory,
+            engine=self.engine,
+            store=self.store,
+            dagster=dagster,
+            settings_service=self.settings_service,
+            data_dir=settings.data_dir,
+            bus=bus,
+            pipeline_status=lambda: self.service.pipeline.status(),
+            notifier=self.notifier,
+        )
+        self.service.pipeline.on_camera_state = self.monitoring.report_camera
         self.link = LiveLink(broker, role="detector", node=node, timeout_s=settings.live_timeout_s)
         self.endpoint = LiveEndpoint(self.service, self.link)
         notification_service = NotificationService(self.session_factory, self.settings_service, self.notifier)
@@ -98,12 +114,14 @@ class DetectorWorker:
         self.notifier.start()
         self.endpoint.start()
         self.service.start_background()
+        self.monitoring.start()
         if self.mqtt is not None:
             self.mqtt.start()
         log.info("detector worker up: live link %s", self.link.base)
 
     def close(self) -> None:
         self.endpoint.close()  # "offline" first: the API stops asking
+        self.monitoring.close()
         self.service.close()
         if self.mqtt is not None:
             self.mqtt.close()

@@ -12,6 +12,7 @@ One paho-mqtt client per process, with its own network thread. Topics, under
 | ``viewers`` | API -> detector | each API worker's viewer count and frames sent (a lease, renewed every second) |
 | ``cmd``, ``reply/<client id>`` | API <-> detector | requests with a correlation id; the answer or a domain error |
 | ``ingest`` | API -> detector | JPEG frames of the WebSocket camera ingest |
+| ``api_gone`` | API -> detector | an API worker's client id when it goes (its last will, or its close) |
 
 Requests (``request``) wait at most ``timeout`` seconds: no detector online or no broker is a
 503 ``DETECTOR_UNAVAILABLE``, no answer in time a 504 ``DETECTOR_TIMEOUT``; a domain error the
@@ -151,6 +152,8 @@ class LiveLink:
             client.tls_set()
         if role == "detector":
             client.will_set(self.topic("availability"), OFFLINE, qos=1, retain=True)
+        else:  # an API worker that dies: the detector frees what it held (the ingest claim)
+            client.will_set(self.topic("api_gone"), self.client_id.encode(), qos=1)
         client.reconnect_delay_set(1, 10)
         client.max_queued_messages_set(1000)
         client.on_connect = self._on_connect
@@ -174,8 +177,11 @@ class LiveLink:
 
     def close(self) -> None:
         self._closing = True
-        if self.role == "detector" and self._connected.is_set():
-            info = self.client.publish(self.topic("availability"), OFFLINE, qos=1, retain=True)
+        if self._connected.is_set():
+            if self.role == "detector":
+                info = self.client.publish(self.topic("availability"), OFFLINE, qos=1, retain=True)
+            else:
+                info = self.client.publish(self.topic("api_gone"), self.client_id.encode(), qos=1)
             with contextlib.suppress(RuntimeError, ValueError):  # not confirmed: the last will covers it
                 info.wait_for_publish(2.0)
         self.client.disconnect()

@@ -186,3 +186,77 @@ def test_serve_refuses_several_workers_without_a_live_link(tmp_path: Path) -> No
         timeout=60,
     )
     assert done.returncode == 2 and "AIDOOR_LIVE_BROKER_URL" in done.stderr and "aidoor detect" in done.stderr
+
+
+def test_ingest_claim_is_freed_when_the_api_worker_holding_it_dies(broker) -> None:
+    """An API worker killed while a WebSocket camera is connected through it: its last will
+    (``api_gone``) frees the claim, so the camera can come back through another worker."""
+    import socket
+    from types import SimpleNamespace
+
+    from detection_service.bus import EventBus
+    from detection_service.realtime.ingest import IngestState
+    from detection_service.realtime.live_endpoint import LiveEndpoint
+    from detection_service.realtime.remote import RemoteIngest
+
+    target = parse_mqtt_url(broker.url(f"t{uuid.uuid4().hex[:6]}"))
+    state = IngestState()
+    service = SimpleNamespace(bus=EventBus(), ingest_target=lambda camera: (None, state))
+    detector = LiveLink(target, role="detector")
+    endpoint = LiveEndpoint(service, detector)  # type: ignore[arg-type]
+    endpoint.start()
+    first, second = LiveLink(target, role="api"), LiveLink(target, role="api")
+    try:
+        for api in (first, second):
+            assert api.start(wait_s=5) and wait_until(lambda api=api: api.detector_online, 5)
+        assert RemoteIngest(first).claim("door-cam")
+        assert not RemoteIngest(second).claim("other-cam")  # one camera at a time, across workers
+        # The first worker dies without a word (kill -9, a lost host): the broker sends its will.
+        first.client.loop_stop()
+        sock = first.client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        assert wait_until(lambda: not state.connected, 5), "the dead worker's claim was kept"
+        again = RemoteIngest(second)
+        assert again.claim("door-cam")
+        # A worker that closes in order says so too (uvicorn stopping while a camera is connected).
+        second.close()
+        assert wait_until(lambda: not state.connected, 5)
+        # A claim without an owner (an older API) is never freed by someone else's goodbye.
+        third = LiveLink(target, role="api")
+        assert third.start(wait_s=5) and wait_until(lambda: third.detector_online, 5)
+        assert third.request("ingest_claim", {"client": "old"})
+        detector.publish("api_gone", b"aidoor-api-nobody")
+        time.sleep(0.3)
+        assert state.connected
+        third.close()
+    finally:
+        endpoint.close()
+
+
+def test_status_logs_are_written_once_by_the_detector_worker_not_by_each_api_worker(settings, tmp_path: Path) -> None:
+    """system_status_logs has one writer with the detector apart: two API workers and the worker
+    give one 'database' transition and one sample per interval, not three of each."""
+    import sqlalchemy as sa
+
+    from schemas.db import SystemStatusLog
+
+    with live_layouts.split_layout(settings, tmp_path / "split") as client:
+        state = client.app.state
+        # Each API worker has probed by now (its sampler starts with a probe) and knows the states.
+        assert wait_until(lambda: client.get("/api/system/status").json()["data"]["components"], 10)
+        components = client.get("/api/system/status").json()["data"]["components"]
+        assert components["database"]["status"] == "running"
+        time.sleep(1.0)  # the API workers' first samples, had they been written
+        assert state.worker.monitoring.registry.flush()
+        with state.session_factory() as session:
+            rows = session.scalars(sa.select(SystemStatusLog).where(SystemStatusLog.component == "database")).all()
+        kinds = [(row.metadata_ or {}).get("kind") for row in rows]
+        assert kinds.count("transition") == 1, kinds
+        # One sampler (every 10 s by default): its rows are an interval apart, never a few at once.
+        samples = sorted(row.logged_at for row in rows if (row.metadata_ or {}).get("kind") == "sample")
+        assert samples and all((b - a).total_seconds() > 5 for a, b in zip(samples, samples[1:], strict=False)), samples
+        # GET /api/system/performance on an API worker reads the worker's samples.
+        history = client.get("/api/system/performance").json()
+        assert history["success"], history

@@ -38,12 +38,14 @@ class LiveEndpoint:
         self._publishers: dict[int, threading.Thread] = {}
         self._closed = threading.Event()
         self._bus_sub = None
+        self._claims: dict[int, str] = {}  # camera -> the API worker (link client id) holding its ingest
 
     def start(self) -> None:
         self.link.serve(self.handle)
         self.link.subscribe("viewers", self._on_lease)
         self.link.subscribe("ingest", self._on_ingest)
         self.link.subscribe("ingest_event", self._on_ingest_event)
+        self.link.subscribe("api_gone", self._on_api_gone, qos=1)
         self._bus_sub = self.service.bus.subscribe_callback(
             "live-link", lambda message: self.link.publish("bus", encode_bus(message)), maxsize=500
         )
@@ -106,9 +108,15 @@ class LiveEndpoint:
             _pipeline, state = service.ingest_target(camera)
             if camera not in (None, DEFAULT_CAMERA_ID):  # that camera's frames: ingest/<camera>
                 self.link.subscribe(f"ingest/{camera}", lambda jpeg, c=camera: self._on_ingest(jpeg, c))
-            return state.claim(str(args.get("client")))
+            claimed = state.claim(str(args.get("client")))
+            if claimed and args.get("owner"):  # freed if that API worker dies (its last will: api_gone)
+                with self._lock:
+                    self._claims[camera or DEFAULT_CAMERA_ID] = str(args["owner"])
+            return claimed
         if op == "ingest_release":
             service.ingest_target(camera)[1].release()
+            with self._lock:
+                self._claims.pop(camera or DEFAULT_CAMERA_ID, None)
             return True
         if op == "settings_changed":
             self.service.settings_service.changed_elsewhere(str(args.get("category")))
@@ -194,6 +202,21 @@ class LiveEndpoint:
         if pipeline.push_jpeg(jpeg):
             state.frames_received += 1
             state.bytes_received += len(jpeg)
+
+    def _on_api_gone(self, payload: bytes) -> None:
+        """An API worker went (its last will, or its close): the ingest claims it held are free
+        again, so a camera may connect through another worker (docs/deployment.md)."""
+        owner = payload.decode(errors="replace")
+        with self._lock:
+            cameras = [camera for camera, holder in self._claims.items() if holder == owner]
+            for camera in cameras:
+                del self._claims[camera]
+        for camera in cameras:
+            try:
+                self.service.ingest_target(camera)[1].release()
+            except DomainError:  # the camera went away meanwhile: nothing to free
+                continue
+            log.warning("live link: API worker %s went away holding camera %s's ingest; released", owner, camera)
 
     def _on_ingest_event(self, payload: bytes) -> None:
         event = decode(payload, dict)

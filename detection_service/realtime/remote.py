@@ -112,7 +112,8 @@ class RemoteIngest:
         self._client: str | None = None
 
     def claim(self, client: str) -> bool:
-        if not self.link.request("ingest_claim", {"client": client, "camera": self.camera}):
+        args = {"client": client, "camera": self.camera, "owner": self.link.client_id}  # owner: see api_gone
+        if not self.link.request("ingest_claim", args):
             return False  # another camera holds it (on this or another API worker)
         self._client = client
         self.frames_received = self.bytes_received = self._invalid = 0

@@ -486,8 +486,12 @@ class Monitoring:
         bus: EventBus,
         pipeline_status: PipelineStatus | None,
         notifier: Any = None,
+        record: bool = True,
     ) -> None:
-        self.registry = ComponentStatusRegistry(session_factory)
+        # record False: the states stay in memory, no system_status_logs rows (transitions nor
+        # samples): another process owns them (the detector worker; docs/deployment.md).
+        self.registry = ComponentStatusRegistry(session_factory if record else None)
+        self.record = record
         self.monitor = PerformanceMonitor(
             registry=self.registry,
             session_factory=session_factory,
