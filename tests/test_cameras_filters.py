@@ -201,7 +201,12 @@ def test_websocket_ingest_per_camera_and_camera_scoped_tokens(service) -> None:
         )
         status = _data(client.get(f"/api/stream/status?camera={cid}"))
         assert status["ingest"]["connected"] is True and status["ingest"]["client"].startswith("side-cam")
-        assert wait_until(lambda: client.get(f"/api/stream/snapshot?camera={cid}").status_code == 200, 15)
+
+        def pictured() -> bool:  # a camera streams on: one more frame per look
+            socket.send_bytes(frame)
+            return client.get(f"/api/stream/snapshot?camera={cid}").status_code == 200
+
+        assert wait_until(pictured, 15, interval=0.1)
         # One client per camera at a time; camera 1's ingest is another one.
         assert _refused(client, f"?camera={cid}", unscoped) == "BUSY"
     assert _data(client.get("/api/stream/status"))["ingest"]["frames_received"] == 0  # camera 1 got none
