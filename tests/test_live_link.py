@@ -260,3 +260,40 @@ def test_status_logs_are_written_once_by_the_detector_worker_not_by_each_api_wor
         # GET /api/system/performance on an API worker reads the worker's samples.
         history = client.get("/api/system/performance").json()
         assert history["success"], history
+
+
+def test_a_slow_detector_does_not_block_the_api_workers_event_loop(settings, tmp_path: Path) -> None:
+    """A live request waiting on a detector that hangs runs off the event loop: other requests to
+    the same (single) API worker answer meanwhile, instead of after the detector's answer."""
+    import statistics
+
+    with live_layouts.split_layout(settings, tmp_path / "split", workers=1) as client:
+        endpoint = client.app.state.worker.endpoint
+        handle = endpoint.handle
+        quick = []
+        for _ in range(30):
+            started = time.perf_counter()
+            assert client.get("/api/detection").status_code == 200
+            quick.append((time.perf_counter() - started) * 1000)
+        print(f"\nGET /api/detection over the link: median {statistics.median(quick):.2f} ms")
+
+        def slow(op: str, args: dict) -> object:
+            if op == "config":
+                time.sleep(2.0)  # a detector that hangs (here: less than the 5 s timeout)
+            return handle(op, args)
+
+        endpoint.handle = slow
+        endpoint.link._serve = slow
+        answers: dict[str, int] = {}
+        hung = threading.Thread(target=lambda: answers.update(config=client.get("/api/detection/config").status_code))
+        hung.start()
+        time.sleep(0.3)  # the slow request is in flight on the worker
+        timings = {}
+        for path in ("/api/system/health", "/api/detection", "/api/events?limit=1"):
+            started = time.perf_counter()
+            assert client.get(path).status_code == 200, path
+            timings[path] = (time.perf_counter() - started) * 1000
+        hung.join(10)
+        print("while a detector request hangs for 2 s:", {k: f"{v:.1f} ms" for k, v in timings.items()})
+        assert answers == {"config": 200}
+        assert max(timings.values()) < 1000, timings

@@ -40,12 +40,12 @@ class DetectionController(Controller):
     async def status(
         self, pipeline_service: PipelineService, notifier: Any, camera: CameraParam = None
     ) -> Response[Envelope[DetectionStatus]]:
-        data = pipeline_service.camera_status(camera, notification_ready(notifier))
+        data = await pipeline_service.call(pipeline_service.camera_status, camera, notification_ready(notifier))
         return ok(data, message=f"detection {data.status}")
 
     @get("/config", summary="Detection settings and pipeline pipeline_settings in effect")
     async def get_config(self, pipeline_service: PipelineService) -> Response[Envelope[DetectionConfig]]:
-        return ok(pipeline_service.config())
+        return ok(await pipeline_service.call(pipeline_service.config))
 
     @put(
         "/config",

@@ -106,7 +106,7 @@ class LiveController(Controller):
                     if now >= next_sample:
                         next_sample = now + SAMPLE_S
                         for name, state in (
-                            ("detection", _detection_state(pipeline_service)),
+                            ("detection", await pipeline_service.call(_detection_state, pipeline_service)),
                             ("training", await anyio.to_thread.run_sync(_training_state, model_service)),
                             ("components", _component_states(component_status)),
                         ):

@@ -48,7 +48,7 @@ class StreamController(Controller):
     async def status(
         self, pipeline_service: PipelineService, camera: CameraParam = None
     ) -> Response[Envelope[StreamStatus]]:
-        status = pipeline_service.camera_stream_status(camera)
+        status = await pipeline_service.call(pipeline_service.camera_stream_status, camera)
         return ok(status, message=f"camera {status.camera_status}")
 
     @get(
@@ -58,7 +58,7 @@ class StreamController(Controller):
     )
     async def viewer(self, pipeline_service: PipelineService, camera: CameraParam = None) -> Response[bytes]:
         # ?camera=N: the page asks for that camera's stream and state (404/409 here, not in the page).
-        pipeline_service.pipeline_of(camera)
+        await pipeline_service.call(pipeline_service.pipeline_of, camera)
         return Response(_viewer_page(), media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
 
     @get("/mjpeg", summary="Annotated live frames as an MJPEG stream (multipart/x-mixed-replace)")
@@ -68,7 +68,7 @@ class StreamController(Controller):
         """``max_frames`` ends the stream after that many frames (e.g. ``curl`` for one look)."""
         if max_frames is not None and max_frames < 1:
             raise Invalid("max_frames must be at least 1")
-        broadcaster = pipeline_service.broadcaster_of(camera)
+        broadcaster = await pipeline_service.call(pipeline_service.broadcaster_of, camera)
         viewer = broadcaster.subscribe()
 
         async def parts() -> AsyncIterator[bytes]:
@@ -92,7 +92,8 @@ class StreamController(Controller):
 
     @get("/snapshot", summary="The latest annotated frame as one JPEG")
     async def snapshot(self, pipeline_service: PipelineService, camera: CameraParam = None) -> Response[bytes]:
-        _, jpeg = pipeline_service.pipeline_of(camera).latest_jpeg()
+        pipeline = await pipeline_service.call(pipeline_service.pipeline_of, camera)
+        _, jpeg = await pipeline_service.call(pipeline.latest_jpeg)
         if not jpeg:
             raise NotFound("no frame yet: the pipeline has not handled a frame since start-up", code="NO_FRAME")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -118,8 +119,9 @@ class StreamController(Controller):
             await refuse("FORBIDDEN_CAMERA", f"this token feeds camera {principal.camera_id} only, not {camera_id}")
             return
         try:
-            pipeline, state = service.ingest_target(camera)
-            push = service.accepts_push(camera)
+            # Off the event loop in the split layout: each is a live link round trip (service.call).
+            pipeline, state = await service.call(service.ingest_target, camera)
+            push = await service.call(service.accepts_push, camera)
         except DomainError as exc:  # no such camera (404), or none loaded here (409)
             await refuse(exc.code, exc.message)
             return
@@ -132,7 +134,7 @@ class StreamController(Controller):
             await refuse("NOT_PUSH_SOURCE", f"camera {camera_id}'s source is not 'push': set it with {where}")
             return
         client = f"{socket.client.host}:{socket.client.port}" if socket.client else "unknown"
-        if not state.claim(client):
+        if not await service.call(state.claim, client):
             await send(IngestError(code="BUSY", fatal=True, message=f"another camera ({state.client}) is connected"))
             await socket.close(CLOSE_BUSY, "another camera is connected")
             return
@@ -160,7 +162,7 @@ class StreamController(Controller):
                         state.frames_invalid += 1
                         await send(IngestError(code="INVALID_FRAME", message=f"frame refused: {problem.reason}"))
                         continue
-                    if not pipeline.push_jpeg(data):
+                    if not await service.call(pipeline.push_jpeg, data):
                         await send(
                             IngestError(
                                 code="NOT_PUSH_SOURCE",
@@ -186,8 +188,8 @@ class StreamController(Controller):
                             IngestPong(
                                 frames_received=state.frames_received,
                                 frames_invalid=state.frames_invalid,
-                                camera_status=pipeline.status()["camera_status"],
+                                camera_status=(await service.call(pipeline.status))["camera_status"],
                             )
                         )
         finally:
-            state.release()
+            await service.call(state.release)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from detection_service.api.responses import ok
 from detection_service.config import Settings
 from detection_service.dagster_client import DagsterClient
+from detection_service.realtime.pipeline_service import PipelineService
 from detection_service.services.component_status import ComponentStatusRegistry, status_of_all
 from detection_service.services.event_history import EventService
 from detection_service.services.health import check_health
@@ -60,7 +61,11 @@ class SystemController(Controller):
         "on error, so outages show in GET /api/system/logs?level=WARNING).",
     )
     async def status(
-        self, component_status: ComponentStatusRegistry, started_at: float, performance: PerformanceService
+        self,
+        component_status: ComponentStatusRegistry,
+        started_at: float,
+        performance: PerformanceService,
+        pipeline_service: PipelineService,
     ) -> Response[Envelope[SystemStatus]]:
         overall, components = status_of_all(component_status)
         report = SystemStatus(
@@ -68,7 +73,8 @@ class SystemController(Controller):
             components=components,
             uptime_s=round(time.time() - started_at, 1),
             rows_dropped=component_status.rows_dropped,
-            journal=performance.monitor.journal(),  # the event writer's local journal (docs/pipeline.md)
+            # The event writer's local journal (docs/pipeline.md); a live link request when the pipeline is apart.
+            journal=await pipeline_service.call(performance.monitor.journal),
         )
         bad = [name for name, c in components.items() if c.status != "running"]
         return ok(report, message="all components running" if not bad else f"not running: {', '.join(bad)}")

@@ -151,6 +151,11 @@ class PipelineService:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """An async handler's call of this service. Here, at once: the pipeline is in memory.
+        ``RemotePipelineService`` runs it on a thread (a live link round trip may wait seconds)."""
+        return fn(*args)
+
     def start_background(self) -> None:
         """Called once from the app's lifespan: model sync, demo video, pipeline start."""
         self._spawn("model-sync", self._sync_loop)

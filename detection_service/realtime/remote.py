@@ -11,12 +11,16 @@ the pipeline ran here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +39,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CAMERA = DEFAULT_CAMERA_ID
 LEASE_S = 1.0  # how often a worker with viewers renews its lease (the detector drops it after 3 s)
+# Live link calls of the async handlers waiting at once, on threads of their own: a hung detector
+# holds these (up to the link's timeout), not the threads of anyio's default limiter that the sync
+# handlers use.
+LIVE_CALLS = 64
 
 
 class RemoteBroadcaster:
@@ -214,7 +222,15 @@ class RemotePipelineService(PipelineService):
         self._ingests: dict[int, RemoteIngest] = {}
         self.manual = RemoteManualDetector(link)
         self.holder = None  # type: ignore[assignment]  # the detector lives in the worker
+        self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop, at the first call
         link.subscribe("bus", self._on_bus)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """An async handler's call: on a thread, so the event loop serves other requests while the
+        detector answers (up to the link's timeout if it hangs; docs/deployment.md)."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(LIVE_CALLS)
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
 
     def _on_bus(self, payload: bytes) -> None:
         self.bus.publish(decode_bus(payload))
