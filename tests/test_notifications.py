@@ -1,4 +1,4 @@
-"""Telegram alerts against a fake Bot API (tests/fakes/telegram_api.py): delivery, retries,
+"""Telegram alerts against a fake Bot API (detection_service/bench/fake_telegram.py): delivery, retries,
 permanent failures, restart/kill, two workers, the inline keyboard, token secrecy, the API.
 
 Runs on SQLite by default and on MySQL/MariaDB with AIDOOR_TEST_DATABASE_URL set.
@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
+from detection_service.bench.fake_telegram import Failure, FakeTelegram
 from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.database import make_engine, make_session_factory
@@ -46,7 +47,6 @@ from detection_service.storage import make_object_store
 from schemas.db import DetectionEvent, NotificationHistory, ObjectType, Telegram
 from schemas.settings import DetectionSettings
 from tests.conftest import REPO_ROOT, free_port
-from tests.fakes.telegram_api import Failure, FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 SECRET = TOKEN.split(":")[1]

@@ -1,6 +1,9 @@
 """A fake Telegram Bot API on 127.0.0.1, speaking the real HTTP protocol, for
 ``Bot(token, base_url=f"{fake.url}/bot")`` (python-telegram-bot 22.8).
 
+Used by the benches (``aidoor bench notify``, ``aidoor bench faults``) and the tests
+(tests/test_notifications.py); it lives in the package so the benches run without the tests or pytest.
+
 Methods: getMe, sendMessage, sendPhoto (multipart), editMessageCaption, editMessageText,
 editMessageReplyMarkup, answerCallbackQuery, getUpdates (long polling, offsets), setWebhook,
 deleteWebhook. Answers are ``{"ok": true, "result": ...}`` or the Bot API's error shape

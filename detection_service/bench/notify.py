@@ -5,7 +5,7 @@
 Event created -> photo accepted by the Bot API, end to end through the real path: the pipeline's
 EventWriter inserts the event and its pending alert in one transaction, the notifier (default
 settings, python-telegram-bot) claims the row and uploads capture 1 with sendPhoto to the fake
-Bot API of tests/fakes/telegram_api.py on 127.0.0.1. t0 = the moment the event is handed to the
+Bot API of bench/fake_telegram.py on 127.0.0.1. t0 = the moment the event is handed to the
 writer; t1 = the moment the fake accepted the photo. Two rounds of ``--events`` events each:
 clean, then with a 429 (retry_after=1) on every 10th sendPhoto. ``duplicates`` counts photos of
 the same event beyond the first, over both rounds (the cooldown is off so every event alerts).
@@ -34,15 +34,6 @@ TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 CHAT = "10001"
 
 
-def _fake_api() -> Any:
-    root = Path(__file__).resolve().parents[2]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from tests.fakes.telegram_api import Failure, FakeTelegram
-
-    return Failure, FakeTelegram
-
-
 def _jpeg() -> bytes:
     import cv2
     import numpy as np
@@ -56,6 +47,7 @@ def _jpeg() -> bytes:
 def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = None) -> dict[str, Any]:
     from cryptography.fernet import Fernet
 
+    from detection_service.bench.fake_telegram import Failure, FakeTelegram
     from detection_service.bus import EventBus
     from detection_service.config import Settings
     from detection_service.database import make_engine, make_session_factory, upgrade
@@ -66,7 +58,6 @@ def run(events: int = 100, interval_s: float = 0.2, database_url: str | None = N
     from detection_service.storage import make_object_store
     from schemas.db import Telegram
 
-    Failure, FakeTelegram = _fake_api()
     with tempfile.TemporaryDirectory(prefix="aidoor-bench-notify-") as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         upgrade(url)
