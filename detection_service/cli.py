@@ -56,10 +56,6 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
     from detection_service.database import upgrade
 
     cameras = [c.strip() for c in (args.cameras or "default").split(",") if c.strip()]
-    if cameras != ["default"]:
-        # One worker runs every camera of the cameras table; a subset per worker is not there yet.
-        print("aidoor: --cameras takes only 'default' (= every camera of the cameras table) so far", file=sys.stderr)
-        return 2
     if settings.live_broker is None:
         print("aidoor: aidoor detect needs AIDOOR_LIVE_BROKER_URL (the broker the API uses)", file=sys.stderr)
         return 2
@@ -68,11 +64,15 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
         upgrade(settings.database_url)
     from detection_service.detect_worker import DetectorWorker
 
-    worker = DetectorWorker(settings, demo_policy=args.demo)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    worker.start()
+    try:
+        worker = DetectorWorker(settings, demo_policy=args.demo, cameras=cameras, name=args.name)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        worker.start()  # refuses a camera another online worker runs
+    except ConfigError as exc:
+        print(f"aidoor detect: {exc}", file=sys.stderr)
+        return 2
     stop.wait()
     worker.close()
     return 0
@@ -314,7 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser(
         "detect", help="run the realtime pipeline alone, serving the API over AIDOOR_LIVE_BROKER_URL (no HTTP)"
     )
-    detect.add_argument("--cameras", help="'default' (the only choice so far): every camera of the cameras table")
+    detect.add_argument(
+        "--cameras",
+        help="the cameras this worker runs: ids or names of the cameras table, comma-separated (e.g. 1,2 or 3); "
+        "'default' (the default): every camera. Each camera may be run by one worker only",
+    )
+    detect.add_argument("--name", help="this worker's name on the live link (default: 'default' or cameras-<ids>)")
     detect.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head` at start")
     detect.add_argument(
         "--demo", help="demo video policy: '' (play if built), auto (build when missing), off, or a video path"

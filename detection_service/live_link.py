@@ -6,13 +6,17 @@ One paho-mqtt client per process, with its own network thread. Topics, under
 
 | topic | from -> to | what |
 |---|---|---|
-| ``availability`` | detector -> API | ``online`` / ``offline`` (retained; the last will says ``offline``) |
+| ``workers/<name>`` | detector -> API | a worker's cameras, online or not (retained; last will: offline) |
 | ``bus`` | detector -> API | the bus messages (``detection_service.bus``), without snapshot bytes |
 | ``frame/<camera id>`` | detector -> API | annotated JPEGs of a camera, only while some API worker has viewers |
 | ``viewers`` | API -> detector | each API worker's viewer count and frames sent (a lease, renewed every second) |
-| ``cmd``, ``reply/<client id>`` | API <-> detector | requests with a correlation id; the answer or a domain error |
+| ``cmd/<name>``, ``reply/<id>`` | API <-> detector | requests to the camera's worker; its answer or domain error |
 | ``ingest`` | API -> detector | JPEG frames of the WebSocket camera ingest |
 | ``api_gone`` | API -> detector | an API worker's client id when it goes (its last will, or its close) |
+
+Several workers may each run some of the cameras (``aidoor detect --cameras 2,3``): a request about a
+camera goes to the worker that runs it (camera-less requests are camera 1's), the few that concern
+every worker (``BROADCAST``, and control of every camera) go to all of them.
 
 Requests (``request``) wait at most ``timeout`` seconds: no detector online or no broker is a
 503 ``DETECTOR_UNAVAILABLE``, no answer in time a 504 ``DETECTOR_TIMEOUT``; a domain error the
@@ -42,7 +46,6 @@ from detection_service.config import MqttBroker
 
 log = logging.getLogger(__name__)
 
-ONLINE, OFFLINE = b"online", b"offline"
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # a frame larger than this is not sent over the link
 
 
@@ -64,6 +67,22 @@ class Reply(msgspec.Struct, kw_only=True):
     id: str
     data: bytes = b""  # msgpack of the answer
     error: RemoteError | None = None
+
+
+class WorkerInfo(msgspec.Struct, kw_only=True):
+    """What a detector worker announces (retained on ``workers/<name>``)."""
+
+    name: str
+    cameras: list[int] | None = None  # None: every camera of the cameras table
+    online: bool = True
+
+    def runs(self, camera: int) -> bool:
+        return self.cameras is None or camera in self.cameras
+
+
+# Requests every online worker answers (each keeps its own copy of what they change).
+BROADCAST = frozenset({"settings_changed", "cameras_changed", "load_model"})
+DEFAULT_WORKER = "default"  # the name of a worker that runs every camera
 
 
 class ViewerLease(msgspec.Struct, kw_only=True):
@@ -128,7 +147,15 @@ class LiveLink:
     ``online`` (with an ``offline`` last will); "api" sends requests and listens."""
 
     def __init__(
-        self, broker: MqttBroker, *, role: str, node: str = "default", timeout_s: float = 5.0, workers: int = 4
+        self,
+        broker: MqttBroker,
+        *,
+        role: str,
+        node: str = "default",
+        timeout_s: float = 5.0,
+        workers: int = 4,
+        worker: str = DEFAULT_WORKER,
+        cameras: list[int] | None = None,
     ) -> None:
         self.broker = broker
         self.role = role
@@ -136,7 +163,9 @@ class LiveLink:
         self.base = f"{broker.topic_prefix}/live/{node}"
         self.client_id = f"aidoor-{role}-{uuid.uuid4().hex[:10]}"
         self.reply_topic = self.topic(f"reply/{self.client_id}")
-        self.detector_online = False
+        # detector: who this worker is; api: every worker announced (online or not), by name
+        self.me = WorkerInfo(name=worker, cameras=sorted(cameras) if cameras is not None else None)
+        self.workers: dict[str, WorkerInfo] = {}
         self._closing = False
         self._connected = threading.Event()
         self._handlers: dict[str, tuple[Callable[[bytes], None], int]] = {}
@@ -151,7 +180,8 @@ class LiveLink:
         if broker.tls:
             client.tls_set()
         if role == "detector":
-            client.will_set(self.topic("availability"), OFFLINE, qos=1, retain=True)
+            offline = encode(msgspec.structs.replace(self.me, online=False))
+            client.will_set(self.topic(f"workers/{worker}"), offline, qos=1, retain=True)
         else:  # an API worker that dies: the detector frees what it held (the ingest claim)
             client.will_set(self.topic("api_gone"), self.client_id.encode(), qos=1)
         client.reconnect_delay_set(1, 10)
@@ -161,7 +191,7 @@ class LiveLink:
         client.on_message = self._on_message
         self.client = client
         if role == "api":
-            self.subscribe("availability", self._on_availability, qos=1)
+            self.subscribe("workers/+", self._on_worker, qos=1)
         self.subscribe(self.reply_topic[len(self.base) + 1 :], self._on_reply, qos=1)
 
     def topic(self, name: str) -> str:
@@ -179,7 +209,8 @@ class LiveLink:
         self._closing = True
         if self._connected.is_set():
             if self.role == "detector":
-                info = self.client.publish(self.topic("availability"), OFFLINE, qos=1, retain=True)
+                offline = encode(msgspec.structs.replace(self.me, online=False))
+                info = self.client.publish(self.topic(f"workers/{self.me.name}"), offline, qos=1, retain=True)
             else:
                 info = self.client.publish(self.topic("api_gone"), self.client_id.encode(), qos=1)
             with contextlib.suppress(RuntimeError, ValueError):  # not confirmed: the last will covers it
@@ -205,7 +236,7 @@ class LiveLink:
         if subscriptions:
             client.subscribe(subscriptions)
         if self.role == "detector":
-            client.publish(self.topic("availability"), ONLINE, qos=1, retain=True)
+            client.publish(self.topic(f"workers/{self.me.name}"), encode(self.me), qos=1, retain=True)
         self._connected.set()
         log.info("live link: connected to %s:%s as %s (%s)", self.broker.host, self.broker.port, self.role, self.base)
 
@@ -213,12 +244,16 @@ class LiveLink:
         if self._connected.is_set() and not self._closing:
             log.warning("live link: lost the broker (%s); paho reconnects", reason)
         self._connected.clear()
-        self.detector_online = False  # learnt again from the (retained) availability after reconnecting
+        self.workers = {}  # learnt again from the (retained) announcements after reconnecting
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         entry = self._handlers.get(message.topic)
-        if entry is None:
-            return
+        if entry is None:  # a wildcard subscription (workers/+): its handler gets the topic's last level
+            parent, _, last = message.topic.rpartition("/")
+            wildcard = self._handlers.get(f"{parent}/+")
+            if wildcard is None:
+                return
+            entry = (lambda payload, w=wildcard[0], name=last: w(name, payload), wildcard[1])
         try:
             entry[0](message.payload)
         except Exception:
@@ -226,8 +261,9 @@ class LiveLink:
 
     # -- publish / subscribe --------------------------------------------------------------------
 
-    def subscribe(self, name: str, handler: Callable[[bytes], None], qos: int = 0) -> None:
-        """``handler(payload)`` runs on paho's thread: keep it short (queue the work)."""
+    def subscribe(self, name: str, handler: Callable[..., None], qos: int = 0) -> None:
+        """``handler(payload)`` runs on paho's thread: keep it short (queue the work). A name
+        ending in ``/+`` subscribes to each topic one level below: ``handler(last_level, payload)``."""
         topic = self.topic(name)
         with self._lock:
             self._handlers[topic] = (handler, qos)
@@ -241,34 +277,105 @@ class LiveLink:
 
     # -- requests (API side) --------------------------------------------------------------------
 
-    def _on_availability(self, payload: bytes) -> None:
-        self.detector_online = payload == ONLINE
+    @property
+    def detector_online(self) -> bool:
+        return any(info.online for info in self.workers.values())
+
+    def _on_worker(self, name: str, payload: bytes) -> None:
+        if not payload:  # a retained announcement cleared
+            self.workers.pop(name, None)
+            return
+        try:
+            self.workers[name] = decode(payload, WorkerInfo)
+        except msgspec.DecodeError as exc:
+            log.warning("live link: undecodable announcement of worker %s: %s", name, exc)
+
+    def worker_of(self, camera: int) -> WorkerInfo | None:
+        """The worker that runs ``camera``: an online one that lists it, else one that runs every
+        camera, else an offline one that lists it (so its requests say which worker is away)."""
+        workers = list(self.workers.values())
+        for rank in (
+            lambda w: w.online and w.cameras is not None and camera in w.cameras,
+            lambda w: w.online and w.cameras is None,
+            lambda w: w.cameras is not None and camera in w.cameras,
+            lambda w: w.cameras is None,
+        ):
+            found = next((w for w in workers if rank(w)), None)
+            if found is not None:
+                return found
+        return None
+
+    def _targets(self, op: str, args: dict[str, Any]) -> list[str]:
+        online = sorted(name for name, info in self.workers.items() if info.online)
+        if not online:
+            raise DetectorUnavailable(
+                "no detector worker is online: start one with `aidoor detect`", {"op": op, "topic": self.base}
+            )
+        if op in BROADCAST or (op == "control_cameras" and args.get("camera") is None):
+            return online
+        camera = int(args.get("camera") or 1)  # camera-less requests are the default camera's
+        owner = self.worker_of(camera)
+        if owner is None:
+            raise DetectorUnavailable(
+                f"no detector worker runs camera {camera}: start one with `aidoor detect --cameras {camera}`",
+                {"op": op, "camera": camera, "worker": None},
+            )
+        if not owner.online:
+            raise DetectorUnavailable(
+                f"camera {camera}'s detector worker {owner.name!r} is offline",
+                {"op": op, "camera": camera, "worker": owner.name},
+            )
+        return [owner.name]
 
     def request(
         self, op: str, args: dict[str, Any] | None = None, kind: Any = Any, timeout: float | None = None
     ) -> Any:
-        """Ask the detector; its answer decoded as ``kind``, or its domain error raised here."""
+        """Ask the detector worker that runs the camera of ``args`` (camera 1 without one; every
+        worker for a broadcast: the default camera's answer); its answer decoded as ``kind``, or
+        its domain error raised here."""
         if not self._connected.is_set():
             raise DetectorUnavailable(
                 f"the live link broker {self.broker.host}:{self.broker.port} is not reachable",
                 {"op": op},
             )
-        if not self.detector_online:
-            raise DetectorUnavailable(
-                "no detector worker is online: start one with `aidoor detect`", {"op": op, "topic": self.base}
-            )
+        args = args or {}
+        targets = self._targets(op, args)
+        if len(targets) == 1:
+            return self._ask(targets[0], op, args, kind, timeout)
+        primary = self.worker_of(1)
+        answers: dict[str, Any] = {}
+        failures: list[errors.DomainError] = []
+
+        def one(name: str) -> None:
+            try:
+                answers[name] = self._ask(name, op, args, kind, timeout)
+            except errors.DomainError as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=one, args=(name,), daemon=True) for name in targets]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return answers.get(primary.name if primary is not None else "", answers[targets[0]])
+
+    def _ask(self, worker: str, op: str, args: dict[str, Any], kind: Any, timeout: float | None) -> Any:
         request_id = uuid.uuid4().hex
         done = threading.Event()
         box: list[Reply] = []
         with self._lock:
             self._pending[request_id] = (done, box)
         try:
-            payload = encode(Request(id=request_id, op=op, reply_to=self.reply_topic, args=args or {}))
-            self.client.publish(self.topic("cmd"), payload, qos=1)
+            payload = encode(Request(id=request_id, op=op, reply_to=self.reply_topic, args=args))
+            self.client.publish(self.topic(f"cmd/{worker}"), payload, qos=1)
             wait = self.timeout_s if timeout is None else timeout
             if not done.wait(wait):
                 raise errors.TimedOut(
-                    f"the detector worker did not answer {op!r} within {wait:g} s", {"op": op}, code="DETECTOR_TIMEOUT"
+                    f"the detector worker {worker!r} did not answer {op!r} within {wait:g} s",
+                    {"op": op, "worker": worker},
+                    code="DETECTOR_TIMEOUT",
                 )
         finally:
             with self._lock:
@@ -291,7 +398,7 @@ class LiveLink:
     def serve(self, handler: Callable[[str, dict[str, Any]], Any]) -> None:
         """Answer requests: ``handler(op, args)`` returns the answer or raises a DomainError."""
         self._serve = handler
-        self.subscribe("cmd", self._on_request, qos=1)
+        self.subscribe(f"cmd/{self.me.name}", self._on_request, qos=1)
 
     def _on_request(self, payload: bytes) -> None:
         try:

@@ -107,7 +107,7 @@ class CameraInfo(msgspec.Struct, kw_only=True):
     enabled: bool
     is_default: bool
     overrides: dict[str, Any]  # stored in cameras.settings
-    status: str  # running | stopped | error | disabled
+    status: str  # running | stopped | error | disabled; split layout: offline | unassigned
     camera_status: str  # connected | disconnected
     fps: float
     detection_count: int
@@ -116,3 +116,6 @@ class CameraInfo(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_by: str | None
     updated_at: datetime
+    # The detector worker that runs it (aidoor detect apart; docs/deployment.md); null in one process
+    # and for a camera no worker runs (status unassigned). status offline: its worker is away.
+    worker: str | None = None

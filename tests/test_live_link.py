@@ -297,3 +297,88 @@ def test_a_slow_detector_does_not_block_the_api_workers_event_loop(settings, tmp
         print("while a detector request hangs for 2 s:", {k: f"{v:.1f} ms" for k, v in timings.items()})
         assert answers == {"config": 200}
         assert max(timings.values()) < 1000, timings
+
+
+def test_several_detector_workers_each_run_their_cameras(broker, settings) -> None:
+    """aidoor detect --cameras 1,porch and --cameras 3: requests about a camera reach the worker
+    that runs it, settings reach both, a third worker claiming camera 3 is refused at start, and
+    a camera whose worker is away (or that no worker runs) is listed as such and answers 503."""
+    from detection_service.app import create_app
+    from detection_service.config import ConfigError
+    from detection_service.database import make_engine, make_session_factory
+    from detection_service.detect_worker import DetectorWorker
+    from detection_service.services.cameras import CameraService
+    from schemas.cameras import CameraCreate
+
+    live = msgspec.structs.replace(settings, live_broker_url=broker.url(f"t{uuid.uuid4().hex[:6]}"))
+    cameras = CameraService(make_session_factory(make_engine(settings.database_url)))
+    porch = cameras.create(CameraCreate(name="porch", source="push"))
+    garage = cameras.create(CameraCreate(name="garage", source="push"))
+    first = DetectorWorker(live, cameras=["1", "porch"])
+    second = DetectorWorker(live, cameras=[str(garage.id)])
+    assert (first.name, second.name) == (f"cameras-1-{porch.id}", f"cameras-{garage.id}")
+    seen: list[tuple[str, str, object]] = []
+    for worker in (first, second):
+        serve = worker.endpoint.handle
+
+        def record(op: str, args: dict, name: str = worker.name, serve=serve) -> object:
+            seen.append((name, op, args.get("camera")))
+            return serve(op, args)
+
+        worker.endpoint.handle = record  # type: ignore[method-assign]
+    started: list[DetectorWorker] = []
+    try:
+        for worker in (first, second):
+            worker.start()
+            started.append(worker)
+        # Two workers claiming one camera: the second refuses clearly at start; so does "every camera".
+        with pytest.raises(ConfigError, match=f"cameras-{garage.id}"):
+            DetectorWorker(live, cameras=["garage"]).check_claims()
+        with pytest.raises(ConfigError, match="runs cameras"):
+            DetectorWorker(live).check_claims()
+        with AuthedTestClient(create_app(live)) as client:
+            assert wait_until(lambda: client.get("/api/detection").status_code == 200, 30)
+            listed = {c["id"]: c for c in client.get("/api/cameras").json()["data"]}
+            assert {i: c["worker"] for i, c in listed.items()} == {
+                1: first.name,
+                porch.id: first.name,
+                garage.id: second.name,
+            }
+            seen.clear()
+            assert client.get(f"/api/detection?camera={garage.id}").json()["data"]["camera_status"]
+            assert client.get(f"/api/stream/status?camera={porch.id}").status_code == 200
+            assert client.get("/api/detection").status_code == 200
+            asked = {(name, op, camera) for name, op, camera in seen}
+            assert (second.name, "camera_status", garage.id) in asked
+            assert (first.name, "camera_stream_status", porch.id) in asked
+            assert (first.name, "camera_status", None) in asked
+            assert not [s for s in seen if s[0] == second.name and s[2] != garage.id]
+            # A settings change reaches every worker (each reads it again before the answer).
+            seen.clear()
+            assert client.put("/api/settings/detection", json={"confidence_threshold": 0.6}).status_code == 200
+            assert {name for name, op, _ in seen if op == "settings_changed"} == {first.name, second.name}
+            # Every camera (no ?camera=): the request fans out to both workers, each its own cameras.
+            seen.clear()
+            assert client.post("/api/detection/stop").status_code == 200
+            assert {name for name, op, _ in seen if op == "control_cameras"} == {first.name, second.name}
+            assert not second.service.pipeline_of(garage.id).running and not first.service.pipeline.running
+            assert client.post("/api/detection/start").status_code == 409  # camera 1 has no source: first's answer
+            assert second.service.pipeline_of(garage.id).running and not second.service.pipeline.running
+            # The garage's worker goes away: its camera is listed offline and its requests are 503.
+            second.close()
+            started.remove(second)
+            assert wait_until(lambda: client.get(f"/api/detection?camera={garage.id}").status_code == 503, 10)
+            away = client.get(f"/api/detection?camera={garage.id}").json()["error"]
+            assert away["code"] == "DETECTOR_UNAVAILABLE" and away["details"]["worker"] == second.name
+            listed = {c["id"]: c for c in client.get("/api/cameras").json()["data"]}
+            assert (listed[garage.id]["status"], listed[garage.id]["worker"]) == ("offline", second.name)
+            assert client.get(f"/api/detection?camera={porch.id}").status_code == 200  # the others go on
+            # A camera no worker runs is reported, not silently left out.
+            shed = client.post("/api/cameras", json={"name": "shed", "source": "push"}).json()["data"]
+            listed = {c["id"]: c for c in client.get("/api/cameras").json()["data"]}
+            assert (listed[shed["id"]]["status"], listed[shed["id"]]["worker"]) == ("unassigned", None)
+            gone = client.get(f"/api/detection?camera={shed['id']}").json()["error"]
+            assert gone["code"] == "DETECTOR_UNAVAILABLE" and f"--cameras {shed['id']}" in gone["message"]
+    finally:
+        for worker in started:
+            worker.close()

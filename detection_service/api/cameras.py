@@ -37,6 +37,7 @@ def _info(record: CameraRecord, pipeline_service: PipelineService) -> CameraInfo
         created_at=record.created_at,
         updated_by=record.updated_by,
         updated_at=record.updated_at,
+        worker=live.get("worker"),
     )
 
 

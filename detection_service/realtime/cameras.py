@@ -87,8 +87,10 @@ class CameraRuntimes:
         base_camera: Callable[[], CameraSettings],
         detection: Callable[[], DetectionSettings],
         config: Callable[[], PipelineConfig],
+        only: frozenset[int] | None = None,
     ) -> None:
         self.cameras = cameras
+        self.only = only  # None: every camera; else the ids this process runs (aidoor detect --cameras)
         self._parts = {"session_factory": session_factory, "store": store, "bus": bus, "holder": holder}
         self.batcher = batcher
         self.alerts = alerts
@@ -105,7 +107,9 @@ class CameraRuntimes:
 
     def sync(self) -> None:
         """Match the running pipelines to the cameras table (raises if the database is down)."""
-        records = {r.id: r for r in self.cameras.list() if not r.is_default}
+        records = {
+            r.id: r for r in self.cameras.list() if not r.is_default and (self.only is None or r.id in self.only)
+        }
         with self._lock:
             if self._closed:
                 return

@@ -78,8 +78,8 @@ class LiveEndpoint:
         if op == "check_camera":
             service.pipeline_of(camera)  # NotFound / Conflict as in one process
             return True
-        if op == "camera_info":
-            return service.camera_info(service.camera_service.get(int(camera)))
+        if op == "camera_info":  # with the worker that runs it (GET /api/cameras, several workers)
+            return {**service.camera_info(service.camera_service.get(int(camera))), "worker": self.link.me.name}
         if op == "cameras_changed":
             service.camera_service.changed_elsewhere()
             return True
@@ -140,8 +140,14 @@ class LiveEndpoint:
         viewers = sum(lease.viewers for lease, seen in leases if now - seen < LEASE_TTL_S)
         return viewers, sum(lease.frames_sent for lease, _ in leases)
 
+    def runs(self, camera: int | None) -> bool:
+        """Whether this worker runs the camera (aidoor detect --cameras; docs/deployment.md)."""
+        return self.link.me.runs(camera or DEFAULT_CAMERA_ID)
+
     def _on_lease(self, payload: bytes) -> None:
         lease = decode(payload, ViewerLease)
+        if not self.runs(lease.camera):  # another worker's camera: it sends the frames
+            return
         with self._lock:
             before = self._leases.get((lease.worker, lease.camera))
             self._leases[(lease.worker, lease.camera)] = (lease, time.monotonic())
@@ -195,6 +201,8 @@ class LiveEndpoint:
     # -- settings and ingest --------------------------------------------------------------------
 
     def _on_ingest(self, jpeg: bytes, camera: int | None = None) -> None:
+        if not self.runs(camera):  # every worker hears the default camera's ingest topic
+            return
         try:
             pipeline, state = self.service.ingest_target(camera)
         except DomainError:  # the camera was deleted or disabled meanwhile
@@ -220,6 +228,8 @@ class LiveEndpoint:
 
     def _on_ingest_event(self, payload: bytes) -> None:
         event = decode(payload, dict)
+        if not self.runs(event.get("camera")):
+            return
         try:
             state = self.service.ingest_target(event.get("camera"))[1]
         except DomainError:

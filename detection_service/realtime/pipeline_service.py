@@ -78,12 +78,17 @@ class PipelineService:
         alerts: QueueConfig | None = None,
         demo_policy: str | None = None,
         sync_interval_s: float = SYNC_INTERVAL_S,
+        camera_ids: frozenset[int] | None = None,
     ) -> None:
         """``alerts``: the notifier's queue configuration (``Notifier.queue_config``), with which
         the pipeline and manual detection queue the alerts of their events."""
         self.settings = settings
         self.settings_service = settings_service
         self.sync_interval_s = sync_interval_s
+        # The cameras this process runs (None: all). A detector worker started with --cameras
+        # runs only those (docs/deployment.md); without camera 1 its default pipeline never starts.
+        self.camera_ids = camera_ids
+        self.runs_default = camera_ids is None or DEFAULT_CAMERA_ID in camera_ids
         self.demo = DemoSource(settings.data_dir, settings.demo_video if demo_policy is None else demo_policy)
         self.bus = bus or EventBus()
         self.holder = DetectorHolder()
@@ -130,6 +135,7 @@ class PipelineService:
             base_camera=lambda: self.camera,
             detection=lambda: self.pipeline.detection,
             config=lambda: self.pipeline.config,
+            only=camera_ids,
         )
         self.camera_service.subscribe(self._sync_cameras)
         self.models = ModelLoader(self.holder, model_service, lambda: self.live.pipeline_settings)
@@ -164,7 +170,7 @@ class PipelineService:
             self._spawn("truth-detector", self._load_truth_detector)
         if self.demo.wants_build(self.camera):
             self._spawn("demo-video", self._build_demo)
-        if self.pipeline.camera.source.strip():
+        if self.runs_default and self.pipeline.camera.source.strip():
             self.pipeline.start()
         self._spawn("cameras", self._sync_cameras)
 
@@ -252,7 +258,12 @@ class PipelineService:
                 self.pipeline.apply_settings("camera", effective)
                 # A source configured while nothing runs (e.g. first set-up): start, unless a
                 # user stopped the pipeline on purpose.
-                if effective.source.strip() and not self.pipeline.running and not self.user_stopped:
+                if (
+                    self.runs_default
+                    and effective.source.strip()
+                    and not self.pipeline.running
+                    and not self.user_stopped
+                ):
                     self.pipeline.start()
                 self.cameras.apply(category, value)
         elif category == PIPELINE_SETTINGS_CATEGORY:
@@ -446,7 +457,8 @@ class PipelineService:
                 for other in sorted(runtimes.runtimes):
                     if action == "stop" or runtimes.runtimes[other].record.runs:
                         self._control_other(other, action)
-            self.control(action)
+            if self.runs_default:  # a detector worker without camera 1 leaves it to camera 1's worker
+                self.control(action)
             return
         runtime = self._runtime(camera_id)
         if action != "stop" and not runtime.record.runs:

@@ -27,7 +27,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from detection_service.bus import EventBus
 from detection_service.config import Settings
 from detection_service.errors import DomainError
-from detection_service.live_link import MAX_FRAME_BYTES, LiveLink, ViewerLease, decode_bus, encode
+from detection_service.live_link import (
+    MAX_FRAME_BYTES,
+    DetectorUnavailable,
+    LiveLink,
+    ViewerLease,
+    decode_bus,
+    encode,
+)
 from detection_service.realtime.manual_detection import ManualDetector
 from detection_service.realtime.pipeline_service import PipelineService
 from detection_service.realtime.viewers import Viewer
@@ -272,7 +279,11 @@ class RemotePipelineService(PipelineService):
         return self.link.request("config", kind=DetectionConfig)
 
     def configure(self, changes: Any) -> DetectionConfig:
-        return self.link.request("configure", {"changes": changes}, DetectionConfig)
+        config = self.link.request("configure", {"changes": changes}, DetectionConfig)  # camera 1's worker stores
+        if sum(info.online for info in self.link.workers.values()) > 1:  # the other workers read them again
+            for category in ("detection", "pipeline"):
+                self.settings_changed(category, None)
+        return config
 
     def control(self, action: str) -> dict[str, Any]:
         return self.link.request("control", {"action": action}, timeout=max(self.link.timeout_s, 15.0))
@@ -325,7 +336,20 @@ class RemotePipelineService(PipelineService):
         self.link.request("control_cameras", args, timeout=max(self.link.timeout_s, 15.0))
 
     def camera_info(self, record: Any) -> dict[str, Any]:
-        return self.link.request("camera_info", {"camera": record.id})
+        """The camera's live half from the worker that runs it; a camera whose worker is offline,
+        or that no worker runs, is listed as such (not left out, not a failed list)."""
+        try:
+            return self.link.request("camera_info", {"camera": record.id})
+        except DetectorUnavailable as exc:
+            worker = (exc.details or {}).get("worker") if isinstance(exc.details, dict) else None
+            return {
+                "status": "offline" if worker else "unassigned",
+                "camera_status": "disconnected",
+                "fps": 0.0,
+                "detection_count": 0,
+                "effective_source": record.source,
+                "worker": worker,
+            }
 
     def load_model(self, model_id: str, _weights: Any = None) -> None:
         """``ModelService.deploy_hook``: the worker loads the deployed model (from the shared store)
