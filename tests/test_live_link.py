@@ -382,3 +382,15 @@ def test_several_detector_workers_each_run_their_cameras(broker, settings) -> No
     finally:
         for worker in started:
             worker.close()
+
+
+def test_detect_cameras_names_an_unknown_camera(settings) -> None:
+    """--cameras takes ids or names of the cameras table; anything else is refused with the list."""
+    from detection_service.config import ConfigError
+    from detection_service.detect_worker import DetectorWorker
+
+    live = msgspec.structs.replace(settings, live_broker_url="mqtt://127.0.0.1:1/aidoor")  # never connected
+    with pytest.raises(ConfigError, match=r"no camera 'attic'.*1 \("):
+        DetectorWorker(live, cameras=["1", "attic"])
+    with pytest.raises(ConfigError, match="no camera '7'"):
+        DetectorWorker(live, cameras=["7"])
