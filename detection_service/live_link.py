@@ -343,23 +343,38 @@ class LiveLink:
         if len(targets) == 1:
             return self._ask(targets[0], op, args, kind, timeout)
         primary = self.worker_of(1)
+        answers, failures = self._ask_all(targets, op, args, kind, timeout)
+        if failures:
+            raise next(iter(failures.values()))
+        return answers.get(primary.name if primary is not None else "", answers[targets[0]])
+
+    def gather(self, op: str, args: dict[str, Any] | None = None, kind: Any = Any) -> dict[str, Any]:
+        """Every online worker's answer, by worker name (one that fails is left out and logged)."""
+        online = sorted(name for name, info in self.workers.items() if info.online)
+        answers, failures = self._ask_all(online, op, args or {}, kind, None)
+        for name, exc in failures.items():
+            log.warning("live link: worker %s did not answer %s: %s", name, op, exc)
+        return answers
+
+    def _ask_all(
+        self, targets: list[str], op: str, args: dict[str, Any], kind: Any, timeout: float | None
+    ) -> tuple[dict[str, Any], dict[str, errors.DomainError]]:
+        """The same request to several workers at once (fan-out); their answers and errors."""
         answers: dict[str, Any] = {}
-        failures: list[errors.DomainError] = []
+        failures: dict[str, errors.DomainError] = {}
 
         def one(name: str) -> None:
             try:
                 answers[name] = self._ask(name, op, args, kind, timeout)
             except errors.DomainError as exc:
-                failures.append(exc)
+                failures[name] = exc
 
         threads = [threading.Thread(target=one, args=(name,), daemon=True) for name in targets]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        if failures:
-            raise failures[0]
-        return answers.get(primary.name if primary is not None else "", answers[targets[0]])
+        return answers, failures
 
     def _ask(self, worker: str, op: str, args: dict[str, Any], kind: Any, timeout: float | None) -> Any:
         request_id = uuid.uuid4().hex

@@ -344,6 +344,9 @@ def test_several_detector_workers_each_run_their_cameras(broker, settings) -> No
                 porch.id: first.name,
                 garage.id: second.name,
             }
+            # GET /api/detection lists every camera with the worker that runs it (fanned out, merged).
+            brief = {c["camera_id"]: c["worker"] for c in client.get("/api/detection").json()["data"]["cameras"]}
+            assert brief == {1: first.name, porch.id: first.name, garage.id: second.name}
             seen.clear()
             assert client.get(f"/api/detection?camera={garage.id}").json()["data"]["camera_status"]
             assert client.get(f"/api/stream/status?camera={porch.id}").status_code == 200
@@ -352,7 +355,8 @@ def test_several_detector_workers_each_run_their_cameras(broker, settings) -> No
             assert (second.name, "camera_status", garage.id) in asked
             assert (first.name, "camera_stream_status", porch.id) in asked
             assert (first.name, "camera_status", None) in asked
-            assert not [s for s in seen if s[0] == second.name and s[2] != garage.id]
+            # The garage's worker is asked about its camera only (and for its cameras' brief list).
+            assert not [s for s in seen if s[0] == second.name and s[2] != garage.id and s[1] != "camera_summaries"]
             # A settings change reaches every worker (each reads it again before the answer).
             seen.clear()
             assert client.put("/api/settings/detection", json={"confidence_threshold": 0.6}).status_code == 200
@@ -377,6 +381,10 @@ def test_several_detector_workers_each_run_their_cameras(broker, settings) -> No
             shed = client.post("/api/cameras", json={"name": "shed", "source": "push"}).json()["data"]
             listed = {c["id"]: c for c in client.get("/api/cameras").json()["data"]}
             assert (listed[shed["id"]]["status"], listed[shed["id"]]["worker"]) == ("unassigned", None)
+            brief = {c["camera_id"]: c for c in client.get("/api/detection").json()["data"]["cameras"]}
+            assert (brief[garage.id]["status"], brief[garage.id]["worker"]) == ("offline", second.name)
+            assert (brief[shed["id"]]["status"], brief[shed["id"]]["worker"]) == ("unassigned", None)
+            assert brief[porch.id]["worker"] == first.name
             gone = client.get(f"/api/detection?camera={shed['id']}").json()["error"]
             assert gone["code"] == "DETECTOR_UNAVAILABLE" and f"--cameras {shed['id']}" in gone["message"]
     finally:

@@ -80,6 +80,12 @@ class LiveEndpoint:
             return True
         if op == "camera_info":  # with the worker that runs it (GET /api/cameras, several workers)
             return {**service.camera_info(service.camera_service.get(int(camera))), "worker": self.link.me.name}
+        if op == "camera_summaries":  # this worker's cameras in brief (GET /api/detection, several workers)
+            return [
+                {**summary, "worker": self.link.me.name}
+                for summary in service.camera_summaries()
+                if self.runs(summary["camera_id"])
+            ]
         if op == "cameras_changed":
             service.camera_service.changed_elsewhere()
             return True

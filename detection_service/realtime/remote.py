@@ -316,7 +316,38 @@ class RemotePipelineService(PipelineService):
 
     def camera_status(self, camera_id: int | None, notification_ready: bool = False) -> DetectionStatus:
         args = {"camera": camera_id, "notification_ready": notification_ready}
-        return self.link.request("camera_status", args, DetectionStatus)
+        status = self.link.request("camera_status", args, DetectionStatus)
+        if any(info.cameras is not None for info in self.link.workers.values()):
+            status.cameras = self.camera_summaries()  # workers with cameras of their own: every one's
+        return status
+
+    def camera_summaries(self) -> list[dict[str, Any]]:
+        """Every camera of the table in brief, each from the worker that runs it (with its name);
+        a camera whose worker is offline, or that no worker runs, is listed as such."""
+        found = {
+            summary["camera_id"]: summary
+            for answers in self.link.gather("camera_summaries").values()
+            for summary in answers
+        }
+        out = []
+        for record in self.camera_service.list():
+            summary = found.get(record.id)
+            if summary is None:
+                owner = self.link.worker_of(record.id)
+                summary = {
+                    "camera_id": record.id,
+                    "name": "default" if record.is_default else record.name,
+                    # no worker runs it / its worker is away / its worker did not answer in time
+                    "status": "unassigned" if owner is None else "unknown" if owner.online else "offline",
+                    "camera_status": "disconnected",
+                    "fps": 0.0,
+                    "inferences": 0,
+                    "detection_count": 0,
+                    "source": record.source,
+                    "worker": owner.name if owner is not None else None,
+                }
+            out.append(summary)
+        return out
 
     def camera_stream_status(self, camera_id: int | None) -> StreamStatus:
         return self.link.request("camera_stream_status", {"camera": camera_id}, StreamStatus)
