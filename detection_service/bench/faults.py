@@ -53,7 +53,8 @@ the SIGKILL's downtime: from the kill to the restarted service's first processed
 ``downtime_s``); ``lost`` (an observed object with no event; an unobserved one may have one or
 none), ``duplicated`` (a second event of one object, or an event of none), ``orphaned`` (an image
 row without its object, an object without its row, an alert without its event), ``images_lost``
-(captures an event should have and has not), ``alerts_duplicated``, ``alerts_unsent``,
+(captures an event should have and has not), ``alerts_duplicated``, ``alerts_missing`` (an event
+without its alert, a parcel without its removal alert), ``alerts_unsent``,
 ``telegram_duplicated`` (messages accepted twice).
 """
 
@@ -342,6 +343,7 @@ class Result:
     images_lost: int
     alerts: int
     alerts_duplicated: int  # two alert rows of one event, kind and recipient
+    alerts_missing: int  # an object's event without its alert row, a parcel's without its removal alert
     alerts_unsent: int  # alert rows not `sent` at the end
     telegram_duplicated: int  # messages the Bot API accepted beyond one per sent alert row
     telegram_refused: int  # send requests the Bot API answered 429 / 500 (the fault bit)
@@ -693,6 +695,7 @@ def _compare(
 ) -> Result:
     import sqlalchemy as sa
 
+    from detection_service.notifications.queue import KIND_EVENT, KIND_REMOVED
     from schemas.db import DetectionEvent, EventImage, NotificationHistory, ObjectType
 
     with engine.connect() as conn:
@@ -737,6 +740,14 @@ def _compare(
     stored = {k for k in weed.object_keys() if k.endswith(".jpg")}
     rows = {path for _, path in images}
     orphaned = len(rows - stored) + len(stored - rows) + sum(1 for a in alerts if a[0] not in event_ids)
+    # Same-type objects come >= 30 s apart, past the 15 s cooldown of sensitivity high: every event
+    # alerts, and every parcel's removal.
+    kinds = {(a[0], a[1]) for a in alerts}
+    alerts_missing = 0
+    for i, ids in matched.items():
+        if ids:
+            alerts_missing += (ids[0], KIND_EVENT) not in kinds
+            alerts_missing += scenes[i].object_type == "package" and (ids[0], KIND_REMOVED) not in kinds
     per_event = {ids[0]: 0 for ids in matched.values() if ids}
     for event_id, _ in images:
         if event_id in per_event:
@@ -755,6 +766,7 @@ def _compare(
         images_lost=sum(max(0, CAPTURES - n) for n in per_event.values()),
         alerts=len(alerts),
         alerts_duplicated=len(alerts) - len(set(alerts)),
+        alerts_missing=alerts_missing,
         alerts_unsent=len(alert_rows) - sent_rows,
         telegram_duplicated=max(0, accepted - sent_rows),
         telegram_refused=requests - accepted,
