@@ -81,7 +81,8 @@ class WorkerInfo(msgspec.Struct, kw_only=True):
 
 
 # Requests every online worker answers (each keeps its own copy of what they change).
-BROADCAST = frozenset({"settings_changed", "cameras_changed", "load_model"})
+# System restarts too: each worker restarts the cameras it runs (camera 1's worker answers).
+BROADCAST = frozenset({"settings_changed", "cameras_changed", "load_model", "restart_camera", "restart_detection"})
 DEFAULT_WORKER = "default"  # the name of a worker that runs every camera
 
 

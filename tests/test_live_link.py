@@ -368,6 +368,17 @@ def test_several_detector_workers_each_run_their_cameras(broker, settings) -> No
             assert not second.service.pipeline_of(garage.id).running and not first.service.pipeline.running
             assert client.post("/api/detection/start").status_code == 409  # camera 1 has no source: first's answer
             assert second.service.pipeline_of(garage.id).running and not second.service.pipeline.running
+            # A system restart reaches every worker, each restarting the cameras it runs.
+            seen.clear()
+            restarted = client.post("/api/system/restart", json={"service": "detection"})
+            assert restarted.status_code == 200, restarted.text
+            assert {name for name, op, _ in seen if op == "restart_detection"} == {first.name, second.name}
+            assert second.service.pipeline_of(garage.id).running and not second.service.pipeline.running
+            seen.clear()
+            # Camera 1 has no source, so its worker answers 409 as in one process; the garage's worker
+            # re-opened its capture all the same.
+            assert client.post("/api/system/restart", json={"service": "camera"}).status_code == 409
+            assert {name for name, op, _ in seen if op == "restart_camera"} == {first.name, second.name}
             # The garage's worker goes away: its camera is listed offline and its requests are 503.
             second.close()
             started.remove(second)

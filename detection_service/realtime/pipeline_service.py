@@ -310,7 +310,8 @@ class PipelineService:
         with self._control_lock:
             for runtime in self._other_runtimes():  # the other cameras' captures too (docs/cameras.md)
                 runtime.pipeline.restart_capture()
-            if not self.pipeline.restart_capture():
+            # A detector worker without camera 1 restarts its own cameras only (docs/deployment.md).
+            if self.runs_default and not self.pipeline.restart_capture():
                 raise Conflict(
                     "the detection pipeline is stopped, so no camera is being captured: start it with "
                     "POST /api/detection/start (or restart service 'detection')",
@@ -339,7 +340,7 @@ class PipelineService:
             for runtime in self._other_runtimes():
                 if runtime.pipeline.running:
                     runtime.pipeline.restart()
-            if self.pipeline.camera.source.strip():
+            if self.runs_default and self.pipeline.camera.source.strip():
                 self.control("restart")
         return self.pipeline.status()
 
