@@ -9,8 +9,10 @@ skipped, with the reason, without them."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from detection_service.bench.faults import OBSERVE_S, ensure_video, plan, run_fa
 from detection_service.bench.seaweedfs import find_weed
 from detection_service.bench.tcp_proxy import TcpProxy
 
-URL = "mysql+pymysql://root@127.0.0.1:3306/aidoor_test_faults"
+SERVER = "mysql+pymysql://root@127.0.0.1:3306/"
 
 
 def _mariadb_up() -> bool:
@@ -109,11 +111,26 @@ def test_the_proxy_cuts_and_restores_the_database() -> None:
 @pytest.mark.skipif(not demo_video.dataset_available(), reason="the doorbell dataset is needed for the demo video")
 def test_all_faults_together_lose_duplicate_and_orphan_nothing(tmp_path: Path) -> None:
     video = ensure_video(None, tmp_path)
+    # A database of its own: two runs at once on one MariaDB (two checkouts, CI beside a developer)
+    # must not count each other's events.
+    name = f"aidoor_test_faults_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        _run_all(video, tmp_path, SERVER + name)
+    finally:
+        from detection_service.database import make_engine
+
+        server = make_engine(SERVER)
+        with server.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        server.dispose()
+
+
+def _run_all(video: Path, tmp_path: Path, url: str) -> None:
     info = demo_video.load_info(video)
     assert info is not None
     windows = plan("all", info)
     assert windows.kill_at is not None and windows.camera and windows.store and len(windows.database) == 2
-    result = run_fault("all", URL, video, tmp_path)
+    result = run_fault("all", url, video, tmp_path)
     assert result.expected == len(info.scenes) == 3
     assert (result.lost, result.duplicated, result.orphaned) == (0, 0, 0), result
     # Not vacuous: the first object (before the kill) and the last (long after the restart) were seen
