@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +142,12 @@ class Env:
             event_id, type_code, verified=verified, false_positive=false_positive
         )
 
-    def event(self, type_code: str = "person", confidence: float = 0.87, seed: int = 1) -> int:
-        """One event through the pipeline's writer (InsertEvent + capture 1), as the recorder makes it."""
+    def event(self, type_code: str = "person", confidence: float = 0.87, seed: int = 1, ago_s: float = 0.0) -> int:
+        """One event through the pipeline's writer (InsertEvent + capture 1), as the recorder makes
+        it; ``ago_s``: detected that long before it is written (a write the database delayed)."""
         if self.writer is None:
             self.writer = EventWriter(self.sf, self.store, self.bus, PipelineConfig(retry_initial_s=0.05), self.alerts)
-        now = datetime.now(UTC)
+        now = datetime.now(UTC) - timedelta(seconds=ago_s)
         handle = EventHandle(now, type_code, seed)
         box = bbox_json((40, 30, 100, 110), 160, 120)
         values = {
@@ -323,6 +324,19 @@ def test_cooldown_sensitivity_and_disabled(env: Env) -> None:
         SettingsService(env.sf).update("notification", {"enabled": False})
     env.event("delivery_food", seed=5)
     assert len(env.rows()) == 2
+
+
+def test_cooldown_counts_on_event_times_not_on_delayed_writes(env: Env) -> None:
+    """A person written 90 s late (the database was down) and the next one, detected 90 s after
+    it: medium's 60 s cooldown lies between their arrivals, so both alert, in either write order."""
+    env.add_recipient()
+    env.notifier()
+    late = env.event("person", seed=1, ago_s=90)
+    now = env.event("person", seed=2)
+    earlier = env.event("person", seed=3, ago_s=200)  # replayed last, long before both
+    within = env.event("person", seed=4, ago_s=60)  # 30 s after the late one's arrival: cooled down
+    assert wait_until(lambda: len(env.rows(send_status="sent")) == 3, 10)
+    assert {r.event_id for r in env.rows()} == {late, now, earlier} and not env.rows(event_id=within)
 
 
 def test_package_removed_alert_uses_its_template(env: Env) -> None:

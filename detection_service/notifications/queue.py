@@ -149,14 +149,22 @@ def enqueue_alerts(session: Session, event_id: int, config: QueueConfig, kind: s
         if cooldown is None:
             cooldown = SENSITIVITY[settings.sensitivity].cooldown_s
         if cooldown > 0:
+            # Measured on the events' own times at the same camera, not on when their rows were
+            # written: a write delayed by a database outage (or replayed from the journal) must
+            # not silence the next arrival, nor be silenced by one that came long after it.
             recent = session.scalar(
                 sa.select(sa.func.count())
                 .select_from(NotificationHistory)
+                .join(DetectionEvent, NotificationHistory.event_id == DetectionEvent.id)
                 .where(
                     NotificationHistory.kind == KIND_EVENT,
                     NotificationHistory.template_id == template_id if template_id is not None else sa.false(),
-                    NotificationHistory.created_at >= now - timedelta(seconds=cooldown),
                     NotificationHistory.send_status != SKIPPED,
+                    NotificationHistory.event_id != event_id,
+                    DetectionEvent.camera_id == event.camera_id,
+                    DetectionEvent.detected_at.between(
+                        event.detected_at - timedelta(seconds=cooldown), event.detected_at
+                    ),
                 )
             )
             if recent:
