@@ -380,25 +380,7 @@ class PipelineService:
         return msgspec.convert(values, DetectionStatus)
 
     def stream_status(self) -> StreamStatus:
-        raw = self.pipeline.status()
-        view_size = self.pipeline.frame_size()
-        return StreamStatus(
-            status=raw["status"],
-            camera_status=raw["camera_status"],
-            source=raw["source"],
-            demo=self.demo_active,
-            source_fps=raw["source_fps"],
-            pipeline_fps=raw["fps"],
-            frames_read=raw["frames_read"],
-            dropped_frames=raw["dropped_frames"],
-            reconnects=raw["reconnects"],
-            camera_error=raw["camera_error"],
-            frame_width=view_size[0] if view_size else None,
-            frame_height=view_size[1] if view_size else None,
-            viewers=self.broadcaster.viewers,
-            frames_sent=self.broadcaster.frames_sent,
-            ingest=self.ingest.snapshot(),
-        )
+        return _stream_status(self.pipeline, self.broadcaster, self.ingest, demo=self.demo_active)
 
     # -- several cameras (docs/cameras.md) ------------------------------------------------
 
@@ -499,26 +481,13 @@ class PipelineService:
         if camera_id is None or camera_id == DEFAULT_CAMERA_ID:
             return self.stream_status()
         runtime = self._runtime(camera_id)
-        raw = runtime.pipeline.status()
-        view_size = runtime.pipeline.frame_size()
         query = f"?camera={camera_id}"
-        return StreamStatus(
-            camera_id=camera_id,
-            status=raw["status"],
-            camera_status=raw["camera_status"],
-            source=raw["source"],
+        return _stream_status(
+            runtime.pipeline,
+            runtime.broadcaster,
+            runtime.ingest,
             demo=False,
-            source_fps=raw["source_fps"],
-            pipeline_fps=raw["fps"],
-            frames_read=raw["frames_read"],
-            dropped_frames=raw["dropped_frames"],
-            reconnects=raw["reconnects"],
-            camera_error=raw["camera_error"],
-            frame_width=view_size[0] if view_size else None,
-            frame_height=view_size[1] if view_size else None,
-            viewers=runtime.broadcaster.viewers,
-            frames_sent=runtime.broadcaster.frames_sent,
-            ingest=runtime.ingest.snapshot(),
+            camera_id=camera_id,
             viewer_url=f"/api/stream/viewer{query}",
             mjpeg_url=f"/api/stream/mjpeg{query}",
         )
@@ -569,3 +538,27 @@ class PipelineService:
             "detection_count": summary["detection_count"],
             "effective_source": pipeline.camera.source or None,
         }
+
+
+def _stream_status(pipeline: Any, broadcaster: Any, ingest: Any, *, demo: bool, **extra: Any) -> StreamStatus:
+    """``GET /api/stream/status`` of one camera's pipeline, viewer broadcaster and ingest."""
+    raw = pipeline.status()
+    view_size = pipeline.frame_size()
+    return StreamStatus(
+        status=raw["status"],
+        camera_status=raw["camera_status"],
+        source=raw["source"],
+        demo=demo,
+        source_fps=raw["source_fps"],
+        pipeline_fps=raw["fps"],
+        frames_read=raw["frames_read"],
+        dropped_frames=raw["dropped_frames"],
+        reconnects=raw["reconnects"],
+        camera_error=raw["camera_error"],
+        frame_width=view_size[0] if view_size else None,
+        frame_height=view_size[1] if view_size else None,
+        viewers=broadcaster.viewers,
+        frames_sent=broadcaster.frames_sent,
+        ingest=ingest.snapshot(),
+        **extra,
+    )
