@@ -59,8 +59,10 @@ def keep_base_classes(base: Model, weights: Path, data_yaml: Path):
         return None
     images = [image for key, _ in SPLIT_KEYS for image in split_images(data_yaml, key)]
     # At the size and threshold the model itself detects at: a 256-px student labels poorly at 640.
-    threshold, imgsz = teacher.labelling_settings(weights, model)
-    added = add_labels(data_yaml, teacher.label_images(model, images, classes, threshold=threshold, imgsz=imgsz))
+    # Per class at its calibrated operating point: the model's labels are what it would detect.
+    threshold, imgsz, per_class = teacher.labelling_settings(weights, model)
+    labels = teacher.label_images(model, images, classes, threshold=threshold, imgsz=imgsz, class_thresholds=per_class)
+    added = add_labels(data_yaml, labels)
     return LineageEntry(
         ref=f"model:{base.model_id}",
         role="teacher",
@@ -95,6 +97,7 @@ def trained_model(
         export_onnx,
         per_class_markdown,
         train,
+        write_inference_config,
     )
     from detection_service.ml.training_data import training_sources
 
@@ -150,11 +153,18 @@ def trained_model(
         result = train(data_yaml, work_dir, params, on_epoch=on_epoch, should_cancel=progress.should_cancel)
         progress.step("evaluating on the valid split", 96)
         evaluation = evaluate(result.best_weights, data_yaml, "val", params.imgsz)
+        # The detector calibrates with what this evaluation (batch 1, as the cameras run) found,
+        # so aidoor.json, the stored metrics and the metadata table show the same operating points.
+        write_inference_config(
+            result.best_weights,
+            msgspec.structs.replace(result.inference, class_thresholds=evaluation.class_thresholds),
+        )
         progress.step("exporting ONNX", 98)
         onnx = export_onnx(result.best_weights, params.imgsz)
         metrics = {
             **evaluation.metrics,
             "per_class": [list(row) for row in evaluation.per_class],
+            "class_thresholds": evaluation.class_thresholds,  # raw score of each class's best F1 (= 0.5)
             "inference_ms": round(evaluation.inference_ms, 2),
             "epochs_run": result.epochs_run,
             "train_wall_s": round(result.wall_s, 1),
@@ -203,6 +213,7 @@ def trained_model(
             "precision": dg.MetadataValue.float(m["precision"]),
             "recall": dg.MetadataValue.float(m["recall"]),
             "per_class": dg.MetadataValue.md(per_class_markdown(evaluation)),
+            "class_thresholds": dg.MetadataValue.json(evaluation.class_thresholds),
             "inference_ms_per_image": dg.MetadataValue.float(round(evaluation.inference_ms, 2)),
             "model_size_bytes": dg.MetadataValue.int(row.model_size or 0),
             "epochs_run": result.epochs_run,

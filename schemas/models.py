@@ -70,6 +70,8 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     training_date: datetime
     training_params: dict[str, Any] | None
     per_class: list[dict[str, Any]] | None = None
+    # Raw score of each class's best F1 on its valid split: the detector maps it to confidence 0.5.
+    class_thresholds: dict[str, float] | None = None
     gate: dict[str, Any] | None = None
     weights_path: str
     onnx_path: str | None

@@ -4,6 +4,7 @@ the champion/challenger gate -> cancel. Training uses the tiny profile (seconds)
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
             "per_class",
             "inference_ms_per_image",
             "model_size_bytes",
+            "class_thresholds",
         ):
             assert key in metadata, key
         assert "| package |" in metadata["per_class"].value
@@ -84,6 +86,9 @@ def test_train_register_deploy_and_gate(client, settings, tmp_path: Path):
     info = client.get("/api/models/yolo_v1/info").json()["data"]
     assert info["dataset_id"] == "packages" and info["map50_95"] is not None and info["per_class"]
     assert state.object_store.exists("models/yolo_v1/best.pt") and state.object_store.exists("models/yolo_v1/best.onnx")
+    # The detector's calibration (aidoor.json) is what the registry shows (issue #9, calibration).
+    stored_config = json.loads(state.object_store.get_bytes("models/yolo_v1/aidoor.json"))
+    assert stored_config["class_thresholds"] == info["class_thresholds"]
 
     # First deploy: no champion, so no gate; the running detector gets the weights.
     deployed = client.post("/api/models/yolo_v1/deploy")

@@ -121,6 +121,9 @@ class ClassEval(msgspec.Struct, kw_only=True):
     recall: float
     map50: float
     map50_95: float
+    # Raw score of the class's best (smoothed) F1 on these images (``training.best_f1_thresholds``):
+    # reported only; the detector calibrates with the aidoor.json of the model's own training.
+    best_f1_threshold: float | None = None
 
 
 class Evaluation(msgspec.Struct, kw_only=True):
@@ -193,6 +196,8 @@ def score(
     """Metrics from per-image (pred boxes, pred conf, pred our-class, true boxes, true class, scope)."""
     from ultralytics.utils.metrics import ap_per_class
 
+    from detection_service.ml.training import best_f1_thresholds
+
     tps, confs, pcls, tcls = [], [], [], []
     images_with: dict[int, int] = {}
     for boxes, conf, cls, true_boxes, true_cls, scope in per_image:
@@ -209,9 +214,10 @@ def score(
     if len(target_cls) == 0:
         return {"map50": 0.0, "map50_95": 0.0, "precision": 0.0, "recall": 0.0}, []
     tp = np.concatenate(tps) if tps else np.zeros((0, 10), bool)
-    _, _, p, r, _, ap, classes, *_ = ap_per_class(
+    _, _, p, r, _, ap, classes, _, _, f1_curve, px, _ = ap_per_class(
         tp, np.concatenate(confs), np.concatenate(pcls), target_cls, names=dict(enumerate(MODEL_CLASSES))
     )
+    thresholds = best_f1_thresholds(f1_curve, px, classes, dict(enumerate(MODEL_CLASSES)))
     counts = np.bincount(target_cls, minlength=len(MODEL_CLASSES))
     per_class = [
         ClassEval(
@@ -222,6 +228,7 @@ def score(
             recall=float(r[i]),
             map50=float(ap[i, 0]),
             map50_95=float(ap[i].mean()),
+            best_f1_threshold=thresholds.get(MODEL_CLASSES[c]),
         )
         for i, c in enumerate(classes)
     ]

@@ -22,26 +22,36 @@ from schemas.db import Model
 DEFAULT_CONFIDENCE = 0.5
 
 
-def _confidence(model_path: Path) -> float:
-    for config in (model_path.parent / "aidoor.json", model_path / "aidoor.json"):
-        if config.is_file():
-            try:
-                return float(msgspec.json.decode(config.read_bytes())["confidence_threshold"])
-            except (KeyError, ValueError, TypeError, msgspec.DecodeError):
-                pass
-    return DEFAULT_CONFIDENCE
+def _thresholds(model_path: Path, names: dict[int, str]) -> dict[int, float]:
+    """Raw threshold per model class id from the model's aidoor.json (its confidence threshold
+    through each class's calibration), so the labels are what the model detects."""
+    from detection_service.ml.training import raw_class_thresholds, read_inference_config
+
+    # aidoor.json sits beside a .pt, or inside an export folder.
+    anchor = model_path if model_path.is_file() else model_path / "aidoor.json"
+    try:
+        config = read_inference_config(anchor)
+    except (ValueError, msgspec.DecodeError):
+        config = None
+    if config is None:
+        return dict.fromkeys(names, DEFAULT_CONFIDENCE)
+    raw = raw_class_thresholds(config, names.values())
+    return {cid: raw[name] for cid, name in names.items()}
 
 
 def model_labeler(model_path: Path, confidence: float | None = None) -> Callable[[bytes], str]:
     """image bytes -> YOLO label text (our class ids) of the model's boxes at its own confidence
-    threshold; classes that map onto none of ours are left out."""
+    threshold, per class through its calibration (``confidence``: another threshold, raw, for every
+    class); classes that map onto none of ours are left out."""
     import cv2
     from ultralytics import YOLO
 
     model = YOLO(str(model_path), task="detect")
-    mapping = map_model_classes(dict(model.names))
+    names = {int(k): str(v) for k, v in model.names.items()}
+    mapping = map_model_classes(names)
     imgsz = _stored_imgsz(Path(model_path), model)
-    conf = confidence if confidence is not None else _confidence(Path(model_path))
+    per_class = dict.fromkeys(names, confidence) if confidence is not None else _thresholds(Path(model_path), names)
+    conf = min(per_class.values(), default=DEFAULT_CONFIDENCE)
 
     def label(data: bytes) -> str:
         frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -49,9 +59,9 @@ def model_labeler(model_path: Path, confidence: float | None = None) -> Callable
             return ""
         [result] = model.predict(frame, imgsz=imgsz, conf=conf, verbose=False, device="cpu")
         lines = []
-        for cls, box in zip(result.boxes.cls.tolist(), result.boxes.xywhn.tolist()):
+        for cls, score, box in zip(result.boxes.cls.tolist(), result.boxes.conf.tolist(), result.boxes.xywhn.tolist()):
             ours = mapping.get(int(cls))
-            if ours is not None:
+            if ours is not None and score >= per_class[int(cls)]:
                 lines.append(f"{ours} {box[0]:.6f} {box[1]:.6f} {box[2]:.6f} {box[3]:.6f}\n")
         return "".join(lines)
 

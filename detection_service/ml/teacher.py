@@ -68,17 +68,20 @@ def load_teacher(model_path: Path) -> Any:
     return YOLO(str(model_path), task="detect")
 
 
-def labelling_settings(model_path: Path, model: Any) -> tuple[float, int]:
-    """(confidence threshold, imgsz) at which ``model`` labels images as a teacher: for one of our
-    models, what it reports as a detection at the size it was trained at (``aidoor.json``); for a
-    .pt from elsewhere, the size it was trained at; otherwise the COCO teacher's defaults."""
-    from detection_service.ml.training import read_inference_config
+def labelling_settings(model_path: Path, model: Any) -> tuple[float, int, dict[str, float]]:
+    """(confidence threshold, imgsz, per-class raw thresholds) at which ``model`` labels images as a
+    teacher: for one of our models, what it reports as a detection at the size it was trained at
+    (``aidoor.json``: its threshold through each class's calibration, ``raw_class_thresholds``);
+    for a .pt from elsewhere, the size it was trained at; otherwise the COCO teacher's defaults.
+    A class without a per-class entry is labelled at the plain threshold."""
+    from detection_service.ml.training import raw_class_thresholds, read_inference_config
 
     config = read_inference_config(Path(model_path)) if Path(model_path).is_file() else None
     if config is not None:
-        return config.confidence_threshold, config.imgsz
+        names = [str(v) for v in (getattr(model, "names", None) or {}).values()]
+        return config.confidence_threshold, config.imgsz, raw_class_thresholds(config, names)
     imgsz = (getattr(model, "overrides", None) or {}).get("imgsz")
-    return DEFAULT_THRESHOLD, int(imgsz) if isinstance(imgsz, int) else DEFAULT_IMGSZ
+    return DEFAULT_THRESHOLD, int(imgsz) if isinstance(imgsz, int) else DEFAULT_IMGSZ, {}
 
 
 def label_images(
@@ -88,25 +91,35 @@ def label_images(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     imgsz: int = DEFAULT_IMGSZ,
+    class_thresholds: dict[str, float] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[Path, list[str]]:
     """YOLO label lines (our class ids, normalised cx cy w h) per image, for ``classes`` only.
 
-    ``model`` is a loaded Ultralytics model (``load_teacher``). Images with no box get an empty
-    list: the teacher looked and saw none of those classes, which is a label too.
+    ``model`` is a loaded Ultralytics model (``load_teacher``). A box is kept at or above its
+    class's entry in ``class_thresholds`` (the model's class names, raw scores), else ``threshold``.
+    Images with no box get an empty list: the teacher looked and saw none of those classes, which
+    is a label too.
     """
-    mapping = class_mapping({int(k): str(v) for k, v in model.names.items()}, classes)
+    names = {int(k): str(v) for k, v in model.names.items()}
+    mapping = class_mapping(names, classes)
     if not mapping:
         raise ValueError(
             f"the teacher knows none of {sorted(set(classes))} (its classes: {list(model.names.values())[:10]}...)"
         )
+    per_class = {cid: (class_thresholds or {}).get(names[cid], threshold) for cid in mapping}
     out: dict[Path, list[str]] = {}
     total = len(images)
     for done, image in enumerate(images, 1):
-        result = model.predict(str(image), imgsz=imgsz, conf=threshold, classes=sorted(mapping), verbose=False)[0]
+        result = model.predict(
+            str(image), imgsz=imgsz, conf=min(per_class.values()), classes=sorted(mapping), verbose=False
+        )[0]
         lines = []
         if result.boxes is not None and len(result.boxes):
-            for cls, box in zip(result.boxes.cls.tolist(), result.boxes.xywhn.tolist()):
+            boxes = zip(result.boxes.cls.tolist(), result.boxes.conf.tolist(), result.boxes.xywhn.tolist())
+            for cls, score, box in boxes:
+                if score < per_class[int(cls)]:
+                    continue
                 cx, cy, w, h = (min(1.0, max(0.0, v)) for v in box)
                 if w > 0 and h > 0:
                     lines.append(f"{mapping[int(cls)]} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -115,6 +115,72 @@ class TrainingCancelled(Exception):
 def min_confidence(confidence_threshold: float, sensitivity: str) -> float:
     """The floor under which the detector discards a box (see SENSITIVITY_FLOOR_FACTOR)."""
     return round(max(MIN_FLOOR, confidence_threshold * SENSITIVITY_FLOOR_FACTOR[sensitivity]), 4)
+
+
+# --------------------------------------------------------------------------- score calibration
+#
+# A weak class peaks in F1 at a lower raw score than a strong one (the starter model: person ~0.27,
+# package ~0.48), so one threshold cannot suit both. Each class gets its operating point t_c: the
+# raw score of its best (smoothed) F1 on the model's valid split. The detector maps raw scores
+# piecewise-linearly, 0 -> 0, t_c -> 0.5, 1 -> 1, so a confidence threshold of 0.5 lands on every
+# class's best-F1 point and 0.7 is stricter for each. A class without t_c keeps its raw score.
+#
+# The range: below 0.1 the curve's maximum sits in the flood of low-score boxes (a model that
+# barely separates the class on a small valid split), and mapping it to 0.5 would alert on noise;
+# above 0.6 the maximum is usually a few memorised valid images scoring near 1, and mapping 0.6 to
+# 0.5 already lets every box over 0.6 through at the default threshold.
+CLASS_THRESHOLD_RANGE = (0.1, 0.6)
+F1_SMOOTHING = 0.1  # Ultralytics smooths the mean F1 curve with this box-filter width before its argmax
+
+
+def calibrate(raw: float, threshold: float | None) -> float:
+    """Raw model score -> calibrated score (``threshold`` -> 0.5); identity without a threshold."""
+    if threshold is None:
+        return raw
+    raw = min(1.0, max(0.0, raw))
+    if raw <= threshold:
+        return 0.5 * raw / threshold
+    return 0.5 + 0.5 * (raw - threshold) / (1.0 - threshold)
+
+
+def uncalibrate(score: float, threshold: float | None) -> float:
+    """The inverse of ``calibrate``: the raw score that maps to ``score``."""
+    if threshold is None:
+        return score
+    score = min(1.0, max(0.0, score))
+    if score <= 0.5:
+        return 2.0 * score * threshold
+    return threshold + (score - 0.5) * 2.0 * (1.0 - threshold)
+
+
+def raw_class_thresholds(config: InferenceConfig | None, classes: Iterable[str]) -> dict[str, float]:
+    """Per class, the raw score at which the model reports a detection at its own
+    ``confidence_threshold`` (calibrated units): what the model's labels (teacher, auto-label) use,
+    so they mean what its detections mean. Empty without a config (a model from elsewhere)."""
+    if config is None:
+        return {}
+    return {c: uncalibrate(config.confidence_threshold, config.class_thresholds.get(c)) for c in classes}
+
+
+def best_f1_thresholds(
+    f1_curve: Any, px: Any, class_index: Iterable[int], names: Mapping[int, str]
+) -> dict[str, float]:
+    """Per class with labels (``class_index``, aligned with the rows of ``f1_curve``), the
+    confidence of its smoothed F1 maximum, clipped to CLASS_THRESHOLD_RANGE. A class whose F1 is 0
+    everywhere (no correct box at any score) gets none: there is no operating point to find."""
+    import numpy as np
+    from ultralytics.utils.metrics import smooth
+
+    lo, hi = CLASS_THRESHOLD_RANGE
+    out: dict[str, float] = {}
+    curves = np.asarray(f1_curve, dtype=float)
+    px = np.asarray(px, dtype=float)
+    for row, cls in zip(curves, class_index):
+        if row.size == 0 or not np.any(row > 0):
+            continue
+        best = float(px[int(smooth(row, F1_SMOOTHING).argmax())])
+        out[str(names[int(cls)])] = round(min(hi, max(lo, best)), 3)
+    return out
 
 
 class TrainParams(msgspec.Struct, kw_only=True):
@@ -224,6 +290,9 @@ class InferenceConfig(msgspec.Struct, kw_only=True):
     confidence_threshold: float
     sensitivity: str
     min_confidence: float
+    # Per-class operating points (raw score of the best F1 on the valid split) the detector
+    # calibrates with (see ``calibrate``); absent in files written before them: identity.
+    class_thresholds: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class TrainResult(msgspec.Struct, kw_only=True):
@@ -238,6 +307,7 @@ class TrainResult(msgspec.Struct, kw_only=True):
     inference: InferenceConfig
     stopped_early: str | None = None  # "patience" or "time_limit"
     params: dict[str, Any] = msgspec.field(default_factory=dict)
+    class_thresholds: dict[str, float] = msgspec.field(default_factory=dict)  # = inference.class_thresholds
 
 
 class EvalResult(msgspec.Struct, kw_only=True):
@@ -251,6 +321,7 @@ class EvalResult(msgspec.Struct, kw_only=True):
     preprocess_ms: float
     postprocess_ms: float  # NMS
     wall_s: float
+    class_thresholds: dict[str, float] = msgspec.field(default_factory=dict)  # best-F1 raw score per class
 
 
 # --------------------------------------------------------------------------- dataset preparation
@@ -373,6 +444,13 @@ def _metrics_from_dict(values: Mapping[str, Any]) -> dict[str, float]:
         "recall": "metrics/recall(B)",
     }
     return {k: float(values[v]) for k, v in keys.items() if v in values}
+
+
+def _class_thresholds_from(det_metrics: Any) -> dict[str, float]:
+    box = det_metrics.box
+    if not len(det_metrics.ap_class_index) or not len(box.f1_curve):
+        return {}
+    return best_f1_thresholds(box.f1_curve, box.px, det_metrics.ap_class_index, det_metrics.names)
 
 
 def _per_class_from(det_metrics: Any) -> list[ClassMetrics]:
@@ -579,6 +657,7 @@ def train(
         confidence_threshold=params.confidence_threshold,
         sensitivity=params.sensitivity,
         min_confidence=params.min_confidence,
+        class_thresholds=_class_thresholds_from(validator_metrics),
     )
     result = TrainResult(
         best_weights=best,
@@ -592,6 +671,7 @@ def train(
         inference=inference,
         stopped_early=state["stopped"],
         params=msgspec.to_builtins(params),
+        class_thresholds=inference.class_thresholds,
     )
     write_inference_config(best, inference)
     (run_dir / "result.json").write_bytes(_ENCODER.encode(result))
@@ -615,6 +695,7 @@ def write_inference_config(weights: Path, config: InferenceConfig) -> Path:
 
 
 def read_inference_config(weights: Path) -> InferenceConfig | None:
+    """``aidoor.json`` beside ``weights`` (any path in the model's folder), or None."""
     path = Path(weights).parent / "aidoor.json"
     return msgspec.json.decode(path.read_bytes(), type=InferenceConfig) if path.is_file() else None
 
@@ -682,6 +763,7 @@ def evaluate(
         preprocess_ms=round(float(speed["preprocess"]), 3),
         postprocess_ms=round(float(speed["postprocess"]), 3),
         wall_s=round(time.monotonic() - started, 2),
+        class_thresholds=_class_thresholds_from(metrics),
     )
 
 
@@ -727,18 +809,20 @@ def _export(weights: Path, imgsz: int, fmt: str, **kwargs: Any) -> Path:
 def per_class_markdown(result: TrainResult | EvalResult) -> str:
     """Per-class metrics as a Markdown table (Dagster ``MetadataValue.md``)."""
     lines = [
-        "| class | images | instances | precision | recall | mAP50 | mAP50-95 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| class | images | instances | precision | recall | mAP50 | mAP50-95 | best-F1 raw score |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    thresholds = result.class_thresholds
     for row in result.per_class:
+        t = thresholds.get(row.name)
         lines.append(
             f"| {row.name} | {row.images} | {row.instances} | {row.precision:.3f} | {row.recall:.3f} "
-            f"| {row.map50:.3f} | {row.map50_95:.3f} |"
+            f"| {row.map50:.3f} | {row.map50_95:.3f} | {'' if t is None else f'{t:.3f}'} |"
         )
     m = result.metrics
     lines.append(
         f"| **all** | | {sum(r.instances for r in result.per_class)} | {m.get('precision', math.nan):.3f} "
-        f"| {m.get('recall', math.nan):.3f} | {m.get('map50', math.nan):.3f} | {m.get('map50_95', math.nan):.3f} |"
+        f"| {m.get('recall', math.nan):.3f} | {m.get('map50', math.nan):.3f} | {m.get('map50_95', math.nan):.3f} | |"
     )
     return "\n".join(lines)
 

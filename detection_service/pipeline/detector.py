@@ -28,7 +28,14 @@ import numpy as np
 
 from detection_service.ml import quantize
 from detection_service.ml.classes import CLASS_IDS, MODEL_CLASSES
-from detection_service.ml.training import export_onnx, export_openvino, min_confidence, read_inference_config
+from detection_service.ml.training import (
+    calibrate,
+    export_onnx,
+    export_openvino,
+    min_confidence,
+    read_inference_config,
+    uncalibrate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +60,9 @@ class Detection:
     y2: float
     class_id: int
     class_name: str
-    confidence: float
+    confidence: float  # calibrated (Detector.class_thresholds); the raw score where none applies
     object_type: str | None = None  # set by classify_detections
+    raw_confidence: float | None = None  # the model's own score, when calibration changed it (debugging)
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
@@ -90,7 +98,14 @@ def classify_detections(detections: list[Detection], threshold: float, sensitivi
 
 
 class Detector(ABC):
-    """``detect`` is thread-safe (one inference at a time per detector)."""
+    """``detect`` is thread-safe (one inference at a time per detector).
+
+    Scores come back calibrated per class (``class_thresholds``: class name -> the raw score of its
+    best F1, from the model's ``aidoor.json``; see ``training.calibrate``): that raw score becomes
+    0.5, so one confidence threshold means the same for every class. Classes without an entry, and
+    detectors without any (a model from elsewhere, the truth detector), keep raw scores. Backends
+    implement ``_detect`` in raw scores; the calibration lives here so every backend gets it.
+    """
 
     backend: str
     model_id: str
@@ -106,19 +121,41 @@ class Detector(ABC):
         self._total_ms = 0.0
         self._lock = threading.Lock()
         self._closed = False
+        self.class_thresholds: dict[str, float] = {}
 
     def detect(self, frame_bgr: np.ndarray, conf: float = 0.05) -> list[Detection]:
-        """Boxes in frame pixels with confidence >= ``conf``, unclassified (see classify_detections)."""
+        """Boxes in frame pixels with calibrated confidence >= ``conf``, unclassified (see
+        classify_detections)."""
         with self._lock:
             if self._closed:
                 raise DetectorError(f"detector {self.model_id} ({self.backend}) was unloaded")
             started = time.perf_counter()
-            detections = self._detect(frame_bgr, conf)
+            detections = self._calibrated(self._detect(frame_bgr, self.raw_floor(conf)), conf)
             elapsed = (time.perf_counter() - started) * 1000
             self.last_inference_ms = elapsed
             self.inferences += 1
             self._total_ms += elapsed
         return detections
+
+    def raw_floor(self, conf: float) -> float:
+        """The lowest raw score that calibrates to >= ``conf`` for any of the model's classes: what
+        the backend is asked for (a class without a threshold needs ``conf`` itself)."""
+        if not self.class_thresholds:
+            return conf
+        names = set(self.names.values()) if getattr(self, "names", None) else set()
+        floors = [uncalibrate(conf, self.class_thresholds.get(name)) for name in names | set(self.class_thresholds)]
+        return min(floors)
+
+    def _calibrated(self, detections: list[Detection], conf: float) -> list[Detection]:
+        """Calibrated scores; boxes under ``conf`` (calibrated) dropped."""
+        out = []
+        for det in detections:
+            threshold = self.class_thresholds.get(det.class_name)
+            if threshold is not None:
+                det = replace(det, confidence=calibrate(det.confidence, threshold), raw_confidence=det.confidence)
+            if det.confidence >= conf - 1e-9:  # a box exactly at the floor survives the round trip
+                out.append(det)
+        return out
 
     def detect_batch(self, frames_bgr: list[np.ndarray], conf: float = 0.05) -> list[list[Detection]]:
         """``detect`` for several frames in one call (one batched forward pass where the backend
@@ -130,9 +167,9 @@ class Detector(ABC):
             if self._closed:
                 raise DetectorError(f"detector {self.model_id} ({self.backend}) was unloaded")
             started = time.perf_counter()
-            results = (
-                self._detect_batch(frames_bgr, conf) if len(frames_bgr) > 1 else [self._detect(frames_bgr[0], conf)]
-            )
+            raw = self.raw_floor(conf)
+            results = self._detect_batch(frames_bgr, raw) if len(frames_bgr) > 1 else [self._detect(frames_bgr[0], raw)]
+            results = [self._calibrated(boxes, conf) for boxes in results]
             elapsed = (time.perf_counter() - started) * 1000
             self.last_inference_ms = elapsed
             self.inferences += len(frames_bgr)
@@ -161,6 +198,7 @@ class Detector(ABC):
             "imgsz": self.imgsz,
             "weights": str(self.weights) if self.weights else None,
             "classes": [self.names[i] for i in sorted(self.names)],
+            "class_thresholds": dict(self.class_thresholds),
             "fallback_reason": self.fallback_reason,
             "int8_status": self.int8_status,
             "last_inference_ms": round(self.last_inference_ms, 2),
@@ -358,6 +396,8 @@ def create_detector(
         if failures:
             detector.fallback_reason = "; ".join(failures)
         detector.int8_status = int8_status
+        # Calibration travels in aidoor.json (exports carry a copy); a model without one is raw.
+        detector.class_thresholds = dict(config.class_thresholds) if config else {}
         unknown = sorted(set(detector.names.values()) - set(MODEL_CLASSES))
         if unknown:
             log.warning(

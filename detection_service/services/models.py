@@ -84,6 +84,7 @@ def model_info(row: Model) -> ModelInfo:
         ]
         if per_class
         else None,
+        class_thresholds=metrics.get("class_thresholds"),
         gate=metrics.get("gate"),
         weights_path=row.model_path,
         onnx_path=row.weights_onnx_path,
