@@ -155,6 +155,8 @@ def run(
             "package_map50": per_class.get("package", {}).get("map50"),
             "person_map50": per_class.get("person", {}).get("map50"),
             "inference_ms": inference_ms,
+            # Each class's best-F1 raw score on the mix's valid split: the detector maps it to 0.5.
+            "class_thresholds": result.class_thresholds,
             "model": params.model,
             "threads": params.threads,
             "profile": profile,
