@@ -148,13 +148,29 @@ def test_detector_reports_calibrated_scores_and_the_right_object_type() -> None:
     # Raw 0.30 is under 0.5 but over person's best-F1 point: a person, not "unclassified".
     assert types == {0.30: "person", 0.47: UNCLASSIFIED, 0.40: UNCLASSIFIED}
     strict = {d.raw_confidence: d.object_type for d in classify_detections(found, 0.7, "medium")}
-    assert strict[0.30] == UNCLASSIFIED  # 0.7 is stricter for every class
+    # 0.7 is stricter for every class: the courier is no person, and at raw 0.30 it is under that
+    # threshold's floor (0.35) in raw terms, so it is dropped rather than unclassified.
+    assert 0.30 not in strict and strict[0.47] == UNCLASSIFIED
     assert detector.info()["class_thresholds"] == {"person": 0.27, "package": 0.48}
 
     # Without calibration the same boxes are what they were: the courier is unclassified.
     plain = FixedBoxes(BOXES, {})
     raw = classify_detections(plain.detect(FRAME, conf=floor), 0.5, "medium")
     assert plain.asked == [floor] and {d.confidence: d.object_type for d in raw}[0.30] == UNCLASSIFIED
+
+
+def test_calibration_never_turns_a_raw_noise_box_into_an_unclassified_object() -> None:
+    detector = FixedBoxes(
+        [_box("person", 0.20), _box("person", 0.26), _box("package", 0.30)], {"person": 0.27, "package": 0.48}
+    )
+    found = detector.detect(FRAME, conf=0.25)
+    # Raw 0.20 calibrates to 0.37, over the floor, but is under the floor raw: dropped, not
+    # unclassified. Raw 0.26 (calibrated 0.48) and the package at raw 0.30 stay unclassified.
+    types = {d.raw_confidence: d.object_type for d in classify_detections(found, 0.5, "medium")}
+    assert types == {0.26: UNCLASSIFIED, 0.30: UNCLASSIFIED}
+    # The same raw 0.20 box is a person once its class's point is lower (calibrated >= 0.5).
+    promoted = FixedBoxes([_box("person", 0.20)], {"person": 0.18}).detect(FRAME, conf=0.25)
+    assert [d.object_type for d in classify_detections(promoted, 0.5, "medium")] == ["person"]
 
 
 def test_batched_paths_calibrate_too() -> None:
