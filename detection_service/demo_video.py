@@ -22,12 +22,14 @@ under the data dir (never into the repository) with a JSON sidecar (``door-demo.
 per scene which object type arrives (``object_type``, ``carried``) and at which frames it arrives,
 is fully there, leaves and is gone; tests and ``aidoor bench events`` score against it.
 
-The curated photos were picked because the starter model recognises them: the parcel photos
-because a model trained like the starter model (default profile) scores their parcels 0.57-0.61
-and the inpainted empty doors under 0.15 (scene 1 is a held-out valid-split photo zoomed 2x on the
-door step, scene 3 a training-split photo); the person photo is a valid-split doorbell frame of a
-courier walking up to the door with a parcel in his hands (so a package may be seen while he is
-there). It demonstrates the pipeline, not the model's accuracy (``aidoor bench events`` builds an
+The curated photos were picked because the starter model recognises them, with a margin: two
+models trained like it (2026-12-07: the default profile's 15 minutes, and a 30-minute run) score
+the parcels raw 0.63 / 0.91 (scene 1, a valid-split photo zoomed 1.5x on the door step), 0.81 /
+0.91 (scene 3, a training-split photo) and 0.68 / 0.95 (the third, a training photo zoomed 2x),
+the package best-F1 point being raw 0.40; the couriers raw person 0.61 and 0.65 with the
+15-minute model (valid-split doorbell frames of a courier carrying a parcel; person best-F1 point
+0.24), and the inpainted empty doors at most 0.20. The earlier picks scored 0.19-0.49 and 0.25 with the 15-minute model.
+It demonstrates the pipeline, not the model's accuracy (``aidoor bench events`` builds an
 uncurated video from valid-split photos picked by a rule for that).
 Photos: "Doorbell Camera Alert dataset, Roboflow Universe (craig-test-workspace), CC BY 4.0";
 fallback person photos: "Capston2 dataset, Roboflow Universe (siwookim), CC BY 4.0".
@@ -57,24 +59,30 @@ CREDIT = "Doorbell Camera Alert dataset, Roboflow Universe (craig-test-workspace
 PERSON_CREDIT = "Capston2 dataset, Roboflow Universe (siwookim), CC BY 4.0"
 CREDITS = {"doorbell-camera-alert-v4": CREDIT, "person-capston2-v11": PERSON_CREDIT}
 DEMO_NAME = "door-demo.mp4"
-# Sidecar format: 1 = parcel scenes only (no object_type); 2 = typed scenes. ensure() rebuilds an
-# older demo, so an upgraded install gets the people too.
-DEMO_VERSION = 2
+# Sidecar format: 1 = parcel scenes only (no object_type); 2 = typed scenes; 3 = the photos picked
+# with the calibrated starter model (2026-12-07). ensure() rebuilds an older demo, so an upgraded
+# install gets the people and the new photos too.
+DEMO_VERSION = 3
 SIZE = 640
 # (split, file stem, zoom): one parcel, nobody holding it, floor around the box for the inpainting.
 # Order = scene order; when one is missing the heuristic pick fills in.
 CURATED = (
-    ("valid", "IMG_6817_jpg.rf.9729792d62b86c75d743007e7a92f62e", 2.0),
-    ("train", "IMG_6824_jpg.rf.fdf6c66370125b9bf85845fc875591cd", 1.0),
-    ("train", "IMG_6817_jpg.rf.38aeaf460bd113c9901032fa19276373", 1.5),
+    ("valid", "PXL_20201107_191150218_jpg.rf.82f845a5718e82c6c99b30453ea89a16", 1.5),
+    ("train", "PXL_20201105_173151012_jpg.rf.c637ecbae265f1449668f624794ee4e6", 1.0),
+    ("train", "IMG_6824_jpg.rf.fdf6c66370125b9bf85845fc875591cd", 2.0),
 )
 # (split, file stem, person box cx cy w h normalised): doorbell frames of a courier; the box is the
 # COCO teacher's (conf >= 0.4), because the doorbell dataset labels parcels only.
 CURATED_PEOPLE = (
     (
         "valid",
-        "G8V1-TW02-_2024-03-27T14_34_55-00006_png.rf.3ab37b0add16a21972ddb61cac04f234",
-        (0.6789, 0.5568, 0.2303, 0.8820),
+        "G8V1-TW02-_2024-03-27T14_34_20-00005_png.rf.f65bb46be1b5c852357e871169939a98",
+        (0.8004, 0.4785, 0.3965, 0.9570),
+    ),
+    (
+        "valid",
+        "G8V1-TW02-_2024-03-28T09_04_06-00007_png.rf.7e3eb79b464d4bbcd87daeed11a53471",
+        (0.4987, 0.6774, 0.1501, 0.5793),
     ),
     (
         "valid",
