@@ -119,11 +119,12 @@ def min_confidence(confidence_threshold: float, sensitivity: str) -> float:
 
 # --------------------------------------------------------------------------- score calibration
 #
-# A weak class peaks in F1 at a lower raw score than a strong one (the starter model: person ~0.27,
-# package ~0.48), so one threshold cannot suit both. Each class gets its operating point t_c: the
-# raw score of its best (smoothed) F1 on the model's valid split. The detector maps raw scores
-# piecewise-linearly, 0 -> 0, t_c -> 0.5, 1 -> 1, so a confidence threshold of 0.5 lands on every
-# class's best-F1 point and 0.7 is stricter for each. A class without t_c keeps its raw score.
+# A weak class peaks in F1 at a lower raw score than a strong one (the starter model: person 0.24,
+# package 0.40 on the mix's valid split, 2026-12-07), so one threshold cannot suit both. Each class
+# gets its operating point t_c: the raw score of its best (smoothed) F1 on the model's valid split.
+# The detector maps raw scores piecewise-linearly, 0 -> 0, t_c -> 0.5, 1 -> 1, so a confidence
+# threshold of 0.5 lands on every class's best-F1 point and 0.7 is stricter for each.
+# A class without t_c keeps its raw score.
 #
 # The range: below 0.1 the curve's maximum sits in the flood of low-score boxes (a model that
 # barely separates the class on a small valid split), and mapping it to 0.5 would alert on noise;
